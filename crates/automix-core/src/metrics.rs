@@ -1,0 +1,587 @@
+//! Quality, cost, IBC and ΔIBC of routing decisions; the oracle; the cost–quality
+//! frontier and the router metrics people compare on (AIQ, APGR, CPT).
+
+use serde::{Deserialize, Serialize};
+
+use crate::compat::{np_mean, np_sum};
+use crate::confidence::VerifierScore;
+use crate::cost::{CostModel, QueryCosts};
+use crate::error::{CoreError, Result};
+use crate::record::{RoutingRecord, validate_all};
+
+/// What to do with the small model's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Return the small model's answer.
+    Keep,
+    /// Call the large model and return its answer.
+    Escalate,
+}
+
+impl Decision {
+    /// `true` for [`Decision::Escalate`].
+    pub fn escalates(self) -> bool {
+        self == Self::Escalate
+    }
+
+    /// From an escalate flag.
+    pub fn from_escalate(escalate: bool) -> Self {
+        if escalate { Self::Escalate } else { Self::Keep }
+    }
+}
+
+/// Mean quality and cost of a decision vector.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Mean score of the answers returned.
+    pub quality: f64,
+    /// Mean cost per query, verification included.
+    pub cost: f64,
+    /// Share of queries escalated.
+    pub escalation_rate: f64,
+}
+
+/// The small and large model on their own.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Mean small-model score.
+    pub small_quality: f64,
+    /// Mean large-model score.
+    pub large_quality: f64,
+    /// Mean small-model cost (no verification).
+    pub small_cost: f64,
+    /// Mean large-model cost (no small call, no verification).
+    pub large_cost: f64,
+}
+
+impl Baseline {
+    /// Whether ΔIBC means anything here: the large model must be better and dearer.
+    pub fn lift_defined(&self) -> bool {
+        self.large_quality > self.small_quality && self.large_cost > self.small_cost
+    }
+}
+
+/// Why ΔIBC has no meaning on some data.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum LiftUndefined {
+    /// The large model is not better than the small one: the baseline slope is ≤ 0
+    /// and the paper's formula would flip sign.
+    LargeNotBetter {
+        /// Mean small-model score.
+        small_quality: f64,
+        /// Mean large-model score.
+        large_quality: f64,
+    },
+    /// The large model is not dearer than the small one.
+    CostsNotIncreasing {
+        /// Mean small-model cost.
+        small_cost: f64,
+        /// Mean large-model cost.
+        large_cost: f64,
+    },
+    /// The routed cost equals the small model's cost (zero spend, zero denominator).
+    NoExtraCost,
+}
+
+impl std::fmt::Display for LiftUndefined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::LargeNotBetter {
+                small_quality,
+                large_quality,
+            } => write!(
+                f,
+                "undefined: large model ({large_quality:.4}) is not better than small ({small_quality:.4})"
+            ),
+            Self::CostsNotIncreasing {
+                small_cost,
+                large_cost,
+            } => {
+                write!(
+                    f,
+                    "undefined: large model cost ({large_cost}) is not above small ({small_cost})"
+                )
+            }
+            Self::NoExtraCost => write!(f, "undefined: routed cost equals the small model's cost"),
+        }
+    }
+}
+
+/// ΔIBC of an operating point: a number, or an explicit reason it has none.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lift {
+    /// `(IBC_M − IBC_base) / IBC_base`.
+    Defined(f64),
+    /// No meaningful value on this data.
+    Undefined(LiftUndefined),
+}
+
+impl Lift {
+    /// The value when defined.
+    pub fn value(self) -> Option<f64> {
+        match self {
+            Self::Defined(v) => Some(v),
+            Self::Undefined(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Lift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Defined(v) => write!(f, "{v:.4}"),
+            Self::Undefined(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+/// Records laid out column-wise with their costs resolved, so evaluating a candidate
+/// policy is a tight loop.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    small: Vec<f64>,
+    large: Vec<f64>,
+    verifier: Vec<VerifierScore>,
+    costs: Vec<QueryCosts>,
+    uniform_costs: Option<QueryCosts>,
+    answers: Vec<Option<String>>,
+    tasks: Vec<Option<String>>,
+    baseline: Baseline,
+}
+
+impl Dataset {
+    /// Validates `records` and resolves their costs under `cost_model`.
+    pub fn new(records: &[RoutingRecord], cost_model: &CostModel) -> Result<Self> {
+        validate_all(records)?;
+        cost_model.validate()?;
+        let costs = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| cost_model.query_costs(i, r))
+            .collect::<Result<Vec<_>>>()?;
+        let uniform_costs = match *cost_model {
+            CostModel::Relative {
+                small,
+                large,
+                verifier,
+            } => Some(QueryCosts {
+                small,
+                large,
+                verifier,
+            }),
+            CostModel::PerQuery => None,
+        };
+        let small: Vec<f64> = records.iter().map(|r| r.small_score).collect();
+        let large: Vec<f64> = records.iter().map(|r| r.large_score).collect();
+        let (small_cost, large_cost) = match uniform_costs {
+            Some(c) => (c.small, c.large),
+            None => (
+                np_mean(&costs.iter().map(|c| c.small).collect::<Vec<_>>()),
+                np_mean(&costs.iter().map(|c| c.large).collect::<Vec<_>>()),
+            ),
+        };
+        let baseline = Baseline {
+            small_quality: np_mean(&small),
+            large_quality: np_mean(&large),
+            small_cost,
+            large_cost,
+        };
+        Ok(Self {
+            small,
+            large,
+            verifier: records.iter().map(|r| r.verifier).collect(),
+            costs,
+            uniform_costs,
+            answers: records.iter().map(|r| r.small_answer.clone()).collect(),
+            tasks: records.iter().map(|r| r.task_name.clone()).collect(),
+            baseline,
+        })
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.small.len()
+    }
+
+    /// Always false: construction rejects empty input.
+    pub fn is_empty(&self) -> bool {
+        self.small.is_empty()
+    }
+
+    /// Small-model scores.
+    pub fn small_scores(&self) -> &[f64] {
+        &self.small
+    }
+
+    /// Large-model scores.
+    pub fn large_scores(&self) -> &[f64] {
+        &self.large
+    }
+
+    /// Verifier scores.
+    pub fn verifier(&self) -> &[VerifierScore] {
+        &self.verifier
+    }
+
+    /// Small-model answers (for fixed-answer routing).
+    pub fn answers(&self) -> &[Option<String>] {
+        &self.answers
+    }
+
+    /// Task names.
+    pub fn tasks(&self) -> &[Option<String>] {
+        &self.tasks
+    }
+
+    /// Per-row costs.
+    pub fn costs(&self) -> &[QueryCosts] {
+        &self.costs
+    }
+
+    /// The small and large model alone.
+    pub fn baseline(&self) -> Baseline {
+        self.baseline
+    }
+
+    /// Quality, cost and escalation rate of `escalate` (one flag per row).
+    pub fn evaluate(&self, escalate: &[bool]) -> Result<Outcome> {
+        if escalate.len() != self.len() {
+            return Err(CoreError::LengthMismatch {
+                rows: self.len(),
+                decisions: escalate.len(),
+            });
+        }
+        Ok(self.evaluate_unchecked(escalate))
+    }
+
+    pub(crate) fn evaluate_unchecked(&self, escalate: &[bool]) -> Outcome {
+        let n = self.len();
+        let served: Vec<f64> = escalate
+            .iter()
+            .enumerate()
+            .map(|(i, &e)| if e { self.large[i] } else { self.small[i] })
+            .collect();
+        let quality = np_mean(&served);
+        let n_esc = escalate.iter().filter(|&&e| e).count();
+        let cost = match self.uniform_costs {
+            // The paper's arithmetic, kept for bit-parity: whole-count totals, then the verifier.
+            Some(c) => {
+                ((n - n_esc) as f64 * c.small + n_esc as f64 * (c.large + c.small)) / n as f64
+                    + c.verifier
+            }
+            None => {
+                let per: Vec<f64> = escalate
+                    .iter()
+                    .zip(&self.costs)
+                    .map(|(&e, c)| c.small + c.verifier + if e { c.large } else { 0.0 })
+                    .collect();
+                np_mean(&per)
+            }
+        };
+        Outcome {
+            quality,
+            cost,
+            escalation_rate: n_esc as f64 / n as f64,
+        }
+    }
+
+    /// ΔIBC of `outcome` against the straight line from the small to the large model.
+    pub fn lift(&self, outcome: &Outcome) -> Lift {
+        lift(&self.baseline, outcome)
+    }
+
+    /// The oracle: escalate exactly when the large model scores higher.
+    pub fn oracle(&self) -> Vec<bool> {
+        self.small
+            .iter()
+            .zip(&self.large)
+            .map(|(s, l)| l > s)
+            .collect()
+    }
+}
+
+/// ΔIBC, or why it is undefined.
+pub fn lift(base: &Baseline, outcome: &Outcome) -> Lift {
+    if base.large_quality <= base.small_quality {
+        return Lift::Undefined(LiftUndefined::LargeNotBetter {
+            small_quality: base.small_quality,
+            large_quality: base.large_quality,
+        });
+    }
+    if base.large_cost <= base.small_cost {
+        return Lift::Undefined(LiftUndefined::CostsNotIncreasing {
+            small_cost: base.small_cost,
+            large_cost: base.large_cost,
+        });
+    }
+    if outcome.cost == base.small_cost {
+        return Lift::Undefined(LiftUndefined::NoExtraCost);
+    }
+    let base_slope =
+        (base.large_quality - base.small_quality) / (base.large_cost - base.small_cost);
+    let slope = (outcome.quality - base.small_quality) / (outcome.cost - base.small_cost);
+    Lift::Defined((slope - base_slope) / base_slope)
+}
+
+/// A point on the cost–quality plane.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OperatingPoint {
+    /// Mean cost.
+    pub cost: f64,
+    /// Mean quality.
+    pub quality: f64,
+    /// Share of queries sent to the large model.
+    pub escalation_rate: f64,
+}
+
+impl From<Outcome> for OperatingPoint {
+    fn from(o: Outcome) -> Self {
+        Self {
+            cost: o.cost,
+            quality: o.quality,
+            escalation_rate: o.escalation_rate,
+        }
+    }
+}
+
+/// The non-decreasing upper convex hull of `points`, sorted by cost: the best quality
+/// reachable at each cost by mixing operating points.
+pub fn frontier(points: &[OperatingPoint]) -> Vec<OperatingPoint> {
+    let mut pts: Vec<OperatingPoint> = points
+        .iter()
+        .copied()
+        .filter(|p| p.cost.is_finite() && p.quality.is_finite())
+        .collect();
+    pts.sort_by(|a, b| {
+        a.cost
+            .total_cmp(&b.cost)
+            .then(b.quality.total_cmp(&a.quality))
+    });
+    let mut hull: Vec<OperatingPoint> = Vec::new();
+    for p in pts {
+        // Dominated: no better than the best quality already reachable more cheaply.
+        if hull.last().is_some_and(|last| p.quality <= last.quality) {
+            continue;
+        }
+        while hull.len() >= 2 {
+            let a = hull[hull.len() - 2];
+            let b = hull[hull.len() - 1];
+            let cross = (b.cost - a.cost) * (p.quality - a.quality)
+                - (b.quality - a.quality) * (p.cost - a.cost);
+            if cross >= 0.0 {
+                hull.pop();
+            } else {
+                break;
+            }
+        }
+        hull.push(p);
+    }
+    hull
+}
+
+/// Quality of the frontier at `cost` (linear between hull points, flat after the
+/// last one); `None` below the cheapest point.
+pub fn frontier_quality_at(hull: &[OperatingPoint], cost: f64) -> Option<f64> {
+    let first = hull.first()?;
+    if cost < first.cost {
+        return None;
+    }
+    for w in hull.windows(2) {
+        if cost <= w[1].cost {
+            let t = if w[1].cost > w[0].cost {
+                (cost - w[0].cost) / (w[1].cost - w[0].cost)
+            } else {
+                1.0
+            };
+            return Some(w[0].quality + t * (w[1].quality - w[0].quality));
+        }
+    }
+    hull.last().map(|p| p.quality)
+}
+
+/// Router metrics over a set of operating points.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FrontierMetrics {
+    /// AIQ: area under the frontier over `[cost_min, cost_max]`, divided by the range
+    /// (so it reads as a mean quality).
+    pub aiq: f64,
+    /// APGR: mean share of the small→large quality gap recovered over the cost range.
+    pub apgr: Option<f64>,
+    /// CPT(50%): least escalation rate among points recovering half the gap.
+    pub cpt50: Option<f64>,
+    /// CPT(80%).
+    pub cpt80: Option<f64>,
+}
+
+/// AIQ, APGR and CPT of `points` against `base` over `[cost_min, cost_max]`.
+pub fn frontier_metrics(
+    points: &[OperatingPoint],
+    base: &Baseline,
+    cost_min: f64,
+    cost_max: f64,
+) -> FrontierMetrics {
+    const STEPS: usize = 200;
+    let hull = frontier(points);
+    let gap = base.large_quality - base.small_quality;
+    let span = cost_max - cost_min;
+    let mut area = 0.0;
+    let mut pgr = 0.0;
+    if span > 0.0 {
+        let samples: Vec<f64> = (0..=STEPS)
+            .map(|i| {
+                let c = cost_min + span * i as f64 / STEPS as f64;
+                frontier_quality_at(&hull, c).unwrap_or(base.small_quality)
+            })
+            .collect();
+        // Trapezoid rule on a uniform grid.
+        area = samples.windows(2).map(|w| (w[0] + w[1]) / 2.0).sum::<f64>() / STEPS as f64;
+        pgr = area - base.small_quality;
+    } else if let Some(q) = frontier_quality_at(&hull, cost_min) {
+        area = q;
+        pgr = q - base.small_quality;
+    }
+    let cpt = |share: f64| -> Option<f64> {
+        (gap > 0.0)
+            .then(|| {
+                points
+                    .iter()
+                    .filter(|p| (p.quality - base.small_quality) / gap >= share)
+                    .map(|p| p.escalation_rate)
+                    .min_by(f64::total_cmp)
+            })
+            .flatten()
+    };
+    FrontierMetrics {
+        aiq: area,
+        apgr: (gap > 0.0).then(|| pgr / gap),
+        cpt50: cpt(0.5),
+        cpt80: cpt(0.8),
+    }
+}
+
+/// Sum helper exported for callers that need the same rounding as the core.
+pub fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| np_sum(values) / values.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::confidence::Confidence;
+
+    fn rec(s: f64, l: f64, p: f64) -> RoutingRecord {
+        RoutingRecord::new(s, l, VerifierScore::Known(Confidence::new(p).unwrap()))
+    }
+
+    #[test]
+    fn never_escalate_costs_small_plus_verifier() {
+        let d = Dataset::new(
+            &[rec(1.0, 1.0, 0.5), rec(0.0, 1.0, 0.2)],
+            &CostModel::default(),
+        )
+        .unwrap();
+        let o = d.evaluate(&[false, false]).unwrap();
+        assert_eq!(o.cost, 2.0);
+        assert_eq!(o.quality, 0.5);
+        let o = d.evaluate(&[true, true]).unwrap();
+        assert_eq!(o.cost, 52.0);
+        assert_eq!(o.quality, 1.0);
+    }
+
+    #[test]
+    fn lift_undefined_when_large_not_better() {
+        let d = Dataset::new(
+            &[rec(1.0, 0.0, 0.5), rec(0.0, 0.0, 0.2)],
+            &CostModel::default(),
+        )
+        .unwrap();
+        let o = d.evaluate(&[true, false]).unwrap();
+        assert!(matches!(
+            d.lift(&o),
+            Lift::Undefined(LiftUndefined::LargeNotBetter { .. })
+        ));
+    }
+
+    #[test]
+    fn lift_undefined_for_equal_costs() {
+        let costs = CostModel::Relative {
+            small: 1.0,
+            large: 1.0,
+            verifier: 0.0,
+        };
+        let d = Dataset::new(&[rec(0.0, 1.0, 0.5)], &costs).unwrap();
+        let o = d.evaluate(&[true]).unwrap();
+        assert!(matches!(
+            d.lift(&o),
+            Lift::Undefined(LiftUndefined::CostsNotIncreasing { .. })
+        ));
+    }
+
+    #[test]
+    fn empty_and_nan_are_errors() {
+        assert_eq!(
+            Dataset::new(&[], &CostModel::default()).err(),
+            Some(CoreError::Empty)
+        );
+        let err = Dataset::new(&[rec(f64::NAN, 1.0, 0.5)], &CostModel::default()).unwrap_err();
+        assert!(matches!(
+            err,
+            CoreError::NonFinite {
+                row: 0,
+                field: "small_score",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn frontier_is_non_decreasing_and_convex() {
+        let p = |c, q| OperatingPoint {
+            cost: c,
+            quality: q,
+            escalation_rate: 0.0,
+        };
+        let hull = frontier(&[
+            p(1.0, 0.2),
+            p(2.0, 0.5),
+            p(3.0, 0.55),
+            p(4.0, 0.9),
+            p(5.0, 0.8),
+            p(2.5, 0.1),
+        ]);
+        let costs: Vec<f64> = hull.iter().map(|p| p.cost).collect();
+        assert_eq!(costs, vec![1.0, 2.0, 4.0]);
+        assert_eq!(frontier_quality_at(&hull, 3.0), Some(0.7));
+        assert_eq!(frontier_quality_at(&hull, 10.0), Some(0.9));
+        assert_eq!(frontier_quality_at(&hull, 0.5), None);
+    }
+
+    #[test]
+    fn frontier_metrics_on_a_straight_line() {
+        let base = Baseline {
+            small_quality: 0.0,
+            large_quality: 1.0,
+            small_cost: 0.0,
+            large_cost: 1.0,
+        };
+        let pts = [
+            OperatingPoint {
+                cost: 0.0,
+                quality: 0.0,
+                escalation_rate: 0.0,
+            },
+            OperatingPoint {
+                cost: 1.0,
+                quality: 1.0,
+                escalation_rate: 1.0,
+            },
+        ];
+        let m = frontier_metrics(&pts, &base, 0.0, 1.0);
+        assert!((m.aiq - 0.5).abs() < 1e-12);
+        assert!((m.apgr.unwrap() - 0.5).abs() < 1e-12);
+        assert_eq!(m.cpt50, Some(1.0));
+    }
+}

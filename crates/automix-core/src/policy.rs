@@ -1,0 +1,97 @@
+//! The trained, versioned, serialisable policy that inference runs.
+
+use serde::{Deserialize, Serialize};
+
+use crate::confidence::{Confidence, VerifierScore};
+use crate::cost::CostModel;
+use crate::error::{CoreError, Result};
+use crate::methods::{MethodKind, MethodSpec};
+use crate::metrics::Decision;
+use crate::rule::DecisionRule;
+use crate::train::{Objective, TrainingSummary};
+
+/// Version of the policy JSON this build writes and reads.
+pub const POLICY_FORMAT_VERSION: u32 = 1;
+
+/// What is known about a query when deciding.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueryEvidence<'a> {
+    /// The verifier's score of the small model's answer.
+    pub verifier: VerifierScore,
+    /// The query's task, if known.
+    pub task_name: Option<&'a str>,
+    /// The small model's normalised answer, if known.
+    pub small_answer: Option<&'a str>,
+}
+
+/// A trained two-model routing policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    /// [`POLICY_FORMAT_VERSION`] at write time.
+    pub format_version: u32,
+    /// The method and its settings.
+    pub method: MethodSpec,
+    /// The component that won (differs from `method.kind` for the paper's union).
+    pub chosen_component: MethodKind,
+    /// The decision rule.
+    pub rule: DecisionRule,
+    /// Small-model answers that always escalate.
+    #[serde(default)]
+    pub fixed_answers: Vec<String>,
+    /// Decision when the verifier gave no usable verdict.
+    pub unknown_confidence: Decision,
+    /// Cost model used in training.
+    pub costs: CostModel,
+    /// The requested objective.
+    pub objective: Objective,
+    /// The `cost_constraint` used in training.
+    #[serde(default)]
+    pub cost_constraint: Option<(f64, f64)>,
+    /// What training found.
+    pub summary: TrainingSummary,
+}
+
+impl Policy {
+    /// Decision for a known confidence (the hot path: a comparison or a lookup).
+    #[inline]
+    pub fn decide(&self, confidence: Confidence) -> Decision {
+        Decision::from_escalate(self.rule.escalates(confidence, None))
+    }
+
+    /// Decision with everything known about the query.
+    pub fn decide_for(&self, evidence: &QueryEvidence<'_>) -> Decision {
+        if let Some(answer) = evidence.small_answer
+            && self.fixed_answers.iter().any(|f| f == answer)
+        {
+            return Decision::Escalate;
+        }
+        match evidence.verifier {
+            VerifierScore::Known(p) => {
+                Decision::from_escalate(self.rule.escalates(p, evidence.task_name))
+            }
+            VerifierScore::Unknown => self.unknown_confidence,
+        }
+    }
+
+    /// Pretty JSON.
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string_pretty(self).map_err(|e| CoreError::PolicyJson(e.to_string()))
+    }
+
+    /// Parses and version-checks a policy.
+    pub fn from_json(text: &str) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let v: Version =
+            serde_json::from_str(text).map_err(|e| CoreError::PolicyJson(e.to_string()))?;
+        if v.format_version != POLICY_FORMAT_VERSION {
+            return Err(CoreError::UnsupportedPolicyVersion {
+                found: v.format_version,
+                supported: POLICY_FORMAT_VERSION,
+            });
+        }
+        serde_json::from_str(text).map_err(|e| CoreError::PolicyJson(e.to_string()))
+    }
+}

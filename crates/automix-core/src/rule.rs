@@ -1,0 +1,140 @@
+//! Trained decision rules: what a policy evaluates at inference. Each is a few
+//! comparisons or one table lookup.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::compat::py_nearest_index;
+use crate::confidence::{Bins, Confidence};
+
+/// How a confidence picks a slot of a per-bin decision table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TableLookup {
+    /// [`Bins::index`]: nearest grid point, exact for k votes.
+    Nearest {
+        /// `num_bins`.
+        num_bins: usize,
+    },
+    /// The paper code's `get_neearest_prob_idx`, whose `int(g // gap)` maps some grid
+    /// points to the slot below (e.g. `1.0 → 9` for 10 bins). Kept so paper-method
+    /// policies decide exactly as the Python code does.
+    PaperNearest {
+        /// `num_bins`.
+        num_bins: usize,
+    },
+}
+
+impl TableLookup {
+    #[inline]
+    fn slot(self, p: Confidence) -> Option<usize> {
+        match self {
+            Self::Nearest { num_bins } => Bins::new(num_bins).ok().map(|b| b.index(p)),
+            Self::PaperNearest { num_bins } => py_nearest_index(p.get(), num_bins),
+        }
+    }
+}
+
+/// The trained parameters of a meta-verifier, in a form that decides directly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum DecisionRule {
+    /// Escalate when `p <= threshold` (Threshold, SelfConsistency).
+    Threshold {
+        /// The threshold.
+        threshold: f64,
+    },
+    /// Escalate when `low <= p <= high` (DoubleThreshold).
+    Band {
+        /// Lower edge, inclusive.
+        low: f64,
+        /// Upper edge, inclusive.
+        high: f64,
+    },
+    /// Escalate when `p <= first` or `second <= p <= third` (TripleThreshold).
+    TwoBands {
+        /// Upper edge of `[0, first]`.
+        first: f64,
+        /// Lower edge of the second band.
+        second: f64,
+        /// Upper edge of the second band.
+        third: f64,
+    },
+    /// A per-bin table (POMDPSimple, GreedyPOMDP, exact POMDP).
+    Table {
+        /// `true` = escalate, one entry per bin.
+        escalate: Vec<bool>,
+        /// How confidence selects an entry.
+        lookup: TableLookup,
+    },
+    /// Per-task tables (exact POMDP with task priors); tasks not seen in training use `default`.
+    TaskTables {
+        /// Table for unseen or missing tasks (global prior).
+        default: Vec<bool>,
+        /// Table per task name.
+        tasks: BTreeMap<String, Vec<bool>>,
+        /// How confidence selects an entry.
+        lookup: TableLookup,
+    },
+}
+
+impl DecisionRule {
+    /// Whether to escalate at confidence `p` for `task`.
+    #[inline]
+    pub fn escalates(&self, p: Confidence, task: Option<&str>) -> bool {
+        let x = p.get();
+        match self {
+            Self::Threshold { threshold } => x <= *threshold,
+            Self::Band { low, high } => *low <= x && x <= *high,
+            Self::TwoBands {
+                first,
+                second,
+                third,
+            } => x <= *first || (*second <= x && x <= *third),
+            Self::Table { escalate, lookup } => table_escalates(escalate, *lookup, p),
+            Self::TaskTables {
+                default,
+                tasks,
+                lookup,
+            } => {
+                let table = task.and_then(|t| tasks.get(t)).unwrap_or(default);
+                table_escalates(table, *lookup, p)
+            }
+        }
+    }
+
+    /// A short human-readable form, for tables and logs.
+    pub fn describe(&self) -> String {
+        let bits = |t: &[bool]| {
+            t.iter()
+                .map(|&e| if e { '1' } else { '0' })
+                .collect::<String>()
+        };
+        match self {
+            Self::Threshold { threshold } => format!("escalate if p <= {threshold}"),
+            Self::Band { low, high } => format!("escalate if {low} <= p <= {high}"),
+            Self::TwoBands {
+                first,
+                second,
+                third,
+            } => {
+                format!("escalate if p <= {first} or {second} <= p <= {third}")
+            }
+            Self::Table { escalate, .. } => format!("table {}", bits(escalate)),
+            Self::TaskTables { default, tasks, .. } => {
+                format!("table {} (+{} task tables)", bits(default), tasks.len())
+            }
+        }
+    }
+}
+
+#[inline]
+fn table_escalates(table: &[bool], lookup: TableLookup, p: Confidence) -> bool {
+    // A validated confidence always has a slot; a table shorter than the bins (a
+    // hand-edited policy) escalates rather than guessing: escalating is the safe side.
+    lookup
+        .slot(p)
+        .and_then(|i| table.get(i).copied())
+        .unwrap_or(true)
+}

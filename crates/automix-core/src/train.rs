@@ -1,0 +1,323 @@
+//! Training: evaluate every candidate of a method on the rows and pick one under an
+//! objective. Ties go to the earliest candidate in the method's own order.
+
+use serde::{Deserialize, Serialize};
+
+use crate::confidence::VerifierScore;
+use crate::cost::CostModel;
+use crate::error::{CoreError, Result};
+use crate::methods::{Candidate, MethodSpec, candidates};
+use crate::metrics::{Baseline, Dataset, Decision, Lift, Outcome};
+use crate::policy::{POLICY_FORMAT_VERSION, Policy};
+use crate::record::RoutingRecord;
+
+/// What training maximises.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Objective {
+    /// ΔIBC against the small→large line (the paper). Where ΔIBC is undefined on the
+    /// training data, training maximises quality (then lowers cost) and says so.
+    DeltaIbc,
+    /// Quality − λ·cost.
+    NetUtility {
+        /// λ, quality per unit of cost.
+        lambda: f64,
+    },
+    /// Highest quality with mean cost ≤ `max_mean_cost` (ties: cheaper).
+    CostBudget {
+        /// Budget per query, in the cost model's unit.
+        max_mean_cost: f64,
+    },
+    /// Highest quality with escalation rate ≤ `max_rate` (RouteLLM-style calibration).
+    EscalationBudget {
+        /// Largest share of queries sent to the large model.
+        max_rate: f64,
+    },
+    /// Highest quality, then lowest cost (used when ΔIBC is undefined).
+    MaxQuality,
+}
+
+impl Objective {
+    fn validate(self) -> Result<()> {
+        let bad = |name, v: f64| {
+            Err(CoreError::InvalidParameter {
+                name,
+                reason: format!("{v} is out of range"),
+            })
+        };
+        match self {
+            Self::NetUtility { lambda } if !(lambda.is_finite() && lambda >= 0.0) => {
+                bad("cost_lambda", lambda)
+            }
+            Self::CostBudget { max_mean_cost } if !max_mean_cost.is_finite() => {
+                bad("max_mean_cost", max_mean_cost)
+            }
+            Self::EscalationBudget { max_rate } if !(0.0..=1.0).contains(&max_rate) => {
+                bad("max_escalation_rate", max_rate)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Self::DeltaIbc => "max ΔIBC".into(),
+            Self::NetUtility { lambda } => format!("max quality − {lambda}·cost"),
+            Self::CostBudget { max_mean_cost } => format!("mean cost ≤ {max_mean_cost}"),
+            Self::EscalationBudget { max_rate } => format!("escalation rate ≤ {max_rate}"),
+            Self::MaxQuality => "max quality".into(),
+        }
+    }
+}
+
+/// Training options beyond the method itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// The objective.
+    pub objective: Objective,
+    /// The paper's `cost_constraint`: drop candidates whose mean cost is outside `[min, max]`.
+    pub cost_constraint: Option<(f64, f64)>,
+    /// What to do when the verifier gave no usable verdict.
+    pub unknown_confidence: Decision,
+    /// Small-model answers that always escalate (FixedAnswerRouting, e.g. "unanswerable").
+    pub fixed_answers: Vec<String>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            objective: Objective::DeltaIbc,
+            cost_constraint: None,
+            unknown_confidence: Decision::Escalate,
+            fixed_answers: Vec::new(),
+        }
+    }
+}
+
+/// One candidate with its training-set result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredCandidate {
+    /// The candidate.
+    pub candidate: Candidate,
+    /// Quality, cost and escalation rate on the training rows.
+    pub outcome: Outcome,
+    /// ΔIBC on the training rows.
+    pub lift: Lift,
+    /// Passed the cost constraint (and budget, if any).
+    pub feasible: bool,
+}
+
+/// What training found, stored in the policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSummary {
+    /// Training rows.
+    pub rows: usize,
+    /// Candidates evaluated.
+    pub candidates: usize,
+    /// Candidates that met the constraints.
+    pub feasible: usize,
+    /// The objective actually maximised.
+    pub objective_used: Objective,
+    /// Why it differs from the requested one, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The chosen candidate's result on the training rows.
+    pub train: Outcome,
+    /// Its ΔIBC.
+    pub train_lift: Lift,
+    /// The small and large model alone.
+    pub baseline: Baseline,
+    /// The oracle on the training rows.
+    pub oracle: Outcome,
+    /// The oracle's ΔIBC.
+    pub oracle_lift: Lift,
+    /// λ of the chosen exact-POMDP table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda: Option<f64>,
+}
+
+/// Escalation flags of `rule`-like decisions for every row of `data`.
+pub fn decisions(
+    data: &Dataset,
+    candidate: &Candidate,
+    unknown: Decision,
+    fixed_answers: &[String],
+) -> Vec<bool> {
+    data.verifier()
+        .iter()
+        .enumerate()
+        .map(|(row, score)| {
+            let by_answer = !fixed_answers.is_empty()
+                && data.answers()[row]
+                    .as_deref()
+                    .is_some_and(|a| fixed_answers.iter().any(|f| f == a));
+            by_answer
+                || match score {
+                    VerifierScore::Known(p) => {
+                        candidate.rule.escalates(*p, data.tasks()[row].as_deref())
+                    }
+                    VerifierScore::Unknown => unknown.escalates(),
+                }
+        })
+        .collect()
+}
+
+/// Every candidate of `spec` scored on `data`.
+pub fn score_candidates(
+    spec: &MethodSpec,
+    data: &Dataset,
+    options: &TrainOptions,
+) -> Result<Vec<ScoredCandidate>> {
+    options.objective.validate()?;
+    let all = candidates(spec, data)?;
+    Ok(all
+        .into_iter()
+        .map(|candidate| {
+            let flags = decisions(
+                data,
+                &candidate,
+                options.unknown_confidence,
+                &options.fixed_answers,
+            );
+            let outcome = data.evaluate_unchecked(&flags);
+            let lift = data.lift(&outcome);
+            let feasible = feasible(&outcome, options);
+            ScoredCandidate {
+                candidate,
+                outcome,
+                lift,
+                feasible,
+            }
+        })
+        .collect())
+}
+
+fn feasible(o: &Outcome, options: &TrainOptions) -> bool {
+    let within = options
+        .cost_constraint
+        .is_none_or(|(lo, hi)| !(o.cost < lo || o.cost > hi));
+    let budget = match options.objective {
+        Objective::CostBudget { max_mean_cost } => o.cost <= max_mean_cost,
+        Objective::EscalationBudget { max_rate } => o.escalation_rate <= max_rate,
+        _ => true,
+    };
+    within && budget
+}
+
+/// The index of the best feasible candidate under `objective` (first wins ties), and
+/// the objective actually used.
+pub fn select(
+    scored: &[ScoredCandidate],
+    objective: Objective,
+    base_lift_defined: bool,
+) -> (Option<usize>, Objective) {
+    let used = match objective {
+        Objective::DeltaIbc if !base_lift_defined => Objective::MaxQuality,
+        other => other,
+    };
+    // Keys compare lexicographically; larger is better.
+    let key = |s: &ScoredCandidate| -> Option<(f64, f64)> {
+        let o = &s.outcome;
+        match used {
+            Objective::DeltaIbc => s.lift.value().map(|v| (v, 0.0)),
+            Objective::NetUtility { lambda } => Some((o.quality - lambda * o.cost, 0.0)),
+            Objective::CostBudget { .. }
+            | Objective::EscalationBudget { .. }
+            | Objective::MaxQuality => Some((o.quality, -o.cost)),
+        }
+    };
+    let mut best: Option<(usize, (f64, f64))> = None;
+    for (i, s) in scored.iter().enumerate() {
+        if !s.feasible {
+            continue;
+        }
+        let Some(k) = key(s) else { continue };
+        if k.0.is_nan() {
+            continue;
+        }
+        if best.is_none_or(|(_, b)| k.0 > b.0 || (k.0 == b.0 && k.1 > b.1)) {
+            best = Some((i, k));
+        }
+    }
+    (best.map(|(i, _)| i), used)
+}
+
+/// Trains `spec` on `records` and returns the policy inference uses.
+pub fn train(
+    records: &[RoutingRecord],
+    cost_model: &CostModel,
+    spec: &MethodSpec,
+    options: &TrainOptions,
+) -> Result<Policy> {
+    let data = Dataset::new(records, cost_model)?;
+    train_on(&data, cost_model, spec, options)
+}
+
+/// [`train`] on an already-built [`Dataset`].
+pub fn train_on(
+    data: &Dataset,
+    cost_model: &CostModel,
+    spec: &MethodSpec,
+    options: &TrainOptions,
+) -> Result<Policy> {
+    let scored = score_candidates(spec, data, options)?;
+    let base = data.baseline();
+    let oracle = data.evaluate_unchecked(&data.oracle());
+    let (chosen, used) = select(&scored, options.objective, base.lift_defined());
+    let Some(chosen) = chosen else {
+        let span = |f: fn(&Outcome) -> f64| {
+            scored
+                .iter()
+                .map(|s| f(&s.outcome))
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                    (a.min(v), b.max(v))
+                })
+        };
+        let (min_cost, max_cost) = span(|o| o.cost);
+        let (min_rate, max_rate) = span(|o| o.escalation_rate);
+        let mut constraint = options.objective.describe();
+        if let Some((lo, hi)) = options.cost_constraint {
+            constraint = format!("{constraint} and cost_constraint [{lo}, {hi}]");
+        }
+        return Err(CoreError::NoFeasibleCandidate {
+            method: spec.kind.name().into(),
+            constraint,
+            min_cost,
+            max_cost,
+            min_rate,
+            max_rate,
+        });
+    };
+    let best = &scored[chosen];
+    let note = (used != options.objective).then(|| {
+        format!(
+            "ΔIBC is {}; selected by max quality, then lower cost",
+            data.lift(&oracle)
+        )
+    });
+    let feasible = scored.iter().filter(|s| s.feasible).count();
+    Ok(Policy {
+        format_version: POLICY_FORMAT_VERSION,
+        method: spec.clone(),
+        chosen_component: best.candidate.method,
+        rule: best.candidate.rule.clone(),
+        fixed_answers: options.fixed_answers.clone(),
+        unknown_confidence: options.unknown_confidence,
+        costs: *cost_model,
+        objective: options.objective,
+        cost_constraint: options.cost_constraint,
+        summary: TrainingSummary {
+            rows: data.len(),
+            candidates: scored.len(),
+            feasible,
+            objective_used: used,
+            note,
+            train: best.outcome,
+            train_lift: best.lift,
+            baseline: base,
+            oracle,
+            oracle_lift: data.lift(&oracle),
+            lambda: best.candidate.lambda,
+        },
+    })
+}

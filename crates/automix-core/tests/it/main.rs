@@ -1,0 +1,4 @@
+//! Integration tests of automix-core (one binary, ripgrep style).
+
+mod parity;
+mod properties;
