@@ -158,12 +158,23 @@ def golden(out_path):
         json.dump(result, f, separators=(",", ":"))
 
 
+def bench_rows(n):
+    """Same rows as `bench_rows` in crates/automix-core/benches/core.rs."""
+    def h(i, k):
+        return ((i * 2654435761 + k * 97531) % 1000003) % 100
+    rows = []
+    for i in range(n):
+        votes = h(i, 1) % 9
+        small = 1.0 if h(i, 2) < 25 + 6 * votes else 0.0
+        large = 1.0 if h(i, 3) < 85 else 0.0
+        rows.append({"small": small, "large": large, "p": votes / 8, "category": category(small, large)})
+    return rows
+
+
 def bench(sizes, repeats):
-    rng = np.random.default_rng(7)
     out = {}
     for n in sizes:
-        rows = make_rows(rng, n, "binary", 8)
-        df = frame(rows)
+        df = frame(bench_rows(n))
         for name in METHODS:
             best = math.inf
             for _ in range(repeats):

@@ -1,1 +1,106 @@
-fn main() {}
+//! `cargo xtask <command>`: project automation that needs more than cargo.
+//!
+//! - `parity`  build a venv with the paper's code (PyPI `automix-llm` 1.0.3) and regenerate
+//!   the golden parity fixtures of automix-core.
+//! - `bench`   run the criterion benches and time the Python code on the same rows; prints
+//!   the README table (also written to target/bench-report.md).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+mod python;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root()?;
+    match args.first().map(String::as_str) {
+        Some("parity") => parity(&root),
+        Some("bench") => bench(&root, &args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <parity|bench [--quick]>");
+            bail!("unknown or missing command")
+        }
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Ok(manifest.parent().context("xtask has a parent folder")?.to_path_buf())
+}
+
+/// Runs `cmd`, failing with its rendering when it exits non-zero.
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} exited with {status}");
+    }
+    Ok(())
+}
+
+fn parity(root: &Path) -> Result<()> {
+    let py = python::parity_venv(root)?;
+    let out = root.join("crates/automix-core/tests/it/fixtures/parity_golden.json");
+    run(Command::new(&py).arg(root.join("xtask/python/automix_parity.py")).arg("--out").arg(&out))?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+fn bench(root: &Path, args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    run(Command::new(env!("CARGO")).current_dir(root).args(["bench", "-p", "automix-core", "--bench", "core"]))?;
+    let py = python::parity_venv(root)?;
+    let sizes = if quick { "1000,10000" } else { "1000,10000,100000" };
+    let out = Command::new(&py)
+        .arg(root.join("xtask/python/automix_parity.py"))
+        .args(["--bench", "--sizes", sizes, "--repeats", "3"])
+        .output()
+        .context("running the Python benchmark")?;
+    if !out.status.success() {
+        bail!("python bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let python: serde_json::Value = serde_json::from_slice(&out.stdout).context("python bench output")?;
+    let criterion = root.join("target/criterion");
+    let mut table = String::from(
+        "| method | rows | automix-rs | automix-llm 1.0.3 | speed-up |\n|---|---:|---:|---:|---:|\n",
+    );
+    for method in ["Threshold", "DoubleThreshold", "TripleThreshold", "SelfConsistency", "POMDPSimple", "GreedyPOMDP", "POMDP", "ExactPOMDP"] {
+        for n in [1000, 10000, 100000] {
+            let Some(rust_ns) = criterion_mean(&criterion.join(format!("train/{method}/{n}"))) else { continue };
+            let py_s = python.get(format!("{method}/{n}")).and_then(serde_json::Value::as_f64);
+            let (py_cell, ratio) = match py_s {
+                Some(s) => (fmt_time(s * 1e9), format!("{:.0}×", s * 1e9 / rust_ns)),
+                None => ("—".into(), "—".into()),
+            };
+            table.push_str(&format!("| {method} | {n} | {} | {py_cell} | {ratio} |\n", fmt_time(rust_ns)));
+        }
+    }
+    table.push_str("\n| decide (one call) | time |\n|---|---:|\n");
+    for method in ["Threshold", "POMDP", "ExactPOMDP"] {
+        if let Some(ns) = criterion_mean(&criterion.join(format!("decide/{method}"))) {
+            table.push_str(&format!("| {method} | {} |\n", fmt_time(ns)));
+        }
+    }
+    std::fs::write(root.join("target/bench-report.md"), &table)?;
+    println!("{table}");
+    Ok(())
+}
+
+fn criterion_mean(dir: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(dir.join("new/estimates.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["mean"]["point_estimate"].as_f64()
+}
+
+fn fmt_time(ns: f64) -> String {
+    if ns < 1e3 {
+        format!("{ns:.1} ns")
+    } else if ns < 1e6 {
+        format!("{:.1} µs", ns / 1e3)
+    } else if ns < 1e9 {
+        format!("{:.2} ms", ns / 1e6)
+    } else {
+        format!("{:.2} s", ns / 1e9)
+    }
+}
