@@ -27,7 +27,10 @@ fn main() -> Result<()> {
 
 fn workspace_root() -> Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    Ok(manifest.parent().context("xtask has a parent folder")?.to_path_buf())
+    Ok(manifest
+        .parent()
+        .context("xtask has a parent folder")?
+        .to_path_buf())
 }
 
 /// Runs `cmd`, failing with its rendering when it exits non-zero.
@@ -42,38 +45,72 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
 fn parity(root: &Path) -> Result<()> {
     let py = python::parity_venv(root)?;
     let out = root.join("crates/automix-core/tests/it/fixtures/parity_golden.json");
-    run(Command::new(&py).arg(root.join("xtask/python/automix_parity.py")).arg("--out").arg(&out))?;
+    run(Command::new(&py)
+        .arg(root.join("xtask/python/automix_parity.py"))
+        .arg("--out")
+        .arg(&out))?;
     eprintln!("wrote {}", out.display());
     Ok(())
 }
 
 fn bench(root: &Path, args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
-    run(Command::new(env!("CARGO")).current_dir(root).args(["bench", "-p", "automix-core", "--bench", "core"]))?;
+    run(Command::new(env!("CARGO")).current_dir(root).args([
+        "bench",
+        "-p",
+        "automix-core",
+        "--bench",
+        "core",
+    ]))?;
     let py = python::parity_venv(root)?;
-    let sizes = if quick { "1000,10000" } else { "1000,10000,100000" };
+    let sizes = if quick {
+        "1000,10000"
+    } else {
+        "1000,10000,100000"
+    };
     let out = Command::new(&py)
         .arg(root.join("xtask/python/automix_parity.py"))
         .args(["--bench", "--sizes", sizes, "--repeats", "3"])
         .output()
         .context("running the Python benchmark")?;
     if !out.status.success() {
-        bail!("python bench failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "python bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let python: serde_json::Value = serde_json::from_slice(&out.stdout).context("python bench output")?;
+    let python: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("python bench output")?;
     let criterion = root.join("target/criterion");
     let mut table = String::from(
         "| method | rows | automix-rs | automix-llm 1.0.3 | speed-up |\n|---|---:|---:|---:|---:|\n",
     );
-    for method in ["Threshold", "DoubleThreshold", "TripleThreshold", "SelfConsistency", "POMDPSimple", "GreedyPOMDP", "POMDP", "ExactPOMDP"] {
+    for method in [
+        "Threshold",
+        "DoubleThreshold",
+        "TripleThreshold",
+        "SelfConsistency",
+        "POMDPSimple",
+        "GreedyPOMDP",
+        "POMDP",
+        "ExactPOMDP",
+    ] {
         for n in [1000, 10000, 100000] {
-            let Some(rust_ns) = criterion_mean(&criterion.join(format!("train/{method}/{n}"))) else { continue };
-            let py_s = python.get(format!("{method}/{n}")).and_then(serde_json::Value::as_f64);
+            let Some(rust_ns) = criterion_mean(&criterion.join(format!("train/{method}/{n}")))
+            else {
+                continue;
+            };
+            let py_s = python
+                .get(format!("{method}/{n}"))
+                .and_then(serde_json::Value::as_f64);
             let (py_cell, ratio) = match py_s {
                 Some(s) => (fmt_time(s * 1e9), format!("{:.0}×", s * 1e9 / rust_ns)),
                 None => ("—".into(), "—".into()),
             };
-            table.push_str(&format!("| {method} | {n} | {} | {py_cell} | {ratio} |\n", fmt_time(rust_ns)));
+            table.push_str(&format!(
+                "| {method} | {n} | {} | {py_cell} | {ratio} |\n",
+                fmt_time(rust_ns)
+            ));
         }
     }
     table.push_str("\n| decide (one call) | time |\n|---|---:|\n");

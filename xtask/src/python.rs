@@ -8,8 +8,13 @@ use anyhow::Result;
 use crate::run;
 
 /// The paper's code and the exact library versions the golden fixtures were made with.
-const PARITY_PACKAGES: &[&str] =
-    &["automix-llm==1.0.3", "numpy==2.4.6", "pandas==3.1.1", "scipy==1.17.1", "tqdm==4.70.1"];
+const PARITY_PACKAGES: &[&str] = &[
+    "automix-llm==1.0.3",
+    "numpy==2.4.6",
+    "pandas==3.1.1",
+    "scipy==1.17.1",
+    "tqdm==4.70.1",
+];
 
 /// Creates (once) `.cache/venv-parity` and returns its interpreter.
 pub fn parity_venv(root: &Path) -> Result<PathBuf> {
@@ -27,7 +32,15 @@ pub fn venv(root: &Path, name: &str, packages: &[&str]) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(root.join(".cache"))?;
     run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
-    run(Command::new(&py).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(packages))?;
+    run(Command::new(&py)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(packages))?;
     std::fs::write(&marker, wanted)?;
     Ok(py)
 }

@@ -24,13 +24,23 @@ fn bench_rows(n: u64) -> Vec<RoutingRecord> {
 
 fn training(c: &mut Criterion) {
     let mut group = c.benchmark_group("train");
-    group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
     for n in [1_000u64, 10_000, 100_000] {
         let rows = bench_rows(n);
         for kind in MethodKind::ALL {
             let spec = MethodSpec::paper(kind, 8);
             group.bench_with_input(BenchmarkId::new(kind.name(), n), &rows, |b, rows| {
-                b.iter(|| train(black_box(rows), &CostModel::default(), &spec, &TrainOptions::default()))
+                b.iter(|| {
+                    train(
+                        black_box(rows),
+                        &CostModel::default(),
+                        &spec,
+                        &TrainOptions::default(),
+                    )
+                })
             });
         }
     }
@@ -39,11 +49,22 @@ fn training(c: &mut Criterion) {
 
 fn decide(c: &mut Criterion) {
     let rows = bench_rows(10_000);
-    let probes: Vec<Confidence> = (0..64).map(|i| Confidence::new(i as f64 / 63.0).expect("in range")).collect();
+    let probes: Vec<Confidence> = (0..64)
+        .map(|i| Confidence::new(i as f64 / 63.0).expect("in range"))
+        .collect();
     let mut group = c.benchmark_group("decide");
-    for kind in [MethodKind::Threshold, MethodKind::PaperPomdp, MethodKind::ExactPomdp] {
-        let policy = train(&rows, &CostModel::default(), &MethodSpec::paper(kind, 8), &TrainOptions::default())
-            .expect("bench rows train");
+    for kind in [
+        MethodKind::Threshold,
+        MethodKind::PaperPomdp,
+        MethodKind::ExactPomdp,
+    ] {
+        let policy = train(
+            &rows,
+            &CostModel::default(),
+            &MethodSpec::paper(kind, 8),
+            &TrainOptions::default(),
+        )
+        .expect("bench rows train");
         let mut i = 0usize;
         group.bench_function(kind.name(), |b| {
             b.iter(|| {

@@ -7,15 +7,30 @@ use std::process::Command;
 #[test]
 fn dependency_tree_has_no_io_crates() {
     let out = Command::new(env!("CARGO"))
-        .args(["tree", "--offline", "-p", "automix-core", "-e", "normal", "--prefix", "none"])
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            "automix-core",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo tree runs");
-    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tree = String::from_utf8_lossy(&out.stdout);
     for forbidden in ["tokio", "reqwest", "hyper", "async-trait", "mio", "axum"] {
         assert!(
-            !tree.lines().any(|l| l.split_whitespace().next() == Some(forbidden)),
+            !tree
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(forbidden)),
             "automix-core depends on {forbidden}:\n{tree}"
         );
     }
@@ -27,8 +42,18 @@ fn sources_use_no_io_apis() {
     for entry in std::fs::read_dir(&src).expect("src dir") {
         let path = entry.expect("entry").path();
         let text = std::fs::read_to_string(&path).expect("source file");
-        for forbidden in ["std::fs", "std::net", "std::process", "std::time::SystemTime", "std::env"] {
-            assert!(!text.contains(forbidden), "{} uses {forbidden}", path.display());
+        for forbidden in [
+            "std::fs",
+            "std::net",
+            "std::process",
+            "std::time::SystemTime",
+            "std::env",
+        ] {
+            assert!(
+                !text.contains(forbidden),
+                "{} uses {forbidden}",
+                path.display()
+            );
         }
     }
 }

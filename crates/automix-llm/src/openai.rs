@@ -1,0 +1,619 @@
+//! The OpenAI-compatible HTTP backend (OpenAI, vLLM, llama.cpp server, Ollama `/v1`, OpenRouter).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::catalogue::ApiKey;
+use crate::error::{LlmError, Result};
+use crate::provider::{ChatProvider, DeltaStream};
+use crate::types::{
+    ChatRequest, ChatResponse, Choice, StreamDelta, TokenLogprob, TopLogprob, Usage,
+};
+
+/// Settings of one endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Base URL ending in `/v1` (the backend appends `/chat/completions`).
+    pub base_url: String,
+    /// Bearer key, if the endpoint needs one.
+    pub api_key: Option<ApiKey>,
+    /// Limit for one HTTP attempt.
+    pub request_timeout: Duration,
+    /// Limit for a whole call, retries included.
+    pub deadline: Duration,
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+    /// First backoff; doubles per retry, with full jitter.
+    pub backoff_base: Duration,
+    /// Largest backoff (a longer `Retry-After` is honoured up to the deadline).
+    pub backoff_max: Duration,
+    /// Concurrent requests to this endpoint (`max_workers`).
+    pub max_concurrency: usize,
+}
+
+impl EndpointConfig {
+    /// Defaults: 60 s per attempt, 300 s overall, 4 attempts, 250 ms → 8 s backoff, 8 concurrent.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            api_key: None,
+            request_timeout: Duration::from_secs(60),
+            deadline: Duration::from_secs(300),
+            max_attempts: 4,
+            backoff_base: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(8),
+            max_concurrency: 8,
+        }
+    }
+}
+
+/// A chat-completion client for one OpenAI-compatible endpoint.
+pub struct OpenAiBackend {
+    config: EndpointConfig,
+    client: reqwest::Client,
+    permits: Arc<Semaphore>,
+    /// Cleared once the endpoint rejects `n > 1` or returns fewer choices.
+    supports_n: AtomicBool,
+}
+
+impl std::fmt::Debug for OpenAiBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiBackend")
+            .field("base_url", &self.config.base_url)
+            .field("supports_n", &self.supports_n.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiBackend {
+    /// A backend for `config`.
+    pub fn new(config: EndpointConfig) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .build()
+            .map_err(|e| LlmError::Connection {
+                endpoint: config.base_url.clone(),
+                message: format!("building HTTP client: {e}"),
+            })?;
+        let permits = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
+        Ok(Self {
+            config,
+            client,
+            permits,
+            supports_n: AtomicBool::new(true),
+        })
+    }
+
+    /// Whether the endpoint is still believed to honour `n > 1`.
+    pub fn supports_n(&self) -> bool {
+        self.supports_n.load(Ordering::Relaxed)
+    }
+
+    fn endpoint(&self) -> String {
+        self.config.base_url.clone()
+    }
+
+    fn body(&self, request: &ChatRequest, n: u32, seed: Option<u64>, stream: bool) -> Value {
+        let mut body = json!({ "model": request.model, "messages": request.messages });
+        let obj = body.as_object_mut().expect("json! object");
+        if let Some(t) = request.temperature {
+            obj.insert("temperature".into(), json!(t));
+        }
+        if let Some(m) = request.max_tokens {
+            obj.insert("max_tokens".into(), json!(m));
+        }
+        if !request.stop.is_empty() {
+            obj.insert("stop".into(), json!(request.stop));
+        }
+        if let Some(s) = seed {
+            obj.insert("seed".into(), json!(s));
+        }
+        if n > 1 {
+            obj.insert("n".into(), json!(n));
+        }
+        if request.logprobs {
+            obj.insert("logprobs".into(), json!(true));
+            if let Some(k) = request.top_logprobs {
+                obj.insert("top_logprobs".into(), json!(k));
+            }
+        }
+        if stream {
+            obj.insert("stream".into(), json!(true));
+        }
+        body
+    }
+
+    /// One HTTP attempt up to a success status (body not yet read).
+    async fn attempt(&self, body: &Value) -> Result<reqwest::Response, AttemptFailure> {
+        let mut req = self
+            .client
+            .post(format!("{}/chat/completions", self.config.base_url))
+            .json(body);
+        if let Some(key) = &self.config.api_key {
+            req = req.bearer_auth(key.expose());
+        }
+        let resp = req.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let retry_after = retry_after(&resp);
+        let text = resp.text().await.unwrap_or_default();
+        Err(AttemptFailure {
+            error: LlmError::Http {
+                endpoint: self.endpoint(),
+                status: status.as_u16(),
+                body_excerpt: self.excerpt(&text),
+                retryable: status.as_u16() == 429 || status.is_server_error(),
+            },
+            retry_after,
+        })
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> LlmError {
+        // reqwest errors may carry the URL; ours never holds the key, so it is safe to show.
+        LlmError::Connection {
+            endpoint: self.endpoint(),
+            message: error_chain(e),
+        }
+    }
+
+    fn excerpt(&self, text: &str) -> String {
+        let mut s: String = text.chars().take(300).collect();
+        if let Some(key) = &self.config.api_key
+            && !key.expose().is_empty()
+        {
+            s = s.replace(key.expose(), "<redacted>");
+        }
+        s
+    }
+
+    /// Runs `op` with retries, backoff and the overall deadline. Returns the value and the
+    /// number of attempts.
+    async fn with_retries<T, F, Fut>(&self, mut op: F) -> Result<(T, u32)>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, AttemptFailure>>,
+    {
+        let start = Instant::now();
+        let deadline = self.config.deadline;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let remaining = deadline.saturating_sub(start.elapsed());
+            let limit = self.config.request_timeout.min(remaining);
+            let outcome = match tokio::time::timeout(limit, op()).await {
+                Ok(r) => r,
+                Err(_) if limit < self.config.request_timeout => {
+                    let last = LlmError::Timeout {
+                        endpoint: self.endpoint(),
+                        after: limit,
+                    };
+                    return Err(LlmError::DeadlineExceeded {
+                        deadline,
+                        attempts,
+                        last: Box::new(last),
+                    });
+                }
+                Err(_) => Err(LlmError::Timeout {
+                    endpoint: self.endpoint(),
+                    after: limit,
+                }
+                .into()),
+            };
+            let AttemptFailure {
+                error: err,
+                retry_after: hint,
+            } = match outcome {
+                Ok(v) => return Ok((v, attempts)),
+                Err(e) => e,
+            };
+            if !err.is_retryable() {
+                return Err(if attempts > 1 {
+                    LlmError::RetriesExhausted {
+                        attempts,
+                        last: Box::new(err),
+                    }
+                } else {
+                    err
+                });
+            }
+            if attempts >= self.config.max_attempts {
+                return Err(LlmError::RetriesExhausted {
+                    attempts,
+                    last: Box::new(err),
+                });
+            }
+            let wait = hint.unwrap_or_else(|| self.backoff(attempts));
+            if start.elapsed() + wait >= deadline {
+                return Err(LlmError::DeadlineExceeded {
+                    deadline,
+                    attempts,
+                    last: Box::new(err),
+                });
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Full jitter: uniform in `[0, min(max, base·2^(attempt−1))]`.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let cap = self
+            .config
+            .backoff_base
+            .saturating_mul(1u32 << (attempt - 1).min(16))
+            .min(self.config.backoff_max);
+        let nanos = cap.as_nanos().min(u128::from(u64::MAX)) as u64;
+        Duration::from_nanos(if nanos == 0 {
+            0
+        } else {
+            rand::rng().random_range(0..=nanos)
+        })
+    }
+
+    /// One request with `n` choices asked in the body (n may be 1).
+    async fn request(
+        &self,
+        request: &ChatRequest,
+        n: u32,
+        seed: Option<u64>,
+    ) -> Result<ChatResponse> {
+        let body = self.body(request, n, seed, false);
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| LlmError::Unsupported("backend closed".into()))?;
+        let (resp, attempts) = self
+            .with_retries(|| async {
+                let resp = self.attempt(&body).await?;
+                let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
+                Ok(self.parse(&bytes)?)
+            })
+            .await?;
+        Ok(ChatResponse {
+            requests: attempts,
+            ..resp
+        })
+    }
+
+    fn parse(&self, bytes: &Bytes) -> Result<ChatResponse> {
+        let wire: WireResponse =
+            serde_json::from_slice(bytes).map_err(|e| LlmError::Malformed {
+                endpoint: self.endpoint(),
+                message: e.to_string(),
+                body_excerpt: self.excerpt(&String::from_utf8_lossy(bytes)),
+            })?;
+        let choices = wire
+            .choices
+            .into_iter()
+            .map(|c| Choice {
+                index: c.index,
+                text: c
+                    .message
+                    .and_then(|m| m.content)
+                    .or(c.text)
+                    .unwrap_or_default(),
+                finish_reason: c.finish_reason,
+                logprobs: c.logprobs.and_then(|l| l.content).map(|toks| {
+                    toks.into_iter()
+                        .map(|t| TokenLogprob {
+                            token: t.token,
+                            logprob: t.logprob,
+                            top_logprobs: t
+                                .top_logprobs
+                                .into_iter()
+                                .map(|a| TopLogprob {
+                                    token: a.token,
+                                    logprob: a.logprob,
+                                })
+                                .collect(),
+                        })
+                        .collect()
+                }),
+            })
+            .collect();
+        let usage = wire
+            .usage
+            .map(|u| Usage {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+            })
+            .unwrap_or_default();
+        Ok(ChatResponse {
+            model: wire.model.unwrap_or_default(),
+            choices,
+            usage,
+            requests: 1,
+        })
+    }
+
+    /// `count` single requests in parallel with seeds `seed + first ..`.
+    async fn fan_out(
+        &self,
+        request: &ChatRequest,
+        first: u32,
+        count: u32,
+    ) -> Result<Vec<ChatResponse>> {
+        let calls = (first..first + count)
+            .map(|i| self.request(request, 1, request.seed.map(|s| s + u64::from(i))));
+        futures::future::try_join_all(calls).await
+    }
+}
+
+#[async_trait]
+impl ChatProvider for OpenAiBackend {
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse> {
+        let n = request.n.max(1);
+        if n == 1 {
+            return self.request(request, 1, request.seed).await;
+        }
+        let mut merged = if self.supports_n() {
+            match self.request(request, n, request.seed).await {
+                Ok(resp) if resp.choices.len() as u32 >= n => return Ok(resp),
+                Ok(resp) => {
+                    self.supports_n.store(false, Ordering::Relaxed);
+                    resp
+                }
+                Err(e) if e.status() == Some(400) => {
+                    self.supports_n.store(false, Ordering::Relaxed);
+                    ChatResponse {
+                        model: request.model.clone(),
+                        choices: Vec::new(),
+                        usage: Usage::default(),
+                        requests: e_attempts(&e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            ChatResponse {
+                model: request.model.clone(),
+                choices: Vec::new(),
+                usage: Usage::default(),
+                requests: 0,
+            }
+        };
+        let have = merged.choices.len() as u32;
+        for resp in self.fan_out(request, have, n - have).await? {
+            merged.usage = merged.usage.add(resp.usage);
+            merged.requests += resp.requests;
+            if merged.model.is_empty() {
+                merged.model = resp.model;
+            }
+            merged.choices.extend(resp.choices.into_iter().take(1));
+        }
+        for (i, c) in merged.choices.iter_mut().enumerate() {
+            c.index = i as u32;
+        }
+        Ok(merged)
+    }
+
+    async fn chat_stream(&self, request: &ChatRequest) -> Result<DeltaStream> {
+        let body = self.body(request, 1, request.seed, true);
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| LlmError::Unsupported("backend closed".into()))?;
+        // Only the connection phase is retried: once deltas flow, a retry could duplicate text.
+        let (resp, _) = self.with_retries(|| self.attempt(&body)).await?;
+        let endpoint = self.endpoint();
+        let bytes = resp
+            .bytes_stream()
+            .map(move |r| r.map_err(|e| error_chain(&e)));
+        let stream = sse_deltas(bytes, endpoint).map(move |item| {
+            let _held = &permit;
+            item
+        });
+        Ok(Box::pin(stream))
+    }
+}
+
+fn e_attempts(e: &LlmError) -> u32 {
+    match e {
+        LlmError::RetriesExhausted { attempts, .. }
+        | LlmError::DeadlineExceeded { attempts, .. } => *attempts,
+        _ => 1,
+    }
+}
+
+/// Parses an OpenAI SSE byte stream incrementally into deltas. A stream that ends without
+/// `data: [DONE]`, or whose transport fails, yields a final [`LlmError::Stream`].
+pub fn sse_deltas<S>(bytes: S, endpoint: String) -> impl Stream<Item = Result<StreamDelta>> + Send
+where
+    S: Stream<Item = std::result::Result<Bytes, String>> + Send + 'static,
+{
+    struct State<S> {
+        bytes: std::pin::Pin<Box<S>>,
+        buffer: String,
+        pending: VecDeque<Result<StreamDelta>>,
+        finished: bool,
+        endpoint: String,
+    }
+    let state = State {
+        bytes: Box::pin(bytes),
+        buffer: String::new(),
+        pending: VecDeque::new(),
+        finished: false,
+        endpoint,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(item) = st.pending.pop_front() {
+                return Some((item, st));
+            }
+            if st.finished {
+                return None;
+            }
+            match st.bytes.next().await {
+                Some(Ok(chunk)) => {
+                    st.buffer
+                        .push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
+                    while let Some(pos) = st.buffer.find("\n\n") {
+                        let event: String = st.buffer.drain(..pos + 2).collect();
+                        for line in event.lines() {
+                            let Some(data) = line.strip_prefix("data:") else {
+                                continue;
+                            };
+                            let data = data.trim();
+                            if data == "[DONE]" {
+                                st.finished = true;
+                                break;
+                            }
+                            match serde_json::from_str::<WireChunk>(data) {
+                                Ok(chunk) => {
+                                    st.pending.extend(chunk.choices.into_iter().map(|c| {
+                                        Ok(StreamDelta {
+                                            index: c.index,
+                                            content: c
+                                                .delta
+                                                .and_then(|d| d.content)
+                                                .unwrap_or_default(),
+                                            finish_reason: c.finish_reason,
+                                        })
+                                    }))
+                                }
+                                Err(e) => {
+                                    st.pending.push_back(Err(LlmError::Stream {
+                                        endpoint: st.endpoint.clone(),
+                                        message: format!("unparseable event: {e}"),
+                                    }));
+                                    st.finished = true;
+                                }
+                            }
+                        }
+                        if st.finished {
+                            break;
+                        }
+                    }
+                }
+                Some(Err(message)) => {
+                    st.pending.push_back(Err(LlmError::Stream {
+                        endpoint: st.endpoint.clone(),
+                        message,
+                    }));
+                    st.finished = true;
+                }
+                None => {
+                    st.pending.push_back(Err(LlmError::Stream {
+                        endpoint: st.endpoint.clone(),
+                        message: "stream ended before [DONE]".into(),
+                    }));
+                    st.finished = true;
+                }
+            }
+        }
+    })
+}
+
+/// One failed attempt, with the server's `Retry-After` hint when it sent one.
+struct AttemptFailure {
+    error: LlmError,
+    retry_after: Option<Duration>,
+}
+
+impl From<LlmError> for AttemptFailure {
+    fn from(error: LlmError) -> Self {
+        Self {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let v = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    model: Option<String>,
+    choices: Vec<WireChoice>,
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    #[serde(default)]
+    index: u32,
+    message: Option<WireMessage>,
+    text: Option<String>,
+    finish_reason: Option<String>,
+    logprobs: Option<WireLogprobs>,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireLogprobs {
+    content: Option<Vec<WireToken>>,
+}
+
+#[derive(Deserialize)]
+struct WireToken {
+    token: String,
+    logprob: f64,
+    #[serde(default)]
+    top_logprobs: Vec<WireTop>,
+}
+
+#[derive(Deserialize)]
+struct WireTop {
+    token: String,
+    logprob: f64,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct WireChunk {
+    choices: Vec<WireChunkChoice>,
+}
+
+#[derive(Deserialize)]
+struct WireChunkChoice {
+    #[serde(default)]
+    index: u32,
+    delta: Option<WireMessage>,
+    finish_reason: Option<String>,
+}

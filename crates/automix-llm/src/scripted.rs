@@ -1,0 +1,84 @@
+//! A scripted in-memory provider for tests of the crates above this one.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::error::{LlmError, Result};
+use crate::provider::ChatProvider;
+use crate::types::{ChatRequest, ChatResponse, Choice, Usage};
+
+type Responder = Box<dyn Fn(&ChatRequest) -> Result<ChatResponse> + Send + Sync>;
+
+/// Replies from a queue, then from an optional fallback function; records every request.
+pub struct ScriptedProvider {
+    queue: Mutex<VecDeque<Result<ChatResponse>>>,
+    fallback: Option<Responder>,
+    seen: Mutex<Vec<ChatRequest>>,
+}
+
+impl ScriptedProvider {
+    /// Replies with `replies` in order; errors once they run out.
+    pub fn new(replies: Vec<Result<ChatResponse>>) -> Self {
+        Self {
+            queue: Mutex::new(replies.into()),
+            fallback: None,
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Replies by calling `f` for every request.
+    pub fn from_fn(
+        f: impl Fn(&ChatRequest) -> Result<ChatResponse> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            queue: Mutex::new(VecDeque::new()),
+            fallback: Some(Box::new(f)),
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The requests received so far.
+    pub fn requests(&self) -> Vec<ChatRequest> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// A response with one choice per text and the given usage.
+pub fn response(model: &str, texts: &[&str], usage: Usage) -> ChatResponse {
+    let choices = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Choice {
+            index: i as u32,
+            text: (*t).to_owned(),
+            finish_reason: Some("stop".into()),
+            logprobs: None,
+        })
+        .collect();
+    ChatResponse {
+        model: model.to_owned(),
+        choices,
+        usage,
+        requests: 1,
+    }
+}
+
+#[async_trait]
+impl ChatProvider for ScriptedProvider {
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse> {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push(request.clone());
+        }
+        let next = self.queue.lock().ok().and_then(|mut q| q.pop_front());
+        match (next, &self.fallback) {
+            (Some(reply), _) => reply,
+            (None, Some(f)) => f(request),
+            (None, None) => Err(LlmError::Scripted(format!(
+                "no reply scripted for request to {}",
+                request.model
+            ))),
+        }
+    }
+}

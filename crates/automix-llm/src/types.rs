@@ -1,0 +1,171 @@
+//! Chat-completion request and response types (OpenAI wire shape, provider neutral).
+
+use serde::{Deserialize, Serialize};
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A `system` message.
+    pub fn system(content: impl Into<String>) -> Self {
+        Self {
+            role: "system".into(),
+            content: content.into(),
+        }
+    }
+    /// A `user` message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+    /// An `assistant` message.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self {
+            role: "assistant".into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// A chat-completion request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// Upstream model id (llm_data `model`).
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Completion token limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Stop sequences.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+    /// Sampling seed; with `n > 1` the fallback uses `seed + i` for sample `i`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Number of samples.
+    #[serde(default = "one")]
+    pub n: u32,
+    /// Ask for per-token logprobs.
+    #[serde(default)]
+    pub logprobs: bool,
+    /// Alternatives per token when `logprobs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u8>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl ChatRequest {
+    /// A one-sample request with no sampling options.
+    pub fn new(model: impl Into<String>, messages: Vec<ChatMessage>) -> Self {
+        Self {
+            model: model.into(),
+            messages,
+            temperature: None,
+            max_tokens: None,
+            stop: Vec::new(),
+            seed: None,
+            n: 1,
+            logprobs: false,
+            top_logprobs: None,
+        }
+    }
+}
+
+/// One alternative token and its log probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopLogprob {
+    /// The token text.
+    pub token: String,
+    /// Natural-log probability.
+    pub logprob: f64,
+}
+
+/// A generated token with its log probability and the top alternatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token text.
+    pub token: String,
+    /// Natural-log probability.
+    pub logprob: f64,
+    /// Alternatives at this position (including the chosen token when the server lists it).
+    #[serde(default)]
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// One sampled completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    /// Position among the samples.
+    pub index: u32,
+    /// The text.
+    pub text: String,
+    /// `stop`, `length`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    /// Per-token logprobs, when asked for and returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<TokenLogprob>>,
+}
+
+/// Token usage of a response (all requests summed when `n` fell back to single requests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    /// Sum of two usages.
+    pub fn add(self, o: Usage) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens + o.prompt_tokens,
+            completion_tokens: self.completion_tokens + o.completion_tokens,
+        }
+    }
+    /// Prompt plus completion tokens.
+    pub fn total(self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// A chat-completion response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    /// The model that answered, as the server names it.
+    pub model: String,
+    /// Samples, `index` 0..n.
+    pub choices: Vec<Choice>,
+    /// Token usage.
+    pub usage: Usage,
+    /// Upstream HTTP requests made (retries and `n` fallback included).
+    pub requests: u32,
+}
+
+/// One streamed delta.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamDelta {
+    /// Choice index.
+    pub index: u32,
+    /// Text added by this chunk.
+    pub content: String,
+    /// Set on the final chunk of a choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+}
