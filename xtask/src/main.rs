@@ -4,12 +4,15 @@
 //!   the golden parity fixtures of automix-core.
 //! - `bench`   run the criterion benches and time the Python code on the same rows; prints
 //!   the README table (also written to target/bench-report.md).
+//! - `llms`    real local llama.cpp servers from pinned PyPI wheels (see `llms.rs`).
+//! - `e2e`     brings the local servers up, runs the tests that need them, brings them down.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod llms;
 mod python;
 
 fn main() -> Result<()> {
@@ -18,8 +21,10 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("parity") => parity(&root),
         Some("bench") => bench(&root, &args[1..]),
+        Some("llms") => llms::main(&root, &args[1..]),
+        Some("e2e") => e2e(&root),
         _ => {
-            eprintln!("usage: cargo xtask <parity|bench [--quick]>");
+            eprintln!("usage: cargo xtask <parity|bench [--quick]|llms <up|down|status>|e2e>");
             bail!("unknown or missing command")
         }
     }
@@ -40,6 +45,23 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
         bail!("{cmd:?} exited with {status}");
     }
     Ok(())
+}
+
+fn e2e(root: &Path) -> Result<()> {
+    llms::up(root, &["smollm2-135m".to_owned()])?;
+    let result = run(Command::new(env!("CARGO"))
+        .current_dir(root)
+        .env("AUTOMIX_REQUIRE_LLMS", "1")
+        .args([
+            "test",
+            "--workspace",
+            "--all-features",
+            "--test",
+            "it",
+            "real_llama",
+        ]));
+    llms::down(root)?;
+    result
 }
 
 fn parity(root: &Path) -> Result<()> {
