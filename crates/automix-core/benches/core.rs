@@ -2,6 +2,8 @@
 //! `xtask/python/automix_parity.py --bench` reproduces, so `cargo xtask bench` times the
 //! Python code on exactly the same rows.
 
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
 use std::hint::black_box;
 use std::time::Duration;
 

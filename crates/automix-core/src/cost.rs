@@ -95,9 +95,10 @@ pub struct TokenUsage {
     pub completion_tokens: u64,
 }
 
-impl TokenUsage {
-    /// Adds another call's usage.
-    pub fn add(self, other: TokenUsage) -> TokenUsage {
+impl std::ops::Add for TokenUsage {
+    type Output = TokenUsage;
+    /// Usage of two calls together.
+    fn add(self, other: TokenUsage) -> TokenUsage {
         TokenUsage {
             prompt_tokens: self.prompt_tokens + other.prompt_tokens,
             completion_tokens: self.completion_tokens + other.completion_tokens,

@@ -25,6 +25,8 @@
 //! assert_eq!(reloaded, policy);
 //! ```
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod compat;
 mod confidence;
 mod cost;

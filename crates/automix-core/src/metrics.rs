@@ -157,11 +157,15 @@ impl Dataset {
     pub fn new(records: &[RoutingRecord], cost_model: &CostModel) -> Result<Self> {
         validate_all(records)?;
         cost_model.validate()?;
-        let costs = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| cost_model.query_costs(i, r))
-            .collect::<Result<Vec<_>>>()?;
+        // Uniform costs need no per-row column; per-query costs are resolved (and checked) here.
+        let costs = match cost_model {
+            CostModel::Relative { .. } => Vec::new(),
+            CostModel::PerQuery => records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| cost_model.query_costs(i, r))
+                .collect::<Result<Vec<_>>>()?,
+        };
         let uniform_costs = match *cost_model {
             CostModel::Relative {
                 small,
@@ -236,9 +240,9 @@ impl Dataset {
         &self.tasks
     }
 
-    /// Per-row costs.
-    pub fn costs(&self) -> &[QueryCosts] {
-        &self.costs
+    /// The costs of row `row`.
+    pub fn query_costs(&self, row: usize) -> QueryCosts {
+        self.uniform_costs.unwrap_or_else(|| self.costs[row])
     }
 
     /// The small and large model alone.

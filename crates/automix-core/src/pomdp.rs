@@ -153,9 +153,13 @@ impl PomdpModel {
             .map(|b| {
                 let mut num = 0.0;
                 let mut den = 0.0;
-                for s in 0..STATES {
-                    let joint = prior[s] * self.observation[s][b];
-                    num += joint * self.gain_per_state[s];
+                for ((p, obs), gain) in prior
+                    .iter()
+                    .zip(&self.observation)
+                    .zip(&self.gain_per_state)
+                {
+                    let joint = p * obs[b];
+                    num += joint * gain;
                     den += joint;
                 }
                 if den > 0.0 { num / den } else { 0.0 }

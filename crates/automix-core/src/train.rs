@@ -143,6 +143,8 @@ pub fn decisions(
     unknown: Decision,
     fixed_answers: &[String],
 ) -> Vec<bool> {
+    // Only per-task tables read the task column; skipping it keeps the scan cache-friendly.
+    let uses_task = matches!(candidate.rule, crate::rule::DecisionRule::TaskTables { .. });
     data.verifier()
         .iter()
         .enumerate()
@@ -154,7 +156,12 @@ pub fn decisions(
             by_answer
                 || match score {
                     VerifierScore::Known(p) => {
-                        candidate.rule.escalates(*p, data.tasks()[row].as_deref())
+                        let task = if uses_task {
+                            data.tasks()[row].as_deref()
+                        } else {
+                            None
+                        };
+                        candidate.rule.escalates(*p, task)
                     }
                     VerifierScore::Unknown => unknown.escalates(),
                 }

@@ -304,6 +304,42 @@ mod tests {
     }
 
     #[test]
+    fn each_model_gets_its_own_endpoint_and_key() {
+        let c = Catalogue::from_json(
+            r#"{"remote": {"size": "70B", "input_price": 1, "output_price": 2, "model": "m/r",
+                           "api_endpoint": "https://api.example.invalid/v1", "api_key_env": "PATH"},
+                "nokey": {"size": "7B", "input_price": 1, "output_price": 2, "model": "m/n",
+                          "api_key_env": "AUTOMIX_TEST_SURELY_UNSET_VAR"},
+                "local": {"size": "1B", "input_price": 0, "output_price": 0, "model": "m/l"}}"#,
+            "t.json",
+        )
+        .unwrap();
+        let remote = crate::EndpointConfig::for_model(c.get("remote").unwrap(), None).unwrap();
+        assert_eq!(remote.base_url, "https://api.example.invalid/v1");
+        assert!(remote.api_key.is_some());
+        assert!(!format!("{remote:?}").contains(&std::env::var("PATH").unwrap()));
+        let local = crate::EndpointConfig::for_model(
+            c.get("local").unwrap(),
+            Some("http://127.0.0.1:1/v1"),
+        )
+        .unwrap();
+        assert_eq!(
+            (local.base_url.as_str(), local.api_key.is_none()),
+            ("http://127.0.0.1:1/v1", true)
+        );
+        assert!(matches!(
+            crate::EndpointConfig::for_model(c.get("local").unwrap(), None),
+            Err(crate::LlmError::MissingEndpoint { .. })
+        ));
+        let e = crate::EndpointConfig::for_model(c.get("nokey").unwrap(), Some("http://x/v1"))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("AUTOMIX_TEST_SURELY_UNSET_VAR"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn bad_fields_name_the_model_and_field() {
         let e = Catalogue::from_json(
             r#"{"x": {"size": "huge", "input_price": 1, "output_price": 1, "model": "m"}}"#,

@@ -79,6 +79,12 @@ pub enum LlmError {
         /// Variable name.
         env: String,
     },
+    /// The model has no `api_endpoint` and no default endpoint was given.
+    #[error("model {model} has no api_endpoint and no default endpoint is configured")]
+    MissingEndpoint {
+        /// Model name in llm_data.
+        model: String,
+    },
     /// The provider cannot do this (e.g. streaming on a test double).
     #[error("unsupported: {0}")]
     Unsupported(String),

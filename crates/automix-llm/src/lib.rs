@@ -12,6 +12,8 @@
 //! API keys live in [`ApiKey`], whose `Debug` is redacted; errors carry endpoints and body
 //! excerpts with the key removed, never the key.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod catalogue;
 mod error;
 #[cfg(feature = "test-support")]

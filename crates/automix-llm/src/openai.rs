@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use crate::catalogue::ApiKey;
+use crate::catalogue::{ApiKey, ModelEntry};
 use crate::error::{LlmError, Result};
 use crate::provider::{ChatProvider, DeltaStream};
 use crate::types::{
@@ -54,6 +54,22 @@ impl EndpointConfig {
             backoff_max: Duration::from_secs(8),
             max_concurrency: 8,
         }
+    }
+
+    /// The endpoint of `model`: its `api_endpoint` (else `default_base_url`) with the key read
+    /// from its `api_key_env`.
+    pub fn for_model(model: &ModelEntry, default_base_url: Option<&str>) -> Result<Self> {
+        let base = model
+            .api_endpoint
+            .as_deref()
+            .or(default_base_url)
+            .ok_or_else(|| LlmError::MissingEndpoint {
+                model: model.name.clone(),
+            })?;
+        Ok(Self {
+            api_key: model.api_key()?,
+            ..Self::new(base)
+        })
     }
 }
 
@@ -385,7 +401,7 @@ impl ChatProvider for OpenAiBackend {
         };
         let have = merged.choices.len() as u32;
         for resp in self.fan_out(request, have, n - have).await? {
-            merged.usage = merged.usage.add(resp.usage);
+            merged.usage = merged.usage + resp.usage;
             merged.requests += resp.requests;
             if merged.model.is_empty() {
                 merged.model = resp.model;

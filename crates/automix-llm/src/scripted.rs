@@ -82,3 +82,33 @@ impl ChatProvider for ScriptedProvider {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ChatMessage;
+
+    #[tokio::test]
+    async fn replies_in_order_then_from_fn_then_records() {
+        let p = ScriptedProvider::new(vec![
+            Ok(response("m", &["a"], Usage::default())),
+            Err(LlmError::Scripted("boom".into())),
+        ]);
+        let r = ChatRequest::new("m", vec![ChatMessage::user("q")]);
+        assert_eq!(p.chat(&r).await.unwrap().choices[0].text, "a");
+        assert!(p.chat(&r).await.is_err());
+        assert!(matches!(p.chat(&r).await, Err(LlmError::Scripted(_))));
+        assert_eq!(p.requests().len(), 3);
+        let f = ScriptedProvider::from_fn(|req| {
+            Ok(response(
+                &req.model,
+                &["x"; 2],
+                Usage {
+                    prompt_tokens: 1,
+                    completion_tokens: 2,
+                },
+            ))
+        });
+        assert_eq!(f.chat(&r).await.unwrap().choices.len(), 2);
+    }
+}

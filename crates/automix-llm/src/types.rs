@@ -131,14 +131,18 @@ pub struct Usage {
     pub completion_tokens: u64,
 }
 
-impl Usage {
-    /// Sum of two usages.
-    pub fn add(self, o: Usage) -> Usage {
+impl std::ops::Add for Usage {
+    type Output = Usage;
+    /// Usage of two calls together.
+    fn add(self, o: Usage) -> Usage {
         Usage {
             prompt_tokens: self.prompt_tokens + o.prompt_tokens,
             completion_tokens: self.completion_tokens + o.completion_tokens,
         }
     }
+}
+
+impl Usage {
     /// Prompt plus completion tokens.
     pub fn total(self) -> u64 {
         self.prompt_tokens + self.completion_tokens

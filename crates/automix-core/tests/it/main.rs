@@ -1,5 +1,7 @@
 //! Integration tests of automix-core (one binary, ripgrep style).
 
+#![allow(clippy::unwrap_used)]
+
 mod architecture;
 mod parity;
 mod properties;

@@ -1,4 +1,6 @@
 //! Integration tests of automix-llm against the in-process fake OpenAI server.
 
+#![allow(clippy::unwrap_used)]
+
 mod faults;
 mod real_llama;
