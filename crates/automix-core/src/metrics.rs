@@ -466,7 +466,7 @@ pub fn frontier_metrics(
     }
 }
 
-/// Sum helper exported for callers that need the same rounding as the core.
+/// Mean with the core's (numpy-compatible) summation order; `None` for no values.
 pub fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| np_sum(values) / values.len() as f64)
 }
