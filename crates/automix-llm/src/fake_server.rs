@@ -236,3 +236,26 @@ fn completion(texts: Vec<String>, logprobs: bool, request: &Value) -> Response {
     });
     axum::Json(body).into_response()
 }
+
+/// The base URL of the local llama.cpp server named `name`, from the
+/// `.cache/llms/servers.json` that `cargo xtask llms up` writes (searched upwards from the
+/// working directory). `None`, with a message, when it is not up; panics instead when
+/// `AUTOMIX_REQUIRE_LLMS` is set, so CI cannot skip real-model tests silently.
+pub fn local_server(name: &str) -> Option<String> {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let found = cwd
+        .ancestors()
+        .map(|dir| dir.join(".cache/llms/servers.json"))
+        .find(|p| p.exists())
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v[name]["base_url"].as_str().map(str::to_owned));
+    if found.is_none() {
+        assert!(
+            std::env::var_os("AUTOMIX_REQUIRE_LLMS").is_none(),
+            "local LLM server {name} is required but not up"
+        );
+        eprintln!("skipping: no local LLM server {name} (run `cargo xtask llms up`)");
+    }
+    found
+}

@@ -2,26 +2,8 @@
 //! `.cache/llms/servers.json`). Skipped with a message when no server is up; CI runs
 //! it through `cargo xtask e2e`, which sets `AUTOMIX_REQUIRE_LLMS=1` so a missing server fails.
 
-use std::path::PathBuf;
-
+use automix_llm::fake_server::local_server;
 use automix_llm::*;
-
-/// The base URL of the local server named `name`, from the file `cargo xtask llms up` writes.
-pub fn local_server(name: &str) -> Option<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/llms/servers.json");
-    let text = std::fs::read_to_string(path).ok();
-    let found = text
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v[name]["base_url"].as_str().map(str::to_owned));
-    if found.is_none() {
-        assert!(
-            std::env::var_os("AUTOMIX_REQUIRE_LLMS").is_none(),
-            "local LLM server {name} is required but not up"
-        );
-        eprintln!("skipping: no local LLM server {name} (run `cargo xtask llms up`)");
-    }
-    found
-}
 
 #[tokio::test]
 async fn real_llama_cpp_gives_three_different_samples_with_logprobs() {
