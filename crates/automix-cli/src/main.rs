@@ -1,10 +1,222 @@
-//! The `automix` command. Its subcommands (train, eval, route, collect, serve) arrive
-//! with the runtime (issue #5); until then it reports that and exits non-zero.
+//! The `automix` command: collect, train, eval, route. Thin: parses arguments, calls the
+//! runtime, prints tables or `--json`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use automix::collect::{CollectEvent, CollectJob, collect, select_queries};
+use automix::config::Config;
+use automix::dataset::read_queries;
+use automix::llm::Catalogue;
+use automix::verify::PromptSet;
+use automix::{ModelSet, models};
+
+mod commands;
+mod plot;
+
+/// AutoMix: answer with a small model, self-verify, escalate only when needed.
+#[derive(Parser, Debug)]
+#[command(name = "automix", version, about)]
+struct Cli {
+    /// The YAML config.
+    #[arg(long, short, global = true, default_value = "configs/local.yaml")]
+    config: PathBuf,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Answer queries with every model, self-verify, score; write training rows (resumable).
+    Collect {
+        /// Query JSONL (default: data_path.query_data_train).
+        #[arg(long)]
+        queries: Option<PathBuf>,
+        /// Output rows JSONL (default: data_path.routing_data_train).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Queries per task (default: collect.per_task).
+        #[arg(long)]
+        per_task: Option<usize>,
+        /// Comma-separated tasks (default: collect.tasks, or all supported).
+        #[arg(long)]
+        tasks: Option<String>,
+    },
+    /// Train the meta-verifier on the training rows; write the policy file.
+    Train(commands::TrainArgs),
+    /// Evaluate every method and the baselines on held-out rows; table and plot.
+    Eval(commands::EvalArgs),
+    /// Route one query (argument or stdin) or a JSONL batch through live models.
+    Route(commands::RouteArgs),
+}
 
 fn main() {
-    eprintln!(
-        "automix {}: subcommands are not built yet (see issue #5)",
-        env!("CARGO_PKG_VERSION")
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config = Config::load(&cli.config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Collect {
+            queries,
+            output,
+            per_task,
+            tasks,
+        } => runtime.block_on(run_collect(
+            &config, cli.json, queries, output, per_task, tasks,
+        )),
+        Command::Train(args) => commands::train(&config, cli.json, &args),
+        Command::Eval(args) => commands::eval(&config, cli.json, &args),
+        Command::Route(args) => runtime.block_on(commands::route(&config, cli.json, &args)),
+    }
+}
+
+/// The llm_data catalogue named by the config.
+pub fn catalogue(config: &Config) -> Result<Catalogue> {
+    let path = config
+        .data_path
+        .llm_data
+        .as_deref()
+        .context("data_path.llm_data is not set in the config")?;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "{}: cannot read llm_data (for local models run `cargo xtask llms up`)",
+            path.display()
+        )
+    })?;
+    Ok(Catalogue::from_json(&text, &path.display().to_string())?)
+}
+
+/// The prompt templates named by the config, or the builtin ones.
+pub fn prompts(config: &Config) -> Result<Arc<PromptSet>> {
+    Ok(Arc::new(match &config.data_path.prompts_dir {
+        Some(dir) => PromptSet::load_dir(dir)?,
+        None => PromptSet::builtin(),
+    }))
+}
+
+fn required<'a>(value: Option<&'a Path>, what: &str) -> Result<&'a Path> {
+    value.with_context(|| format!("{what} is not set (in the config or on the command line)"))
+}
+
+async fn run_collect(
+    config: &Config,
+    json: bool,
+    queries: Option<PathBuf>,
+    output: Option<PathBuf>,
+    per_task: Option<usize>,
+    tasks: Option<String>,
+) -> Result<()> {
+    let mut settings = config.collect.clone();
+    if per_task.is_some() {
+        settings.per_task = per_task;
+    }
+    if let Some(t) = tasks {
+        settings.tasks = t.split(',').map(|s| s.trim().to_owned()).collect();
+    }
+    let queries_path = required(
+        queries
+            .as_deref()
+            .or(config.data_path.query_data_train.as_deref()),
+        "data_path.query_data_train",
+    )?;
+    let output = required(
+        output
+            .as_deref()
+            .or(config.data_path.routing_data_train.as_deref()),
+        "data_path.routing_data_train",
+    )?;
+    let catalogue = catalogue(config)?;
+    let names: Vec<String> = if settings.models.is_empty() {
+        catalogue.models().iter().map(|m| m.name.clone()).collect()
+    } else {
+        settings.models.clone()
+    };
+    let models = ModelSet::from_catalogue(&catalogue, &names, config.hparam.max_workers.max(1))?;
+    let (selected, skipped) = select_queries(read_queries(queries_path)?, &settings);
+    for (task, why) in &skipped {
+        eprintln!("skipping task {task}: {why}");
+    }
+    if selected.is_empty() {
+        bail!("no queries selected from {}", queries_path.display());
+    }
+    let job = CollectJob {
+        models,
+        prompts: prompts(config)?,
+        automix: config.automix.clone(),
+        collect: settings,
+        max_workers: config.hparam.max_workers,
+    };
+    let bar = indicatif::ProgressBar::new(selected.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    std::process::exit(2);
+    let summary = collect(&job, &selected, output, |event| match event {
+        CollectEvent::Row(row) => {
+            bar.inc(1);
+            bar.set_message(row.task_name.clone());
+        }
+        CollectEvent::Failed(q, e) => {
+            bar.inc(1);
+            bar.println(format!("failed {} ({}): {e}", q.id, q.task_name));
+        }
+    })
+    .await?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    println!(
+        "rows: {} ({} resumed, {} added, {} failed) in {:.0} s → {}",
+        summary.total,
+        summary.resumed,
+        summary.added,
+        summary.failed,
+        summary.seconds,
+        output.display()
+    );
+    println!("\nmean score per task:");
+    for (task, per_model) in &summary.quality {
+        let cells: Vec<String> = per_model
+            .iter()
+            .map(|(m, q)| format!("{m} {q:.3}"))
+            .collect();
+        println!("  {task:<16} {}", cells.join("  "));
+    }
+    println!("\nverifier calibration (AUC against the model's own correctness):");
+    for (model, c) in &summary.calibration {
+        println!(
+            "  {model:<22} samples AUC {} ECE {} unknown {:.1}% | logprob AUC {} ECE {}",
+            fmt_opt(c.sampled.auc),
+            fmt_opt(c.sampled.ece),
+            100.0 * c.sampled.unknown_share,
+            fmt_opt(c.logprob.auc),
+            fmt_opt(c.logprob.ece)
+        );
+    }
+    println!("\ntokens: {:?}", summary.tokens);
+    let _ = models::small_and_large;
+    Ok(())
+}
+
+/// `0.123` or `—`.
+pub fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".to_owned(), |v| format!("{v:.3}"))
 }

@@ -26,13 +26,14 @@ pub struct VerifierConfig {
 }
 
 impl VerifierConfig {
-    /// Defaults for `model`: k = 5 at temperature 0.7, 24 tokens, seed 0, top 10 logprobs.
+    /// Defaults for `model`: k = 5 at temperature 0.7, 8 tokens (the prompts put the verdict
+    /// first, so 8 tokens hold it and a few words of reason), seed 0, top 10 logprobs.
     pub fn new(model: impl Into<String>) -> Self {
         Self {
             model: model.into(),
             samples: 5,
             temperature: 0.7,
-            max_tokens: 24,
+            max_tokens: 8,
             seed: 0,
             top_logprobs: 10,
         }

@@ -1,4 +1,25 @@
-//! The AutoMix router runtime: config, llm_data, datasets, task metrics, `Router`,
-//! the collect pipeline and evaluation reports. Built by issue #5; it re-exports the
-//! decision core until then.
+//! The AutoMix router runtime: config, llm_data, datasets, task metrics, the
+//! [`Router`], the `collect` pipeline and the evaluation report.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod collect;
+pub mod config;
+pub mod dataset;
+mod error;
+pub mod evaluate;
+pub mod models;
+pub mod pipeline;
+pub mod router;
+pub mod task_metric;
+pub mod training;
+
+pub use config::Config;
+pub use error::{AutomixError, Result};
+pub use models::{ModelHandle, ModelSet};
+pub use router::{BatchItem, RouteOutcome, Router};
+pub use task_metric::TaskMetric;
+
 pub use automix_core as core;
+pub use automix_llm as llm;
+pub use automix_verify as verify;

@@ -1,0 +1,280 @@
+//! `train`, `eval` and `route`.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use automix::config::Config;
+use automix::dataset::{QueryRow, TrainingRow, read_queries, read_training_rows};
+use automix::evaluate::{EvalReport, evaluate};
+use automix::models::small_and_large;
+use automix::training::{RouterPolicy, split, train_policy};
+use automix::{ModelSet, Router};
+
+use crate::{catalogue, fmt_opt, prompts};
+
+/// Arguments of `automix train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Training rows (default: data_path.routing_data_train).
+    #[arg(long)]
+    pub rows: Option<PathBuf>,
+    /// Where to write the policy (default: model_path.save_model_path).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Train on every row, not only `split: train`.
+    #[arg(long)]
+    pub all_rows: bool,
+}
+
+/// Arguments of `automix eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Training rows (default: data_path.routing_data_train, `split: train`).
+    #[arg(long)]
+    pub rows: Option<PathBuf>,
+    /// Held-out rows (default: data_path.routing_data_test, else `split: test` of --rows).
+    #[arg(long)]
+    pub test_rows: Option<PathBuf>,
+    /// Write the cost–quality plot as `<stem>.png` and `<stem>.svg`.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+/// Arguments of `automix route`.
+#[derive(Args, Debug)]
+pub struct RouteArgs {
+    /// The question (reads stdin when absent and no --batch).
+    pub query: Option<String>,
+    /// A query JSONL file to route as a batch.
+    #[arg(long)]
+    pub batch: Option<PathBuf>,
+    /// Route with the threshold rule instead of a saved policy.
+    #[arg(long)]
+    pub no_policy: bool,
+}
+
+fn rows_path(config: &Config, rows: Option<&PathBuf>) -> Result<PathBuf> {
+    rows.cloned()
+        .or_else(|| config.data_path.routing_data_train.clone())
+        .context("no training rows: set data_path.routing_data_train or pass --rows")
+}
+
+fn pair(config: &Config, rows: &[TrainingRow]) -> Result<(String, String)> {
+    if let (Some(s), Some(l)) = (
+        &config.model_path.engine_small,
+        &config.model_path.engine_large,
+    ) {
+        return Ok((s.clone(), l.clone()));
+    }
+    match catalogue(config) {
+        Ok(c) => Ok(small_and_large(
+            &c,
+            config.model_path.engine_small.as_deref(),
+            config.model_path.engine_large.as_deref(),
+        )?),
+        // Without llm_data the rows' model order (cheapest first) decides.
+        Err(_) => {
+            let first = rows.first().context("no training rows")?;
+            let names: Vec<&str> = first.models.iter().map(|m| m.model.as_str()).collect();
+            match (names.first(), names.last()) {
+                (Some(s), Some(l)) if s != l => Ok(((*s).to_owned(), (*l).to_owned())),
+                _ => bail!("the rows carry fewer than two models"),
+            }
+        }
+    }
+}
+
+/// `automix train`.
+pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
+    let path = rows_path(config, args.rows.as_ref())?;
+    let all = read_training_rows(&path)?;
+    let rows: Vec<TrainingRow> = if args.all_rows {
+        all.clone()
+    } else {
+        split(&all, "train").into_iter().cloned().collect()
+    };
+    if rows.is_empty() {
+        bail!("{}: no training rows (split: train)", path.display());
+    }
+    let (small, large) = pair(config, &all)?;
+    let policy = train_policy(config, &rows, &small, &large)?;
+    let out = args
+        .output
+        .clone()
+        .or_else(|| config.model_path.save_model_path.clone())
+        .context("no output: set model_path.save_model_path or pass --output")?;
+    policy.save(&out)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&policy)?);
+        return Ok(());
+    }
+    let s = &policy.policy.summary;
+    println!(
+        "trained {} ({} chose {}) on {} rows: {small} → {large}, signal {:?}",
+        policy.policy.method.kind.name(),
+        policy.policy.method.kind.name(),
+        policy.policy.chosen_component.name(),
+        s.rows,
+        policy.verifier_signal
+    );
+    println!(
+        "  train: quality {:.3}  cost {:.3}  escalation {:.1}%  ΔIBC {}",
+        s.train.quality,
+        s.train.cost,
+        100.0 * s.train.escalation_rate,
+        s.train_lift
+    );
+    println!(
+        "  small {:.3} / large {:.3} quality; oracle ΔIBC {}",
+        s.baseline.small_quality, s.baseline.large_quality, s.oracle_lift
+    );
+    if let Some(note) = &s.note {
+        println!("  note: {note}");
+    }
+    println!("policy → {}", out.display());
+    Ok(())
+}
+
+/// `automix eval`.
+pub fn eval(config: &Config, json: bool, args: &EvalArgs) -> Result<()> {
+    let path = rows_path(config, args.rows.as_ref())?;
+    let all = read_training_rows(&path)?;
+    let test_path = args
+        .test_rows
+        .clone()
+        .or_else(|| config.data_path.routing_data_test.clone());
+    let (train_rows, test_rows): (Vec<TrainingRow>, Vec<TrainingRow>) = match test_path {
+        Some(t) => (all.clone(), read_training_rows(&t)?),
+        None => (
+            split(&all, "train").into_iter().cloned().collect(),
+            split(&all, "test").into_iter().cloned().collect(),
+        ),
+    };
+    let (small, large) = pair(config, &all)?;
+    let report = evaluate(config, &train_rows, &test_rows, &small, &large)?;
+    if let Some(stem) = &args.plot {
+        crate::plot::cost_quality(&report, stem)?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    print_report(&report);
+    if let Some(stem) = &args.plot {
+        println!("plot → {}.png, {}.svg", stem.display(), stem.display());
+    }
+    Ok(())
+}
+
+fn print_report(r: &EvalReport) {
+    println!(
+        "{} → {}: trained on {} rows, evaluated on {} held-out rows",
+        r.small_model, r.large_model, r.train_rows, r.test_rows
+    );
+    println!(
+        "{:<24} {:>8} {:>9} {:>10} {:>9}  detail",
+        "method", "quality", "cost", "escalated", "ΔIBC"
+    );
+    for l in &r.lines {
+        println!(
+            "{:<24} {:>8.3} {:>9.3} {:>9.1}% {:>9}  {}",
+            l.name,
+            l.quality,
+            l.cost,
+            100.0 * l.escalation_rate,
+            fmt_opt(l.delta_ibc),
+            l.delta_ibc_note.as_deref().unwrap_or(&l.detail)
+        );
+    }
+    let m = &r.frontier_metrics;
+    println!(
+        "oracle ΔIBC {}; frontier AIQ {:.3} APGR {} CPT50 {} CPT80 {}",
+        fmt_opt(r.oracle_delta_ibc),
+        m.aiq,
+        fmt_opt(m.apgr),
+        fmt_opt(m.cpt50),
+        fmt_opt(m.cpt80)
+    );
+}
+
+/// `automix route`.
+pub async fn route(config: &Config, json: bool, args: &RouteArgs) -> Result<()> {
+    let catalogue = catalogue(config)?;
+    let policy = if args.no_policy {
+        None
+    } else {
+        let path = config
+            .policy_path()
+            .context("no policy: set model_path.save_model_path or pass --no-policy")?;
+        Some(
+            RouterPolicy::load(path)
+                .with_context(|| format!("loading the policy (train one with `automix train`)"))?,
+        )
+    };
+    let (small, large) = match &policy {
+        Some(p) => (p.small_model.clone(), p.large_model.clone()),
+        None => small_and_large(
+            &catalogue,
+            config.model_path.engine_small.as_deref(),
+            config.model_path.engine_large.as_deref(),
+        )?,
+    };
+    let models = ModelSet::from_catalogue(&catalogue, &[small, large], config.hparam.max_workers)?;
+    let router = Router::new(config, models, prompts(config)?, policy)?;
+    let queries: Vec<QueryRow> = match (&args.batch, &args.query) {
+        (Some(path), _) => read_queries(path)?,
+        (None, Some(q)) => vec![single_query(q)],
+        (None, None) => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            vec![single_query(text.trim())]
+        }
+    };
+    let items = router.route_batch(&queries).await;
+    if json {
+        for item in &items {
+            println!("{}", serde_json::to_string(item)?);
+        }
+    } else {
+        for item in &items {
+            match (&item.outcome, &item.error) {
+                (Some(o), _) => println!(
+                    "{:<28} {:<20} score {:>5} {:<8} → {}{}",
+                    o.id,
+                    o.model_name,
+                    fmt_opt(o.verification_score),
+                    if o.route_to_llm { "escalate" } else { "keep" },
+                    o.response.lines().next().unwrap_or(""),
+                    o.task_performance
+                        .map(|p| format!("  (performance {p:.2})"))
+                        .unwrap_or_default()
+                ),
+                (None, e) => println!(
+                    "{:<28} failed: {}",
+                    item.id,
+                    e.as_deref().unwrap_or("unknown error")
+                ),
+            }
+        }
+    }
+    if items.iter().all(|i| i.error.is_some()) {
+        bail!("every query failed");
+    }
+    Ok(())
+}
+
+fn single_query(text: &str) -> QueryRow {
+    QueryRow {
+        id: automix::dataset::query_id("cli", text),
+        task_name: "cli".into(),
+        query: text.to_owned(),
+        ground_truth: None,
+        metric: None,
+        choices: Vec::new(),
+        task_id: None,
+        context: None,
+    }
+}

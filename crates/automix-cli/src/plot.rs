@@ -1,0 +1,127 @@
+//! The cost–quality plot of `automix eval`: every method, the baselines, the oracle, the
+//! ExactPOMDP λ sweep and the frontier; PNG and SVG.
+
+use std::path::Path;
+
+use anyhow::{Result, anyhow};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use automix::evaluate::EvalReport;
+
+/// Writes `<stem>.png` and `<stem>.svg`.
+pub fn cost_quality(report: &EvalReport, stem: &Path) -> Result<()> {
+    if let Some(dir) = stem.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    {
+        let root = BitMapBackend::new(&png, (900, 600)).into_drawing_area();
+        draw(report, &root, false)?;
+        root.present()
+            .map_err(|e| anyhow!("{}: {e}", png.display()))?;
+    }
+    let root = SVGBackend::new(&svg, (900, 600)).into_drawing_area();
+    draw(report, &root, true)?;
+    root.present()
+        .map_err(|e| anyhow!("{}: {e}", svg.display()))?;
+    Ok(())
+}
+
+fn draw<DB: DrawingBackend>(
+    report: &EvalReport,
+    root: &DrawingArea<DB, Shift>,
+    labels: bool,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let points: Vec<(f64, f64)> = report
+        .lines
+        .iter()
+        .filter(|l| l.cost.is_finite() && l.quality.is_finite())
+        .map(|l| (l.cost, l.quality))
+        .chain(report.sweep.iter().map(|p| (p.cost, p.quality)))
+        .collect();
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for (x, y) in &points {
+        x0 = x0.min(*x);
+        x1 = x1.max(*x);
+        y0 = y0.min(*y);
+        y1 = y1.max(*y);
+    }
+    if points.is_empty() {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    let pad_x = ((x1 - x0) * 0.08).max(1e-9);
+    let pad_y = ((y1 - y0) * 0.1).max(0.01);
+    let mut builder = ChartBuilder::on(root);
+    builder.margin(20);
+    if labels {
+        builder
+            .caption(
+                format!(
+                    "{} → {}: cost vs quality",
+                    report.small_model, report.large_model
+                ),
+                ("sans-serif", 22),
+            )
+            .x_label_area_size(40)
+            .y_label_area_size(50);
+    }
+    let mut chart = builder
+        .build_cartesian_2d((x0 - pad_x)..(x1 + pad_x), (y0 - pad_y)..(y1 + pad_y))
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut mesh = chart.configure_mesh();
+    if labels {
+        mesh.x_desc("mean cost per query").y_desc("mean quality");
+    } else {
+        mesh.disable_x_mesh()
+            .disable_y_mesh()
+            .x_labels(0)
+            .y_labels(0);
+    }
+    mesh.draw().map_err(|e| anyhow!("{e}"))?;
+    let hull: Vec<(f64, f64)> = report
+        .frontier
+        .iter()
+        .map(|p| (p.cost, p.quality))
+        .collect();
+    chart
+        .draw_series(LineSeries::new(hull, BLUE.stroke_width(2)))
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .draw_series(
+            report
+                .sweep
+                .iter()
+                .map(|p| Circle::new((p.cost, p.quality), 3, BLUE.mix(0.4).filled())),
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+    for l in report.lines.iter().filter(|l| l.cost.is_finite()) {
+        let colour = match l.name.as_str() {
+            "always-small" | "always-large" => BLACK,
+            "oracle" => GREEN,
+            _ => RED,
+        };
+        chart
+            .draw_series(std::iter::once(Cross::new(
+                (l.cost, l.quality),
+                6,
+                colour.stroke_width(2),
+            )))
+            .map_err(|e| anyhow!("{e}"))?;
+        if labels {
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    l.name.clone(),
+                    (l.cost, l.quality),
+                    ("sans-serif", 12),
+                )))
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+    }
+    Ok(())
+}

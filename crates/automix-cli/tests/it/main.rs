@@ -1,0 +1,211 @@
+//! The `automix` binary end to end, offline (one test binary).
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+fn automix(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_automix"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("automix-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Rows in the collected format: confident small answers tend to be right.
+fn write_rows(path: &Path) {
+    let mut out = String::new();
+    for i in 0..240u32 {
+        let p = f64::from(i % 9) / 8.0;
+        let small_right = f64::from(i * 7919 % 100) / 100.0 < p;
+        let large_right = i % 5 != 0;
+        let run = |model: &str, right: bool, verified: bool| {
+            let mut r = json!({
+                "model": model, "answer": "x", "normalised_answer": "x",
+                "score": if right { 1.0 } else { 0.0 },
+                "tokens": {"prompt": 100, "completion": 3},
+                "cost": if model == "small" { 1e-6 } else { 1e-5 }, "latency_ms": 3
+            });
+            if verified {
+                r["verification"] = json!({
+                    "samples": 8, "correct": (p * 8.0) as u32, "incorrect": 8 - (p * 8.0) as u32,
+                    "unparsed": 0, "p_ver": p, "logprob_p": p, "logprob_source": "logprobs",
+                    "tokens": {"prompt": 300, "completion": 8}, "cost": 3e-7
+                });
+            }
+            r
+        };
+        let row = json!({
+            "id": format!("r{i}"), "task_name": if i % 2 == 0 { "mmlu" } else { "arc" },
+            "metric": "em_mc", "query": "q", "ground_truth": "B",
+            "split": if i % 4 == 0 { "test" } else { "train" },
+            "models": [run("small", small_right, true), run("large", large_right, false)]
+        });
+        out.push_str(&row.to_string());
+        out.push('\n');
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("automix.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_path:\n  routing_data_train: rows.jsonl\nmodel_path:\n  save_model_path: out/policy.json\n  engine_small: small\n  engine_large: large\nhparam:\n  routing_method: ExactPOMDP\n{extra}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn train_then_eval_with_table_json_and_plots() {
+    let dir = temp("train");
+    write_rows(&dir.join("rows.jsonl"));
+    write_config(&dir, "");
+    let out = automix(&["--config", "automix.yaml", "train"], &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("trained ExactPOMDP"), "{text}");
+    let policy: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/policy.json")).unwrap())
+            .unwrap();
+    assert_eq!(policy["small_model"], "small");
+    assert_eq!(policy["policy"]["method"]["kind"], "ExactPomdp");
+
+    let out = automix(
+        &["--config", "automix.yaml", "eval", "--plot", "out/frontier"],
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "method",
+        "Threshold",
+        "POMDP",
+        "ExactPOMDP",
+        "always-small",
+        "always-large",
+        "oracle",
+        "ΔIBC",
+    ] {
+        assert!(text.contains(want), "{want} missing in\n{text}");
+    }
+    let png = std::fs::read(dir.join("out/frontier.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+    let svg = std::fs::read_to_string(dir.join("out/frontier.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("oracle"));
+
+    let out = automix(&["--config", "automix.yaml", "--json", "eval"], &dir);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["test_rows"], 60);
+    let lines = report["lines"].as_array().unwrap();
+    let oracle = lines.iter().find(|l| l["name"] == "oracle").unwrap();
+    let small = lines.iter().find(|l| l["name"] == "always-small").unwrap();
+    assert!(oracle["quality"].as_f64().unwrap() >= small["quality"].as_f64().unwrap());
+}
+
+#[test]
+fn bad_config_and_bad_rows_fail_with_file_and_line() {
+    let dir = temp("bad");
+    let cfg = write_config(&dir, "  num_binz: 3\n");
+    let out = automix(&["--config", cfg.to_str().unwrap(), "train"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:9: unknown key `num_binz`; did you mean `num_bins`?",
+            cfg.display()
+        )),
+        "{err}"
+    );
+    write_config(&dir, "");
+    std::fs::write(dir.join("rows.jsonl"), "{\"id\": 1}\n").unwrap();
+    let out = automix(&["--config", "automix.yaml", "train"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rows.jsonl:1: "), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn route_a_batch_against_fake_openai_servers() {
+    use automix_llm::fake_server::FakeOpenAi;
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let dir = temp("route");
+    std::fs::write(
+        dir.join("llm.json"),
+        json!({
+            "small": {"size": "1B", "input_price": 1.0, "output_price": 2.0, "model": "m-small", "api_endpoint": small.base_url()},
+            "large": {"size": "9B", "input_price": 5.0, "output_price": 5.0, "model": "m-large", "api_endpoint": large.base_url()}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("q.jsonl"),
+        "{\"task_name\":\"mmlu\",\"query\":\"Pick one\",\"ground_truth\":\"A\",\"metric\":\"em_mc\",\"choices\":\"['x','y']\"}\n{\"task_name\":\"trivia_qa\",\"query\":\"Capital of France?\",\"ground_truth\":\"Paris\",\"metric\":\"f1_score\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("automix.yaml"),
+        "data_path:\n  llm_data: llm.json\nautomix:\n  verification_samples: 2\n",
+    )
+    .unwrap();
+    let dir2 = dir.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        automix(
+            &[
+                "--config",
+                "automix.yaml",
+                "--json",
+                "route",
+                "--no-policy",
+                "--batch",
+                "q.jsonl",
+            ],
+            &dir2,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        assert!(
+            l["model_name"] == "small" || l["model_name"] == "large",
+            "{l}"
+        );
+        assert_eq!(l["escalation_path"][0], "small");
+        assert!(l["total_cost"].as_f64().unwrap() > 0.0);
+        assert!(l["task_performance"].is_number());
+    }
+    // The echo server saw our answer prompt and (n=2, one request) verification prompt.
+    assert!(small.calls() >= 4);
+}

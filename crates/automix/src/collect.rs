@@ -1,0 +1,277 @@
+//! `collect`: every configured model answers each query, each model but the last verifies
+//! its own answer (k samples and logprob), answers are scored; rows are written atomically
+//! and the run resumes where it stopped.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use automix_verify::{CalibrationReport, PromptSet};
+
+use crate::config::{AutomixSettings, CollectSettings};
+use crate::dataset::{ModelRun, QueryRow, TrainingRow, read_training_rows, write_jsonl};
+use crate::error::{AutomixError, Result};
+use crate::models::ModelSet;
+use crate::pipeline::{VerifyModes, answer_budget, ask, verifier_for, verify};
+use crate::task_metric::TaskMetric;
+
+/// What `collect` needs besides the queries.
+#[derive(Debug, Clone)]
+pub struct CollectJob {
+    /// The models, cheapest first.
+    pub models: ModelSet,
+    /// Prompts.
+    pub prompts: Arc<PromptSet>,
+    /// Verification settings.
+    pub automix: AutomixSettings,
+    /// Collection settings.
+    pub collect: CollectSettings,
+    /// Queries in flight at once.
+    pub max_workers: usize,
+}
+
+/// The queries `collect` will run: supported metrics, chosen tasks, `per_task` each after a
+/// seeded shuffle, short enough. Returns them and the tasks skipped with the reason.
+pub fn select_queries(
+    queries: Vec<QueryRow>,
+    settings: &CollectSettings,
+) -> (Vec<QueryRow>, BTreeMap<String, String>) {
+    let mut skipped = BTreeMap::new();
+    let mut by_task: BTreeMap<String, Vec<QueryRow>> = BTreeMap::new();
+    for q in queries {
+        if !settings.tasks.is_empty() && !settings.tasks.contains(&q.task_name) {
+            continue;
+        }
+        let metric = q.metric.as_deref().unwrap_or("");
+        if let Err(e) = TaskMetric::parse(metric) {
+            skipped.insert(q.task_name.clone(), e.to_string());
+            continue;
+        }
+        if q.ground_truth.is_none() || q.query.chars().count() > settings.max_query_chars {
+            continue;
+        }
+        by_task.entry(q.task_name.clone()).or_default().push(q);
+    }
+    let mut out = Vec::new();
+    for (_, mut rows) in by_task {
+        rows.sort_by_key(|q| split_hash(&q.id, settings.seed));
+        if let Some(n) = settings.per_task {
+            rows.truncate(n);
+        }
+        out.extend(rows);
+    }
+    (out, skipped)
+}
+
+fn split_hash(id: &str, seed: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for b in id.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// `train` or `test`, deterministic per id and seed.
+pub fn split_of(id: &str, seed: u64, test_share: f64) -> &'static str {
+    let u = (split_hash(id, seed.wrapping_add(1)) % 10_000) as f64 / 10_000.0;
+    if u < test_share { "test" } else { "train" }
+}
+
+/// Runs one query through every model.
+pub async fn collect_one(job: &CollectJob, query: &QueryRow) -> Result<TrainingRow> {
+    let metric_name = query.metric.clone().unwrap_or_default();
+    let metric = TaskMetric::parse(&metric_name)?;
+    let truth = query.ground_truth.clone().unwrap_or_default();
+    let kind = metric.task_kind();
+    let mut runs = Vec::new();
+    let last = job.models.len() - 1;
+    for (i, model) in job.models.models().iter().enumerate() {
+        let call = ask(
+            model,
+            &job.prompts,
+            query,
+            kind,
+            answer_budget(kind, &job.collect),
+        )
+        .await?;
+        let verification = if i < last && job.automix.enable_self_verification {
+            let verifier = verifier_for(model, job.prompts.clone(), &job.automix)?;
+            let modes = VerifyModes {
+                sampled: true,
+                logprob: true,
+            };
+            Some(verify(&verifier, model, query, &call.text, modes).await?)
+        } else {
+            None
+        };
+        runs.push(ModelRun {
+            model: model.entry.name.clone(),
+            normalised_answer: metric.extract(&call.text, &query.choices),
+            score: metric.score(&call.text, &truth, &query.choices),
+            tokens: call.usage.into(),
+            cost: call.cost,
+            latency_ms: call.latency_ms,
+            answer: call.text,
+            verification,
+        });
+    }
+    Ok(TrainingRow {
+        id: query.id.clone(),
+        task_name: query.task_name.clone(),
+        metric: metric.name().to_owned(),
+        query: query.query.clone(),
+        ground_truth: truth,
+        split: split_of(&query.id, job.collect.seed, job.collect.test_share).to_owned(),
+        models: runs,
+    })
+}
+
+/// Progress reported while collecting.
+#[derive(Debug)]
+pub enum CollectEvent<'a> {
+    /// A row was finished.
+    Row(&'a TrainingRow),
+    /// A query failed (it is retried on the next run).
+    Failed(&'a QueryRow, &'a AutomixError),
+}
+
+/// What a collect run did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CollectSummary {
+    /// Rows already in the output before this run.
+    pub resumed: usize,
+    /// Rows added by this run.
+    pub added: usize,
+    /// Queries that failed.
+    pub failed: usize,
+    /// Rows in the output now.
+    pub total: usize,
+    /// Per task and model: mean score.
+    pub quality: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Per model: calibration of the sampled p_ver and of the logprob p.
+    pub calibration: BTreeMap<String, ModelCalibration>,
+    /// Tokens per model (prompt + completion, answers and verification).
+    pub tokens: BTreeMap<String, u64>,
+    /// Seconds this run took.
+    pub seconds: f64,
+}
+
+/// A model's verifier calibration on collected rows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelCalibration {
+    /// Of p_ver from k samples.
+    pub sampled: CalibrationReport,
+    /// Of P(correct) from logprobs.
+    pub logprob: CalibrationReport,
+}
+
+/// Collects rows for `queries` into `output`, skipping ids already there.
+pub async fn collect(
+    job: &CollectJob,
+    queries: &[QueryRow],
+    output: &Path,
+    mut on_event: impl FnMut(CollectEvent<'_>),
+) -> Result<CollectSummary> {
+    let started = Instant::now();
+    let mut rows = if output.exists() {
+        read_training_rows(output)?
+    } else {
+        Vec::new()
+    };
+    let resumed = rows.len();
+    let done: HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let todo: Vec<&QueryRow> = queries.iter().filter(|q| !done.contains(&q.id)).collect();
+    let mut stream = futures::stream::iter(todo.iter().map(|q| async move {
+        let result = collect_one(job, q).await;
+        (*q, result)
+    }))
+    .buffer_unordered(job.max_workers.max(1));
+    let (mut added, mut failed, mut since_write) = (0, 0, 0);
+    while let Some((query, result)) = stream.next().await {
+        match result {
+            Ok(row) => {
+                on_event(CollectEvent::Row(&row));
+                rows.push(row);
+                added += 1;
+                since_write += 1;
+                if since_write >= 5 {
+                    write_jsonl(output, &rows)?;
+                    since_write = 0;
+                }
+            }
+            Err(e) => {
+                on_event(CollectEvent::Failed(query, &e));
+                failed += 1;
+            }
+        }
+    }
+    write_jsonl(output, &rows)?;
+    let mut summary = summarise(&rows);
+    summary.resumed = resumed;
+    summary.added = added;
+    summary.failed = failed;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Quality, calibration and tokens over rows.
+pub fn summarise(rows: &[TrainingRow]) -> CollectSummary {
+    let mut sums: BTreeMap<String, BTreeMap<String, (f64, usize)>> = BTreeMap::new();
+    let mut cal: BTreeMap<String, (Vec<(Option<f64>, f64)>, Vec<(Option<f64>, f64)>)> =
+        BTreeMap::new();
+    let mut tokens: BTreeMap<String, u64> = BTreeMap::new();
+    for row in rows {
+        for run in &row.models {
+            let s = sums
+                .entry(row.task_name.clone())
+                .or_default()
+                .entry(run.model.clone())
+                .or_default();
+            s.0 += run.score;
+            s.1 += 1;
+            let mut t = run.tokens.prompt + run.tokens.completion;
+            if let Some(v) = &run.verification {
+                let c = cal.entry(run.model.clone()).or_default();
+                c.0.push((v.p_ver, run.score));
+                c.1.push((v.logprob_p, run.score));
+                t += v.tokens.prompt + v.tokens.completion;
+            }
+            *tokens.entry(run.model.clone()).or_default() += t;
+        }
+    }
+    CollectSummary {
+        resumed: 0,
+        added: 0,
+        failed: 0,
+        total: rows.len(),
+        quality: sums
+            .into_iter()
+            .map(|(task, m)| {
+                (
+                    task,
+                    m.into_iter()
+                        .map(|(model, (s, n))| (model, s / n as f64))
+                        .collect(),
+                )
+            })
+            .collect(),
+        calibration: cal
+            .into_iter()
+            .map(|(m, (s, l))| {
+                (
+                    m,
+                    ModelCalibration {
+                        sampled: CalibrationReport::compute(&s),
+                        logprob: CalibrationReport::compute(&l),
+                    },
+                )
+            })
+            .collect(),
+        tokens,
+        seconds: 0.0,
+    }
+}

@@ -1,0 +1,212 @@
+//! `eval`: every method trained on the train rows and measured on held-out rows, against
+//! always-small, always-large and the oracle; plus the cost–quality frontier.
+
+use serde::{Deserialize, Serialize};
+
+use automix_core::{
+    Dataset, FrontierMetrics, MethodKind, MethodSpec, OperatingPoint, Outcome, QueryEvidence,
+    VerifierScore, frontier, frontier_metrics,
+};
+
+use crate::config::Config;
+use crate::dataset::TrainingRow;
+use crate::error::{AutomixError, Result};
+use crate::training::{cost_model, method_and_options, routing_records};
+
+/// One line of the evaluation table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalLine {
+    /// Method or baseline name.
+    pub name: String,
+    /// Mean quality on the held-out rows.
+    pub quality: f64,
+    /// Mean cost per query.
+    pub cost: f64,
+    /// Share escalated.
+    pub escalation_rate: f64,
+    /// ΔIBC; `None` when undefined on these rows.
+    pub delta_ibc: Option<f64>,
+    /// Why ΔIBC is undefined, if it is.
+    pub delta_ibc_note: Option<String>,
+    /// The component the union picked, or the training note.
+    pub detail: String,
+}
+
+/// The evaluation report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// Training rows used.
+    pub train_rows: usize,
+    /// Held-out rows evaluated.
+    pub test_rows: usize,
+    /// Small model name.
+    pub small_model: String,
+    /// Large model name.
+    pub large_model: String,
+    /// Methods, then baselines and the oracle.
+    pub lines: Vec<EvalLine>,
+    /// The oracle's ΔIBC on the held-out rows.
+    pub oracle_delta_ibc: Option<f64>,
+    /// Operating points of the ExactPOMDP λ sweep on the held-out rows.
+    pub sweep: Vec<OperatingPoint>,
+    /// The frontier (upper convex hull) of all points.
+    pub frontier: Vec<OperatingPoint>,
+    /// AIQ, APGR, CPT of the frontier.
+    pub frontier_metrics: FrontierMetrics,
+}
+
+fn line(name: &str, data: &Dataset, o: Outcome, detail: String) -> EvalLine {
+    let lift = data.lift(&o);
+    EvalLine {
+        name: name.to_owned(),
+        quality: o.quality,
+        cost: o.cost,
+        escalation_rate: o.escalation_rate,
+        delta_ibc: lift.value(),
+        delta_ibc_note: lift.value().is_none().then(|| lift.to_string()),
+        detail,
+    }
+}
+
+/// Trains every method on `train` and evaluates on `test`.
+pub fn evaluate(
+    config: &Config,
+    train: &[TrainingRow],
+    test: &[TrainingRow],
+    small: &str,
+    large: &str,
+) -> Result<EvalReport> {
+    if train.is_empty() || test.is_empty() {
+        return Err(AutomixError::Invalid(format!(
+            "eval needs train and test rows; got {} and {}",
+            train.len(),
+            test.len()
+        )));
+    }
+    let signal = config.hparam.verifier_signal;
+    let costs = cost_model(config);
+    let train_records = routing_records(train, small, large, signal)?;
+    let test_records = routing_records(test, small, large, signal)?;
+    let test_data = Dataset::new(&test_records, &costs)?;
+    let (_, options) = method_and_options(config)?;
+    let mut lines = Vec::new();
+    let mut points = Vec::new();
+    for kind in MethodKind::ALL {
+        let mut spec = MethodSpec::new(kind, config.hparam.num_bins);
+        spec.exact.per_task_prior = config.hparam.per_task_prior;
+        let policy = match automix_core::train(&train_records, &costs, &spec, &options) {
+            Ok(p) => p,
+            Err(e) => {
+                lines.push(EvalLine {
+                    name: kind.name().to_owned(),
+                    quality: f64::NAN,
+                    cost: f64::NAN,
+                    escalation_rate: f64::NAN,
+                    delta_ibc: None,
+                    delta_ibc_note: None,
+                    detail: format!("not trained: {e}"),
+                });
+                continue;
+            }
+        };
+        let escalate: Vec<bool> = test_records
+            .iter()
+            .map(|r| {
+                policy
+                    .decide_for(&QueryEvidence {
+                        verifier: r.verifier,
+                        task_name: r.task_name.as_deref(),
+                        small_answer: r.small_answer.as_deref(),
+                    })
+                    .escalates()
+            })
+            .collect();
+        let o = test_data.evaluate(&escalate)?;
+        points.push(OperatingPoint::from(o));
+        let detail = if policy.chosen_component == kind {
+            policy.summary.note.clone().unwrap_or_default()
+        } else {
+            format!("chose {}", policy.chosen_component.name())
+        };
+        lines.push(line(kind.name(), &test_data, o, detail));
+    }
+    // The ExactPOMDP λ sweep, fitted on train, measured on test: the policy family.
+    let mut spec = MethodSpec::new(MethodKind::ExactPomdp, config.hparam.num_bins);
+    spec.exact.per_task_prior = config.hparam.per_task_prior;
+    let train_data = Dataset::new(&train_records, &costs)?;
+    let mut sweep = Vec::new();
+    for candidate in automix_core::candidates(&spec, &train_data)? {
+        let escalate: Vec<bool> = test_records
+            .iter()
+            .map(|r| match r.verifier {
+                VerifierScore::Known(p) => candidate.rule.escalates(p, r.task_name.as_deref()),
+                VerifierScore::Unknown => options.unknown_confidence.escalates(),
+            })
+            .collect();
+        sweep.push(OperatingPoint::from(test_data.evaluate(&escalate)?));
+    }
+    let n = test_records.len();
+    let none = test_data.evaluate(&vec![false; n])?;
+    let all = test_data.evaluate(&vec![true; n])?;
+    let oracle = test_data.evaluate(&test_data.oracle())?;
+    let base = test_data.baseline();
+    let small_only = Outcome {
+        quality: base.small_quality,
+        cost: base.small_cost,
+        escalation_rate: 0.0,
+    };
+    let large_only = Outcome {
+        quality: base.large_quality,
+        cost: base.large_cost,
+        escalation_rate: 1.0,
+    };
+    lines.push(line(
+        "always-small",
+        &test_data,
+        small_only,
+        "no verification".into(),
+    ));
+    lines.push(line(
+        "always-large",
+        &test_data,
+        large_only,
+        "large model only".into(),
+    ));
+    lines.push(line(
+        "verify, never escalate",
+        &test_data,
+        none,
+        String::new(),
+    ));
+    lines.push(line(
+        "verify, always escalate",
+        &test_data,
+        all,
+        String::new(),
+    ));
+    let oracle_line = line(
+        "oracle",
+        &test_data,
+        oracle,
+        "escalate iff large scores higher".into(),
+    );
+    let oracle_delta_ibc = oracle_line.delta_ibc;
+    lines.push(oracle_line);
+    let mut all_points = points;
+    all_points.extend(sweep.iter().copied());
+    all_points.push(small_only.into());
+    all_points.push(large_only.into());
+    let hull = frontier(&all_points);
+    let metrics = frontier_metrics(&all_points, &base, base.small_cost, base.large_cost);
+    Ok(EvalReport {
+        train_rows: train.len(),
+        test_rows: test.len(),
+        small_model: small.to_owned(),
+        large_model: large.to_owned(),
+        lines,
+        oracle_delta_ibc,
+        sweep,
+        frontier: hull,
+        frontier_metrics: metrics,
+    })
+}

@@ -1,0 +1,131 @@
+//! The models a router or collector talks to: llm_data entries with their providers,
+//! cheapest first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use automix_llm::{Catalogue, ChatProvider, EndpointConfig, ModelEntry, OpenAiBackend};
+
+use crate::error::{AutomixError, Result};
+
+/// One model and the provider that reaches it.
+#[derive(Clone)]
+pub struct ModelHandle {
+    /// Its llm_data entry (prices, API model id).
+    pub entry: ModelEntry,
+    /// How to call it.
+    pub provider: Arc<dyn ChatProvider>,
+}
+
+impl std::fmt::Debug for ModelHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelHandle")
+            .field("entry", &self.entry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Models ordered from cheapest to most expensive.
+#[derive(Debug, Clone)]
+pub struct ModelSet {
+    models: Vec<ModelHandle>,
+}
+
+/// Price of a typical call (prompt and completion weighted equally), then size: the order.
+fn cost_key(e: &ModelEntry) -> (f64, f64) {
+    (e.input_price + e.output_price, e.parameters)
+}
+
+impl ModelSet {
+    /// Models from given handles, sorted by price then size (stable: ties keep file order).
+    pub fn new(mut models: Vec<ModelHandle>) -> Result<Self> {
+        if models.is_empty() {
+            return Err(AutomixError::Invalid("no models configured".into()));
+        }
+        models.sort_by(|a, b| {
+            let (ka, kb) = (cost_key(&a.entry), cost_key(&b.entry));
+            ka.0.total_cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
+        });
+        Ok(Self { models })
+    }
+
+    /// OpenAI-compatible backends for the named models (each at its `api_endpoint`).
+    pub fn from_catalogue(
+        catalogue: &Catalogue,
+        names: &[String],
+        max_concurrency: usize,
+    ) -> Result<Self> {
+        let mut handles = Vec::new();
+        for name in names {
+            let entry = catalogue.get(name)?.clone();
+            let config =
+                EndpointConfig::for_model(&entry, None).map_err(|source| AutomixError::Model {
+                    model: name.clone(),
+                    source,
+                })?;
+            let backend = OpenAiBackend::new(EndpointConfig {
+                max_concurrency,
+                request_timeout: Duration::from_secs(180),
+                deadline: Duration::from_secs(600),
+                ..config
+            })
+            .map_err(|source| AutomixError::Model {
+                model: name.clone(),
+                source,
+            })?;
+            handles.push(ModelHandle {
+                entry,
+                provider: Arc::new(backend),
+            });
+        }
+        Self::new(handles)
+    }
+
+    /// All models, cheapest first.
+    pub fn models(&self) -> &[ModelHandle] {
+        &self.models
+    }
+
+    /// The cheapest.
+    pub fn first(&self) -> &ModelHandle {
+        &self.models[0]
+    }
+
+    /// The most expensive.
+    pub fn last(&self) -> &ModelHandle {
+        &self.models[self.models.len() - 1]
+    }
+
+    /// Number of models.
+    pub fn len(&self) -> usize {
+        self.models.len()
+    }
+
+    /// Never true: construction requires a model.
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+}
+
+/// The small and large model names: explicit, else smallest and largest by `size`.
+pub fn small_and_large(
+    catalogue: &Catalogue,
+    small: Option<&str>,
+    large: Option<&str>,
+) -> Result<(String, String)> {
+    let small = match small {
+        Some(n) => catalogue.get(n)?.name.clone(),
+        None => catalogue.smallest().name.clone(),
+    };
+    let large = match large {
+        Some(n) => catalogue.get(n)?.name.clone(),
+        None => catalogue.largest().name.clone(),
+    };
+    if small == large {
+        return Err(AutomixError::Invalid(format!(
+            "the small and the large model are both {small}; name two different models \
+             (model_path.engine_small / engine_large) or add one to llm_data"
+        )));
+    }
+    Ok((small, large))
+}

@@ -1,0 +1,180 @@
+//! The steps a query goes through, shared by `collect` and the [`crate::Router`]:
+//! ask a model, verify its answer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use automix_llm::{ChatProvider, ChatRequest, EndpointConfig, OpenAiBackend, Usage};
+use automix_verify::{LogprobSource, PromptSet, QueryText, TaskKind, Verifier, VerifierConfig};
+
+use crate::config::{AutomixSettings, CollectSettings};
+use crate::dataset::{QueryRow, Tokens, VerificationRecord};
+use crate::error::{AutomixError, Result};
+use crate::models::ModelHandle;
+
+/// One answer call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnswerCall {
+    /// The model's reply.
+    pub text: String,
+    /// Tokens used.
+    pub usage: Usage,
+    /// Money at llm_data prices.
+    pub cost: f64,
+    /// Wall time of the call.
+    pub latency_ms: u64,
+}
+
+/// The view of a query the prompts need.
+pub fn query_text(query: &QueryRow) -> QueryText<'_> {
+    QueryText {
+        question: &query.query,
+        context: query.context.as_deref(),
+        options: &query.choices,
+    }
+}
+
+/// Max tokens of an answer of this kind.
+pub fn answer_budget(kind: TaskKind, collect: &CollectSettings) -> u32 {
+    match kind {
+        TaskKind::Math => collect.math_max_tokens,
+        TaskKind::MultipleChoice | TaskKind::ShortAnswer => collect.answer_max_tokens,
+    }
+}
+
+/// Asks `model` for a greedy answer.
+pub async fn ask(
+    model: &ModelHandle,
+    prompts: &PromptSet,
+    query: &QueryRow,
+    kind: TaskKind,
+    max_tokens: u32,
+) -> Result<AnswerCall> {
+    let request = ChatRequest {
+        temperature: Some(0.0),
+        max_tokens: Some(max_tokens),
+        seed: Some(0),
+        ..ChatRequest::new(
+            model.entry.model.clone(),
+            prompts.answer_messages(kind, &query_text(query)),
+        )
+    };
+    let started = Instant::now();
+    let response = model
+        .provider
+        .chat(&request)
+        .await
+        .map_err(|source| AutomixError::Model {
+            model: model.entry.name.clone(),
+            source,
+        })?;
+    let text = response
+        .choices
+        .into_iter()
+        .next()
+        .map(|c| c.text)
+        .unwrap_or_default();
+    Ok(AnswerCall {
+        text: text.trim().to_owned(),
+        cost: model.entry.cost(response.usage),
+        usage: response.usage,
+        latency_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Which verification to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyModes {
+    /// k sampled verdicts.
+    pub sampled: bool,
+    /// One verdict's logprobs.
+    pub logprob: bool,
+}
+
+/// The verifier for `model`: itself, or `verifier_server_url` when configured.
+pub fn verifier_for(
+    model: &ModelHandle,
+    prompts: Arc<PromptSet>,
+    settings: &AutomixSettings,
+) -> Result<Verifier> {
+    let (provider, model_id): (Arc<dyn ChatProvider>, String) = match &settings.verifier_server_url
+    {
+        Some(url) => {
+            let backend =
+                OpenAiBackend::new(EndpointConfig::new(url.clone())).map_err(|source| {
+                    AutomixError::Model {
+                        model: format!("verifier at {url}"),
+                        source,
+                    }
+                })?;
+            (
+                Arc::new(backend),
+                settings
+                    .verifier_model
+                    .clone()
+                    .unwrap_or_else(|| model.entry.model.clone()),
+            )
+        }
+        None => (
+            model.provider.clone(),
+            settings
+                .verifier_model
+                .clone()
+                .unwrap_or_else(|| model.entry.model.clone()),
+        ),
+    };
+    let config = VerifierConfig {
+        samples: settings.verification_samples,
+        temperature: settings.verification_temperature,
+        ..VerifierConfig::new(model_id)
+    };
+    Ok(Verifier::new(provider, prompts, config))
+}
+
+/// Verifies `answer` with `verifier`; costs are charged at `price_of`'s prices.
+pub async fn verify(
+    verifier: &Verifier,
+    price_of: &ModelHandle,
+    query: &QueryRow,
+    answer: &str,
+    modes: VerifyModes,
+) -> Result<VerificationRecord> {
+    let text = query_text(query);
+    let fail = |source| AutomixError::Model {
+        model: format!("{} (verifier)", price_of.entry.name),
+        source,
+    };
+    let mut usage = Usage::default();
+    let mut record = VerificationRecord {
+        samples: 0,
+        correct: 0,
+        incorrect: 0,
+        unparsed: 0,
+        p_ver: None,
+        logprob_p: None,
+        logprob_source: "not run".into(),
+        tokens: Tokens::default(),
+        cost: 0.0,
+    };
+    if modes.sampled {
+        let s = verifier.verify_sampled(&text, answer).await.map_err(fail)?;
+        usage = usage + s.usage;
+        record.samples = s.samples.len() as u32;
+        record.correct = s.tally.correct;
+        record.incorrect = s.tally.incorrect;
+        record.unparsed = s.tally.unparsed;
+        record.p_ver = s.p_ver;
+    }
+    if modes.logprob {
+        let l = verifier.verify_logprob(&text, answer).await.map_err(fail)?;
+        usage = usage + l.usage;
+        record.logprob_p = l.p_correct;
+        record.logprob_source = match &l.source {
+            LogprobSource::Logprobs { .. } => "logprobs".into(),
+            LogprobSource::FellBackToSampling { reason, .. } => format!("fallback: {reason}"),
+        };
+    }
+    record.tokens = usage.into();
+    record.cost = price_of.entry.cost(usage);
+    Ok(record)
+}

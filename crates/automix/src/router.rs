@@ -1,0 +1,345 @@
+//! The [`Router`]: answer with the cheapest model, self-verify, let the meta-verifier keep
+//! the answer or escalate to the next model, up to `max_escalations`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use automix_core::{Decision, QueryEvidence, VerifierScore};
+use automix_verify::{PromptSet, TaskKind, Verifier, normalise_answer};
+
+use crate::config::{CollectSettings, Config, VerifierSignal};
+use crate::dataset::{QueryRow, Tokens};
+use crate::error::{AutomixError, Result};
+use crate::models::ModelSet;
+use crate::pipeline::{VerifyModes, answer_budget, ask, verifier_for, verify};
+use crate::task_metric::TaskMetric;
+use crate::training::{RouterPolicy, verifier_score};
+
+/// One model call made while routing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// llm_data name.
+    pub model: String,
+    /// `answer` or `verify`.
+    pub purpose: String,
+    /// Tokens of the call.
+    pub tokens: Tokens,
+    /// Money at llm_data prices.
+    pub cost: f64,
+    /// Wall time.
+    pub latency_ms: u64,
+}
+
+/// One verification step of the cascade.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The model whose answer was verified.
+    pub model: String,
+    /// Its answer.
+    pub answer: String,
+    /// The verifier score used; `None` = unknown.
+    pub verification_score: Option<f64>,
+    /// `keep` or `escalate`.
+    pub decision: Decision,
+    /// Why: `policy`, `threshold`, `unknown score`, `max_escalations`, `verification off`.
+    pub reason: String,
+}
+
+/// The result of routing one query (LLMRouter's `route_single` fields and more).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteOutcome {
+    /// Query id.
+    pub id: String,
+    /// llm_data name of the model whose answer was kept.
+    pub model_name: String,
+    /// Its API model id.
+    pub api_model: String,
+    /// The kept answer.
+    pub response: String,
+    /// The small (first) model's answer.
+    pub slm_answer: String,
+    /// The verifier's score of the small model's answer; `None` = unknown or not verified.
+    pub verification_score: Option<f64>,
+    /// Whether the query left the small model.
+    pub route_to_llm: bool,
+    /// Models that answered, in order.
+    pub escalation_path: Vec<String>,
+    /// Every verification step and its decision.
+    pub steps: Vec<StepRecord>,
+    /// Every model call.
+    pub calls: Vec<CallRecord>,
+    /// Total tokens.
+    pub total_tokens: u64,
+    /// Total money at llm_data prices.
+    pub total_cost: f64,
+    /// Wall time of the whole route.
+    pub latency_ms: u64,
+    /// Score against the ground truth, when the query has one and a known metric.
+    pub task_performance: Option<f64>,
+}
+
+/// A batch entry: the outcome, or the error that query hit (the batch goes on).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchItem {
+    /// Query id.
+    pub id: String,
+    /// The outcome.
+    #[serde(flatten)]
+    pub outcome: Option<RouteOutcome>,
+    /// The error, if routing failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Routes queries through a cascade of models with a verifier and a meta-verifier.
+#[derive(Debug, Clone)]
+pub struct Router {
+    models: ModelSet,
+    prompts: Arc<PromptSet>,
+    verifiers: Vec<Verifier>,
+    policy: Option<RouterPolicy>,
+    config: Config,
+    collect: CollectSettings,
+}
+
+impl Router {
+    /// A router over `models` (cheapest first). With a policy, the step from its small to
+    /// its large model is decided by it; other steps (and `use_pomdp_router: false`) use
+    /// `verification_threshold`.
+    pub fn new(
+        config: &Config,
+        models: ModelSet,
+        prompts: Arc<PromptSet>,
+        policy: Option<RouterPolicy>,
+    ) -> Result<Self> {
+        if models.len() < 2 {
+            return Err(AutomixError::Invalid(
+                "routing needs at least two models".into(),
+            ));
+        }
+        if let Some(p) = &policy {
+            let names: Vec<&str> = models
+                .models()
+                .iter()
+                .map(|m| m.entry.name.as_str())
+                .collect();
+            for m in [&p.small_model, &p.large_model] {
+                if !names.contains(&m.as_str()) {
+                    return Err(AutomixError::Invalid(format!(
+                        "the policy is for model {m}, which is not among the router's models ({})",
+                        names.join(", ")
+                    )));
+                }
+            }
+        }
+        let verifiers = models.models()[..models.len() - 1]
+            .iter()
+            .map(|m| verifier_for(m, prompts.clone(), &config.automix))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            models,
+            prompts,
+            verifiers,
+            policy,
+            config: config.clone(),
+            collect: config.collect.clone(),
+        })
+    }
+
+    /// The models, cheapest first.
+    pub fn models(&self) -> &ModelSet {
+        &self.models
+    }
+
+    fn signal(&self) -> VerifierSignal {
+        match &self.policy {
+            Some(p) => p.verifier_signal,
+            None if self.config.automix.use_logprob_verification => VerifierSignal::Logprob,
+            None => VerifierSignal::Samples,
+        }
+    }
+
+    /// Routes one query.
+    pub async fn route_single(&self, query: &QueryRow) -> Result<RouteOutcome> {
+        let started = Instant::now();
+        let metric = match query.metric.as_deref() {
+            Some(m) => Some(TaskMetric::parse(m)?),
+            None => None,
+        };
+        let kind = metric.map_or(TaskKind::ShortAnswer, TaskMetric::task_kind);
+        let budget = answer_budget(kind, &self.collect);
+        let signal = self.signal();
+        let modes = VerifyModes {
+            sampled: signal == VerifierSignal::Samples,
+            logprob: signal == VerifierSignal::Logprob,
+        };
+        let max_escalations = self.config.automix.max_escalations;
+        let mut calls = Vec::new();
+        let mut steps = Vec::new();
+        let mut path = Vec::new();
+        let mut first_answer = None;
+        let mut first_score = None;
+        let models = self.models.models();
+        let mut kept = None;
+        for (i, model) in models.iter().enumerate() {
+            let answer = ask(model, &self.prompts, query, kind, budget).await?;
+            path.push(model.entry.name.clone());
+            calls.push(CallRecord {
+                model: model.entry.name.clone(),
+                purpose: "answer".into(),
+                tokens: answer.usage.into(),
+                cost: answer.cost,
+                latency_ms: answer.latency_ms,
+            });
+            if first_answer.is_none() {
+                first_answer = Some(answer.text.clone());
+            }
+            let last = i + 1 == models.len();
+            if last {
+                kept = Some((i, answer.text));
+                break;
+            }
+            if i >= max_escalations {
+                steps.push(StepRecord {
+                    model: model.entry.name.clone(),
+                    answer: answer.text.clone(),
+                    verification_score: None,
+                    decision: Decision::Keep,
+                    reason: "max_escalations reached".into(),
+                });
+                kept = Some((i, answer.text));
+                break;
+            }
+            if !self.config.automix.enable_self_verification {
+                steps.push(StepRecord {
+                    model: model.entry.name.clone(),
+                    answer: answer.text.clone(),
+                    verification_score: None,
+                    decision: Decision::Keep,
+                    reason: "verification off".into(),
+                });
+                kept = Some((i, answer.text));
+                break;
+            }
+            let v_started = Instant::now();
+            let record = verify(&self.verifiers[i], model, query, &answer.text, modes).await?;
+            calls.push(CallRecord {
+                model: model.entry.name.clone(),
+                purpose: "verify".into(),
+                tokens: record.tokens,
+                cost: record.cost,
+                latency_ms: v_started.elapsed().as_millis() as u64,
+            });
+            let run_score = verifier_score(Some(&record), signal);
+            if i == 0 {
+                first_score = run_score.known();
+            }
+            let normalised = match metric {
+                Some(m) => m.extract(&answer.text, &query.choices),
+                None => normalise_answer(&answer.text),
+            };
+            let (decision, reason) = self.decide(i, run_score, &query.task_name, &normalised)?;
+            steps.push(StepRecord {
+                model: model.entry.name.clone(),
+                answer: answer.text.clone(),
+                verification_score: run_score.known(),
+                decision,
+                reason,
+            });
+            if decision == Decision::Keep {
+                kept = Some((i, answer.text));
+                break;
+            }
+        }
+        let (index, response) =
+            kept.ok_or_else(|| AutomixError::Invalid("the cascade kept no answer".into()))?;
+        let model = &models[index];
+        let task_performance = match (metric, &query.ground_truth) {
+            (Some(m), Some(truth)) => Some(m.score(&response, truth, &query.choices)),
+            _ => None,
+        };
+        Ok(RouteOutcome {
+            id: query.id.clone(),
+            model_name: model.entry.name.clone(),
+            api_model: model.entry.model.clone(),
+            slm_answer: first_answer.unwrap_or_default(),
+            verification_score: first_score,
+            route_to_llm: index > 0,
+            escalation_path: path,
+            total_tokens: calls
+                .iter()
+                .map(|c| c.tokens.prompt + c.tokens.completion)
+                .sum(),
+            total_cost: calls.iter().map(|c| c.cost).sum(),
+            calls,
+            steps,
+            latency_ms: started.elapsed().as_millis() as u64,
+            task_performance,
+            response,
+        })
+    }
+
+    /// Keep or escalate after model `step` answered with verifier score `score`.
+    fn decide(
+        &self,
+        step: usize,
+        score: VerifierScore,
+        task: &str,
+        normalised_answer: &str,
+    ) -> Result<(Decision, String)> {
+        let models = self.models.models();
+        if self.config.automix.use_pomdp_router
+            && let Some(p) = &self.policy
+            && models[step].entry.name == p.small_model
+        {
+            let decision = p.policy.decide_for(&QueryEvidence {
+                verifier: score,
+                task_name: Some(task),
+                small_answer: Some(normalised_answer),
+            });
+            let reason = match score {
+                VerifierScore::Unknown => "unknown score: policy's unknown_confidence rule",
+                VerifierScore::Known(_) => "policy",
+            };
+            return Ok((decision, reason.into()));
+        }
+        Ok(match score.known() {
+            Some(p) => (
+                Decision::from_escalate(p < self.config.automix.verification_threshold),
+                format!(
+                    "threshold {} on the verifier score",
+                    self.config.automix.verification_threshold
+                ),
+            ),
+            None => (
+                self.config.hparam.unknown_decision()?,
+                "unknown score: hparam.unknown_confidence".into(),
+            ),
+        })
+    }
+
+    /// Routes queries concurrently (up to `max_workers`), keeping input order; a failing
+    /// query is reported in its slot and the batch goes on.
+    pub async fn route_batch(&self, queries: &[QueryRow]) -> Vec<BatchItem> {
+        futures::stream::iter(queries.iter().map(|q| async move {
+            match self.route_single(q).await {
+                Ok(outcome) => BatchItem {
+                    id: q.id.clone(),
+                    outcome: Some(outcome),
+                    error: None,
+                },
+                Err(e) => BatchItem {
+                    id: q.id.clone(),
+                    outcome: None,
+                    error: Some(e.to_string()),
+                },
+            }
+        }))
+        .buffered(self.config.hparam.max_workers.max(1))
+        .collect()
+        .await
+    }
+}

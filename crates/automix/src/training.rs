@@ -1,0 +1,171 @@
+//! From training rows to the core's routing records; training and the policy file.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use automix_core::{
+    CostModel, MethodSpec, Policy, QueryCosts, RoutingRecord, TrainOptions, VerifierScore,
+};
+
+use crate::config::{Config, CostMode, VerifierSignal};
+use crate::dataset::{TrainingRow, VerificationRecord, write_atomic};
+use crate::error::{AutomixError, Result};
+
+/// Version of the router policy file.
+pub const ROUTER_POLICY_VERSION: u32 = 1;
+
+/// The saved policy: the core policy plus which models and which verifier signal it is for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouterPolicy {
+    /// [`ROUTER_POLICY_VERSION`].
+    pub format_version: u32,
+    /// The small model's llm_data name.
+    pub small_model: String,
+    /// The large model's llm_data name.
+    pub large_model: String,
+    /// Which verifier score the policy reads.
+    pub verifier_signal: VerifierSignal,
+    /// How costs were counted in training.
+    pub cost_mode: CostMode,
+    /// The trained meta-verifier.
+    pub policy: Policy,
+}
+
+impl RouterPolicy {
+    /// Writes the policy atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| AutomixError::Invalid(format!("cannot serialise the policy: {e}")))?;
+        write_atomic(path, text.as_bytes())
+    }
+
+    /// Reads and version-checks a policy file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| AutomixError::io(path, e))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| AutomixError::Data {
+                file: path.to_owned(),
+                line: e.line(),
+                message: format!("invalid JSON: {e}"),
+            })?;
+        let version = value["format_version"].as_u64();
+        if version != Some(u64::from(ROUTER_POLICY_VERSION)) {
+            return Err(AutomixError::Data {
+                file: path.to_owned(),
+                line: 1,
+                message: format!(
+                    "field `format_version`: {version:?} is not the supported version \
+                     {ROUTER_POLICY_VERSION}; retrain with `automix train`"
+                ),
+            });
+        }
+        serde_json::from_value(value).map_err(|e| AutomixError::Data {
+            file: path.to_owned(),
+            line: 1,
+            message: e.to_string(),
+        })
+    }
+}
+
+/// The verifier score of a verification under `signal`.
+pub fn verifier_score(
+    verification: Option<&VerificationRecord>,
+    signal: VerifierSignal,
+) -> VerifierScore {
+    let p = verification.and_then(|v| match signal {
+        VerifierSignal::Samples => v.p_ver,
+        VerifierSignal::Logprob => v.logprob_p,
+    });
+    // A score outside [0, 1] cannot come from our verifier; it counts as unknown, which the
+    // policy's explicit `unknown_confidence` rule then decides.
+    p.and_then(|p| automix_core::Confidence::new(p).ok())
+        .map_or(VerifierScore::Unknown, VerifierScore::Known)
+}
+
+/// Routing records for the (small, large) pair; a row missing either model is an error.
+pub fn routing_records(
+    rows: &[TrainingRow],
+    small: &str,
+    large: &str,
+    signal: VerifierSignal,
+) -> Result<Vec<RoutingRecord>> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let missing = |m: &str| {
+                AutomixError::Invalid(format!(
+                    "training row {} ({}) has no answer from model {m}",
+                    i + 1,
+                    row.id
+                ))
+            };
+            let s = row.run(small).ok_or_else(|| missing(small))?;
+            let l = row.run(large).ok_or_else(|| missing(large))?;
+            Ok(RoutingRecord {
+                task_name: Some(row.task_name.clone()),
+                small_score: s.score,
+                large_score: l.score,
+                verifier: verifier_score(s.verification.as_ref(), signal),
+                small_answer: Some(s.normalised_answer.clone()),
+                costs: Some(QueryCosts {
+                    small: s.cost,
+                    large: l.cost,
+                    verifier: s.verification.as_ref().map_or(0.0, |v| v.cost),
+                }),
+            })
+        })
+        .collect()
+}
+
+/// The cost model the config asks for.
+pub fn cost_model(config: &Config) -> CostModel {
+    match config.hparam.cost_mode {
+        CostMode::Relative => CostModel::Relative {
+            small: config.hparam.small_model_cost,
+            large: config.hparam.large_model_cost,
+            verifier: config.hparam.verifier_cost,
+        },
+        CostMode::Tokens => CostModel::PerQuery,
+    }
+}
+
+/// The method spec and training options the config asks for.
+pub fn method_and_options(config: &Config) -> Result<(MethodSpec, TrainOptions)> {
+    let h = &config.hparam;
+    let mut spec = MethodSpec::new(h.method()?, h.num_bins);
+    spec.exact.per_task_prior = h.per_task_prior;
+    let options = TrainOptions {
+        objective: h.objective()?,
+        cost_constraint: h.cost_constraint.map(|[a, b]| (a, b)),
+        unknown_confidence: h.unknown_decision()?,
+        fixed_answers: h.fixed_answers.clone(),
+    };
+    Ok((spec, options))
+}
+
+/// The rows of a split (`train` or `test`).
+pub fn split<'a>(rows: &'a [TrainingRow], name: &str) -> Vec<&'a TrainingRow> {
+    rows.iter().filter(|r| r.split == name).collect()
+}
+
+/// Trains the configured method on `rows` for the (small, large) pair.
+pub fn train_policy(
+    config: &Config,
+    rows: &[TrainingRow],
+    small: &str,
+    large: &str,
+) -> Result<RouterPolicy> {
+    let signal = config.hparam.verifier_signal;
+    let records = routing_records(rows, small, large, signal)?;
+    let (spec, options) = method_and_options(config)?;
+    let policy = automix_core::train(&records, &cost_model(config), &spec, &options)?;
+    Ok(RouterPolicy {
+        format_version: ROUTER_POLICY_VERSION,
+        small_model: small.to_owned(),
+        large_model: large.to_owned(),
+        verifier_signal: signal,
+        cost_mode: config.hparam.cost_mode,
+        policy,
+    })
+}

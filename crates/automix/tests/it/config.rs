@@ -1,0 +1,100 @@
+use std::path::{Path, PathBuf};
+
+use automix::Config;
+
+fn parse(text: &str) -> Result<Config, String> {
+    Config::parse(text, Path::new("cfg.yaml")).map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_shipped_configs_load_with_paths_resolved() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let c = Config::load(&dir.join("local.yaml")).unwrap();
+    assert_eq!(c.hparam.routing_method, "ExactPOMDP");
+    assert_eq!(c.automix.verification_samples, 3);
+    let llm = c.data_path.llm_data.unwrap();
+    assert!(llm.starts_with(&dir), "{}", llm.display());
+    assert!(llm.ends_with("../.cache/llms/llm_data.json"));
+    let llmrouter = Config::load(&dir.join("llmrouter_automix.yaml")).unwrap();
+    assert_eq!(llmrouter.hparam.routing_method, "POMDP");
+    assert_eq!(llmrouter.hparam.large_model_cost, 50.0);
+}
+
+#[test]
+fn defaults_follow_llmrouter_and_semantic_router() {
+    let c = parse("{}").unwrap();
+    assert_eq!(c.hparam.routing_method, "POMDP");
+    assert_eq!(c.hparam.num_bins, 8);
+    assert_eq!(
+        (
+            c.hparam.small_model_cost,
+            c.hparam.large_model_cost,
+            c.hparam.verifier_cost
+        ),
+        (1.0, 50.0, 1.0)
+    );
+    assert_eq!(c.automix.verification_temperature, 0.7);
+    assert!(c.automix.enable_self_verification);
+    assert_eq!(c.metric.weights.performance, 1.0);
+}
+
+#[test]
+fn unknown_keys_suggest_the_nearest() {
+    let err = parse("automix:\n  verification_treshold: 0.5\n").unwrap_err();
+    assert!(
+        err.starts_with("cfg.yaml:2: unknown key `verification_treshold`; did you mean `verification_threshold`?"),
+        "{err}"
+    );
+    let err = parse("hparm:\n  num_bins: 4\n").unwrap_err();
+    assert!(
+        err.starts_with("cfg.yaml:1: unknown key `hparm`; did you mean `hparam`?"),
+        "{err}"
+    );
+    let err = parse("metric:\n  weights:\n    performance: 1\n    cots: 0\n").unwrap_err();
+    assert!(
+        err.starts_with("cfg.yaml:4: unknown key `cots`; did you mean `cost`?"),
+        "{err}"
+    );
+    let err = parse("zzzzzz: 1\n").unwrap_err();
+    assert!(
+        err.starts_with("cfg.yaml:1: unknown key `zzzzzz` (known here: data_path"),
+        "{err}"
+    );
+}
+
+#[test]
+fn type_errors_name_line_and_key() {
+    let err = parse("hparam:\n  routing_method: POMDP\n  num_bins: many\n").unwrap_err();
+    assert!(err.starts_with("cfg.yaml:3: key `num_bins`: "), "{err}");
+    let err = parse("automix:\n  enable_cascade: 3\n").unwrap_err();
+    assert!(
+        err.starts_with("cfg.yaml:2: key `enable_cascade`: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_values_name_the_key() {
+    let err = parse("hparam:\n  routing_method: Magic\n").unwrap_err();
+    assert!(
+        err.starts_with("cfg.yaml:2: routing_method: hparam.routing_method: unknown method \"Magic\"; known: Threshold"),
+        "{err}"
+    );
+    let err = parse("automix:\n  verification_threshold: 1.5\n").unwrap_err();
+    assert_eq!(err, "cfg.yaml:2: verification_threshold: must be in [0, 1]");
+    let err = parse("hparam:\n  objective: net_utility\n").unwrap_err();
+    assert!(err.contains("needs hparam.objective_value"), "{err}");
+    let err = parse("hparam:\n  cost_constraint: [5, 1]\n").unwrap_err();
+    assert_eq!(err, "cfg.yaml:2: cost_constraint: min 5 > max 1");
+    let err = parse("hparam:\n  unknown_confidence: maybe\n").unwrap_err();
+    assert!(err.contains("neither \"escalate\" nor \"keep\""), "{err}");
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let err = Config::load(Path::new("/nonexistent/automix.yaml")).unwrap_err();
+    assert!(
+        err.to_string().starts_with("/nonexistent/automix.yaml: "),
+        "{err}"
+    );
+}

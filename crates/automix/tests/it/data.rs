@@ -1,0 +1,215 @@
+use std::path::PathBuf;
+
+use automix::TaskMetric;
+use automix::config::Config;
+use automix::dataset::*;
+use automix::evaluate::evaluate;
+use automix::training::{RouterPolicy, routing_records, split, train_policy};
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("automix-it-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn query_jsonl_errors_name_file_line_and_field() {
+    let dir = temp("queries");
+    let path = dir.join("q.jsonl");
+    std::fs::write(
+        &path,
+        "{\"task_name\":\"mmlu\",\"query\":\"q\",\"choices\":\"['a','b']\",\"ground_truth\":\"A\",\"metric\":\"em_mc\"}\n\n{\"task_name\":\"mmlu\"}\n",
+    )
+    .unwrap();
+    let err = read_queries(&path).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!("{}:3: field `query` is missing", path.display())
+    );
+    std::fs::write(&path, "{not json\n").unwrap();
+    let err = read_queries(&path).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("{}:1: invalid JSON", path.display())),
+        "{err}"
+    );
+    std::fs::write(
+        &path,
+        "{\"task_name\":\"m\",\"query\":\"q\",\"choices\":\"{'text': ['x'], 'label': \"}\n",
+    )
+    .unwrap();
+    let err = read_queries(&path).unwrap_err().to_string();
+    assert!(err.contains(":1: field `choices`: "), "{err}");
+}
+
+#[test]
+fn the_shared_query_file_parses_completely() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/llmrouter_query_train.jsonl");
+    let rows = read_queries(&path).unwrap();
+    assert_eq!(rows.len(), 5616);
+    let mc = rows.iter().filter(|r| r.metric.as_deref() == Some("em_mc"));
+    assert!(
+        mc.clone()
+            .all(|r| !r.choices.is_empty() || r.task_name == "gpqa" || r.task_name == "mmlu")
+    );
+    assert!(mc.filter(|r| r.choices.len() >= 2).count() > 2500);
+    // Every metric in the file is either supported or reported as unknown by name.
+    for r in &rows {
+        let m = r.metric.as_deref().unwrap();
+        match TaskMetric::parse(m) {
+            Ok(_) => {}
+            Err(e) => assert!(m == "code_eval" && e.to_string().contains("code_eval")),
+        }
+    }
+}
+
+#[test]
+fn writes_are_atomic_and_round_trip() {
+    let dir = temp("rows");
+    let path = dir.join("rows.jsonl");
+    let rows = fixture_rows();
+    write_jsonl(&path, &rows).unwrap();
+    assert_eq!(read_training_rows(&path).unwrap(), rows);
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".tmp")
+        })
+        .collect();
+    assert!(leftovers.is_empty());
+    // A bad row names the line and the field.
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("{\"id\": \"x\"}\n");
+    std::fs::write(&path, text).unwrap();
+    let err = read_training_rows(&path).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{}:{}: missing field",
+            path.display(),
+            rows.len() + 1
+        )),
+        "{err}"
+    );
+}
+
+/// Synthetic rows in the collected format: the small model is right when its verifier is
+/// confident, often wrong otherwise; the large model is right 80% of the time.
+pub fn fixture_rows() -> Vec<TrainingRow> {
+    (0..200)
+        .map(|i| {
+            let p = (i % 9) as f64 / 8.0;
+            let small_right = (i * 7919 % 100) as f64 / 100.0 < p;
+            let large_right = i % 5 != 0;
+            let run =
+                |model: &str, right: bool, verification: Option<VerificationRecord>| ModelRun {
+                    model: model.into(),
+                    answer: if right { "B".into() } else { "A".into() },
+                    normalised_answer: if right { "B".into() } else { "A".into() },
+                    score: f64::from(right),
+                    tokens: Tokens {
+                        prompt: 100,
+                        completion: 2,
+                    },
+                    cost: if model == "small" { 1e-6 } else { 1e-5 },
+                    latency_ms: 5,
+                    verification,
+                };
+            TrainingRow {
+                id: format!("t-{i}"),
+                task_name: if i % 2 == 0 {
+                    "mmlu".into()
+                } else {
+                    "arc".into()
+                },
+                metric: "em_mc".into(),
+                query: format!("q{i}"),
+                ground_truth: "B".into(),
+                split: if i % 4 == 0 {
+                    "test".into()
+                } else {
+                    "train".into()
+                },
+                models: vec![
+                    run(
+                        "small",
+                        small_right,
+                        Some(VerificationRecord {
+                            samples: 8,
+                            correct: (p * 8.0) as u32,
+                            incorrect: 8 - (p * 8.0) as u32,
+                            unparsed: 0,
+                            p_ver: Some(((p * 8.0) as u32) as f64 / 8.0),
+                            logprob_p: if i % 17 == 0 { None } else { Some(p) },
+                            logprob_source: "logprobs".into(),
+                            tokens: Tokens {
+                                prompt: 300,
+                                completion: 8,
+                            },
+                            cost: 3e-7,
+                        }),
+                    ),
+                    run("large", large_right, None),
+                ],
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn train_save_load_and_evaluate_on_rows() {
+    let rows = fixture_rows();
+    let config = Config::parse(
+        "hparam:\n  routing_method: ExactPOMDP\n  verifier_signal: samples\n",
+        std::path::Path::new("t.yaml"),
+    )
+    .unwrap();
+    let train: Vec<TrainingRow> = split(&rows, "train").into_iter().cloned().collect();
+    let test: Vec<TrainingRow> = split(&rows, "test").into_iter().cloned().collect();
+    let policy = train_policy(&config, &train, "small", "large").unwrap();
+    let path = temp("policy").join("policy.json");
+    policy.save(&path).unwrap();
+    let loaded = RouterPolicy::load(&path).unwrap();
+    assert_eq!(loaded, policy);
+    // A confident small answer is kept, a doubtful one escalated.
+    let records = routing_records(&test, "small", "large", loaded.verifier_signal).unwrap();
+    let decide = |p: f64| {
+        loaded
+            .policy
+            .decide(automix_core::Confidence::new(p).unwrap())
+    };
+    assert_eq!(decide(1.0), automix_core::Decision::Keep);
+    assert_eq!(decide(0.0), automix_core::Decision::Escalate);
+    assert_eq!(records.len(), test.len());
+
+    let report = evaluate(&config, &train, &test, "small", "large").unwrap();
+    let names: Vec<&str> = report.lines.iter().map(|l| l.name.as_str()).collect();
+    for want in [
+        "Threshold",
+        "POMDP",
+        "ExactPOMDP",
+        "always-small",
+        "always-large",
+        "oracle",
+    ] {
+        assert!(names.contains(&want), "{names:?}");
+    }
+    let oracle = report.lines.iter().find(|l| l.name == "oracle").unwrap();
+    for l in report.lines.iter().filter(|l| l.quality.is_finite()) {
+        assert!(
+            l.quality <= oracle.quality + 1e-12
+                || l.name == "always-large"
+                || l.name.starts_with("verify"),
+            "{l:?}"
+        );
+    }
+    assert!(!report.frontier.is_empty());
+
+    // A policy file from another version is refused with the field named.
+    std::fs::write(&path, "{\"format_version\": 99}").unwrap();
+    let err = RouterPolicy::load(&path).unwrap_err().to_string();
+    assert!(err.contains("field `format_version`"), "{err}");
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the runtime through its public interface (one binary).
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod config;
+mod data;
+mod real_llama;
+mod router;

@@ -1,0 +1,227 @@
+use std::path::Path;
+use std::sync::Arc;
+
+use automix::config::Config;
+use automix::dataset::{QueryRow, query_id};
+use automix::llm::*;
+use automix::verify::PromptSet;
+use automix::{ModelHandle, ModelSet, Router};
+use automix_core::Decision;
+
+fn entry(name: &str, price: f64) -> ModelEntry {
+    ModelEntry {
+        name: name.into(),
+        parameters: price * 1e9,
+        input_price: price,
+        output_price: price,
+        model: format!("api/{name}"),
+        service: None,
+        api_endpoint: None,
+        api_key_env: None,
+    }
+}
+
+/// A model that answers `answer` and verifies with `verdicts` (cycled over samples).
+fn model(
+    name: &str,
+    price: f64,
+    answer: &'static str,
+    verdicts: &'static [&'static str],
+) -> (ModelHandle, Arc<ScriptedProvider>) {
+    let provider = Arc::new(ScriptedProvider::from_fn(move |req| {
+        let verifying = req
+            .messages
+            .iter()
+            .any(|m| m.content.contains("AI generated answer"));
+        let texts: Vec<&str> = if verifying {
+            (0..req.n as usize)
+                .map(|i| verdicts[i % verdicts.len()])
+                .collect()
+        } else {
+            vec![answer]
+        };
+        Ok(response(
+            &req.model,
+            &texts,
+            Usage {
+                prompt_tokens: 100,
+                completion_tokens: 10,
+            },
+        ))
+    }));
+    (
+        ModelHandle {
+            entry: entry(name, price),
+            provider: provider.clone(),
+        },
+        provider,
+    )
+}
+
+fn failing(name: &str, price: f64) -> ModelHandle {
+    let provider = Arc::new(ScriptedProvider::from_fn(|_| {
+        Err(LlmError::Http {
+            status: 503,
+            endpoint: "http://x".into(),
+            body_excerpt: "overloaded".into(),
+            retryable: true,
+        })
+    }));
+    ModelHandle {
+        entry: entry(name, price),
+        provider,
+    }
+}
+
+fn config(extra: &str) -> Config {
+    let text =
+        format!("automix:\n  verification_samples: 3\n  verification_threshold: 0.7\n{extra}");
+    Config::parse(&text, Path::new("test.yaml")).unwrap()
+}
+
+fn query(q: &str) -> QueryRow {
+    QueryRow {
+        id: query_id("mmlu", q),
+        task_name: "mmlu".into(),
+        query: q.into(),
+        ground_truth: Some("B".into()),
+        metric: Some("em_mc".into()),
+        choices: vec![("A".into(), "one".into()), ("B".into(), "two".into())],
+        task_id: None,
+        context: None,
+    }
+}
+
+fn router(config: &Config, small: ModelHandle, large: ModelHandle) -> Router {
+    let models = ModelSet::new(vec![large, small]).unwrap();
+    Router::new(config, models, Arc::new(PromptSet::builtin()), None).unwrap()
+}
+
+#[tokio::test]
+async fn keeps_a_verified_answer_and_reports_costs() {
+    let (small, sp) = model("small", 1.0, "B", &["Correct.", "Correct", "Yes"]);
+    let (large, lp) = model("large", 10.0, "B", &["Correct"]);
+    let out = router(&config(""), small, large)
+        .route_single(&query("q1"))
+        .await
+        .unwrap();
+    assert_eq!(out.model_name, "small");
+    assert_eq!(out.api_model, "api/small");
+    assert!(!out.route_to_llm);
+    assert_eq!(out.verification_score, Some(1.0));
+    assert_eq!(out.escalation_path, vec!["small"]);
+    assert_eq!(out.task_performance, Some(1.0));
+    assert_eq!(out.calls.len(), 2);
+    assert_eq!(out.steps[0].decision, Decision::Keep);
+    // answer 110 tokens + verification 110 tokens (one request, n = 3) at $1/M.
+    assert_eq!(out.total_tokens, 220);
+    assert!((out.total_cost - 220.0 / 1e6).abs() < 1e-15);
+    assert_eq!(sp.requests().len(), 2);
+    assert_eq!(sp.requests()[1].n, 3);
+    assert!(lp.requests().is_empty());
+}
+
+#[tokio::test]
+async fn escalates_a_rejected_answer() {
+    let (small, _) = model("small", 1.0, "A", &["Incorrect", "Incorrect", "Correct"]);
+    let (large, lp) = model("large", 10.0, "B", &["Correct"]);
+    let out = router(&config(""), small, large)
+        .route_single(&query("q2"))
+        .await
+        .unwrap();
+    assert_eq!(out.model_name, "large");
+    assert!(out.route_to_llm);
+    assert_eq!(out.slm_answer, "A");
+    assert_eq!(out.response, "B");
+    assert_eq!(out.escalation_path, vec!["small", "large"]);
+    assert!((out.verification_score.unwrap() - 1.0 / 3.0).abs() < 1e-12);
+    assert_eq!(out.steps[0].decision, Decision::Escalate);
+    assert_eq!(out.task_performance, Some(1.0));
+    assert_eq!(lp.requests().len(), 1, "the large model only answers");
+    let large_cost = out.calls.iter().find(|c| c.model == "large").unwrap().cost;
+    assert!((large_cost - 110.0 * 10.0 / 1e6).abs() < 1e-15);
+}
+
+#[tokio::test]
+async fn an_unknown_verdict_follows_the_explicit_rule() {
+    let (small, _) = model("small", 1.0, "B", &["hmm", "???"]);
+    let (large, _) = model("large", 10.0, "B", &["Correct"]);
+    let out = router(&config(""), small.clone(), large.clone())
+        .route_single(&query("q3"))
+        .await
+        .unwrap();
+    assert_eq!(out.verification_score, None);
+    assert!(out.route_to_llm, "unknown escalates by default");
+    assert!(out.steps[0].reason.contains("unknown"));
+    let keep = config("hparam:\n  unknown_confidence: keep\n");
+    let out = router(&keep, small, large)
+        .route_single(&query("q3"))
+        .await
+        .unwrap();
+    assert!(!out.route_to_llm);
+}
+
+#[tokio::test]
+async fn model_errors_fail_the_query_but_not_the_batch() {
+    let (small, _) = model("small", 1.0, "B", &["Correct"]);
+    let broken = failing("large", 10.0);
+    let r = router(&config(""), small, broken);
+    // q-keep stays on the small model; q-esc needs the broken large model.
+    let (small2, _) = model("small", 1.0, "A", &["Incorrect"]);
+    let err = router(&config(""), small2, failing("large", 10.0))
+        .route_single(&query("q-esc"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().starts_with("model large: "), "{err}");
+    let items = r.route_batch(&[query("a"), query("b"), query("c")]).await;
+    let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            query_id("mmlu", "a"),
+            query_id("mmlu", "b"),
+            query_id("mmlu", "c")
+        ]
+    );
+    assert!(items.iter().all(|i| i.outcome.is_some()));
+}
+
+#[tokio::test]
+async fn batch_keeps_order_and_reports_failures_in_place() {
+    // The small model fails on queries mentioning "boom"; others are kept.
+    let provider = Arc::new(ScriptedProvider::from_fn(|req| {
+        if req.messages.iter().any(|m| m.content.contains("boom")) {
+            return Err(LlmError::Scripted("boom".into()));
+        }
+        let n = req.n as usize;
+        Ok(response(&req.model, &vec!["Correct"; n], Usage::default()))
+    }));
+    let small = ModelHandle {
+        entry: entry("small", 1.0),
+        provider,
+    };
+    let (large, _) = model("large", 10.0, "B", &["Correct"]);
+    let r = router(&config("hparam:\n  max_workers: 3\n"), small, large);
+    let qs = [query("one"), query("boom"), query("three")];
+    let items = r.route_batch(&qs).await;
+    assert_eq!(items.len(), 3);
+    assert_eq!(items[0].id, qs[0].id);
+    assert!(items[0].outcome.is_some());
+    assert!(items[1].outcome.is_none());
+    assert!(items[1].error.as_deref().unwrap().contains("boom"));
+    assert_eq!(items[2].id, qs[2].id);
+}
+
+#[tokio::test]
+async fn verification_off_keeps_the_first_answer_without_verifying() {
+    let (small, sp) = model("small", 1.0, "A", &["Incorrect"]);
+    let (large, _) = model("large", 10.0, "B", &["Correct"]);
+    let c = config("  enable_self_verification: false\n");
+    let out = router(&c, small, large)
+        .route_single(&query("q"))
+        .await
+        .unwrap();
+    assert_eq!(out.model_name, "small");
+    assert_eq!(sp.requests().len(), 1);
+    assert_eq!(out.steps[0].reason, "verification off");
+}
