@@ -23,8 +23,12 @@ fn main() -> Result<()> {
         Some("bench") => bench(&root, &args[1..]),
         Some("llms") => llms::main(&root, &args[1..]),
         Some("e2e") => e2e(&root),
+        Some("train") => train(&root),
+        Some("demo") => demo(&root),
         _ => {
-            eprintln!("usage: cargo xtask <parity|bench [--quick]|llms <up|down|status>|e2e>");
+            eprintln!(
+                "usage: cargo xtask <train|demo|parity|bench [--quick]|llms <up|down|status>|e2e>"
+            );
             bail!("unknown or missing command")
         }
     }
@@ -47,8 +51,57 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// The local models the end-to-end tests and the demo use.
+const E2E_MODELS: [&str; 3] = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"];
+
+/// Runs the `automix` binary (release build) with `args`.
+fn automix(root: &Path, args: &[&str]) -> Result<()> {
+    run(Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args(["run", "--quiet", "--release", "-p", "automix-cli", "--"])
+        .args(args))
+}
+
+/// `cargo xtask train`: trains the configured policy on the bundled real rows and shows
+/// how every method does on their held-out split (no models needed).
+fn train(root: &Path) -> Result<()> {
+    automix(root, &["--config", "configs/local.yaml", "train"])?;
+    automix(
+        root,
+        &[
+            "--config",
+            "configs/local.yaml",
+            "eval",
+            "--plot",
+            "target/automix/frontier",
+        ],
+    )
+}
+
+/// `cargo xtask demo`: local models up, train on the bundled rows, route real held-out
+/// queries live, print the decisions; the models are stopped afterwards.
+fn demo(root: &Path) -> Result<()> {
+    let models: Vec<String> = E2E_MODELS[1..].iter().map(|m| (*m).to_owned()).collect();
+    llms::up(root, &models)?;
+    let result = train(root).and_then(|()| {
+        automix(
+            root,
+            &[
+                "--config",
+                "configs/local.yaml",
+                "route",
+                "--batch",
+                "data/demo_queries.jsonl",
+            ],
+        )
+    });
+    llms::down(root)?;
+    result
+}
+
 fn e2e(root: &Path) -> Result<()> {
-    llms::up(root, &["smollm2-135m".to_owned()])?;
+    let models: Vec<String> = E2E_MODELS.iter().map(|m| (*m).to_owned()).collect();
+    llms::up(root, &models)?;
     let result = run(Command::new(env!("CARGO"))
         .current_dir(root)
         .env("AUTOMIX_REQUIRE_LLMS", "1")

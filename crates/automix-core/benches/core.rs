@@ -78,5 +78,86 @@ fn decide(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, training, decide);
+fn cascade_rows(models: usize, n: usize) -> Vec<automix_core::cascade::CascadeRow> {
+    (0..n)
+        .map(|i| {
+            let scores: Vec<f64> = (0..models)
+                .map(|m| f64::from((i * (m + 3) * 7919) % 100 < 40 + 10 * m))
+                .collect();
+            automix_core::cascade::CascadeRow {
+                confidences: scores
+                    .iter()
+                    .enumerate()
+                    .map(|(m, s)| {
+                        Some((0.6 * s + 0.4 * ((i * (m + 11)) % 97) as f64 / 96.0).min(1.0))
+                    })
+                    .collect(),
+                scores,
+                answer_costs: (0..models).map(|m| 3f64.powi(m as i32)).collect(),
+                verify_costs: vec![0.2; models],
+            }
+        })
+        .collect()
+}
+
+fn cascade(c: &mut Criterion) {
+    use automix_core::belief::{BeliefConfig, ParticleBelief, StepObservation};
+    use automix_core::cascade::{CascadeSettings, estimate_cascade, solve_cascade};
+    let mut group = c.benchmark_group("cascade");
+    group.sample_size(10);
+    for models in [3usize, 5] {
+        let names: Vec<String> = (0..models).map(|m| format!("m{m}")).collect();
+        let rows = cascade_rows(models, 2000);
+        for bins in [8usize, 16] {
+            let model = estimate_cascade(&names, &rows, bins, 1.0).expect("rows estimate");
+            group.bench_function(format!("solve/{models}models/{bins}bins"), |b| {
+                b.iter(|| solve_cascade(black_box(&model), CascadeSettings::default()))
+            });
+        }
+    }
+    let names: Vec<String> = (0..3).map(|m| format!("m{m}")).collect();
+    let model = estimate_cascade(&names, &cascade_rows(3, 2000), 8, 1.0).expect("rows estimate");
+    let policy = solve_cascade(&model, CascadeSettings::default()).expect("solves");
+    let histories: Vec<Vec<(usize, usize)>> = (0..64)
+        .map(|i| vec![(0, i % 10), (1, (i / 10) % 10)])
+        .collect();
+    let mut i = 0usize;
+    group.bench_function("lookup", |b| {
+        b.iter(|| {
+            i = (i + 1) & 63;
+            policy.decide(black_box(&histories[i]))
+        })
+    });
+    for particles in [100usize, 1000] {
+        let mut belief = ParticleBelief::new(
+            3,
+            BeliefConfig {
+                particles,
+                ..BeliefConfig::default()
+            },
+        )
+        .expect("belief");
+        let mut t = 0usize;
+        group.bench_function(format!("particle_update/{particles}"), |b| {
+            b.iter(|| {
+                t += 1;
+                belief.update(black_box(&[
+                    StepObservation {
+                        model: 0,
+                        verdict: Some(t % 3 == 0),
+                        correct: Some(t % 2 == 0),
+                    },
+                    StepObservation {
+                        model: 1,
+                        verdict: None,
+                        correct: Some(t % 5 != 0),
+                    },
+                ]))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, training, decide, cascade);
 criterion_main!(benches);

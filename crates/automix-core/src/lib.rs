@@ -27,6 +27,8 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod belief;
+pub mod cascade;
 pub mod compat;
 mod confidence;
 mod cost;

@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod architecture;
+mod cascade;
 mod parity;
 mod properties;
