@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use automix::cascade::{CascadeReport, evaluate_cascade};
 use automix::config::Config;
 use automix::dataset::{QueryRow, TrainingRow, read_queries, read_training_rows};
 use automix::evaluate::{EvalReport, evaluate};
 use automix::models::small_and_large;
-use automix::training::{RouterPolicy, split, train_policy};
+use automix::training::{RouterPolicy, split, train_cascade_plan, train_policy};
 use automix::{ModelSet, Router};
 
 use crate::{catalogue, fmt_opt, prompts};
@@ -27,6 +28,9 @@ pub struct TrainArgs {
     /// Train on every row, not only `split: train`.
     #[arg(long)]
     pub all_rows: bool,
+    /// Also solve the N-model cascade over every model in the rows (cheapest first).
+    #[arg(long)]
+    pub cascade: bool,
 }
 
 /// Arguments of `automix eval`.
@@ -41,6 +45,9 @@ pub struct EvalArgs {
     /// Write the cost–quality plot as `<stem>.png` and `<stem>.svg`.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Also evaluate the N-model cascade over every model in the rows (cheapest first).
+    #[arg(long)]
+    pub cascade: bool,
 }
 
 /// Arguments of `automix route`.
@@ -100,7 +107,10 @@ pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
         bail!("{}: no training rows (split: train)", path.display());
     }
     let (small, large) = pair(config, &all)?;
-    let policy = train_policy(config, &rows, &small, &large)?;
+    let mut policy = train_policy(config, &rows, &small, &large)?;
+    if args.cascade {
+        policy.cascade = Some(train_cascade_plan(config, &rows, &models_in(&rows))?);
+    }
     let out = args
         .output
         .clone()
@@ -134,6 +144,21 @@ pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
     if let Some(note) = &s.note {
         println!("  note: {note}");
     }
+    if let Some(c) = &policy.cascade {
+        let start = c.policy.start;
+        println!(
+            "  cascade {}: start {} {}, {} decision-table entries, {} per-task starts",
+            c.models.join(" → "),
+            c.models[start.model],
+            if start.verify {
+                "with verification"
+            } else {
+                "without verification"
+            },
+            c.policy.table.len(),
+            c.task_starts.len()
+        );
+    }
     println!("policy → {}", out.display());
     Ok(())
 }
@@ -158,15 +183,76 @@ pub fn eval(config: &Config, json: bool, args: &EvalArgs) -> Result<()> {
     if let Some(stem) = &args.plot {
         crate::plot::cost_quality(&report, stem)?;
     }
+    let cascade = if args.cascade {
+        Some(evaluate_cascade(
+            config,
+            &train_rows,
+            &test_rows,
+            &models_in(&all),
+        )?)
+    } else {
+        None
+    };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let value = serde_json::json!({ "two_model": report, "cascade": cascade });
+        println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
     print_report(&report);
+    if let Some(c) = &cascade {
+        print_cascade(c);
+    }
     if let Some(stem) = &args.plot {
         println!("plot → {}.png, {}.svg", stem.display(), stem.display());
     }
     Ok(())
+}
+
+/// The models of the rows, in their order (cheapest first, as collected).
+fn models_in(rows: &[TrainingRow]) -> Vec<String> {
+    rows.first()
+        .map(|r| r.models.iter().map(|m| m.model.clone()).collect())
+        .unwrap_or_default()
+}
+
+fn print_cascade(c: &CascadeReport) {
+    println!(
+        "\ncascade over {} (λ {:.3}; cost unit = one {} answer = {:.3e}; start {} {}):",
+        c.models.join(" → "),
+        c.lambda,
+        c.models.last().map_or("", String::as_str),
+        c.cost_unit,
+        c.models[c.start.model],
+        if c.start.verify {
+            "with verification"
+        } else {
+            "without verification"
+        }
+    );
+    let reached: Vec<String> = c.models.iter().map(|m| format!("reach {m}")).collect();
+    println!(
+        "{:<28} {:>8} {:>8} {:>8}  {}",
+        "policy",
+        "quality",
+        "cost",
+        "net",
+        reached.join("  ")
+    );
+    for l in &c.lines {
+        let r: Vec<String> = l
+            .reached
+            .iter()
+            .map(|x| format!("{:>5.1}%", 100.0 * x))
+            .collect();
+        println!(
+            "{:<28} {:>8.3} {:>8.3} {:>8.3}  {}",
+            l.name,
+            l.quality,
+            l.cost,
+            l.net,
+            r.join("  ")
+        );
+    }
 }
 
 fn print_report(r: &EvalReport) {
@@ -214,15 +300,21 @@ pub async fn route(config: &Config, json: bool, args: &RouteArgs) -> Result<()> 
                 .with_context(|| format!("loading the policy (train one with `automix train`)"))?,
         )
     };
-    let (small, large) = match &policy {
-        Some(p) => (p.small_model.clone(), p.large_model.clone()),
-        None => small_and_large(
-            &catalogue,
-            config.model_path.engine_small.as_deref(),
-            config.model_path.engine_large.as_deref(),
-        )?,
+    let names: Vec<String> = match &policy {
+        Some(p) => match &p.cascade {
+            Some(c) if config.automix.use_pomdp_router => c.models.clone(),
+            _ => vec![p.small_model.clone(), p.large_model.clone()],
+        },
+        None => {
+            let (s, l) = small_and_large(
+                &catalogue,
+                config.model_path.engine_small.as_deref(),
+                config.model_path.engine_large.as_deref(),
+            )?;
+            vec![s, l]
+        }
     };
-    let models = ModelSet::from_catalogue(&catalogue, &[small, large], config.hparam.max_workers)?;
+    let models = ModelSet::from_catalogue(&catalogue, &names, config.hparam.max_workers)?;
     let router = Router::new(config, models, prompts(config)?, policy)?;
     let queries: Vec<QueryRow> = match (&args.batch, &args.query) {
         (Some(path), _) => read_queries(path)?,

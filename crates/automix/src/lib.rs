@@ -3,6 +3,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod cascade;
 pub mod collect;
 pub mod config;
 pub mod dataset;

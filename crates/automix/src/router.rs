@@ -16,7 +16,8 @@ use crate::error::{AutomixError, Result};
 use crate::models::ModelSet;
 use crate::pipeline::{VerifyModes, answer_budget, ask, verifier_for, verify};
 use crate::task_metric::TaskMetric;
-use crate::training::{RouterPolicy, verifier_score};
+use crate::training::{CascadePlan, RouterPolicy, verifier_score};
+use automix_core::cascade::CascadeAction;
 
 /// One model call made while routing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,7 +127,15 @@ impl Router {
                 .iter()
                 .map(|m| m.entry.name.as_str())
                 .collect();
-            for m in [&p.small_model, &p.large_model] {
+            let cascade_models = p
+                .cascade
+                .iter()
+                .filter(|_| config.automix.use_pomdp_router)
+                .flat_map(|c| c.models.iter());
+            for m in [&p.small_model, &p.large_model]
+                .into_iter()
+                .chain(cascade_models)
+            {
                 if !names.contains(&m.as_str()) {
                     return Err(AutomixError::Invalid(format!(
                         "the policy is for model {m}, which is not among the router's models ({})",
@@ -164,6 +173,11 @@ impl Router {
 
     /// Routes one query.
     pub async fn route_single(&self, query: &QueryRow) -> Result<RouteOutcome> {
+        if self.config.automix.use_pomdp_router
+            && let Some(plan) = self.policy.as_ref().and_then(|p| p.cascade.as_ref())
+        {
+            return self.route_cascade(query, plan).await;
+        }
         let started = Instant::now();
         let metric = match query.metric.as_deref() {
             Some(m) => Some(TaskMetric::parse(m)?),
@@ -279,6 +293,120 @@ impl Router {
             latency_ms: started.elapsed().as_millis() as u64,
             task_performance,
             response,
+        })
+    }
+
+    /// The N-model cascade: pre-selected start, then the solved decision table.
+    async fn route_cascade(&self, query: &QueryRow, plan: &CascadePlan) -> Result<RouteOutcome> {
+        let started = Instant::now();
+        let metric = match query.metric.as_deref() {
+            Some(m) => Some(TaskMetric::parse(m)?),
+            None => None,
+        };
+        let kind = metric.map_or(TaskKind::ShortAnswer, TaskMetric::task_kind);
+        let budget = answer_budget(kind, &self.collect);
+        let signal = self.signal();
+        let modes = VerifyModes {
+            sampled: signal == VerifierSignal::Samples,
+            logprob: signal == VerifierSignal::Logprob,
+        };
+        let handle = |name: &str| {
+            self.models
+                .models()
+                .iter()
+                .position(|m| m.entry.name == name)
+                .ok_or_else(|| {
+                    AutomixError::Invalid(format!("cascade model {name} is not configured"))
+                })
+        };
+        let start = plan.start_for(&query.task_name);
+        let mut calls = Vec::new();
+        let mut steps = Vec::new();
+        let mut path = Vec::new();
+        let mut history = Vec::new();
+        let mut current = start.model;
+        let mut verify_next = start.verify && self.config.automix.enable_cascade;
+        let mut first: Option<(String, Option<f64>)> = None;
+        let last = plan.models.len() - 1;
+        let response = loop {
+            let name = &plan.models[current];
+            let index = handle(name)?;
+            let model = &self.models.models()[index];
+            let answer = ask(model, &self.prompts, query, kind, budget).await?;
+            path.push(name.clone());
+            calls.push(CallRecord {
+                model: name.clone(),
+                purpose: "answer".into(),
+                tokens: answer.usage.into(),
+                cost: answer.cost,
+                latency_ms: answer.latency_ms,
+            });
+            if !verify_next || current == last {
+                if first.is_none() {
+                    first = Some((answer.text.clone(), None));
+                }
+                break answer.text;
+            }
+            let v_started = Instant::now();
+            let verifier = verifier_for(model, self.prompts.clone(), &self.config.automix)?;
+            let record = verify(&verifier, model, query, &answer.text, modes).await?;
+            calls.push(CallRecord {
+                model: name.clone(),
+                purpose: "verify".into(),
+                tokens: record.tokens,
+                cost: record.cost,
+                latency_ms: v_started.elapsed().as_millis() as u64,
+            });
+            let score = verifier_score(Some(&record), signal).known();
+            if first.is_none() {
+                first = Some((answer.text.clone(), score));
+            }
+            history.push((current, plan.policy.symbol(score)));
+            let action = plan.policy.decide(&history);
+            let (decision, next) = match action {
+                CascadeAction::Keep => (Decision::Keep, None),
+                CascadeAction::EscalateTo(j) => (Decision::Escalate, Some((j, true))),
+                CascadeAction::AnswerWith(j) => (Decision::Escalate, Some((j, false))),
+            };
+            steps.push(StepRecord {
+                model: name.clone(),
+                answer: answer.text.clone(),
+                verification_score: score,
+                decision,
+                reason: format!("cascade policy: {action:?}"),
+            });
+            match next {
+                None => break answer.text,
+                Some((j, verify_j)) => {
+                    current = j;
+                    verify_next = verify_j;
+                }
+            }
+        };
+        let kept = &plan.models[current];
+        let index = handle(kept)?;
+        let (slm_answer, verification_score) = first.unwrap_or_default();
+        Ok(RouteOutcome {
+            id: query.id.clone(),
+            model_name: kept.clone(),
+            api_model: self.models.models()[index].entry.model.clone(),
+            task_performance: match (metric, &query.ground_truth) {
+                (Some(m), Some(truth)) => Some(m.score(&response, truth, &query.choices)),
+                _ => None,
+            },
+            response,
+            slm_answer,
+            verification_score,
+            route_to_llm: path.len() > 1,
+            escalation_path: path,
+            total_tokens: calls
+                .iter()
+                .map(|c| c.tokens.prompt + c.tokens.completion)
+                .sum(),
+            total_cost: calls.iter().map(|c| c.cost).sum(),
+            calls,
+            steps,
+            latency_ms: started.elapsed().as_millis() as u64,
         })
     }
 

@@ -30,6 +30,33 @@ pub struct RouterPolicy {
     pub cost_mode: CostMode,
     /// The trained meta-verifier.
     pub policy: Policy,
+    /// The N-model cascade, when trained with `--cascade`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<CascadePlan>,
+}
+
+/// A solved N-model cascade ready for the router.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CascadePlan {
+    /// Models, cheapest first (llm_data names).
+    pub models: Vec<String>,
+    /// Money per cost unit (one answer of the largest model).
+    pub cost_unit: f64,
+    /// The solved decision table.
+    pub policy: automix_core::cascade::CascadePolicy,
+    /// Pre-selection per task (solved on that task's rows), where there were enough rows.
+    #[serde(default)]
+    pub task_starts: std::collections::BTreeMap<String, automix_core::cascade::StartChoice>,
+}
+
+impl CascadePlan {
+    /// Where a query of `task` starts.
+    pub fn start_for(&self, task: &str) -> automix_core::cascade::StartChoice {
+        self.task_starts
+            .get(task)
+            .copied()
+            .unwrap_or(self.policy.start)
+    }
 }
 
 impl RouterPolicy {
@@ -167,5 +194,54 @@ pub fn train_policy(
         verifier_signal: signal,
         cost_mode: config.hparam.cost_mode,
         policy,
+        cascade: None,
+    })
+}
+
+/// Rows per task needed before a task gets its own pre-selection.
+pub const TASK_START_MIN_ROWS: usize = 20;
+
+/// Trains the cascade over `models` (cheapest first), with per-task starts when
+/// `hparam.per_task_prior` is set.
+pub fn train_cascade_plan(
+    config: &Config,
+    rows: &[TrainingRow],
+    models: &[String],
+) -> Result<CascadePlan> {
+    let (policy, cost_unit) = crate::cascade::train_cascade(config, rows, models)?;
+    let mut task_starts = std::collections::BTreeMap::new();
+    if config.hparam.per_task_prior {
+        let mut tasks: Vec<&str> = rows.iter().map(|r| r.task_name.as_str()).collect();
+        tasks.sort_unstable();
+        tasks.dedup();
+        for task in tasks {
+            let task_rows: Vec<TrainingRow> = rows
+                .iter()
+                .filter(|r| r.task_name == task)
+                .cloned()
+                .collect();
+            if task_rows.len() < TASK_START_MIN_ROWS {
+                continue;
+            }
+            let signal = config.hparam.verifier_signal;
+            let crows = crate::cascade::cascade_rows(&task_rows, models, signal, cost_unit)?;
+            let model = automix_core::cascade::estimate_cascade(
+                models,
+                &crows,
+                config.hparam.num_bins,
+                crate::cascade::CASCADE_SMOOTHING,
+            )?;
+            let solved = automix_core::cascade::solve_cascade(
+                &model,
+                crate::cascade::cascade_settings(config),
+            )?;
+            task_starts.insert(task.to_owned(), solved.start);
+        }
+    }
+    Ok(CascadePlan {
+        models: models.to_vec(),
+        cost_unit,
+        policy,
+        task_starts,
     })
 }

@@ -225,3 +225,98 @@ async fn verification_off_keeps_the_first_answer_without_verifying() {
     assert_eq!(sp.requests().len(), 1);
     assert_eq!(out.steps[0].reason, "verification off");
 }
+
+/// A three-model cascade trained on rows where the verifier is informative: a confident
+/// cheap answer is kept, a rejected one goes up the cascade as the decision table says.
+#[tokio::test]
+async fn the_cascade_follows_its_decision_table() {
+    use automix::dataset::{ModelRun, Tokens, TrainingRow, VerificationRecord};
+    use automix::training::{RouterPolicy, train_cascade_plan, train_policy};
+    use automix_core::cascade::CascadeAction;
+
+    let names = ["tiny", "mid", "big"];
+    let rows: Vec<TrainingRow> = (0..300)
+        .map(|i| {
+            let right = [i % 3 == 0, i % 2 == 0, i % 10 != 0];
+            let models = names
+                .iter()
+                .zip(right)
+                .enumerate()
+                .map(|(m, (name, ok))| ModelRun {
+                    model: (*name).into(),
+                    answer: String::new(),
+                    normalised_answer: String::new(),
+                    score: f64::from(ok),
+                    tokens: Tokens {
+                        prompt: 10,
+                        completion: 1,
+                    },
+                    cost: [1e-6, 3e-6, 1e-5][m],
+                    latency_ms: 1,
+                    verification: (m < 2).then(|| VerificationRecord {
+                        samples: 3,
+                        correct: if ok { 3 } else { 0 },
+                        incorrect: if ok { 0 } else { 3 },
+                        unparsed: 0,
+                        p_ver: Some(if ok { 0.9 } else { 0.1 }),
+                        logprob_p: None,
+                        logprob_source: String::new(),
+                        tokens: Tokens {
+                            prompt: 30,
+                            completion: 1,
+                        },
+                        cost: 1e-7,
+                    }),
+                })
+                .collect();
+            TrainingRow {
+                id: format!("r{i}"),
+                task_name: "mmlu".into(),
+                metric: "em_mc".into(),
+                query: String::new(),
+                ground_truth: "B".into(),
+                split: "train".into(),
+                models,
+            }
+        })
+        .collect();
+    let config = config("  cost_lambda: 0.05\nhparam:\n  verifier_signal: samples\n");
+    let mut policy: RouterPolicy = train_policy(&config, &rows, "tiny", "big").unwrap();
+    let names_owned: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let plan = train_cascade_plan(&config, &rows, &names_owned).unwrap();
+    assert!(
+        plan.policy.start.verify,
+        "an informative verifier is worth running"
+    );
+    let after_reject = plan
+        .policy
+        .decide(&[(plan.policy.start.model, plan.policy.symbol(Some(0.0)))]);
+    assert_ne!(after_reject, CascadeAction::Keep);
+    policy.cascade = Some(plan.clone());
+
+    let (tiny, _) = model("tiny", 1.0, "A", &["Incorrect"]);
+    let (mid, _) = model("mid", 3.0, "B", &["Correct"]);
+    let (big, big_p) = model("big", 10.0, "B", &["Correct"]);
+    let models = ModelSet::new(vec![big, tiny, mid]).unwrap();
+    let router = Router::new(
+        &config,
+        models,
+        Arc::new(PromptSet::builtin()),
+        Some(policy),
+    )
+    .unwrap();
+    let out = router.route_single(&query("cascade")).await.unwrap();
+    assert_eq!(out.escalation_path[0], names[plan.policy.start.model]);
+    assert_eq!(out.steps[0].decision, Decision::Escalate);
+    assert!(out.steps[0].reason.starts_with("cascade policy"));
+    // After "tiny" is rejected the table escalates; "mid" is confident, so "big" is only
+    // called if the table jumps straight to it.
+    match after_reject {
+        CascadeAction::EscalateTo(1) => {
+            assert_eq!(out.model_name, "mid");
+            assert!(big_p.requests().is_empty());
+        }
+        other => assert_eq!(out.escalation_path.len(), 2, "{other:?}"),
+    }
+    assert_eq!(out.task_performance, Some(1.0));
+}
