@@ -63,6 +63,23 @@ pub struct RouteArgs {
     pub no_policy: bool,
 }
 
+/// Arguments of `automix serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Route with the threshold rule instead of a saved policy.
+    #[arg(long)]
+    pub no_policy: bool,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub body_limit: usize,
+    /// Concurrent requests per client token.
+    #[arg(long, default_value_t = 64)]
+    pub per_client_concurrency: usize,
+}
+
 fn rows_path(config: &Config, rows: Option<&PathBuf>) -> Result<PathBuf> {
     rows.cloned()
         .or_else(|| config.data_path.routing_data_train.clone())
@@ -286,10 +303,10 @@ fn print_report(r: &EvalReport) {
     );
 }
 
-/// `automix route`.
-pub async fn route(config: &Config, json: bool, args: &RouteArgs) -> Result<()> {
+/// The router the config describes: the saved policy (with its cascade) and live models.
+pub fn build_router(config: &Config, no_policy: bool) -> Result<Router> {
     let catalogue = catalogue(config)?;
-    let policy = if args.no_policy {
+    let policy = if no_policy {
         None
     } else {
         let path = config
@@ -315,7 +332,81 @@ pub async fn route(config: &Config, json: bool, args: &RouteArgs) -> Result<()> 
         }
     };
     let models = ModelSet::from_catalogue(&catalogue, &names, config.hparam.max_workers)?;
-    let router = Router::new(config, models, prompts(config)?, policy)?;
+    Ok(Router::new(config, models, prompts(config)?, policy)?)
+}
+
+/// `automix serve`: the proxy until Ctrl-C or SIGTERM (drains requests in flight); SIGHUP or
+/// `POST /admin/reload` reloads the policy.
+pub async fn serve(config: Config, args: &ServeArgs) -> Result<()> {
+    use automix::proxy::{ProxySettings, ProxyState, serve};
+    let router = build_router(&config, args.no_policy)?;
+    let no_policy = args.no_policy;
+    let reload_config = config.clone();
+    let loader: automix::proxy::RouterLoader = Box::new(move || {
+        build_router(&reload_config, no_policy)
+            .map_err(|e| automix::AutomixError::Invalid(format!("{e:#}")))
+    });
+    // Client keys come from the environment, never from files or flags (they would leak
+    // into shell history and process lists).
+    let client_keys: Vec<String> = std::env::var("AUTOMIX_PROXY_KEYS")
+        .map(|v| {
+            v.split(',')
+                .map(|k| k.trim().to_owned())
+                .filter(|k| !k.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let settings = ProxySettings {
+        client_keys,
+        body_limit: args.body_limit,
+        per_client_concurrency: args.per_client_concurrency,
+        ..ProxySettings::default()
+    };
+    let auth = !settings.client_keys.is_empty();
+    let state = ProxyState::new(router, Some(loader), settings);
+    let listener = tokio::net::TcpListener::bind(&args.bind)
+        .await
+        .with_context(|| format!("binding {}", args.bind))?;
+    eprintln!(
+        "automix proxy on http://{}/v1 (model \"automix\"; client auth {})",
+        listener.local_addr()?,
+        if auth { "on" } else { "off" }
+    );
+    let reloader = state.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match reloader.reload() {
+                Ok(()) => eprintln!("policy reloaded"),
+                Err(e) => eprintln!("reload failed, keeping the old policy: {e}"),
+            }
+        }
+    });
+    let shutdown = async {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            () = term => {},
+        }
+        eprintln!("shutting down: draining requests in flight");
+    };
+    serve(listener, state, shutdown).await?;
+    Ok(())
+}
+
+/// `automix route`.
+pub async fn route(config: &Config, json: bool, args: &RouteArgs) -> Result<()> {
+    let router = build_router(config, args.no_policy)?;
     let queries: Vec<QueryRow> = match (&args.batch, &args.query) {
         (Some(path), _) => read_queries(path)?,
         (None, Some(q)) => vec![single_query(q)],

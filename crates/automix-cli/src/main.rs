@@ -7,12 +7,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+use automix::ModelSet;
 use automix::collect::{CollectEvent, CollectJob, collect, select_queries};
 use automix::config::Config;
 use automix::dataset::read_queries;
 use automix::llm::Catalogue;
 use automix::verify::PromptSet;
-use automix::{ModelSet, models};
 
 mod commands;
 mod plot;
@@ -54,6 +54,8 @@ enum Command {
     Eval(commands::EvalArgs),
     /// Route one query (argument or stdin) or a JSONL batch through live models.
     Route(commands::RouteArgs),
+    /// Serve an OpenAI-compatible proxy that applies AutoMix (model "automix").
+    Serve(commands::ServeArgs),
 }
 
 fn main() {
@@ -81,6 +83,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => commands::train(&config, cli.json, &args),
         Command::Eval(args) => commands::eval(&config, cli.json, &args),
         Command::Route(args) => runtime.block_on(commands::route(&config, cli.json, &args)),
+        Command::Serve(args) => runtime.block_on(commands::serve(config, &args)),
     }
 }
 
@@ -212,7 +215,6 @@ async fn run_collect(
         );
     }
     println!("\ntokens: {:?}", summary.tokens);
-    let _ = models::small_and_large;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ mod error;
 pub mod evaluate;
 pub mod models;
 pub mod pipeline;
+pub mod proxy;
 pub mod router;
 pub mod task_metric;
 pub mod training;

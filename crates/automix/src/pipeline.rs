@@ -82,6 +82,61 @@ pub async fn ask(
     })
 }
 
+/// How a model is asked: from the answer templates, or with a client's own chat request
+/// (the proxy passes the client's messages and sampling fields through).
+#[derive(Debug, Clone)]
+pub enum AnswerSource {
+    /// The templates for this task kind.
+    Templates {
+        /// The task kind.
+        kind: TaskKind,
+        /// Token budget.
+        max_tokens: u32,
+    },
+    /// This request, with `model` replaced by each model's API id and `n` = 1.
+    Chat(Box<ChatRequest>),
+}
+
+/// One answer from `model`, however it is asked.
+pub async fn answer(
+    model: &ModelHandle,
+    prompts: &PromptSet,
+    query: &QueryRow,
+    source: &AnswerSource,
+) -> Result<AnswerCall> {
+    let request = match source {
+        AnswerSource::Templates { kind, max_tokens } => {
+            return ask(model, prompts, query, *kind, *max_tokens).await;
+        }
+        AnswerSource::Chat(request) => ChatRequest {
+            model: model.entry.model.clone(),
+            n: 1,
+            ..(**request).clone()
+        },
+    };
+    let started = Instant::now();
+    let response = model
+        .provider
+        .chat(&request)
+        .await
+        .map_err(|source| AutomixError::Model {
+            model: model.entry.name.clone(),
+            source,
+        })?;
+    let text = response
+        .choices
+        .into_iter()
+        .next()
+        .map(|c| c.text)
+        .unwrap_or_default();
+    Ok(AnswerCall {
+        text,
+        cost: model.entry.cost(response.usage),
+        usage: response.usage,
+        latency_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
 /// Which verification to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifyModes {

@@ -14,10 +14,11 @@ use crate::config::{CollectSettings, Config, VerifierSignal};
 use crate::dataset::{QueryRow, Tokens};
 use crate::error::{AutomixError, Result};
 use crate::models::ModelSet;
-use crate::pipeline::{VerifyModes, answer_budget, ask, verifier_for, verify};
+use crate::pipeline::{AnswerSource, VerifyModes, answer, answer_budget, verifier_for, verify};
 use crate::task_metric::TaskMetric;
 use crate::training::{CascadePlan, RouterPolicy, verifier_score};
 use automix_core::cascade::CascadeAction;
+use automix_llm::ChatRequest;
 
 /// One model call made while routing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,18 +174,44 @@ impl Router {
 
     /// Routes one query.
     pub async fn route_single(&self, query: &QueryRow) -> Result<RouteOutcome> {
+        self.route_with(query, None).await
+    }
+
+    /// Routes a client's chat request: `query` holds the question the verifier sees (the last
+    /// user message); every model is asked with `request` itself.
+    pub async fn route_chat(&self, query: &QueryRow, request: ChatRequest) -> Result<RouteOutcome> {
+        self.route_with(query, Some(request)).await
+    }
+
+    fn source(&self, metric: Option<TaskMetric>, request: Option<ChatRequest>) -> AnswerSource {
+        match request {
+            Some(r) => AnswerSource::Chat(Box::new(r)),
+            None => {
+                let kind = metric.map_or(TaskKind::ShortAnswer, TaskMetric::task_kind);
+                AnswerSource::Templates {
+                    kind,
+                    max_tokens: answer_budget(kind, &self.collect),
+                }
+            }
+        }
+    }
+
+    async fn route_with(
+        &self,
+        query: &QueryRow,
+        request: Option<ChatRequest>,
+    ) -> Result<RouteOutcome> {
         if self.config.automix.use_pomdp_router
             && let Some(plan) = self.policy.as_ref().and_then(|p| p.cascade.as_ref())
         {
-            return self.route_cascade(query, plan).await;
+            return self.route_cascade(query, plan, request).await;
         }
         let started = Instant::now();
         let metric = match query.metric.as_deref() {
             Some(m) => Some(TaskMetric::parse(m)?),
             None => None,
         };
-        let kind = metric.map_or(TaskKind::ShortAnswer, TaskMetric::task_kind);
-        let budget = answer_budget(kind, &self.collect);
+        let source = self.source(metric, request);
         let signal = self.signal();
         let modes = VerifyModes {
             sampled: signal == VerifierSignal::Samples,
@@ -199,7 +226,7 @@ impl Router {
         let models = self.models.models();
         let mut kept = None;
         for (i, model) in models.iter().enumerate() {
-            let answer = ask(model, &self.prompts, query, kind, budget).await?;
+            let answer = answer(model, &self.prompts, query, &source).await?;
             path.push(model.entry.name.clone());
             calls.push(CallRecord {
                 model: model.entry.name.clone(),
@@ -297,14 +324,18 @@ impl Router {
     }
 
     /// The N-model cascade: pre-selected start, then the solved decision table.
-    async fn route_cascade(&self, query: &QueryRow, plan: &CascadePlan) -> Result<RouteOutcome> {
+    async fn route_cascade(
+        &self,
+        query: &QueryRow,
+        plan: &CascadePlan,
+        request: Option<ChatRequest>,
+    ) -> Result<RouteOutcome> {
         let started = Instant::now();
         let metric = match query.metric.as_deref() {
             Some(m) => Some(TaskMetric::parse(m)?),
             None => None,
         };
-        let kind = metric.map_or(TaskKind::ShortAnswer, TaskMetric::task_kind);
-        let budget = answer_budget(kind, &self.collect);
+        let source = self.source(metric, request);
         let signal = self.signal();
         let modes = VerifyModes {
             sampled: signal == VerifierSignal::Samples,
@@ -332,7 +363,7 @@ impl Router {
             let name = &plan.models[current];
             let index = handle(name)?;
             let model = &self.models.models()[index];
-            let answer = ask(model, &self.prompts, query, kind, budget).await?;
+            let answer = answer(model, &self.prompts, query, &source).await?;
             path.push(name.clone());
             calls.push(CallRecord {
                 model: name.clone(),

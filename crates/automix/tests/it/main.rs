@@ -4,5 +4,6 @@
 
 mod config;
 mod data;
+mod proxy;
 mod real_llama;
 mod router;

@@ -1,0 +1,622 @@
+//! `automix serve`: an OpenAI-compatible proxy that applies AutoMix to any OpenAI client.
+//!
+//! `POST /v1/chat/completions` with model `automix` routes the client's own request (its
+//! messages and sampling fields go to whichever model answers); the verifier sees the last
+//! user message as the question. The reply is a normal chat completion from the kept model,
+//! with routing metadata in `x-automix-*` headers and an extra `automix` field.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use automix_llm::{ChatMessage, ChatRequest, LlmError};
+
+use crate::dataset::{QueryRow, query_id};
+use crate::error::AutomixError;
+use crate::router::{RouteOutcome, Router};
+
+/// Limits and auth of the proxy.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Accepted client bearer tokens; empty = no auth.
+    pub client_keys: Vec<String>,
+    /// Largest request body in bytes.
+    pub body_limit: usize,
+    /// Concurrent requests per client (per token, or per anonymous caller).
+    pub per_client_concurrency: usize,
+    /// Limit for one routed request, upstream calls included.
+    pub request_timeout: Duration,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            client_keys: Vec::new(),
+            body_limit: 1 << 20,
+            per_client_concurrency: 64,
+            request_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Builds a fresh router (from the policy file) for reloads.
+pub type RouterLoader = Box<dyn Fn() -> crate::Result<Router> + Send + Sync>;
+
+/// Counters and histograms for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ProxyMetrics {
+    requests: AtomicU64,
+    escalations: AtomicU64,
+    upstream_errors: AtomicU64,
+    client_errors: AtomicU64,
+    per_model: Mutex<HashMap<String, (u64, u64, f64)>>,
+    latency: Mutex<Vec<u64>>,
+}
+
+/// Latency histogram bucket bounds, seconds.
+const BUCKETS: [f64; 10] = [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+impl ProxyMetrics {
+    fn record(&self, outcome: &RouteOutcome, elapsed: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if outcome.route_to_llm {
+            self.escalations.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut m) = self.per_model.lock() {
+            for c in &outcome.calls {
+                let e = m.entry(c.model.clone()).or_default();
+                e.0 += 1;
+                e.1 += c.tokens.prompt + c.tokens.completion;
+                e.2 += c.cost;
+            }
+        }
+        self.observe_latency(elapsed);
+    }
+
+    fn observe_latency(&self, elapsed: Duration) {
+        if let Ok(mut l) = self.latency.lock() {
+            if l.is_empty() {
+                l.resize(BUCKETS.len() + 2, 0);
+            }
+            let s = elapsed.as_secs_f64();
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if s <= *b {
+                    l[i] += 1;
+                }
+            }
+            l[BUCKETS.len()] += 1;
+            l[BUCKETS.len() + 1] += elapsed.as_micros() as u64;
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        };
+        counter(
+            &mut out,
+            "automix_requests_total",
+            "Routed requests.",
+            self.requests.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "automix_escalations_total",
+            "Requests that left the first model.",
+            self.escalations.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "automix_upstream_errors_total",
+            "Requests failed by an upstream model.",
+            self.upstream_errors.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "automix_client_errors_total",
+            "Requests rejected as invalid or unauthorised.",
+            self.client_errors.load(Ordering::Relaxed),
+        );
+        if let Ok(m) = self.per_model.lock() {
+            let mut models: Vec<_> = m.iter().collect();
+            models.sort_by(|a, b| a.0.cmp(b.0));
+            out.push_str("# HELP automix_model_calls_total Upstream calls per model.\n# TYPE automix_model_calls_total counter\n");
+            for (name, (calls, _, _)) in &models {
+                out.push_str(&format!(
+                    "automix_model_calls_total{{model=\"{name}\"}} {calls}\n"
+                ));
+            }
+            out.push_str("# HELP automix_tokens_total Tokens per model.\n# TYPE automix_tokens_total counter\n");
+            for (name, (_, tokens, _)) in &models {
+                out.push_str(&format!(
+                    "automix_tokens_total{{model=\"{name}\"}} {tokens}\n"
+                ));
+            }
+            out.push_str("# HELP automix_cost_total Money spent per model (llm_data prices).\n# TYPE automix_cost_total counter\n");
+            for (name, (_, _, cost)) in &models {
+                out.push_str(&format!("automix_cost_total{{model=\"{name}\"}} {cost}\n"));
+            }
+        }
+        if let Ok(l) = self.latency.lock()
+            && !l.is_empty()
+        {
+            out.push_str("# HELP automix_request_duration_seconds Routed request latency.\n# TYPE automix_request_duration_seconds histogram\n");
+            for (i, b) in BUCKETS.iter().enumerate() {
+                out.push_str(&format!(
+                    "automix_request_duration_seconds_bucket{{le=\"{b}\"}} {}\n",
+                    l[i]
+                ));
+            }
+            let count = l[BUCKETS.len()];
+            out.push_str(&format!(
+                "automix_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}\n"
+            ));
+            out.push_str(&format!(
+                "automix_request_duration_seconds_sum {}\nautomix_request_duration_seconds_count {count}\n",
+                l[BUCKETS.len() + 1] as f64 / 1e6
+            ));
+        }
+        out
+    }
+}
+
+/// Shared state of the proxy.
+pub struct ProxyState {
+    router: RwLock<Arc<Router>>,
+    loader: Option<RouterLoader>,
+    settings: ProxySettings,
+    /// The metrics `/metrics` serves.
+    pub metrics: ProxyMetrics,
+    clients: Mutex<HashMap<String, Arc<Semaphore>>>,
+    next_id: AtomicU64,
+}
+
+impl ProxyState {
+    /// State around `router`; `loader` (if any) rebuilds it on reload.
+    pub fn new(router: Router, loader: Option<RouterLoader>, settings: ProxySettings) -> Arc<Self> {
+        Arc::new(Self {
+            router: RwLock::new(Arc::new(router)),
+            loader,
+            settings,
+            metrics: ProxyMetrics::default(),
+            clients: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// Rebuilds the router; requests in flight keep the one they started with.
+    pub fn reload(&self) -> crate::Result<()> {
+        let loader = self.loader.as_ref().ok_or_else(|| {
+            AutomixError::Invalid("this proxy has no policy file to reload".into())
+        })?;
+        let fresh = Arc::new(loader()?);
+        if let Ok(mut r) = self.router.write() {
+            *r = fresh;
+        }
+        Ok(())
+    }
+
+    fn router(&self) -> Option<Arc<Router>> {
+        self.router.read().ok().map(|r| r.clone())
+    }
+
+    fn client_slot(&self, client: &str) -> Arc<Semaphore> {
+        let mut map = match self.clients.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry(client.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(self.settings.per_client_concurrency.max(1)))
+            })
+            .clone()
+    }
+}
+
+/// The axum app.
+pub fn app(state: Arc<ProxyState>) -> axum::Router {
+    let limit = state.settings.body_limit;
+    axum::Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route(
+            "/health",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route("/metrics", get(metrics))
+        .route("/admin/reload", post(reload))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// An OpenAI-style error response.
+pub fn error_response(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+    (status, axum::Json(body)).into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn authorise(state: &ProxyState, headers: &HeaderMap) -> Result<String, Response> {
+    let token = bearer(headers);
+    if state.settings.client_keys.is_empty() {
+        return Ok(token.unwrap_or("anonymous").to_owned());
+    }
+    match token {
+        Some(t) if state.settings.client_keys.iter().any(|k| k == t) => Ok(t.to_owned()),
+        _ => {
+            state.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
+            Err(error_response(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key",
+                "missing or invalid bearer token",
+            ))
+        }
+    }
+}
+
+async fn reload(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorise(&state, &headers) {
+        return r;
+    }
+    match state.reload() {
+        Ok(()) => axum::Json(json!({"reloaded": true})).into_response(),
+        Err(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "reload_failed",
+            &e.to_string(),
+        ),
+    }
+}
+
+async fn metrics(State(state): State<Arc<ProxyState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn models(State(state): State<Arc<ProxyState>>) -> Response {
+    let mut data =
+        vec![json!({"id": "automix", "object": "model", "created": 0, "owned_by": "automix"})];
+    if let Some(router) = state.router() {
+        for m in router.models().models() {
+            data.push(json!({"id": m.entry.name, "object": "model", "created": 0, "owned_by": m.entry.service.clone().unwrap_or_else(|| "upstream".into())}));
+        }
+    }
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// The text of an OpenAI message `content` (a string, or an array of parts).
+fn content_text(content: &Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => Some(
+            parts
+                .iter()
+                .filter(|p| p["type"] == "text")
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        _ => None,
+    }
+}
+
+/// The client's request as ours; errors are client errors (400).
+pub fn parse_chat_request(body: &Value) -> Result<(ChatRequest, String, bool), String> {
+    let model = body["model"].as_str().ok_or("field `model` is required")?;
+    let messages = body["messages"]
+        .as_array()
+        .ok_or("field `messages` must be an array")?;
+    let mut parsed = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let role = m["role"]
+            .as_str()
+            .ok_or(format!("messages[{i}].role must be a string"))?;
+        let content = content_text(&m["content"]).ok_or(format!(
+            "messages[{i}].content must be a string or an array of parts"
+        ))?;
+        parsed.push(ChatMessage {
+            role: role.to_owned(),
+            content,
+        });
+    }
+    let question = parsed
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .map(|m| m.content.clone())
+        .ok_or("messages must contain a user message")?;
+    let stop = match &body["stop"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let request = ChatRequest {
+        temperature: body["temperature"].as_f64().map(|t| t as f32),
+        max_tokens: body["max_completion_tokens"]
+            .as_u64()
+            .or_else(|| body["max_tokens"].as_u64())
+            .map(|t| t.min(u64::from(u32::MAX)) as u32),
+        stop,
+        seed: body["seed"].as_u64(),
+        ..ChatRequest::new(model, parsed)
+    };
+    Ok((request, question, body["stream"].as_bool().unwrap_or(false)))
+}
+
+fn upstream_status(e: &AutomixError) -> (StatusCode, &'static str) {
+    match e {
+        AutomixError::Model { source, .. } => match source {
+            LlmError::Timeout { .. } | LlmError::DeadlineExceeded { .. } => {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
+            }
+            LlmError::Http { status: 429, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "upstream_rate_limited")
+            }
+            LlmError::RetriesExhausted { last, .. } => match last.as_ref() {
+                LlmError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+                LlmError::Http { status: 429, .. } => {
+                    (StatusCode::TOO_MANY_REQUESTS, "upstream_rate_limited")
+                }
+                _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
+            },
+            _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
+        },
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+    }
+}
+
+async fn chat_completions(
+    State(state): State<Arc<ProxyState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let started = Instant::now();
+    let client = match authorise(&state, &headers) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let client_error = |message: String, code: &str, status: StatusCode| {
+        state.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
+        error_response(status, "invalid_request_error", code, &message)
+    };
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return client_error(
+                format!("request body is not valid JSON: {e}"),
+                "invalid_json",
+                StatusCode::BAD_REQUEST,
+            );
+        }
+    };
+    let (request, question, stream) = match parse_chat_request(&value) {
+        Ok(p) => p,
+        Err(m) => return client_error(m, "invalid_request", StatusCode::BAD_REQUEST),
+    };
+    if request.model != "automix" {
+        return client_error(
+            format!(
+                "model {:?} is not served here; use \"automix\"",
+                request.model
+            ),
+            "model_not_found",
+            StatusCode::NOT_FOUND,
+        );
+    }
+    let slot = state.client_slot(&client);
+    let Ok(_permit) = slot.try_acquire() else {
+        return client_error(
+            "too many concurrent requests for this client".into(),
+            "rate_limit_exceeded",
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+    };
+    let Some(router) = state.router() else {
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "router_unavailable",
+            "router unavailable",
+        );
+    };
+    let query = QueryRow {
+        id: query_id("chat", &question),
+        task_name: "chat".into(),
+        query: question,
+        ground_truth: None,
+        metric: None,
+        choices: Vec::new(),
+        task_id: None,
+        context: None,
+    };
+    let routed = tokio::time::timeout(
+        state.settings.request_timeout,
+        router.route_chat(&query, request),
+    )
+    .await;
+    let outcome = match routed {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
+            state
+                .metrics
+                .upstream_errors
+                .fetch_add(1, Ordering::Relaxed);
+            let (status, code) = upstream_status(&e);
+            return error_response(status, "upstream_error", code, &e.to_string());
+        }
+        Err(_) => {
+            state
+                .metrics
+                .upstream_errors
+                .fetch_add(1, Ordering::Relaxed);
+            return error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "upstream_timeout",
+                "routing timed out",
+            );
+        }
+    };
+    state.metrics.record(&outcome, started.elapsed());
+    let id = format!(
+        "chatcmpl-automix-{}",
+        state.next_id.fetch_add(1, Ordering::Relaxed)
+    );
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut response = if stream {
+        stream_response(&id, created, &outcome)
+    } else {
+        axum::Json(completion_json(&id, created, &outcome)).into_response()
+    };
+    add_headers(response.headers_mut(), &outcome);
+    response
+}
+
+fn usage_json(o: &RouteOutcome) -> Value {
+    let prompt: u64 = o.calls.iter().map(|c| c.tokens.prompt).sum();
+    let completion: u64 = o.calls.iter().map(|c| c.tokens.completion).sum();
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+fn metadata_json(o: &RouteOutcome) -> Value {
+    json!({
+        "model_name": o.model_name,
+        "models_tried": o.escalation_path,
+        "verification_score": o.verification_score,
+        "decision": if o.route_to_llm { "escalate" } else { "keep" },
+        "cost": o.total_cost,
+        "steps": o.steps,
+    })
+}
+
+/// The chat completion a client sees.
+pub fn completion_json(id: &str, created: u64, o: &RouteOutcome) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": o.api_model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": o.response, "refusal": null},
+            "logprobs": null,
+            "finish_reason": "stop"
+        }],
+        "usage": usage_json(o),
+        "system_fingerprint": null,
+        "automix": metadata_json(o),
+    })
+}
+
+fn stream_response(id: &str, created: u64, o: &RouteOutcome) -> Response {
+    let chunk = |delta: Value, finish: Value| {
+        let c = json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": o.api_model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
+        });
+        format!("data: {c}\n\n")
+    };
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    // Word-sized pieces, whitespace kept, so the concatenation is the answer exactly.
+    let mut piece = String::new();
+    for ch in o.response.chars() {
+        piece.push(ch);
+        if ch.is_whitespace() && piece.len() > 1 {
+            events.push(chunk(
+                json!({"content": std::mem::take(&mut piece)}),
+                Value::Null,
+            ));
+        }
+    }
+    if !piece.is_empty() {
+        events.push(chunk(json!({"content": piece}), Value::Null));
+    }
+    let mut last = chunk(json!({}), json!("stop"));
+    last = last.replacen(
+        "\"finish_reason\":\"stop\"}]",
+        &format!(
+            "\"finish_reason\":\"stop\"}}],\"usage\":{},\"automix\":{}",
+            usage_json(o),
+            metadata_json(o)
+        ),
+        1,
+    );
+    events.push(last);
+    events.push("data: [DONE]\n\n".into());
+    let stream = futures::stream::iter(events.into_iter().map(Ok::<_, Infallible>));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn add_headers(headers: &mut HeaderMap, o: &RouteOutcome) {
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    put("x-automix-model", o.model_name.clone());
+    put("x-automix-models-tried", o.escalation_path.join(","));
+    put(
+        "x-automix-verification-score",
+        o.verification_score
+            .map_or_else(|| "unknown".into(), |p| format!("{p:.4}")),
+    );
+    put(
+        "x-automix-decision",
+        if o.route_to_llm {
+            "escalate".into()
+        } else {
+            "keep".into()
+        },
+    );
+    put("x-automix-cost", format!("{:.9}", o.total_cost));
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ProxyState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

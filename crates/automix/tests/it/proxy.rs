@@ -1,0 +1,358 @@
+//! The OpenAI-compatible proxy against fake upstreams.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use automix::config::Config;
+use automix::llm::fake_server::{FakeOpenAi, FakeReply};
+use automix::llm::*;
+use automix::proxy::{ProxySettings, ProxyState, serve};
+use automix::verify::PromptSet;
+use automix::{ModelHandle, ModelSet, Router};
+use serde_json::{Value, json};
+
+fn handle(name: &str, price: f64, base: String, attempts: u32, timeout: Duration) -> ModelHandle {
+    let entry = ModelEntry {
+        name: name.into(),
+        parameters: price * 1e9,
+        input_price: price,
+        output_price: price,
+        model: format!("api-{name}"),
+        service: None,
+        api_endpoint: Some(base.clone()),
+        api_key_env: None,
+    };
+    let config = EndpointConfig {
+        max_attempts: attempts,
+        backoff_base: Duration::from_millis(1),
+        request_timeout: timeout,
+        api_key: Some(ApiKey::new("sk-upstream-secret")),
+        ..EndpointConfig::new(base)
+    };
+    ModelHandle {
+        entry,
+        provider: Arc::new(OpenAiBackend::new(config).unwrap()),
+    }
+}
+
+struct Proxy {
+    base: String,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start(
+    small: &FakeOpenAi,
+    large: &FakeOpenAi,
+    settings: ProxySettings,
+    attempts: u32,
+    timeout: Duration,
+) -> Proxy {
+    let config = Config::parse(
+        "automix:\n  verification_samples: 2\n",
+        Path::new("proxy.yaml"),
+    )
+    .unwrap();
+    let models = ModelSet::new(vec![
+        handle("small", 1.0, small.base_url(), attempts, timeout),
+        handle("large", 10.0, large.base_url(), attempts, timeout),
+    ])
+    .unwrap();
+    let router = Router::new(&config, models, Arc::new(PromptSet::builtin()), None).unwrap();
+    let state = ProxyState::new(router, None, settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, state, async {
+        let _ = rx.await;
+    }));
+    Proxy {
+        base,
+        _shutdown: tx,
+    }
+}
+
+/// A request body as the official OpenAI Python SDK sends it.
+fn openai_body(content: &str) -> Value {
+    json!({
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": [{"type": "text", "text": content}]}
+        ],
+        "model": "automix",
+        "max_completion_tokens": 64,
+        "temperature": 0.2,
+        "seed": 5,
+        "stop": ["\n\n"]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_completion_round_trips_in_openai_shape_with_routing_metadata() {
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let proxy = start(
+        &small,
+        &large,
+        ProxySettings::default(),
+        2,
+        Duration::from_secs(10),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{}/v1/chat/completions", proxy.base))
+        .json(&openai_body("What is 2+2?"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    assert_eq!(h["x-automix-model"], "small");
+    assert_eq!(h["x-automix-decision"], "keep");
+    assert_eq!(h["x-automix-models-tried"], "small");
+    assert!(h.contains_key("x-automix-verification-score"));
+    assert!(h.contains_key("x-automix-cost"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "api-small");
+    assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(content.contains("What is 2+2?"), "{content}");
+    let u = &body["usage"];
+    assert_eq!(
+        u["total_tokens"].as_u64(),
+        Some(u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap())
+    );
+    assert_eq!(body["automix"]["decision"], "keep");
+    // The client's fields reached the upstream; the upstream key did not reach the client.
+    let sent = &small.requests()[0];
+    assert_eq!(sent["model"], "api-small");
+    assert_eq!(sent["seed"], 5);
+    assert_eq!(sent["max_tokens"], 64);
+    assert_eq!(sent["stop"], json!(["\n\n"]));
+    assert_eq!(
+        sent["messages"][0]["content"],
+        "You are a helpful assistant."
+    );
+    assert!(!body.to_string().contains("sk-upstream-secret"));
+    // /v1/models, /health.
+    let models: Value = client
+        .get(format!("{}/v1/models", proxy.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], "automix");
+    let health: Value = client
+        .get(format!("{}/health", proxy.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let metrics = client
+        .get(format!("{}/metrics", proxy.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("automix_requests_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("automix_model_calls_total{model=\"small\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("automix_request_duration_seconds_count 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_answer_is_escalated_and_streams_as_sse() {
+    let small = FakeOpenAi::start(vec![
+        FakeReply::Completion {
+            texts: vec!["maybe 5".into()],
+            logprobs: false,
+        },
+        FakeReply::Completion {
+            texts: vec!["Incorrect".into(), "Incorrect.".into()],
+            logprobs: false,
+        },
+    ])
+    .await
+    .unwrap();
+    let large = FakeOpenAi::start(vec![FakeReply::Completion {
+        texts: vec!["The answer is 4.".into()],
+        logprobs: false,
+    }])
+    .await
+    .unwrap();
+    let proxy = start(
+        &small,
+        &large,
+        ProxySettings::default(),
+        2,
+        Duration::from_secs(10),
+    )
+    .await;
+    let mut body = openai_body("What is 2+2?");
+    body["stream"] = json!(true);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", proxy.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    assert_eq!(resp.headers()["x-automix-decision"], "escalate");
+    assert_eq!(resp.headers()["x-automix-models-tried"], "small,large");
+    let text = resp.text().await.unwrap();
+    let mut content = String::new();
+    let mut finished = false;
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let data = line.strip_prefix("data: ").unwrap();
+        if data == "[DONE]" {
+            finished = true;
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        assert_eq!(chunk["model"], "api-large");
+        if let Some(c) = chunk["choices"][0]["delta"]["content"].as_str() {
+            content.push_str(c);
+        }
+    }
+    assert!(finished);
+    assert_eq!(content, "The answer is 4.");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_errors_and_upstream_faults_map_to_openai_errors() {
+    let small = FakeOpenAi::start(vec![
+        FakeReply::Status {
+            status: 503,
+            body: "{\"error\":\"busy\"}".into(),
+            retry_after: None,
+        },
+        FakeReply::Status {
+            status: 503,
+            body: "{\"error\":\"busy\"}".into(),
+            retry_after: None,
+        },
+        FakeReply::Delay(Duration::from_secs(3), Box::new(FakeReply::Echo)),
+        FakeReply::Delay(Duration::from_secs(3), Box::new(FakeReply::Echo)),
+    ])
+    .await
+    .unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let settings = ProxySettings {
+        client_keys: vec!["client-key".into()],
+        body_limit: 4096,
+        ..ProxySettings::default()
+    };
+    let proxy = start(&small, &large, settings, 2, Duration::from_millis(300)).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", proxy.base);
+    let post = |body: String, key: Option<&str>| {
+        let mut r = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+    let ok_body = openai_body("hi").to_string();
+    let resp = post(ok_body.clone(), None).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let e: Value = resp.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "invalid_api_key");
+    let resp = post("{not json".into(), Some("client-key")).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["type"],
+        "invalid_request_error"
+    );
+    let resp = post(
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}).to_string(),
+        Some("client-key"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = post("x".repeat(10_000), Some("client-key")).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    // Two 503s exhaust the two attempts: a 502 with an OpenAI error object.
+    let resp = post(ok_body.clone(), Some("client-key")).await.unwrap();
+    assert_eq!(resp.status(), 502);
+    let e: Value = resp.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "upstream_error");
+    assert!(!e.to_string().contains("sk-upstream-secret"));
+    // Two slow replies time out: 504.
+    let resp = post(ok_body, Some("client-key")).await.unwrap();
+    assert_eq!(resp.status(), 504);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "upstream_timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_concurrent_requests_get_their_own_answers() {
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let proxy = start(
+        &small,
+        &large,
+        ProxySettings {
+            per_client_concurrency: 200,
+            ..ProxySettings::default()
+        },
+        2,
+        Duration::from_secs(10),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let client = client.clone();
+            let url = format!("{}/v1/chat/completions", proxy.base);
+            tokio::spawn(async move {
+                let marker = format!("request-{i}-marker");
+                let resp = client
+                    .post(url)
+                    .json(&openai_body(&marker))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200);
+                let body: Value = resp.json().await.unwrap();
+                (
+                    marker,
+                    body["choices"][0]["message"]["content"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                    body["id"].as_str().unwrap().to_owned(),
+                )
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let (marker, content, id) = t.await.unwrap();
+        assert!(content.contains(&marker), "{marker} got {content}");
+        assert!(ids.insert(id), "duplicate response id");
+    }
+    assert_eq!(ids.len(), 100);
+}
