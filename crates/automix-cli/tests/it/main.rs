@@ -114,8 +114,12 @@ fn train_then_eval_with_table_json_and_plots() {
     let svg = std::fs::read_to_string(dir.join("out/frontier.svg")).unwrap();
     assert!(svg.contains("<svg") && svg.contains("oracle"));
 
-    let out = automix(&["--config", "automix.yaml", "--json", "eval"], &dir);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = automix(&["--config", "automix.yaml", "--json", "eval", "--cascade"], &dir);
+    let both: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cascade = &both["cascade"];
+    let names: Vec<&str> = cascade["lines"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["POMDP cascade", "threshold 0.7", "only small", "only large", "oracle"]);
+    let report = &both["two_model"];
     assert_eq!(report["test_rows"], 60);
     let lines = report["lines"].as_array().unwrap();
     let oracle = lines.iter().find(|l| l["name"] == "oracle").unwrap();
@@ -208,4 +212,81 @@ async fn route_a_batch_against_fake_openai_servers() {
     }
     // The echo server saw our answer prompt and (n=2, one request) verification prompt.
     assert!(small.calls() >= 4);
+}
+
+/// `automix serve` as its own process: 100 concurrent requests from this process over
+/// loopback, none lost, duplicated or mixed up; SIGHUP reloads without dropping the server;
+/// SIGTERM drains and exits cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_as_a_second_process_under_load_then_reload_and_drain() {
+    use automix_llm::fake_server::FakeOpenAi;
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let dir = temp("serve");
+    std::fs::write(
+        dir.join("llm.json"),
+        json!({
+            "small": {"size": "1B", "input_price": 1.0, "output_price": 1.0, "model": "m-small", "api_endpoint": small.base_url()},
+            "large": {"size": "9B", "input_price": 5.0, "output_price": 5.0, "model": "m-large", "api_endpoint": large.base_url()}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("automix.yaml"), "data_path:\n  llm_data: llm.json\nautomix:\n  verification_samples: 2\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(env!("CARGO_BIN_EXE_automix"))
+        .args(["--config", "automix.yaml", "serve", "--no-policy", "--bind", &format!("127.0.0.1:{port}")])
+        .current_dir(&dir)
+        .env("AUTOMIX_PROXY_KEYS", "k1,k2")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if client.get(format!("{base}/health")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "automix serve did not come up");
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let client = client.clone();
+            let url = format!("{base}/v1/chat/completions");
+            tokio::spawn(async move {
+                let marker = format!("load-{i}-marker");
+                let body = json!({"model": "automix", "messages": [{"role": "user", "content": marker}]});
+                let resp = client.post(url).bearer_auth(if i % 2 == 0 { "k1" } else { "k2" }).json(&body).send().await.unwrap();
+                assert_eq!(resp.status(), 200);
+                let v: Value = resp.json().await.unwrap();
+                (marker, v["choices"][0]["message"]["content"].as_str().unwrap().to_owned(), v["id"].as_str().unwrap().to_owned())
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let (marker, content, id) = t.await.unwrap();
+        assert!(content.contains(&marker), "{marker} got {content}");
+        assert!(ids.insert(id));
+    }
+    let kill = |signal: &str| Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    assert!(kill("-HUP").success());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let resp = client.post(format!("{base}/v1/chat/completions")).bearer_auth("k1")
+        .json(&json!({"model": "automix", "messages": [{"role": "user", "content": "after reload"}]}))
+        .send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let unauthorised = client.post(format!("{base}/v1/chat/completions"))
+        .json(&json!({"model": "automix", "messages": [{"role": "user", "content": "x"}]}))
+        .send().await.unwrap();
+    assert_eq!(unauthorised.status(), 401);
+    assert!(kill("-TERM").success());
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    assert!(status.status.success());
+    let log = String::from_utf8_lossy(&status.stderr);
+    assert!(log.contains("policy reloaded") && log.contains("draining"), "{log}");
+    assert!(!log.contains("k1") && !log.contains("k2"), "client keys must not be logged: {log}");
 }

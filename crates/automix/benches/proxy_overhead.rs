@@ -1,0 +1,80 @@
+//! Median and p99 overhead of the proxy over calling the (fake) upstream directly, in one
+//! run: `cargo bench -p automix --bench proxy_overhead`. Verification is off, so both paths
+//! make exactly one upstream call and the difference is the proxy's own work.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use automix::config::Config;
+use automix::llm::fake_server::FakeOpenAi;
+use automix::llm::*;
+use automix::proxy::{ProxySettings, ProxyState, serve};
+use automix::verify::PromptSet;
+use automix::{ModelHandle, ModelSet, Router};
+use serde_json::json;
+
+const WARMUP: usize = 200;
+const SAMPLES: usize = 2000;
+
+fn handle(name: &str, price: f64, base: String) -> ModelHandle {
+    let entry = ModelEntry {
+        name: name.into(),
+        parameters: price,
+        input_price: price,
+        output_price: price,
+        model: name.into(),
+        service: None,
+        api_endpoint: None,
+        api_key_env: None,
+    };
+    ModelHandle { entry, provider: Arc::new(OpenAiBackend::new(EndpointConfig::new(base)).unwrap()) }
+}
+
+async fn time(client: &reqwest::Client, url: &str, body: &serde_json::Value, n: usize) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = client.post(url).json(body).send().await.unwrap();
+        assert!(r.status().is_success());
+        r.bytes().await.unwrap();
+        out.push(t.elapsed());
+    }
+    out.sort();
+    out
+}
+
+fn pct(v: &[Duration], p: f64) -> Duration {
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let upstream = FakeOpenAi::start(vec![]).await.unwrap();
+        let config = Config::parse("automix:\n  enable_self_verification: false\n", Path::new("bench.yaml")).unwrap();
+        let models = ModelSet::new(vec![handle("small", 1.0, upstream.base_url()), handle("large", 2.0, upstream.base_url())]).unwrap();
+        let router = Router::new(&config, models, Arc::new(PromptSet::builtin()), None).unwrap();
+        let state = ProxyState::new(router, None, ProxySettings::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = format!("http://{}/v1/chat/completions", listener.local_addr().unwrap());
+        tokio::spawn(serve(listener, state, std::future::pending()));
+        let client = reqwest::Client::new();
+        let direct = format!("{}/chat/completions", upstream.base_url());
+        let body = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 8});
+        time(&client, &direct, &body("small"), WARMUP).await;
+        time(&client, &proxy, &body("automix"), WARMUP).await;
+        let d = time(&client, &direct, &body("small"), SAMPLES).await;
+        let p = time(&client, &proxy, &body("automix"), SAMPLES).await;
+        println!("requests: {SAMPLES} each, sequential, loopback");
+        println!("direct  median {:>9.1?}  p99 {:>9.1?}", pct(&d, 0.5), pct(&d, 0.99));
+        println!("proxy   median {:>9.1?}  p99 {:>9.1?}", pct(&p, 0.5), pct(&p, 0.99));
+        println!(
+            "overhead median {:>9.1?}  p99 {:>9.1?}",
+            pct(&p, 0.5).saturating_sub(pct(&d, 0.5)),
+            pct(&p, 0.99).saturating_sub(pct(&d, 0.99))
+        );
+    });
+}
