@@ -306,17 +306,17 @@ fn print_report(r: &EvalReport) {
 /// The router the config describes: the saved policy (with its cascade) and live models.
 pub fn build_router(config: &Config, no_policy: bool) -> Result<Router> {
     let catalogue = catalogue(config)?;
-    let policy = if no_policy {
-        None
-    } else {
-        let path = config
-            .policy_path()
-            .context("no policy: set model_path.save_model_path or pass --no-policy")?;
-        Some(
-            RouterPolicy::load(path)
-                .with_context(|| format!("loading the policy (train one with `automix train`)"))?,
-        )
-    };
+    let policy =
+        if no_policy {
+            None
+        } else {
+            let path = config
+                .policy_path()
+                .context("no policy: set model_path.save_model_path or pass --no-policy")?;
+            Some(RouterPolicy::load(path).with_context(|| {
+                "loading the policy (train one with `automix train`)".to_string()
+            })?)
+        };
     let names: Vec<String> = match &policy {
         Some(p) => match &p.cascade {
             Some(c) if config.automix.use_pomdp_router => c.models.clone(),

@@ -144,13 +144,13 @@ fn cascade(c: &mut Criterion) {
                 belief.update(black_box(&[
                     StepObservation {
                         model: 0,
-                        verdict: Some(t % 3 == 0),
-                        correct: Some(t % 2 == 0),
+                        verdict: Some(t.is_multiple_of(3)),
+                        correct: Some(t.is_multiple_of(2)),
                     },
                     StepObservation {
                         model: 1,
                         verdict: None,
-                        correct: Some(t % 5 != 0),
+                        correct: Some(!t.is_multiple_of(5)),
                     },
                 ]))
             })

@@ -330,7 +330,10 @@ impl OnlineCascade {
     pub fn observe(&mut self, observations: &[StepObservation]) -> Result<()> {
         self.belief.update(observations);
         self.updates += 1;
-        if self.updates % self.belief.config.refresh_every.max(1) == 0 {
+        if self
+            .updates
+            .is_multiple_of(self.belief.config.refresh_every.max(1))
+        {
             self.policy = solve_cascade(
                 &self
                     .belief

@@ -30,10 +30,18 @@ fn handle(name: &str, price: f64, base: String) -> ModelHandle {
         api_endpoint: None,
         api_key_env: None,
     };
-    ModelHandle { entry, provider: Arc::new(OpenAiBackend::new(EndpointConfig::new(base)).unwrap()) }
+    ModelHandle {
+        entry,
+        provider: Arc::new(OpenAiBackend::new(EndpointConfig::new(base)).unwrap()),
+    }
 }
 
-async fn time(client: &reqwest::Client, url: &str, body: &serde_json::Value, n: usize) -> Vec<Duration> {
+async fn time(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+    n: usize,
+) -> Vec<Duration> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
@@ -51,7 +59,10 @@ fn pct(v: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let upstream = FakeOpenAi::start(vec![]).await.unwrap();
         let config = Config::parse("automix:\n  enable_self_verification: false\n", Path::new("bench.yaml")).unwrap();

@@ -218,11 +218,13 @@ pub async fn collect(
     Ok(summary)
 }
 
+/// (confidence, score) pairs of one verifier signal.
+type ScoredConfidences = Vec<(Option<f64>, f64)>;
+
 /// Quality, calibration and tokens over rows.
 pub fn summarise(rows: &[TrainingRow]) -> CollectSummary {
     let mut sums: BTreeMap<String, BTreeMap<String, (f64, usize)>> = BTreeMap::new();
-    let mut cal: BTreeMap<String, (Vec<(Option<f64>, f64)>, Vec<(Option<f64>, f64)>)> =
-        BTreeMap::new();
+    let mut cal: BTreeMap<String, (ScoredConfidences, ScoredConfidences)> = BTreeMap::new();
     let mut tokens: BTreeMap<String, u64> = BTreeMap::new();
     for row in rows {
         for run in &row.models {

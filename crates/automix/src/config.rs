@@ -154,18 +154,11 @@ impl Default for HParams {
 /// LLMRouter's `metric:` block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(Default)]
 pub struct MetricConfig {
     /// Weights of performance, cost and llm_judge in LLMRouter's combined score.
     #[serde(default = "default_weights")]
     pub weights: MetricWeights,
-}
-
-impl Default for MetricConfig {
-    fn default() -> Self {
-        Self {
-            weights: default_weights(),
-        }
-    }
 }
 
 /// LLMRouter's metric weights.

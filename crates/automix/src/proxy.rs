@@ -258,7 +258,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-fn authorise(state: &ProxyState, headers: &HeaderMap) -> Result<String, Response> {
+fn authorise(state: &ProxyState, headers: &HeaderMap) -> Result<String, Box<Response>> {
     let token = bearer(headers);
     if state.settings.client_keys.is_empty() {
         return Ok(token.unwrap_or("anonymous").to_owned());
@@ -267,19 +267,19 @@ fn authorise(state: &ProxyState, headers: &HeaderMap) -> Result<String, Response
         Some(t) if state.settings.client_keys.iter().any(|k| k == t) => Ok(t.to_owned()),
         _ => {
             state.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
-            Err(error_response(
+            Err(Box::new(error_response(
                 StatusCode::UNAUTHORIZED,
                 "invalid_request_error",
                 "invalid_api_key",
                 "missing or invalid bearer token",
-            ))
+            )))
         }
     }
 }
 
 async fn reload(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
     if let Err(r) = authorise(&state, &headers) {
-        return r;
+        return *r;
     }
     match state.reload() {
         Ok(()) => axum::Json(json!({"reloaded": true})).into_response(),
@@ -403,7 +403,7 @@ async fn chat_completions(
     let started = Instant::now();
     let client = match authorise(&state, &headers) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let client_error = |message: String, code: &str, status: StatusCode| {
         state.metrics.client_errors.fetch_add(1, Ordering::Relaxed);

@@ -114,11 +114,28 @@ fn train_then_eval_with_table_json_and_plots() {
     let svg = std::fs::read_to_string(dir.join("out/frontier.svg")).unwrap();
     assert!(svg.contains("<svg") && svg.contains("oracle"));
 
-    let out = automix(&["--config", "automix.yaml", "--json", "eval", "--cascade"], &dir);
+    let out = automix(
+        &["--config", "automix.yaml", "--json", "eval", "--cascade"],
+        &dir,
+    );
     let both: Value = serde_json::from_slice(&out.stdout).unwrap();
     let cascade = &both["cascade"];
-    let names: Vec<&str> = cascade["lines"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
-    assert_eq!(names, vec!["POMDP cascade", "threshold 0.7", "only small", "only large", "oracle"]);
+    let names: Vec<&str> = cascade["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "POMDP cascade",
+            "threshold 0.7",
+            "only small",
+            "only large",
+            "oracle"
+        ]
+    );
     let report = &both["two_model"];
     assert_eq!(report["test_rows"], 60);
     let lines = report["lines"].as_array().unwrap();
@@ -232,10 +249,25 @@ async fn serve_as_a_second_process_under_load_then_reload_and_drain() {
         .to_string(),
     )
     .unwrap();
-    std::fs::write(dir.join("automix.yaml"), "data_path:\n  llm_data: llm.json\nautomix:\n  verification_samples: 2\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        dir.join("automix.yaml"),
+        "data_path:\n  llm_data: llm.json\nautomix:\n  verification_samples: 2\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new(env!("CARGO_BIN_EXE_automix"))
-        .args(["--config", "automix.yaml", "serve", "--no-policy", "--bind", &format!("127.0.0.1:{port}")])
+        .args([
+            "--config",
+            "automix.yaml",
+            "serve",
+            "--no-policy",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+        ])
         .current_dir(&dir)
         .env("AUTOMIX_PROXY_KEYS", "k1,k2")
         .stderr(std::process::Stdio::piped())
@@ -258,11 +290,25 @@ async fn serve_as_a_second_process_under_load_then_reload_and_drain() {
             let url = format!("{base}/v1/chat/completions");
             tokio::spawn(async move {
                 let marker = format!("load-{i}-marker");
-                let body = json!({"model": "automix", "messages": [{"role": "user", "content": marker}]});
-                let resp = client.post(url).bearer_auth(if i % 2 == 0 { "k1" } else { "k2" }).json(&body).send().await.unwrap();
+                let body =
+                    json!({"model": "automix", "messages": [{"role": "user", "content": marker}]});
+                let resp = client
+                    .post(url)
+                    .bearer_auth(if i % 2 == 0 { "k1" } else { "k2" })
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(resp.status(), 200);
                 let v: Value = resp.json().await.unwrap();
-                (marker, v["choices"][0]["message"]["content"].as_str().unwrap().to_owned(), v["id"].as_str().unwrap().to_owned())
+                (
+                    marker,
+                    v["choices"][0]["message"]["content"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                    v["id"].as_str().unwrap().to_owned(),
+                )
             })
         })
         .collect();
@@ -272,21 +318,44 @@ async fn serve_as_a_second_process_under_load_then_reload_and_drain() {
         assert!(content.contains(&marker), "{marker} got {content}");
         assert!(ids.insert(id));
     }
-    let kill = |signal: &str| Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    let kill = |signal: &str| {
+        Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap()
+    };
     assert!(kill("-HUP").success());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let resp = client.post(format!("{base}/v1/chat/completions")).bearer_auth("k1")
-        .json(&json!({"model": "automix", "messages": [{"role": "user", "content": "after reload"}]}))
-        .send().await.unwrap();
+    let resp = client
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth("k1")
+        .json(
+            &json!({"model": "automix", "messages": [{"role": "user", "content": "after reload"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    let unauthorised = client.post(format!("{base}/v1/chat/completions"))
+    let unauthorised = client
+        .post(format!("{base}/v1/chat/completions"))
         .json(&json!({"model": "automix", "messages": [{"role": "user", "content": "x"}]}))
-        .send().await.unwrap();
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unauthorised.status(), 401);
     assert!(kill("-TERM").success());
-    let status = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.status.success());
     let log = String::from_utf8_lossy(&status.stderr);
-    assert!(log.contains("policy reloaded") && log.contains("draining"), "{log}");
-    assert!(!log.contains("k1") && !log.contains("k2"), "client keys must not be logged: {log}");
+    assert!(
+        log.contains("policy reloaded") && log.contains("draining"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("k1") && !log.contains("k2"),
+        "client keys must not be logged: {log}"
+    );
 }

@@ -132,7 +132,10 @@ async fn routes_real_queries_through_both_local_models() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_proxy_serves_a_real_model() {
     use automix::proxy::{ProxySettings, ProxyState, serve};
-    let (Some(small_url), Some(large_url)) = (local_server("qwen2.5-coder-0.5b"), local_server("qwen2.5-coder-1.5b")) else {
+    let (Some(small_url), Some(large_url)) = (
+        local_server("qwen2.5-coder-0.5b"),
+        local_server("qwen2.5-coder-1.5b"),
+    ) else {
         return;
     };
     let config = Config::parse(
@@ -162,11 +165,17 @@ async fn the_proxy_serves_a_real_model() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let model = resp.headers()["x-automix-model"].to_str().unwrap().to_owned();
+    let model = resp.headers()["x-automix-model"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(model.starts_with("qwen2.5-coder-"), "{model}");
     let body: serde_json::Value = resp.json().await.unwrap();
     let content = body["choices"][0]["message"]["content"].as_str().unwrap();
     assert!(!content.trim().is_empty());
     assert!(body["usage"]["total_tokens"].as_u64().unwrap() > 0);
-    eprintln!("proxy kept {model}: {content:?} (score {})", body["automix"]["verification_score"]);
+    eprintln!(
+        "proxy kept {model}: {content:?} (score {})",
+        body["automix"]["verification_score"]
+    );
 }
