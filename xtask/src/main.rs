@@ -74,6 +74,9 @@ fn train(root: &Path) -> Result<()> {
             "eval",
             "--plot",
             "target/automix/frontier",
+            "--cascade",
+            "--resplits",
+            "10",
         ],
     )
 }

@@ -9,7 +9,7 @@ use clap::Args;
 use automix::cascade::{CascadeReport, evaluate_cascade};
 use automix::config::Config;
 use automix::dataset::{QueryRow, TrainingRow, read_queries, read_training_rows};
-use automix::evaluate::{EvalReport, evaluate};
+use automix::evaluate::{EvalReport, evaluate, evaluate_resplits};
 use automix::models::small_and_large;
 use automix::training::{RouterPolicy, split, train_cascade_plan, train_policy};
 use automix::{ModelSet, Router};
@@ -48,6 +48,9 @@ pub struct EvalArgs {
     /// Also evaluate the N-model cascade over every model in the rows (cheapest first).
     #[arg(long)]
     pub cascade: bool,
+    /// Also average every method over this many random re-splits of all rows.
+    #[arg(long)]
+    pub resplits: Option<u64>,
 }
 
 /// Arguments of `automix route`.
@@ -210,12 +213,32 @@ pub fn eval(config: &Config, json: bool, args: &EvalArgs) -> Result<()> {
     } else {
         None
     };
+    let resplits = match args.resplits {
+        Some(n) => Some(evaluate_resplits(
+            config,
+            &all,
+            &small,
+            &large,
+            n,
+            config.collect.test_share,
+        )?),
+        None => None,
+    };
     if json {
-        let value = serde_json::json!({ "two_model": report, "cascade": cascade });
+        let value =
+            serde_json::json!({ "two_model": report, "cascade": cascade, "resplits": resplits });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
     print_report(&report);
+    if let Some(lines) = &resplits {
+        println!(
+            "\nmean over {} random re-splits of all {} rows:",
+            args.resplits.unwrap_or(0),
+            all.len()
+        );
+        print_lines(lines);
+    }
     if let Some(c) = &cascade {
         print_cascade(c);
     }
@@ -272,26 +295,21 @@ fn print_cascade(c: &CascadeReport) {
     }
 }
 
+/// Costs in money are tiny: switch to scientific notation below 0.01.
+fn fmt_cost(c: f64) -> String {
+    if c != 0.0 && c.abs() < 0.01 {
+        format!("{c:.2e}")
+    } else {
+        format!("{c:.3}")
+    }
+}
+
 fn print_report(r: &EvalReport) {
     println!(
         "{} → {}: trained on {} rows, evaluated on {} held-out rows",
         r.small_model, r.large_model, r.train_rows, r.test_rows
     );
-    println!(
-        "{:<24} {:>8} {:>9} {:>10} {:>9}  detail",
-        "method", "quality", "cost", "escalated", "ΔIBC"
-    );
-    for l in &r.lines {
-        println!(
-            "{:<24} {:>8.3} {:>9.3} {:>9.1}% {:>9}  {}",
-            l.name,
-            l.quality,
-            l.cost,
-            100.0 * l.escalation_rate,
-            fmt_opt(l.delta_ibc),
-            l.delta_ibc_note.as_deref().unwrap_or(&l.detail)
-        );
-    }
+    print_lines(&r.lines);
     let m = &r.frontier_metrics;
     println!(
         "oracle ΔIBC {}; frontier AIQ {:.3} APGR {} CPT50 {} CPT80 {}",
@@ -301,6 +319,24 @@ fn print_report(r: &EvalReport) {
         fmt_opt(m.cpt50),
         fmt_opt(m.cpt80)
     );
+}
+
+fn print_lines(lines: &[automix::evaluate::EvalLine]) {
+    println!(
+        "{:<24} {:>8} {:>9} {:>10} {:>9}  detail",
+        "method", "quality", "cost", "escalated", "ΔIBC"
+    );
+    for l in lines {
+        println!(
+            "{:<24} {:>8.3} {:>9} {:>9.1}% {:>9}  {}",
+            l.name,
+            l.quality,
+            fmt_cost(l.cost),
+            100.0 * l.escalation_rate,
+            fmt_opt(l.delta_ibc),
+            l.delta_ibc_note.as_deref().unwrap_or(&l.detail)
+        );
+    }
 }
 
 /// The router the config describes: the saved policy (with its cascade) and live models.

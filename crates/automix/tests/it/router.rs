@@ -320,3 +320,31 @@ async fn the_cascade_follows_its_decision_table() {
     }
     assert_eq!(out.task_performance, Some(1.0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_separate_verifier_endpoint_does_the_verification() {
+    use automix::llm::fake_server::{FakeOpenAi, FakeReply};
+    let verifier = FakeOpenAi::start(vec![FakeReply::Completion {
+        texts: vec!["Correct".into(), "Correct".into(), "Correct".into()],
+        logprobs: false,
+    }])
+    .await
+    .unwrap();
+    let (small, sp) = model("small", 1.0, "B", &["Incorrect"]);
+    let (large, lp) = model("large", 10.0, "B", &["Correct"]);
+    let c = config(&format!(
+        "  verifier_server_url: {}\n  verifier_model: judge-1\n",
+        verifier.base_url()
+    ));
+    let out = router(&c, small, large)
+        .route_single(&query("q"))
+        .await
+        .unwrap();
+    assert_eq!(out.model_name, "small", "the separate verifier approved");
+    assert_eq!(sp.requests().len(), 1, "the small model only answered");
+    assert!(lp.requests().is_empty());
+    let seen = verifier.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["model"], "judge-1");
+    assert_eq!(seen[0]["n"], 3);
+}
