@@ -59,10 +59,17 @@ pub async fn ask(
             prompts.answer_messages(kind, &query_text(query)),
         )
     };
+    let mut call = call(model, &request).await?;
+    call.text = call.text.trim().to_owned();
+    Ok(call)
+}
+
+/// One chat call to `model`, timed and priced; the text of the first choice, verbatim.
+async fn call(model: &ModelHandle, request: &ChatRequest) -> Result<AnswerCall> {
     let started = Instant::now();
     let response = model
         .provider
-        .chat(&request)
+        .chat(request)
         .await
         .map_err(|source| AutomixError::Model {
             model: model.entry.name.clone(),
@@ -75,7 +82,7 @@ pub async fn ask(
         .map(|c| c.text)
         .unwrap_or_default();
     Ok(AnswerCall {
-        text: text.trim().to_owned(),
+        text,
         cost: model.entry.cost(response.usage),
         usage: response.usage,
         latency_ms: started.elapsed().as_millis() as u64,
@@ -114,27 +121,7 @@ pub async fn answer(
             ..(**request).clone()
         },
     };
-    let started = Instant::now();
-    let response = model
-        .provider
-        .chat(&request)
-        .await
-        .map_err(|source| AutomixError::Model {
-            model: model.entry.name.clone(),
-            source,
-        })?;
-    let text = response
-        .choices
-        .into_iter()
-        .next()
-        .map(|c| c.text)
-        .unwrap_or_default();
-    Ok(AnswerCall {
-        text,
-        cost: model.entry.cost(response.usage),
-        usage: response.usage,
-        latency_ms: started.elapsed().as_millis() as u64,
-    })
+    call(model, &request).await
 }
 
 /// Which verification to run.

@@ -11,10 +11,12 @@ use automix_core::{Decision, QueryEvidence, VerifierScore};
 use automix_verify::{PromptSet, TaskKind, Verifier, normalise_answer};
 
 use crate::config::{CollectSettings, Config, VerifierSignal};
-use crate::dataset::{QueryRow, Tokens};
+use crate::dataset::{QueryRow, Tokens, VerificationRecord};
 use crate::error::{AutomixError, Result};
 use crate::models::ModelSet;
-use crate::pipeline::{AnswerSource, VerifyModes, answer, answer_budget, verifier_for, verify};
+use crate::pipeline::{
+    AnswerCall, AnswerSource, VerifyModes, answer, answer_budget, verifier_for, verify,
+};
 use crate::task_metric::TaskMetric;
 use crate::training::{CascadePlan, RouterPolicy, verifier_score};
 use automix_core::cascade::CascadeAction;
@@ -33,6 +35,28 @@ pub struct CallRecord {
     pub cost: f64,
     /// Wall time.
     pub latency_ms: u64,
+}
+
+impl CallRecord {
+    fn answer(model: &str, call: &AnswerCall) -> Self {
+        Self {
+            model: model.to_owned(),
+            purpose: "answer".into(),
+            tokens: call.usage.into(),
+            cost: call.cost,
+            latency_ms: call.latency_ms,
+        }
+    }
+
+    fn verify(model: &str, record: &VerificationRecord, started: Instant) -> Self {
+        Self {
+            model: model.to_owned(),
+            purpose: "verify".into(),
+            tokens: record.tokens,
+            cost: record.cost,
+            latency_ms: started.elapsed().as_millis() as u64,
+        }
+    }
 }
 
 /// One verification step of the cascade.
@@ -183,6 +207,29 @@ impl Router {
         self.route_with(query, Some(request)).await
     }
 
+    /// The query's metric, how models are asked, and which verification runs.
+    fn prepare(
+        &self,
+        query: &QueryRow,
+        request: Option<ChatRequest>,
+    ) -> Result<(
+        Option<TaskMetric>,
+        AnswerSource,
+        VerifierSignal,
+        VerifyModes,
+    )> {
+        let metric = match query.metric.as_deref() {
+            Some(m) => Some(TaskMetric::parse(m)?),
+            None => None,
+        };
+        let signal = self.signal();
+        let modes = VerifyModes {
+            sampled: signal == VerifierSignal::Samples,
+            logprob: signal == VerifierSignal::Logprob,
+        };
+        Ok((metric, self.source(metric, request), signal, modes))
+    }
+
     fn source(&self, metric: Option<TaskMetric>, request: Option<ChatRequest>) -> AnswerSource {
         match request {
             Some(r) => AnswerSource::Chat(Box::new(r)),
@@ -207,16 +254,7 @@ impl Router {
             return self.route_cascade(query, plan, request).await;
         }
         let started = Instant::now();
-        let metric = match query.metric.as_deref() {
-            Some(m) => Some(TaskMetric::parse(m)?),
-            None => None,
-        };
-        let source = self.source(metric, request);
-        let signal = self.signal();
-        let modes = VerifyModes {
-            sampled: signal == VerifierSignal::Samples,
-            logprob: signal == VerifierSignal::Logprob,
-        };
+        let (metric, source, signal, modes) = self.prepare(query, request)?;
         let max_escalations = self.config.automix.max_escalations;
         let mut calls = Vec::new();
         let mut steps = Vec::new();
@@ -228,13 +266,7 @@ impl Router {
         for (i, model) in models.iter().enumerate() {
             let answer = answer(model, &self.prompts, query, &source).await?;
             path.push(model.entry.name.clone());
-            calls.push(CallRecord {
-                model: model.entry.name.clone(),
-                purpose: "answer".into(),
-                tokens: answer.usage.into(),
-                cost: answer.cost,
-                latency_ms: answer.latency_ms,
-            });
+            calls.push(CallRecord::answer(&model.entry.name, &answer));
             if first_answer.is_none() {
                 first_answer = Some(answer.text.clone());
             }
@@ -267,13 +299,7 @@ impl Router {
             }
             let v_started = Instant::now();
             let record = verify(&self.verifiers[i], model, query, &answer.text, modes).await?;
-            calls.push(CallRecord {
-                model: model.entry.name.clone(),
-                purpose: "verify".into(),
-                tokens: record.tokens,
-                cost: record.cost,
-                latency_ms: v_started.elapsed().as_millis() as u64,
-            });
+            calls.push(CallRecord::verify(&model.entry.name, &record, v_started));
             let run_score = verifier_score(Some(&record), signal);
             if i == 0 {
                 first_score = run_score.known();
@@ -331,16 +357,7 @@ impl Router {
         request: Option<ChatRequest>,
     ) -> Result<RouteOutcome> {
         let started = Instant::now();
-        let metric = match query.metric.as_deref() {
-            Some(m) => Some(TaskMetric::parse(m)?),
-            None => None,
-        };
-        let source = self.source(metric, request);
-        let signal = self.signal();
-        let modes = VerifyModes {
-            sampled: signal == VerifierSignal::Samples,
-            logprob: signal == VerifierSignal::Logprob,
-        };
+        let (metric, source, signal, modes) = self.prepare(query, request)?;
         let handle = |name: &str| {
             self.models
                 .models()
@@ -365,13 +382,7 @@ impl Router {
             let model = &self.models.models()[index];
             let answer = answer(model, &self.prompts, query, &source).await?;
             path.push(name.clone());
-            calls.push(CallRecord {
-                model: name.clone(),
-                purpose: "answer".into(),
-                tokens: answer.usage.into(),
-                cost: answer.cost,
-                latency_ms: answer.latency_ms,
-            });
+            calls.push(CallRecord::answer(name, &answer));
             if !verify_next || current == last {
                 if first.is_none() {
                     first = Some((answer.text.clone(), None));
@@ -381,13 +392,7 @@ impl Router {
             let v_started = Instant::now();
             let verifier = verifier_for(model, self.prompts.clone(), &self.config.automix)?;
             let record = verify(&verifier, model, query, &answer.text, modes).await?;
-            calls.push(CallRecord {
-                model: name.clone(),
-                purpose: "verify".into(),
-                tokens: record.tokens,
-                cost: record.cost,
-                latency_ms: v_started.elapsed().as_millis() as u64,
-            });
+            calls.push(CallRecord::verify(name, &record, v_started));
             let score = verifier_score(Some(&record), signal).known();
             if first.is_none() {
                 first = Some((answer.text.clone(), score));
