@@ -423,11 +423,37 @@ async fn chat_completions(
         Ok(p) => p,
         Err(m) => return client_error(m, "invalid_request", StatusCode::BAD_REQUEST),
     };
-    if request.model != "automix" {
+    let Some(router) = state.router() else {
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "router_unavailable",
+            "router unavailable",
+        );
+    };
+    // "automix" routes; a configured model's llm_data name is a named route straight to it.
+    let direct = request.model != "automix";
+    if direct
+        && !router
+            .models()
+            .models()
+            .iter()
+            .any(|m| m.entry.name == request.model)
+    {
+        let served: Vec<&str> = std::iter::once("automix")
+            .chain(
+                router
+                    .models()
+                    .models()
+                    .iter()
+                    .map(|m| m.entry.name.as_str()),
+            )
+            .collect();
         return client_error(
             format!(
-                "model {:?} is not served here; use \"automix\"",
-                request.model
+                "model {:?} is not served here; served: {}",
+                request.model,
+                served.join(", ")
             ),
             "model_not_found",
             StatusCode::NOT_FOUND,
@@ -441,14 +467,6 @@ async fn chat_completions(
             StatusCode::TOO_MANY_REQUESTS,
         );
     };
-    let Some(router) = state.router() else {
-        return error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "router_unavailable",
-            "router unavailable",
-        );
-    };
     let query = QueryRow {
         id: query_id("chat", &question),
         task_name: "chat".into(),
@@ -459,10 +477,14 @@ async fn chat_completions(
         task_id: None,
         context: None,
     };
-    let routed = tokio::time::timeout(
-        state.settings.request_timeout,
-        router.route_chat(&query, request),
-    )
+    let routed = tokio::time::timeout(state.settings.request_timeout, async {
+        if direct {
+            let name = request.model.clone();
+            router.direct(&query, &name, request).await
+        } else {
+            router.route_chat(&query, request).await
+        }
+    })
     .await;
     let outcome = match routed {
         Ok(Ok(o)) => o,
@@ -504,6 +526,17 @@ async fn chat_completions(
     response
 }
 
+/// `direct` (a named route: one model, nothing verified), `escalate` or `keep`.
+fn decision(o: &RouteOutcome) -> &'static str {
+    if o.steps.is_empty() && o.escalation_path.len() == 1 && o.verification_score.is_none() {
+        "direct"
+    } else if o.route_to_llm {
+        "escalate"
+    } else {
+        "keep"
+    }
+}
+
 fn usage_json(o: &RouteOutcome) -> Value {
     let prompt: u64 = o.calls.iter().map(|c| c.tokens.prompt).sum();
     let completion: u64 = o.calls.iter().map(|c| c.tokens.completion).sum();
@@ -515,7 +548,7 @@ fn metadata_json(o: &RouteOutcome) -> Value {
         "model_name": o.model_name,
         "models_tried": o.escalation_path,
         "verification_score": o.verification_score,
-        "decision": if o.route_to_llm { "escalate" } else { "keep" },
+        "decision": decision(o),
         "cost": o.total_cost,
         "steps": o.steps,
     })
@@ -599,14 +632,7 @@ fn add_headers(headers: &mut HeaderMap, o: &RouteOutcome) {
         o.verification_score
             .map_or_else(|| "unknown".into(), |p| format!("{p:.4}")),
     );
-    put(
-        "x-automix-decision",
-        if o.route_to_llm {
-            "escalate".into()
-        } else {
-            "keep".into()
-        },
-    );
+    put("x-automix-decision", decision(o).into());
     put("x-automix-cost", format!("{:.9}", o.total_cost));
 }
 

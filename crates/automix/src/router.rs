@@ -230,6 +230,46 @@ impl Router {
         Ok((metric, self.source(metric, request), signal, modes))
     }
 
+    /// A named route: `request` straight to the configured model `name`, no verification.
+    pub async fn direct(
+        &self,
+        query: &QueryRow,
+        name: &str,
+        request: ChatRequest,
+    ) -> Result<RouteOutcome> {
+        let started = Instant::now();
+        let model = self
+            .models
+            .models()
+            .iter()
+            .find(|m| m.entry.name == name)
+            .ok_or_else(|| AutomixError::Invalid(format!("model {name} is not configured")))?;
+        let call = answer(
+            model,
+            &self.prompts,
+            query,
+            &AnswerSource::Chat(Box::new(request)),
+        )
+        .await?;
+        let record = CallRecord::answer(name, &call);
+        Ok(RouteOutcome {
+            id: query.id.clone(),
+            model_name: name.to_owned(),
+            api_model: model.entry.model.clone(),
+            slm_answer: call.text.clone(),
+            verification_score: None,
+            route_to_llm: false,
+            escalation_path: vec![name.to_owned()],
+            steps: Vec::new(),
+            total_tokens: record.tokens.prompt + record.tokens.completion,
+            total_cost: record.cost,
+            calls: vec![record],
+            latency_ms: started.elapsed().as_millis() as u64,
+            task_performance: None,
+            response: call.text,
+        })
+    }
+
     fn source(&self, metric: Option<TaskMetric>, request: Option<ChatRequest>) -> AnswerSource {
         match request {
             Some(r) => AnswerSource::Chat(Box::new(r)),

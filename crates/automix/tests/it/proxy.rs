@@ -147,6 +147,23 @@ async fn a_completion_round_trips_in_openai_shape_with_routing_metadata() {
         .await
         .unwrap();
     assert_eq!(models["data"][0]["id"], "automix");
+    // A named route: straight to the large model, no verification.
+    let mut named = openai_body("named route");
+    named["model"] = json!("large");
+    let resp = client
+        .post(format!("{}/v1/chat/completions", proxy.base))
+        .json(&named)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-automix-decision"], "direct");
+    assert_eq!(resp.headers()["x-automix-model"], "large");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["model"], "api-large");
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(content.contains("named route"), "{content}");
+    assert_eq!(large.requests().len(), 1);
     let health: Value = client
         .get(format!("{}/health", proxy.base))
         .send()
@@ -164,13 +181,13 @@ async fn a_completion_round_trips_in_openai_shape_with_routing_metadata() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("automix_requests_total 1"), "{metrics}");
+    assert!(metrics.contains("automix_requests_total 2"), "{metrics}");
     assert!(
         metrics.contains("automix_model_calls_total{model=\"small\"} 2"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("automix_request_duration_seconds_count 1"),
+        metrics.contains("automix_request_duration_seconds_count 2"),
         "{metrics}"
     );
 }
@@ -290,6 +307,12 @@ async fn client_errors_and_upstream_faults_map_to_openai_errors() {
     .await
     .unwrap();
     assert_eq!(resp.status(), 404);
+    let e: Value = resp.json().await.unwrap();
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(
+        message.ends_with("served: automix, small, large"),
+        "{message}"
+    );
     let resp = post("x".repeat(10_000), Some("client-key")).await.unwrap();
     assert_eq!(resp.status(), 413);
     // Two 503s exhaust the two attempts: a 502 with an OpenAI error object.
