@@ -7,6 +7,8 @@
 //! resampled systematically and jittered, which is what lets the belief follow drift. The
 //! RNG is seeded: a run is reproducible.
 
+use std::sync::Arc;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -36,6 +38,20 @@ impl Default for BeliefConfig {
             seed: 0,
         }
     }
+}
+
+/// Per-model rates estimated offline, to centre a belief on: success rate θ and the
+/// verifier's true/false-positive rates, each from `evidence` rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRates {
+    /// Success rate per model.
+    pub theta: Vec<f64>,
+    /// P(positive verdict | correct) per model (the last model's is unused).
+    pub tpr: Vec<f64>,
+    /// P(positive verdict | wrong) per model.
+    pub fpr: Vec<f64>,
+    /// Rows the rates come from; sets how tightly the particles start around them.
+    pub evidence: usize,
 }
 
 /// What one model's step of a routed query showed.
@@ -94,6 +110,37 @@ impl ParticleBelief {
             rng,
             resamples: 0,
         })
+    }
+
+    /// Particles spread around `rates` with the standard deviation of a mean over
+    /// `rates.evidence` observations (at least 0.02), clipped to the parameter ranges.
+    pub fn around(config: BeliefConfig, rates: &ModelRates) -> Result<Self> {
+        let models = rates.theta.len();
+        if rates.tpr.len() != models || rates.fpr.len() != models {
+            return Err(CoreError::InvalidParameter {
+                name: "model rates",
+                reason: "theta, tpr and fpr need one entry per model".into(),
+            });
+        }
+        let mut belief = Self::new(models, config)?;
+        let n = rates.evidence.max(1) as f64;
+        let spread = |m: f64| (m * (1.0 - m) / n).sqrt().max(0.02);
+        let width = 3 * models;
+        for p in 0..config.particles {
+            for i in 0..models {
+                let fields = [
+                    (rates.theta[i], LOW, HIGH),
+                    (rates.tpr[i], 0.5, HIGH),
+                    (rates.fpr[i], LOW, 0.5),
+                ];
+                for (f, (mean, lo, hi)) in fields.into_iter().enumerate() {
+                    let mean = mean.clamp(lo, hi);
+                    let x = mean + spread(mean) * gaussian(&mut belief.rng);
+                    belief.params[p * width + f * models + i] = x.clamp(lo, hi);
+                }
+            }
+        }
+        Ok(belief)
     }
 
     fn particle(&self, p: usize) -> &[f64] {
@@ -287,7 +334,7 @@ pub struct OnlineCascade {
     verify_cost: Vec<f64>,
     settings: CascadeSettings,
     belief: ParticleBelief,
-    policy: CascadePolicy,
+    policy: Arc<CascadePolicy>,
     updates: usize,
 }
 
@@ -301,10 +348,33 @@ impl OnlineCascade {
         config: BeliefConfig,
     ) -> Result<Self> {
         let belief = ParticleBelief::new(names.len(), config)?;
-        let policy = solve_cascade(
+        Self::from_belief(names, answer_cost, verify_cost, settings, belief)
+    }
+
+    /// Starts from a belief centred on rates estimated offline (see [`ModelRates`]).
+    pub fn warm(
+        names: Vec<String>,
+        answer_cost: Vec<f64>,
+        verify_cost: Vec<f64>,
+        settings: CascadeSettings,
+        config: BeliefConfig,
+        rates: &ModelRates,
+    ) -> Result<Self> {
+        let belief = ParticleBelief::around(config, rates)?;
+        Self::from_belief(names, answer_cost, verify_cost, settings, belief)
+    }
+
+    fn from_belief(
+        names: Vec<String>,
+        answer_cost: Vec<f64>,
+        verify_cost: Vec<f64>,
+        settings: CascadeSettings,
+        belief: ParticleBelief,
+    ) -> Result<Self> {
+        let policy = Arc::new(solve_cascade(
             &belief.cascade_model(&names, &answer_cost, &verify_cost),
             settings,
-        )?;
+        )?);
         Ok(Self {
             names,
             answer_cost,
@@ -316,9 +386,9 @@ impl OnlineCascade {
         })
     }
 
-    /// The current decision table.
-    pub fn policy(&self) -> &CascadePolicy {
-        &self.policy
+    /// The current decision table (shared: routing holds it while the belief moves on).
+    pub fn policy(&self) -> Arc<CascadePolicy> {
+        self.policy.clone()
     }
 
     /// The belief.
@@ -334,12 +404,12 @@ impl OnlineCascade {
             .updates
             .is_multiple_of(self.belief.config.refresh_every.max(1))
         {
-            self.policy = solve_cascade(
+            self.policy = Arc::new(solve_cascade(
                 &self
                     .belief
                     .cascade_model(&self.names, &self.answer_cost, &self.verify_cost),
                 self.settings,
-            )?;
+            )?);
         }
         Ok(())
     }

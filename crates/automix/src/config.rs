@@ -213,6 +213,11 @@ pub struct AutomixSettings {
     pub use_pomdp_router: bool,
     /// Particles of the online belief.
     pub belief_particles: usize,
+    /// Adapt the cascade online: a particle belief started from the trained rates, updated by
+    /// every routed query (and its correctness where the query has ground truth).
+    pub online_belief: bool,
+    /// Re-solve the online decision table every this many updates.
+    pub belief_refresh_every: usize,
     /// λ in quality − λ·cost.
     pub cost_lambda: Option<f64>,
     /// A separate verifier endpoint (OpenAI-compatible base URL).
@@ -237,6 +242,8 @@ impl Default for AutomixSettings {
             verification_temperature: 0.7,
             use_pomdp_router: true,
             belief_particles: 100,
+            online_belief: false,
+            belief_refresh_every: 10,
             cost_lambda: None,
             verifier_server_url: None,
             verifier_model: None,
@@ -401,6 +408,12 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&a.cost_quality_tradeoff) {
             return Err(fail("cost_quality_tradeoff", "must be in [0, 1]".into()));
+        }
+        if a.online_belief && a.belief_particles == 0 {
+            return Err(fail(
+                "belief_particles",
+                "must be at least 1 with online_belief".into(),
+            ));
         }
         if a.verification_samples == 0 {
             return Err(fail("verification_samples", "must be at least 1".into()));

@@ -19,8 +19,10 @@ use crate::pipeline::{
 };
 use crate::task_metric::TaskMetric;
 use crate::training::{CascadePlan, RouterPolicy, verifier_score};
-use automix_core::cascade::CascadeAction;
+use automix_core::belief::{BeliefConfig, OnlineCascade, StepObservation};
+use automix_core::cascade::{CascadeAction, CascadePolicy};
 use automix_llm::ChatRequest;
+use std::sync::Mutex;
 
 /// One model call made while routing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +131,9 @@ pub struct Router {
     policy: Option<RouterPolicy>,
     config: Config,
     collect: CollectSettings,
+    /// The online particle belief over the cascade (`automix.online_belief`), shared by
+    /// clones of this router.
+    online: Option<Arc<Mutex<OnlineCascade>>>,
 }
 
 impl Router {
@@ -173,6 +178,32 @@ impl Router {
             .iter()
             .map(|m| verifier_for(m, prompts.clone(), &config.automix))
             .collect::<Result<_>>()?;
+        let online = match policy.as_ref().and_then(|p| p.cascade.as_ref()) {
+            Some(plan) if config.automix.online_belief && config.automix.use_pomdp_router => {
+                let rates = plan.rates.as_ref().ok_or_else(|| {
+                    AutomixError::Invalid(
+                        "automix.online_belief needs a policy trained with --cascade by this \
+                         version (it carries the model rates the belief starts from)"
+                            .into(),
+                    )
+                })?;
+                let m = &plan.policy.model;
+                let online = OnlineCascade::warm(
+                    plan.models.clone(),
+                    m.answer_cost.clone(),
+                    m.verify_cost.clone(),
+                    plan.policy.settings,
+                    BeliefConfig {
+                        particles: config.automix.belief_particles,
+                        refresh_every: config.automix.belief_refresh_every,
+                        ..BeliefConfig::default()
+                    },
+                    rates,
+                )?;
+                Some(Arc::new(Mutex::new(online)))
+            }
+            _ => None,
+        };
         Ok(Self {
             models,
             prompts,
@@ -180,6 +211,7 @@ impl Router {
             policy,
             config: config.clone(),
             collect: config.collect.clone(),
+            online,
         })
     }
 
@@ -407,7 +439,21 @@ impl Router {
                     AutomixError::Invalid(format!("cascade model {name} is not configured"))
                 })
         };
-        let start = plan.start_for(&query.task_name);
+        // With the online belief, its current table decides (and its global start).
+        let online_table = self
+            .online
+            .as_ref()
+            .and_then(|o| o.lock().ok().map(|o| o.policy()));
+        let table: &CascadePolicy = online_table.as_deref().unwrap_or(&plan.policy);
+        let start = match online_table {
+            Some(ref t) => t.start,
+            None => plan.start_for(&query.task_name),
+        };
+        let correct = |text: &str| match (metric, &query.ground_truth) {
+            (Some(m), Some(truth)) => Some(m.score(text, truth, &query.choices) >= 0.5),
+            _ => None,
+        };
+        let mut observed = Vec::new();
         let mut calls = Vec::new();
         let mut steps = Vec::new();
         let mut path = Vec::new();
@@ -427,6 +473,11 @@ impl Router {
                 if first.is_none() {
                     first = Some((answer.text.clone(), None));
                 }
+                observed.push(StepObservation {
+                    model: current,
+                    verdict: None,
+                    correct: correct(&answer.text),
+                });
                 break answer.text;
             }
             let v_started = Instant::now();
@@ -437,8 +488,13 @@ impl Router {
             if first.is_none() {
                 first = Some((answer.text.clone(), score));
             }
-            history.push((current, plan.policy.symbol(score)));
-            let action = plan.policy.decide(&history);
+            observed.push(StepObservation {
+                model: current,
+                verdict: score.map(|p| p >= 0.5),
+                correct: correct(&answer.text),
+            });
+            history.push((current, table.symbol(score)));
+            let action = table.decide(&history);
             let (decision, next) = match action {
                 CascadeAction::Keep => (Decision::Keep, None),
                 CascadeAction::EscalateTo(j) => (Decision::Escalate, Some((j, true))),
@@ -459,6 +515,11 @@ impl Router {
                 }
             }
         };
+        if let Some(online) = &self.online
+            && let Ok(mut online) = online.lock()
+        {
+            online.observe(&observed)?;
+        }
         let kept = &plan.models[current];
         let index = handle(kept)?;
         let (slm_answer, verification_score) = first.unwrap_or_default();

@@ -47,6 +47,10 @@ pub struct CascadePlan {
     /// Pre-selection per task (solved on that task's rows), where there were enough rows.
     #[serde(default)]
     pub task_starts: std::collections::BTreeMap<String, automix_core::cascade::StartChoice>,
+    /// Per-model success and verifier rates on the training rows: where the online
+    /// particle belief (`belief_particles` > 0) starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rates: Option<automix_core::belief::ModelRates>,
 }
 
 impl CascadePlan {
@@ -243,5 +247,49 @@ pub fn train_cascade_plan(
         cost_unit,
         policy,
         task_starts,
+        rates: Some(model_rates(rows, models, config.hparam.verifier_signal)?),
+    })
+}
+
+/// Laplace-smoothed success rate and verifier true/false-positive rates (verdict positive
+/// when the confidence is ≥ 0.5) per model.
+pub fn model_rates(
+    rows: &[TrainingRow],
+    models: &[String],
+    signal: VerifierSignal,
+) -> Result<automix_core::belief::ModelRates> {
+    let mut theta = Vec::new();
+    let mut tpr = Vec::new();
+    let mut fpr = Vec::new();
+    for m in models {
+        let (mut right, mut n) = (0.0, 0.0);
+        let (mut pos_right, mut n_right, mut pos_wrong, mut n_wrong) = (0.0, 0.0, 0.0, 0.0);
+        for row in rows {
+            let run = row.run(m).ok_or_else(|| {
+                AutomixError::Invalid(format!("row {} has no answer from model {m}", row.id))
+            })?;
+            let ok = run.score >= 0.5;
+            n += 1.0;
+            right += f64::from(ok);
+            if let Some(p) = verifier_score(run.verification.as_ref(), signal).known() {
+                let positive = f64::from(p >= 0.5);
+                if ok {
+                    pos_right += positive;
+                    n_right += 1.0;
+                } else {
+                    pos_wrong += positive;
+                    n_wrong += 1.0;
+                }
+            }
+        }
+        theta.push((right + 1.0) / (n + 2.0));
+        tpr.push((pos_right + 1.0) / (n_right + 2.0));
+        fpr.push((pos_wrong + 1.0) / (n_wrong + 2.0));
+    }
+    Ok(automix_core::belief::ModelRates {
+        theta,
+        tpr,
+        fpr,
+        evidence: rows.len(),
     })
 }

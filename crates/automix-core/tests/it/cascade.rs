@@ -160,7 +160,7 @@ fn particle_belief_adapts_when_a_model_gets_worse() {
         let small_rate = if t < 400 { 0.9 } else { 0.2 };
         let small_ok = rng.random_bool(small_rate);
         let large_ok = rng.random_bool(large);
-        let policy = online.policy().clone();
+        let policy = online.policy();
         let mut obs = Vec::new();
         let mut went_large = policy.start.model == 1;
         if policy.start.model == 0 {

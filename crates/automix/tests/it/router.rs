@@ -348,3 +348,100 @@ async fn a_separate_verifier_endpoint_does_the_verification() {
     assert_eq!(seen[0]["model"], "judge-1");
     assert_eq!(seen[0]["n"], 3);
 }
+
+/// `online_belief`: the cascade starts from the trained rates (the cheap model is right 90%
+/// of the time, so it answers alone), then learns from ground truth that it has gone bad
+/// and moves queries to the big model.
+#[tokio::test]
+async fn the_online_belief_moves_traffic_when_a_model_goes_bad() {
+    use automix::dataset::{ModelRun, Tokens, TrainingRow, VerificationRecord};
+    use automix::training::{train_cascade_plan, train_policy};
+
+    let rows: Vec<TrainingRow> = (0..300)
+        .map(|i| {
+            let right = [i % 10 != 0, i % 10 != 1];
+            let models = ["tiny", "big"]
+                .iter()
+                .zip(right)
+                .enumerate()
+                .map(|(m, (name, ok))| ModelRun {
+                    model: (*name).into(),
+                    answer: String::new(),
+                    normalised_answer: String::new(),
+                    score: f64::from(ok),
+                    tokens: Tokens {
+                        prompt: 10,
+                        completion: 1,
+                    },
+                    cost: [1e-6, 1e-5][m],
+                    latency_ms: 1,
+                    verification: (m == 0).then(|| VerificationRecord {
+                        samples: 3,
+                        correct: 2,
+                        incorrect: 1,
+                        unparsed: 0,
+                        p_ver: Some(if i % 3 == 0 { 0.3 } else { 0.7 }),
+                        logprob_p: None,
+                        logprob_source: String::new(),
+                        tokens: Tokens {
+                            prompt: 30,
+                            completion: 1,
+                        },
+                        cost: 1e-7,
+                    }),
+                })
+                .collect();
+            TrainingRow {
+                id: format!("r{i}"),
+                task_name: "mmlu".into(),
+                metric: "em_mc".into(),
+                query: String::new(),
+                ground_truth: "B".into(),
+                split: "train".into(),
+                models,
+            }
+        })
+        .collect();
+    let c = config(
+        "  cost_lambda: 0.05\n  online_belief: true\n  belief_particles: 300\n  belief_refresh_every: 5\nhparam:\n  verifier_signal: samples\n",
+    );
+    let mut policy = train_policy(&c, &rows, "tiny", "big").unwrap();
+    let plan = train_cascade_plan(&c, &rows, &["tiny".to_string(), "big".to_string()]).unwrap();
+    assert!(plan.rates.as_ref().unwrap().theta[0] > 0.85);
+    policy.cascade = Some(plan);
+    // Live, the tiny model now always answers "A" (wrong); the big one answers "B".
+    let (tiny, _) = model("tiny", 1.0, "A", &["Correct"]);
+    let (big, _) = model("big", 10.0, "B", &["Correct"]);
+    let models = ModelSet::new(vec![tiny, big]).unwrap();
+    // Without online_belief the trained table does not learn: its choices never change.
+    let off = config("  cost_lambda: 0.05\nhparam:\n  verifier_signal: samples\n");
+    let fixed = Router::new(
+        &off,
+        models.clone(),
+        Arc::new(PromptSet::builtin()),
+        Some(policy.clone()),
+    )
+    .unwrap();
+    let first = fixed
+        .route_single(&query("f"))
+        .await
+        .unwrap()
+        .escalation_path;
+    for i in 0..20 {
+        let out = fixed.route_single(&query(&format!("f{i}"))).await.unwrap();
+        assert_eq!(out.escalation_path, first);
+    }
+    let router = Router::new(&c, models, Arc::new(PromptSet::builtin()), Some(policy)).unwrap();
+    let mut kept = Vec::new();
+    for i in 0..80 {
+        let out = router.route_single(&query(&format!("q{i}"))).await.unwrap();
+        kept.push(out.model_name);
+    }
+    assert_eq!(kept[0], "tiny", "starts where the training data says");
+    let moved = kept.iter().position(|m| m == "big");
+    assert!(
+        moved.is_some_and(|t| t <= 60),
+        "never moved to the big model: {kept:?}"
+    );
+    assert!(kept[70..].iter().all(|m| m == "big"), "{kept:?}");
+}
