@@ -164,6 +164,9 @@ pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
     if let Some(note) = &s.note {
         println!("  note: {note}");
     }
+    if let Some(cv) = &s.cross_validation {
+        print_cross_validation(cv);
+    }
     if let Some(c) = &policy.cascade {
         let start = c.policy.start;
         println!(
@@ -181,6 +184,24 @@ pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
     }
     println!("policy → {}", out.display());
     Ok(())
+}
+
+fn print_cross_validation(cv: &automix::core::CvSummary) {
+    println!(
+        "  cross-validation ({} folds × {} seeded assignments, {:?}): chose {}",
+        cv.folds, cv.repeats, cv.objective, cv.chosen
+    );
+    println!(
+        "    out of fold: {:.4} ± {:.4}; quality {:.3}, cost {:.3}, escalation {:.1}%",
+        cv.mean,
+        cv.sd,
+        cv.outcome.quality,
+        cv.outcome.cost,
+        100.0 * cv.outcome.escalation_rate
+    );
+    for a in &cv.alternatives {
+        println!("    {:<24} {:.4} ± {:.4}", a.name, a.mean, a.sd);
+    }
 }
 
 /// `automix eval`.
@@ -233,11 +254,12 @@ pub fn eval(config: &Config, json: bool, args: &EvalArgs) -> Result<()> {
     print_report(&report);
     if let Some(lines) = &resplits {
         println!(
-            "\nmean over {} random re-splits of all {} rows:",
+            "\nover {} random re-splits of all {} rows ({:.0}% held out each):",
             args.resplits.unwrap_or(0),
-            all.len()
+            all.len(),
+            100.0 * config.collect.test_share
         );
-        print_lines(lines);
+        print_resplits(lines);
     }
     if let Some(c) = &cascade {
         print_cascade(c);
@@ -319,6 +341,28 @@ fn print_report(r: &EvalReport) {
         fmt_opt(m.cpt50),
         fmt_opt(m.cpt80)
     );
+}
+
+fn print_resplits(lines: &[automix::evaluate::ResplitLine]) {
+    println!(
+        "{:<24} {:>8} {:>9} {:>10} {:>17} {:>9}",
+        "method", "quality", "cost", "escalated", "ΔIBC mean ± sd", "worst"
+    );
+    for l in lines {
+        let (spread, worst) = match &l.delta_ibc {
+            Some(s) => (format!("{:.3} ± {:.3}", s.mean, s.sd), format!("{:.3}", s.worst)),
+            None => ("—".into(), "—".into()),
+        };
+        println!(
+            "{:<24} {:>8.3} {:>9} {:>9.1}% {:>17} {:>9}",
+            l.name,
+            l.quality,
+            fmt_cost(l.cost),
+            100.0 * l.escalation_rate,
+            spread,
+            worst
+        );
+    }
 }
 
 fn print_lines(lines: &[automix::evaluate::EvalLine]) {

@@ -28,6 +28,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod belief;
+pub mod calibrate;
 pub mod cascade;
 pub mod compat;
 mod confidence;
@@ -41,6 +42,7 @@ mod record;
 mod rule;
 mod train;
 
+pub use calibrate::{Calibration, CalibratedConfig, CvSummary, GainCurve, GainModel};
 pub use confidence::{Bins, Confidence, VerifierScore};
 pub use cost::{CostModel, QueryCosts, TokenPrice, TokenUsage};
 pub use error::{CoreError, Result};

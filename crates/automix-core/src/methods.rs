@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::calibrate::{CalibratedConfig, pooled_sweep};
 use crate::compat::{gaussian_filter_reflect, np_mean, py_floordiv, py_grid};
 use crate::confidence::VerifierScore;
 use crate::error::{CoreError, Result};
@@ -33,11 +34,15 @@ pub enum MethodKind {
     PaperPomdp,
     /// Our exact one-step POMDP solved by Bayes' rule (optionally with per-task priors).
     ExactPomdp,
+    /// Isotonic `E[gain | confidence, task]` with shrinkage, cut chosen by cross-validation.
+    Calibrated,
+    /// Calibrated or the paper's Threshold, whichever cross-validates better.
+    Auto,
 }
 
 impl MethodKind {
     /// Every method.
-    pub const ALL: [MethodKind; 8] = [
+    pub const ALL: [MethodKind; 10] = [
         Self::Threshold,
         Self::DoubleThreshold,
         Self::TripleThreshold,
@@ -46,7 +51,14 @@ impl MethodKind {
         Self::GreedyPomdp,
         Self::PaperPomdp,
         Self::ExactPomdp,
+        Self::Calibrated,
+        Self::Auto,
     ];
+
+    /// Whether the method selects its operating point by cross-validation.
+    pub fn cross_validated(self) -> bool {
+        matches!(self, Self::Calibrated | Self::Auto)
+    }
 
     /// The name used in configs and reports.
     pub fn name(self) -> &'static str {
@@ -59,6 +71,8 @@ impl MethodKind {
             Self::GreedyPomdp => "GreedyPOMDP",
             Self::PaperPomdp => "POMDP",
             Self::ExactPomdp => "ExactPOMDP",
+            Self::Calibrated => "Calibrated",
+            Self::Auto => "auto",
         }
     }
 
@@ -89,6 +103,9 @@ pub struct MethodSpec {
     /// Exact-POMDP settings.
     #[serde(default)]
     pub exact: ExactPomdpConfig,
+    /// Calibrated-method and cross-validation settings.
+    #[serde(default)]
+    pub calibrated: CalibratedConfig,
 }
 
 impl MethodSpec {
@@ -99,6 +116,7 @@ impl MethodSpec {
             num_bins,
             self_consistency_threshold: None,
             exact: ExactPomdpConfig::default(),
+            calibrated: CalibratedConfig::default(),
         }
     }
 
@@ -174,6 +192,9 @@ pub fn candidates(spec: &MethodSpec, data: &Dataset) -> Result<Vec<Candidate>> {
             all
         }
         MethodKind::ExactPomdp => exact_pomdp_candidates(&spec.exact, n, data)?,
+        // The λ sweep of the pooled curve fitted on every row; training itself chooses
+        // the cut (and κ) by cross-validation, see `crate::calibrate`.
+        MethodKind::Calibrated | MethodKind::Auto => pooled_sweep(data)?,
     })
 }
 

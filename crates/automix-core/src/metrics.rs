@@ -180,19 +180,7 @@ impl Dataset {
         };
         let small: Vec<f64> = records.iter().map(|r| r.small_score).collect();
         let large: Vec<f64> = records.iter().map(|r| r.large_score).collect();
-        let (small_cost, large_cost) = match uniform_costs {
-            Some(c) => (c.small, c.large),
-            None => (
-                np_mean(&costs.iter().map(|c| c.small).collect::<Vec<_>>()),
-                np_mean(&costs.iter().map(|c| c.large).collect::<Vec<_>>()),
-            ),
-        };
-        let baseline = Baseline {
-            small_quality: np_mean(&small),
-            large_quality: np_mean(&large),
-            small_cost,
-            large_cost,
-        };
+        let baseline = baseline_of(&small, &large, &costs, uniform_costs);
         Ok(Self {
             small,
             large,
@@ -201,6 +189,33 @@ impl Dataset {
             uniform_costs,
             answers: records.iter().map(|r| r.small_answer.clone()).collect(),
             tasks: records.iter().map(|r| r.task_name.clone()).collect(),
+            baseline,
+        })
+    }
+
+    /// The rows at `rows` (in that order), with their own baseline: a fold of a
+    /// cross-validation. Empty `rows` is an error, as for [`Dataset::new`].
+    pub fn subset(&self, rows: &[usize]) -> Result<Self> {
+        if rows.is_empty() {
+            return Err(CoreError::Empty);
+        }
+        let pick = |col: &[f64]| rows.iter().map(|&i| col[i]).collect::<Vec<f64>>();
+        let small = pick(&self.small);
+        let large = pick(&self.large);
+        let costs: Vec<QueryCosts> = if self.costs.is_empty() {
+            Vec::new()
+        } else {
+            rows.iter().map(|&i| self.costs[i]).collect()
+        };
+        let baseline = baseline_of(&small, &large, &costs, self.uniform_costs);
+        Ok(Self {
+            small,
+            large,
+            verifier: rows.iter().map(|&i| self.verifier[i]).collect(),
+            costs,
+            uniform_costs: self.uniform_costs,
+            answers: rows.iter().map(|&i| self.answers[i].clone()).collect(),
+            tasks: rows.iter().map(|&i| self.tasks[i].clone()).collect(),
             baseline,
         })
     }
@@ -304,6 +319,27 @@ impl Dataset {
             .zip(&self.large)
             .map(|(s, l)| l > s)
             .collect()
+    }
+}
+
+fn baseline_of(
+    small: &[f64],
+    large: &[f64],
+    costs: &[QueryCosts],
+    uniform: Option<QueryCosts>,
+) -> Baseline {
+    let (small_cost, large_cost) = match uniform {
+        Some(c) => (c.small, c.large),
+        None => (
+            np_mean(&costs.iter().map(|c| c.small).collect::<Vec<_>>()),
+            np_mean(&costs.iter().map(|c| c.large).collect::<Vec<_>>()),
+        ),
+    };
+    Baseline {
+        small_quality: np_mean(small),
+        large_quality: np_mean(large),
+        small_cost,
+        large_cost,
     }
 }
 

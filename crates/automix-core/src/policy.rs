@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::calibrate::Calibration;
 use crate::confidence::{Confidence, VerifierScore};
 use crate::cost::CostModel;
 use crate::error::{CoreError, Result};
@@ -47,6 +48,9 @@ pub struct Policy {
     /// The `cost_constraint` used in training.
     #[serde(default)]
     pub cost_constraint: Option<(f64, f64)>,
+    /// The fitted gain curves and cut of a calibrated policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
     /// What training found.
     pub summary: TrainingSummary,
 }

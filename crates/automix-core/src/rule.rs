@@ -77,6 +77,15 @@ pub enum DecisionRule {
         /// How confidence selects an entry.
         lookup: TableLookup,
     },
+    /// A confidence cut per task (Calibrated): escalate when `p < cut`. A cut of 0 never
+    /// escalates; a cut above 1 escalates every known confidence.
+    TaskCuts {
+        /// Cut for unseen or missing tasks (the pooled curve).
+        default: f64,
+        /// Cut per task name.
+        #[serde(default)]
+        tasks: BTreeMap<String, f64>,
+    },
 }
 
 impl DecisionRule {
@@ -101,6 +110,9 @@ impl DecisionRule {
                 let table = task.and_then(|t| tasks.get(t)).unwrap_or(default);
                 table_escalates(table, *lookup, p)
             }
+            Self::TaskCuts { default, tasks } => {
+                x < *task.and_then(|t| tasks.get(t)).unwrap_or(default)
+            }
         }
     }
 
@@ -124,6 +136,13 @@ impl DecisionRule {
             Self::Table { escalate, .. } => format!("table {}", bits(escalate)),
             Self::TaskTables { default, tasks, .. } => {
                 format!("table {} (+{} task tables)", bits(default), tasks.len())
+            }
+            Self::TaskCuts { default, tasks } if tasks.is_empty() => {
+                format!("escalate if p < {default:.4}")
+            }
+            Self::TaskCuts { default, tasks } => {
+                let per: Vec<String> = tasks.iter().map(|(t, c)| format!("{t} {c:.3}")).collect();
+                format!("escalate if p < {default:.4} (per task: {})", per.join(", "))
             }
         }
     }

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::calibrate::CvSummary;
 use crate::confidence::VerifierScore;
 use crate::cost::CostModel;
 use crate::error::{CoreError, Result};
@@ -38,7 +39,7 @@ pub enum Objective {
 }
 
 impl Objective {
-    fn validate(self) -> Result<()> {
+    pub(crate) fn validate(self) -> Result<()> {
         let bad = |name, v: f64| {
             Err(CoreError::InvalidParameter {
                 name,
@@ -131,9 +132,12 @@ pub struct TrainingSummary {
     pub oracle: Outcome,
     /// The oracle's ΔIBC.
     pub oracle_lift: Lift,
-    /// λ of the chosen exact-POMDP table.
+    /// λ of the chosen exact-POMDP table, or the gain cut of a calibrated policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lambda: Option<f64>,
+    /// What cross-validation found (cross-validated methods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_validation: Option<CvSummary>,
 }
 
 /// Escalation flags of `rule`-like decisions for every row of `data`.
@@ -144,7 +148,10 @@ pub fn decisions(
     fixed_answers: &[String],
 ) -> Vec<bool> {
     // Only per-task tables read the task column; skipping it keeps the scan cache-friendly.
-    let uses_task = matches!(candidate.rule, crate::rule::DecisionRule::TaskTables { .. });
+    let uses_task = matches!(
+        candidate.rule,
+        crate::rule::DecisionRule::TaskTables { .. } | crate::rule::DecisionRule::TaskCuts { .. }
+    );
     data.verifier()
         .iter()
         .enumerate()
@@ -211,6 +218,40 @@ fn feasible(o: &Outcome, options: &TrainOptions) -> bool {
     within && budget
 }
 
+/// The comparison key of an outcome under `used` (lexicographic, larger is better);
+/// `None` where the objective is undefined.
+fn key_of(used: Objective, o: &Outcome, lift: Lift) -> Option<(f64, f64)> {
+    match used {
+        Objective::DeltaIbc => lift.value().map(|v| (v, 0.0)),
+        Objective::NetUtility { lambda } => Some((o.quality - lambda * o.cost, 0.0)),
+        Objective::CostBudget { .. } | Objective::EscalationBudget { .. } | Objective::MaxQuality => {
+            Some((o.quality, -o.cost))
+        }
+    }
+}
+
+/// [`key_of`] for a feasible outcome, `None` for an infeasible one.
+pub(crate) fn objective_key(
+    used: Objective,
+    o: &Outcome,
+    lift: Lift,
+    options: &TrainOptions,
+) -> Option<(f64, f64)> {
+    if feasible(o, options) {
+        key_of(used, o, lift).filter(|k| !k.0.is_nan())
+    } else {
+        None
+    }
+}
+
+/// The objective maximised: ΔIBC falls back to max quality where it is undefined.
+pub(crate) fn objective_used(objective: Objective, base_lift_defined: bool) -> Objective {
+    match objective {
+        Objective::DeltaIbc if !base_lift_defined => Objective::MaxQuality,
+        other => other,
+    }
+}
+
 /// The index of the best feasible candidate under `objective` (first wins ties), and
 /// the objective actually used.
 pub fn select(
@@ -218,27 +259,15 @@ pub fn select(
     objective: Objective,
     base_lift_defined: bool,
 ) -> (Option<usize>, Objective) {
-    let used = match objective {
-        Objective::DeltaIbc if !base_lift_defined => Objective::MaxQuality,
-        other => other,
-    };
-    // Keys compare lexicographically; larger is better.
-    let key = |s: &ScoredCandidate| -> Option<(f64, f64)> {
-        let o = &s.outcome;
-        match used {
-            Objective::DeltaIbc => s.lift.value().map(|v| (v, 0.0)),
-            Objective::NetUtility { lambda } => Some((o.quality - lambda * o.cost, 0.0)),
-            Objective::CostBudget { .. }
-            | Objective::EscalationBudget { .. }
-            | Objective::MaxQuality => Some((o.quality, -o.cost)),
-        }
-    };
+    let used = objective_used(objective, base_lift_defined);
     let mut best: Option<(usize, (f64, f64))> = None;
     for (i, s) in scored.iter().enumerate() {
         if !s.feasible {
             continue;
         }
-        let Some(k) = key(s) else { continue };
+        let Some(k) = key_of(used, &s.outcome, s.lift) else {
+            continue;
+        };
         if k.0.is_nan() {
             continue;
         }
@@ -267,6 +296,9 @@ pub fn train_on(
     spec: &MethodSpec,
     options: &TrainOptions,
 ) -> Result<Policy> {
+    if spec.kind.cross_validated() {
+        return crate::calibrate::train_cross_validated(data, cost_model, spec, options);
+    }
     let scored = score_candidates(spec, data, options)?;
     let base = data.baseline();
     let oracle = data.evaluate_unchecked(&data.oracle());
@@ -313,6 +345,7 @@ pub fn train_on(
         costs: *cost_model,
         objective: options.objective,
         cost_constraint: options.cost_constraint,
+        calibration: None,
         summary: TrainingSummary {
             rows: data.len(),
             candidates: scored.len(),
@@ -325,6 +358,7 @@ pub fn train_on(
             oracle,
             oracle_lift: data.lift(&oracle),
             lambda: best.candidate.lambda,
+            cross_validation: None,
         },
     })
 }

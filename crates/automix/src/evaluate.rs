@@ -11,7 +11,7 @@ use automix_core::{
 use crate::config::Config;
 use crate::dataset::TrainingRow;
 use crate::error::{AutomixError, Result};
-use crate::training::{cost_model, method_and_options, routing_records};
+use crate::training::{cost_model, method_and_options, method_spec, routing_records};
 
 /// One line of the evaluation table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,8 +92,7 @@ pub fn evaluate(
     let mut lines = Vec::new();
     let mut points = Vec::new();
     for kind in MethodKind::ALL {
-        let mut spec = MethodSpec::new(kind, config.hparam.num_bins);
-        spec.exact.per_task_prior = config.hparam.per_task_prior;
+        let spec = method_spec(config, kind);
         let policy = match automix_core::train(&train_records, &costs, &spec, &options) {
             Ok(p) => p,
             Err(e) => {
@@ -123,11 +122,13 @@ pub fn evaluate(
             .collect();
         let o = test_data.evaluate(&escalate)?;
         points.push(OperatingPoint::from(o));
-        let detail = if policy.chosen_component == kind {
-            policy.summary.note.clone().unwrap_or_default()
-        } else {
-            format!("chose {}", policy.chosen_component.name())
-        };
+        let mut detail = policy.rule.describe();
+        if policy.chosen_component != kind {
+            detail = format!("chose {}: {detail}", policy.chosen_component.name());
+        }
+        if let Some(note) = &policy.summary.note {
+            detail = format!("{detail}; {note}");
+        }
         lines.push(line(kind.name(), &test_data, o, detail));
     }
     // The ExactPOMDP λ sweep, fitted on train, measured on test: the policy family.
@@ -211,9 +212,55 @@ pub fn evaluate(
     })
 }
 
-/// Mean of each method's line over `seeds` random train/test re-splits of `rows` (by id
-/// hash, `test_share` held out), as the paper averages over seeds. ΔIBC is averaged over
-/// the splits where it is defined; `detail` says over how many.
+/// Mean, standard deviation and worst value of a metric over re-splits.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    /// Mean over the splits where it is defined.
+    pub mean: f64,
+    /// Sample standard deviation (0 with one split).
+    pub sd: f64,
+    /// The lowest value.
+    pub worst: f64,
+    /// Splits where it is defined.
+    pub defined: usize,
+}
+
+impl Spread {
+    /// The spread of `values` (`None` entries are undefined splits); `None` if none is defined.
+    pub fn of(values: &[Option<f64>]) -> Option<Self> {
+        let v: Vec<f64> = values.iter().flatten().copied().collect();
+        if v.is_empty() {
+            return None;
+        }
+        let (mean, sd) = automix_core::calibrate::mean_sd(&v);
+        Some(Self {
+            mean,
+            sd,
+            worst: v.iter().copied().fold(f64::INFINITY, f64::min),
+            defined: v.len(),
+        })
+    }
+}
+
+/// One method over many re-splits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResplitLine {
+    /// Method or baseline name.
+    pub name: String,
+    /// Mean quality over the splits it trained on.
+    pub quality: f64,
+    /// Mean cost.
+    pub cost: f64,
+    /// Mean share escalated.
+    pub escalation_rate: f64,
+    /// ΔIBC over the splits: mean ± sd and the worst split.
+    pub delta_ibc: Option<Spread>,
+    /// ΔIBC of every split, in split order (`None` where undefined or not trained).
+    pub per_split: Vec<Option<f64>>,
+}
+
+/// Every method's line over `seeds` random train/test re-splits of `rows` (by id hash,
+/// `test_share` held out), as the paper averages over seeds: mean, spread and worst split.
 pub fn evaluate_resplits(
     config: &Config,
     rows: &[TrainingRow],
@@ -221,8 +268,8 @@ pub fn evaluate_resplits(
     large: &str,
     seeds: u64,
     test_share: f64,
-) -> Result<Vec<EvalLine>> {
-    let mut sums: Vec<(String, f64, f64, f64, f64, usize, usize)> = Vec::new();
+) -> Result<Vec<ResplitLine>> {
+    let mut out: Vec<(ResplitLine, usize)> = Vec::new();
     for seed in 0..seeds {
         let (test, train): (Vec<TrainingRow>, Vec<TrainingRow>) = rows
             .iter()
@@ -230,39 +277,42 @@ pub fn evaluate_resplits(
             .partition(|r| crate::collect::split_of(&r.id, seed + 1000, test_share) == "test");
         let report = evaluate(config, &train, &test, small, large)?;
         for line in report.lines {
-            let slot = match sums.iter_mut().find(|s| s.0 == line.name) {
-                Some(s) => s,
+            let index = match out.iter().position(|(s, _)| s.name == line.name) {
+                Some(i) => i,
                 None => {
-                    sums.push((line.name.clone(), 0.0, 0.0, 0.0, 0.0, 0, 0));
-                    sums.last_mut()
-                        .ok_or_else(|| AutomixError::Invalid("empty".into()))?
+                    out.push((
+                        ResplitLine {
+                            name: line.name.clone(),
+                            quality: 0.0,
+                            cost: 0.0,
+                            escalation_rate: 0.0,
+                            delta_ibc: None,
+                            per_split: vec![None; seed as usize],
+                        },
+                        0,
+                    ));
+                    out.len() - 1
                 }
             };
+            let (slot, trained) = &mut out[index];
             if line.quality.is_finite() {
-                slot.1 += line.quality;
-                slot.2 += line.cost;
-                slot.3 += line.escalation_rate;
-                slot.5 += 1;
+                slot.quality += line.quality;
+                slot.cost += line.cost;
+                slot.escalation_rate += line.escalation_rate;
+                *trained += 1;
             }
-            if let Some(d) = line.delta_ibc {
-                slot.4 += d;
-                slot.6 += 1;
-            }
+            slot.per_split.push(line.delta_ibc);
         }
     }
-    Ok(sums
+    Ok(out
         .into_iter()
-        .map(|(name, q, c, e, d, n, nd)| {
-            let n = n.max(1) as f64;
-            EvalLine {
-                name,
-                quality: q / n,
-                cost: c / n,
-                escalation_rate: e / n,
-                delta_ibc: (nd > 0).then(|| d / nd as f64),
-                delta_ibc_note: None,
-                detail: format!("mean of {seeds} splits; ΔIBC defined in {nd}"),
-            }
+        .map(|(mut line, trained)| {
+            let n = trained.max(1) as f64;
+            line.quality /= n;
+            line.cost /= n;
+            line.escalation_rate /= n;
+            line.delta_ibc = Spread::of(&line.per_split);
+            line
         })
         .collect())
 }

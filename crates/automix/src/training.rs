@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use automix_core::{
-    CostModel, MethodSpec, Policy, QueryCosts, RoutingRecord, TrainOptions, VerifierScore,
+    CostModel, MethodKind, MethodSpec, Policy, QueryCosts, RoutingRecord, TrainOptions, VerifierScore,
 };
 
 use crate::config::{Config, CostMode, VerifierSignal};
@@ -161,11 +161,19 @@ pub fn cost_model(config: &Config) -> CostModel {
     }
 }
 
+/// `kind` with the config's settings (bins, per-task evidence).
+pub fn method_spec(config: &Config, kind: MethodKind) -> MethodSpec {
+    let h = &config.hparam;
+    let mut spec = MethodSpec::new(kind, h.num_bins);
+    spec.exact.per_task_prior = h.per_task_prior;
+    spec.calibrated.per_task = h.per_task_prior;
+    spec
+}
+
 /// The method spec and training options the config asks for.
 pub fn method_and_options(config: &Config) -> Result<(MethodSpec, TrainOptions)> {
     let h = &config.hparam;
-    let mut spec = MethodSpec::new(h.method()?, h.num_bins);
-    spec.exact.per_task_prior = h.per_task_prior;
+    let spec = method_spec(config, h.method()?);
     let options = TrainOptions {
         objective: h.objective()?,
         cost_constraint: h.cost_constraint.map(|[a, b]| (a, b)),

@@ -102,7 +102,9 @@ fn python_rule(method: MethodKind, param: &Value, num_bins: usize) -> (MethodKin
             assert!(UNION.contains(&component));
             python_rule(component, &param["param"], num_bins)
         }
-        MethodKind::ExactPomdp => unreachable!("not a paper method"),
+        MethodKind::ExactPomdp | MethodKind::Calibrated | MethodKind::Auto => {
+            unreachable!("not a paper method")
+        }
     }
 }
 

@@ -10,7 +10,7 @@ fn parse(text: &str) -> Result<Config, String> {
 fn the_shipped_configs_load_with_paths_resolved() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs");
     let c = Config::load(&dir.join("local.yaml")).unwrap();
-    assert_eq!(c.hparam.routing_method, "ExactPOMDP");
+    assert_eq!(c.hparam.routing_method, "auto");
     assert_eq!(c.automix.verification_samples, 3);
     let llm = c.data_path.llm_data.unwrap();
     assert!(llm.starts_with(&dir), "{}", llm.display());

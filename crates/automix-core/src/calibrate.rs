@@ -1,0 +1,953 @@
+//! The calibrated meta-verifier: `E[large − small | confidence, task]` fitted monotonically,
+//! and an operating point chosen by K-fold cross-validation.
+//!
+//! With one observation and two actions the Bayes-optimal policy escalates exactly when the
+//! expected gain of escalating exceeds a cut. So the model is a gain curve, not a decision
+//! table:
+//! - **Monotone**: the gain is fitted by isotonic regression (pool-adjacent-violators),
+//!   non-increasing in the confidence. Isotonic rather than a Beta/Platt fit because it
+//!   assumes nothing about the verifier's shape (k votes, a logprob, four coarse levels all
+//!   work), never extrapolates, and with few rows pools into a handful of blocks by itself.
+//! - **At the signal's resolution**: levels are the distinct confidences seen, so k votes
+//!   keep their k + 1 values and a continuous logprob is not forced onto a grid.
+//! - **Per task, shrunk**: each task's curve is fitted on its rows, then every block of it is
+//!   pulled toward the pooled curve by κ pseudo-rows and made monotone again. Without
+//!   shrinkage per-task fits over-fit small tasks; with κ = ∞ the task is ignored.
+//! - **Chosen out of sample**: the cut and κ are the ones whose out-of-fold decisions score
+//!   best under the objective, averaged over several seeded fold assignments. In-sample
+//!   selection over-fits (ΔIBC is a ratio and noisy at low spend).
+//!
+//! The trained rule is a confidence cut per task ([`DecisionRule::TaskCuts`]): since the
+//! gain is non-increasing, "gain ≥ cut" is "confidence < x" for one x per task.
+
+use std::collections::BTreeMap;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::confidence::VerifierScore;
+use crate::error::{CoreError, Result};
+use crate::methods::{Candidate, MethodKind};
+use crate::metrics::{Dataset, Lift, Outcome, lift};
+use crate::rule::DecisionRule;
+use crate::cost::CostModel;
+use crate::methods::MethodSpec;
+use crate::policy::{POLICY_FORMAT_VERSION, Policy};
+use crate::train::{
+    Objective, TrainOptions, TrainingSummary, decisions, objective_key, objective_used, train_on,
+};
+
+/// Settings of the calibrated method and its cross-validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CalibratedConfig {
+    /// Fit a curve per `task_name`, shrunk toward the pooled one.
+    pub per_task: bool,
+    /// Shrinkage strengths tried (pseudo-rows of the pooled curve per block of a task's
+    /// curve); the pooled curve alone is always tried too.
+    pub kappas: Vec<f64>,
+    /// Folds of the cross-validation.
+    pub folds: usize,
+    /// Seeded fold assignments averaged over.
+    pub repeats: usize,
+    /// Seed of the first fold assignment.
+    pub seed: u64,
+}
+
+impl Default for CalibratedConfig {
+    fn default() -> Self {
+        Self {
+            per_task: false,
+            kappas: vec![100.0, 30.0, 10.0, 3.0],
+            folds: 5,
+            repeats: 5,
+            seed: 0,
+        }
+    }
+}
+
+impl CalibratedConfig {
+    fn validate(&self) -> Result<()> {
+        let bad = |name, reason: String| Err(CoreError::InvalidParameter { name, reason });
+        if self.folds < 2 {
+            return bad("folds", format!("{} must be >= 2", self.folds));
+        }
+        if self.repeats == 0 {
+            return bad("repeats", "must be >= 1".into());
+        }
+        if let Some(k) = self.kappas.iter().find(|k| !(k.is_finite() && **k >= 0.0)) {
+            return bad("kappas", format!("{k} must be a finite number >= 0"));
+        }
+        Ok(())
+    }
+
+    /// The shrinkage settings tried: pooled first (the simplest model wins ties), then
+    /// the configured κ from strong to weak.
+    fn shrinkages(&self, tasks: usize) -> Vec<Option<f64>> {
+        let mut out = vec![None];
+        // With one task, its curve is the pooled one.
+        if self.per_task && tasks > 1 {
+            let mut ks = self.kappas.clone();
+            ks.sort_by(|a, b| b.total_cmp(a));
+            ks.dedup();
+            out.extend(ks.into_iter().map(Some));
+        }
+        out
+    }
+}
+
+/// Expected large−small gain as a non-increasing step function of the confidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GainCurve {
+    /// Distinct confidences seen in training, ascending.
+    pub levels: Vec<f64>,
+    /// Fitted `E[gain]` at each level, non-increasing.
+    pub gains: Vec<f64>,
+}
+
+impl GainCurve {
+    /// The fitted gain at `x`: the value of the nearest level (a tie goes to the higher
+    /// level, the side [`GainCurve::cut_below`] keeps).
+    pub fn at(&self, x: f64) -> f64 {
+        let upper = self.levels.partition_point(|&l| l < x);
+        let i = if upper == 0 {
+            0
+        } else if upper == self.levels.len() {
+            upper - 1
+        } else if x - self.levels[upper - 1] < self.levels[upper] - x {
+            upper - 1
+        } else {
+            upper
+        };
+        self.gains[i]
+    }
+
+    /// The confidence below which the gain is at least `cut`: escalate when `p < x`.
+    /// `0` never escalates; a value above 1 escalates everything.
+    pub fn cut_below(&self, cut: f64) -> f64 {
+        let k = self.gains.partition_point(|&g| g >= cut);
+        if k == 0 {
+            0.0
+        } else if k == self.levels.len() {
+            ESCALATE_ALL
+        } else {
+            (self.levels[k - 1] + self.levels[k]) / 2.0
+        }
+    }
+}
+
+/// A confidence cut above every probability: escalate every known confidence.
+pub const ESCALATE_ALL: f64 = 2.0;
+
+/// The pooled curve and the per-task curves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GainModel {
+    /// Fitted on every row.
+    pub pooled: GainCurve,
+    /// Per task, shrunk toward `pooled` (empty when fitted pooled only).
+    pub tasks: BTreeMap<String, GainCurve>,
+}
+
+impl GainModel {
+    fn gain(&self, x: f64, task: Option<&str>) -> f64 {
+        task.and_then(|t| self.tasks.get(t))
+            .unwrap_or(&self.pooled)
+            .at(x)
+    }
+
+    /// The decision rule escalating where the fitted gain is at least `cut`.
+    pub fn rule(&self, cut: f64) -> DecisionRule {
+        DecisionRule::TaskCuts {
+            default: self.pooled.cut_below(cut),
+            tasks: self
+                .tasks
+                .iter()
+                .map(|(t, c)| (t.clone(), c.cut_below(cut)))
+                .collect(),
+        }
+    }
+
+    /// Every distinct fitted gain, descending.
+    fn distinct_gains(&self) -> Vec<f64> {
+        let mut v: Vec<f64> = self
+            .pooled
+            .gains
+            .iter()
+            .chain(self.tasks.values().flat_map(|c| c.gains.iter()))
+            .copied()
+            .collect();
+        v.sort_by(|a, b| b.total_cmp(a));
+        v.dedup();
+        v
+    }
+}
+
+/// Rows reduced to what the fit reads: a confidence level, a task id and the gain.
+struct GainRows {
+    /// Known-confidence rows, sorted by (task, confidence).
+    by_task: Vec<usize>,
+    /// Known-confidence rows, sorted by confidence.
+    by_level: Vec<usize>,
+    x: Vec<f64>,
+    gain: Vec<f64>,
+    task: Vec<Option<usize>>,
+    task_names: Vec<String>,
+}
+
+impl GainRows {
+    fn new(data: &Dataset) -> Self {
+        let mut task_names: Vec<String> = data.tasks().iter().flatten().cloned().collect();
+        task_names.sort_unstable();
+        task_names.dedup();
+        let task = data
+            .tasks()
+            .iter()
+            .map(|t| t.as_ref().and_then(|t| task_names.binary_search(t).ok()))
+            .collect::<Vec<_>>();
+        let x: Vec<f64> = data
+            .verifier()
+            .iter()
+            .map(|v| v.known().unwrap_or(f64::NAN))
+            .collect();
+        let gain = data
+            .small_scores()
+            .iter()
+            .zip(data.large_scores())
+            .map(|(s, l)| l - s)
+            .collect();
+        let mut by_level: Vec<usize> = (0..x.len()).filter(|&i| !x[i].is_nan()).collect();
+        by_level.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
+        let mut by_task = by_level.clone();
+        // Stable: within a task the rows stay in confidence order.
+        by_task.sort_by_key(|&i| task[i]);
+        Self {
+            by_task,
+            by_level,
+            x,
+            gain,
+            task,
+            task_names,
+        }
+    }
+
+    /// Fits the model on the rows where `held_out` is false.
+    fn fit(&self, held_out: &[bool], kappa: Option<f64>) -> Option<GainModel> {
+        let pooled = fit_curve(&aggregate(self.by_level.iter().copied(), self, held_out))?;
+        let mut tasks = BTreeMap::new();
+        if let Some(kappa) = kappa {
+            let mut start = 0;
+            while start < self.by_task.len() {
+                let t = self.task[self.by_task[start]];
+                let end = start + self.by_task[start..].partition_point(|&i| self.task[i] == t);
+                if let Some(t) = t {
+                    let rows = self.by_task[start..end].iter().copied();
+                    let levels = aggregate(rows, self, held_out);
+                    if let Some(curve) = shrunk_curve(&levels, &pooled, kappa) {
+                        tasks.insert(self.task_names[t].clone(), curve);
+                    }
+                }
+                start = end;
+            }
+        }
+        Some(GainModel { pooled, tasks })
+    }
+
+    fn predict(&self, model: &GainModel, row: usize) -> f64 {
+        let task = self.task[row].map(|t| self.task_names[t].as_str());
+        model.gain(self.x[row], task)
+    }
+}
+
+/// Rows pooled at one confidence level.
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    x: f64,
+    n: f64,
+    gain_sum: f64,
+}
+
+/// Sums the gain per distinct confidence of `rows` (given in confidence order).
+fn aggregate(rows: impl Iterator<Item = usize>, g: &GainRows, held_out: &[bool]) -> Vec<Level> {
+    let mut out: Vec<Level> = Vec::new();
+    for i in rows.filter(|&i| !held_out[i]) {
+        match out.last_mut() {
+            Some(l) if l.x == g.x[i] => {
+                l.n += 1.0;
+                l.gain_sum += g.gain[i];
+            }
+            _ => out.push(Level {
+                x: g.x[i],
+                n: 1.0,
+                gain_sum: g.gain[i],
+            }),
+        }
+    }
+    out
+}
+
+/// A block of pooled adjacent levels: weight, weighted sum, and the levels it spans.
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    weight: f64,
+    sum: f64,
+    first: usize,
+    last: usize,
+}
+
+impl Block {
+    fn mean(&self) -> f64 {
+        self.sum / self.weight
+    }
+}
+
+/// Pool-adjacent-violators for a non-increasing fit of `(weight, sum)` points in order.
+fn pav(points: impl Iterator<Item = (f64, f64)>) -> Vec<Block> {
+    let mut blocks: Vec<Block> = Vec::new();
+    for (i, (weight, sum)) in points.enumerate() {
+        blocks.push(Block {
+            weight,
+            sum,
+            first: i,
+            last: i,
+        });
+        while blocks.len() >= 2 {
+            let (b, a) = (blocks[blocks.len() - 1], blocks[blocks.len() - 2]);
+            if a.mean() >= b.mean() {
+                break;
+            }
+            blocks.pop();
+            let merged = blocks.last_mut().expect("two blocks were present");
+            merged.weight += b.weight;
+            merged.sum += b.sum;
+            merged.last = b.last;
+        }
+    }
+    blocks
+}
+
+fn expand(blocks: &[Block], levels: &[Level]) -> GainCurve {
+    let mut gains = vec![0.0; levels.len()];
+    for b in blocks {
+        gains[b.first..=b.last].fill(b.mean());
+    }
+    GainCurve {
+        levels: levels.iter().map(|l| l.x).collect(),
+        gains,
+    }
+}
+
+fn fit_curve(levels: &[Level]) -> Option<GainCurve> {
+    if levels.is_empty() {
+        return None;
+    }
+    let blocks = pav(levels.iter().map(|l| (l.n, l.gain_sum)));
+    Some(expand(&blocks, levels))
+}
+
+/// A task's monotone fit with each block pulled toward the pooled curve by `kappa`
+/// pseudo-rows, then made monotone again.
+fn shrunk_curve(levels: &[Level], pooled: &GainCurve, kappa: f64) -> Option<GainCurve> {
+    if levels.is_empty() {
+        return None;
+    }
+    let blocks = pav(levels.iter().map(|l| (l.n, l.gain_sum)));
+    let shrunk = blocks.iter().map(|b| {
+        let span = &levels[b.first..=b.last];
+        let reference = span.iter().map(|l| l.n * pooled.at(l.x)).sum::<f64>() / b.weight;
+        (b.weight + kappa, b.sum + kappa * reference)
+    });
+    let merged = pav(shrunk);
+    // Blocks of blocks: map back to level indices.
+    let blocks: Vec<Block> = merged
+        .iter()
+        .map(|m| Block {
+            first: blocks[m.first].first,
+            last: blocks[m.last].last,
+            ..*m
+        })
+        .collect();
+    Some(expand(&blocks, levels))
+}
+
+/// What cross-validation found, stored in the policy's training summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CvSummary {
+    /// Folds per assignment.
+    pub folds: usize,
+    /// Seeded fold assignments.
+    pub repeats: usize,
+    /// The objective scored on the out-of-fold decisions.
+    pub objective: Objective,
+    /// The chosen setting's out-of-fold objective, mean over the assignments.
+    pub mean: f64,
+    /// Its standard deviation over the assignments.
+    pub sd: f64,
+    /// Its out-of-fold outcome, averaged over the assignments.
+    pub outcome: Outcome,
+    /// The chosen candidate, in words.
+    pub chosen: String,
+    /// The best out-of-fold mean of every alternative tried, for the report.
+    pub alternatives: Vec<CvAlternative>,
+}
+
+/// One alternative of the cross-validated selection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CvAlternative {
+    /// What it is (e.g. `pooled`, `κ=30`, `Threshold`).
+    pub name: String,
+    /// Best out-of-fold objective mean.
+    pub mean: f64,
+    /// Its standard deviation over the assignments.
+    pub sd: f64,
+}
+
+/// What a calibrated policy keeps besides its rule: the curves and the cut, so the cut can
+/// be moved (a cost knob) without refitting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// The curves fitted on every training row.
+    pub model: GainModel,
+    /// The gain cut chosen by cross-validation.
+    pub cut: f64,
+    /// κ chosen by cross-validation; `None` for the pooled curve.
+    pub kappa: Option<f64>,
+}
+
+/// The calibrated model chosen by cross-validation: the rule, the cut, the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibratedFit {
+    /// The rule to decide with.
+    pub rule: DecisionRule,
+    /// The gain cut (escalate where `E[gain] ≥ cut`).
+    pub cut: f64,
+    /// κ, or `None` for the pooled curve.
+    pub kappa: Option<f64>,
+    /// The model fitted on every training row.
+    pub model: GainModel,
+    /// What cross-validation found.
+    pub cv: CvSummary,
+    score: CvScore,
+}
+
+/// Seeded fold assignments: `assignments[r][row]` is the fold of `row` in repeat `r`.
+pub fn fold_assignments(rows: usize, folds: usize, repeats: usize, seed: u64) -> Vec<Vec<usize>> {
+    (0..repeats)
+        .map(|r| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(r as u64));
+            let mut order: Vec<usize> = (0..rows).collect();
+            order.shuffle(&mut rng);
+            let mut fold = vec![0; rows];
+            for (pos, row) in order.into_iter().enumerate() {
+                fold[row] = pos % folds;
+            }
+            fold
+        })
+        .collect()
+}
+
+/// Out-of-fold predicted gains of every row (NaN for rows without a known confidence).
+fn out_of_fold_gains(g: &GainRows, fold: &[usize], folds: usize, kappa: Option<f64>) -> Vec<f64> {
+    let mut pred = vec![f64::NAN; g.x.len()];
+    for f in 0..folds {
+        let held_out: Vec<bool> = fold.iter().map(|&k| k == f).collect();
+        let Some(model) = g.fit(&held_out, kappa) else {
+            continue;
+        };
+        for &row in &g.by_level {
+            if held_out[row] {
+                pred[row] = g.predict(&model, row);
+            }
+        }
+    }
+    pred
+}
+
+/// Rows whose decision does not depend on a gain: fixed answers and unknown confidences.
+fn forced_escalations(data: &Dataset, options: &TrainOptions) -> Vec<Option<bool>> {
+    (0..data.len())
+        .map(|row| {
+            let fixed = !options.fixed_answers.is_empty()
+                && data.answers()[row]
+                    .as_deref()
+                    .is_some_and(|a| options.fixed_answers.iter().any(|f| f == a));
+            if fixed {
+                Some(true)
+            } else {
+                match data.verifier()[row] {
+                    VerifierScore::Known(_) => None,
+                    VerifierScore::Unknown => Some(options.unknown_confidence.escalates()),
+                }
+            }
+        })
+        .collect()
+}
+
+/// Outcomes of "escalate where the predicted gain ≥ cut" for every cut (descending cuts),
+/// in one sort and one pass.
+pub(crate) fn outcomes_for_cuts(
+    data: &Dataset,
+    forced: &[Option<bool>],
+    predicted: &[f64],
+    cuts: &[f64],
+) -> Vec<Outcome> {
+    let n = data.len();
+    let (small, large) = (data.small_scores(), data.large_scores());
+    let mut quality = 0.0;
+    let mut cost = 0.0;
+    let mut escalated = 0usize;
+    let mut free: Vec<usize> = Vec::new();
+    for row in 0..n {
+        let c = data.query_costs(row);
+        cost += c.small + c.verifier;
+        // A known confidence without a prediction (its training folds had none) escalates:
+        // the safe side.
+        let escalate = forced[row].unwrap_or(predicted[row].is_nan());
+        if forced[row].is_none() && !predicted[row].is_nan() {
+            free.push(row);
+            quality += small[row];
+        } else if escalate {
+            quality += large[row];
+            cost += c.large;
+            escalated += 1;
+        } else {
+            quality += small[row];
+        }
+    }
+    free.sort_by(|&a, &b| predicted[b].total_cmp(&predicted[a]));
+    let mut next = 0;
+    cuts.iter()
+        .map(|&cut| {
+            while next < free.len() && predicted[free[next]] >= cut {
+                let row = free[next];
+                quality += large[row] - small[row];
+                cost += data.query_costs(row).large;
+                escalated += 1;
+                next += 1;
+            }
+            Outcome {
+                quality: quality / n as f64,
+                cost: cost / n as f64,
+                escalation_rate: escalated as f64 / n as f64,
+            }
+        })
+        .collect()
+}
+
+/// The cuts tried for `model`: above every gain (never escalate), the midpoints between
+/// distinct gains, and below every gain (escalate every known confidence). At most
+/// `MAX_CUTS` (quantiles of the distinct gains when a continuous signal has more).
+fn candidate_cuts(model: &GainModel) -> Vec<f64> {
+    const MAX_CUTS: usize = 256;
+    let mut gains = model.distinct_gains();
+    if gains.len() > MAX_CUTS {
+        let step = gains.len() as f64 / MAX_CUTS as f64;
+        gains = (0..MAX_CUTS)
+            .map(|i| gains[(i as f64 * step) as usize])
+            .collect();
+    }
+    let (Some(&hi), Some(&lo)) = (gains.first(), gains.last()) else {
+        return Vec::new();
+    };
+    let mut cuts = vec![hi + 1.0];
+    cuts.extend(gains.windows(2).map(|w| (w[0] + w[1]) / 2.0));
+    cuts.push(lo - 1.0);
+    cuts
+}
+
+impl GainModel {
+    /// Every distinct rule of the cut sweep, from never to always escalating, with the
+    /// cut each stands for.
+    pub fn sweep(&self) -> Vec<(f64, DecisionRule)> {
+        let mut out: Vec<(f64, DecisionRule)> = Vec::new();
+        for cut in candidate_cuts(self) {
+            let rule = self.rule(cut);
+            if out.last().is_none_or(|(_, r)| *r != rule) {
+                out.push((cut, rule));
+            }
+        }
+        out
+    }
+}
+
+/// The cut sweep of the pooled curve fitted on every row of `data`, as candidates.
+pub fn pooled_sweep(data: &Dataset) -> Result<Vec<Candidate>> {
+    let g = GainRows::new(data);
+    let model = g
+        .fit(&vec![false; data.len()], None)
+        .ok_or_else(no_known_confidence)?;
+    Ok(model
+        .sweep()
+        .into_iter()
+        .map(|(cut, rule)| Candidate {
+            method: MethodKind::Calibrated,
+            rule,
+            lambda: Some(cut),
+        })
+        .collect())
+}
+
+fn no_known_confidence() -> CoreError {
+    CoreError::InvalidParameter {
+        name: "verifier",
+        reason: "no training row has a known verifier confidence".into(),
+    }
+}
+
+/// Mean and standard deviation (n − 1) of `values`.
+pub fn mean_sd(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// The averaged outcome of several assignments.
+pub(crate) fn mean_outcome(outcomes: &[Outcome]) -> Outcome {
+    let n = outcomes.len() as f64;
+    Outcome {
+        quality: outcomes.iter().map(|o| o.quality).sum::<f64>() / n,
+        cost: outcomes.iter().map(|o| o.cost).sum::<f64>() / n,
+        escalation_rate: outcomes.iter().map(|o| o.escalation_rate).sum::<f64>() / n,
+    }
+}
+
+/// A candidate's cross-validated score: per-assignment objective values and their mean.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CvScore {
+    pub(crate) values: Vec<f64>,
+    pub(crate) outcome: Outcome,
+}
+
+impl CvScore {
+    /// Scores per-assignment outcomes under `objective`; `None` when infeasible or
+    /// undefined in any assignment.
+    pub(crate) fn of(
+        data: &Dataset,
+        outcomes: &[Outcome],
+        objective: Objective,
+        options: &TrainOptions,
+    ) -> Option<Self> {
+        let base = data.baseline();
+        let values = outcomes
+            .iter()
+            .map(|o| {
+                let l: Lift = lift(&base, o);
+                objective_key(objective, o, l, options).map(|k| k.0)
+            })
+            .collect::<Option<Vec<f64>>>()?;
+        Some(Self {
+            values,
+            outcome: mean_outcome(outcomes),
+        })
+    }
+
+    pub(crate) fn mean(&self) -> f64 {
+        mean_sd(&self.values).0
+    }
+
+    /// Larger is better; ties prefer the cheaper.
+    pub(crate) fn beats(&self, other: &CvScore) -> bool {
+        let (a, b) = (self.mean(), other.mean());
+        a > b || (a == b && self.outcome.cost < other.outcome.cost)
+    }
+}
+
+/// Trains the calibrated method: κ and the cut by cross-validation, then the model on
+/// every row. `objective` is the one actually maximised (ΔIBC falls back upstream).
+pub fn train_calibrated(
+    data: &Dataset,
+    config: &CalibratedConfig,
+    objective: Objective,
+    options: &TrainOptions,
+) -> Result<CalibratedFit> {
+    config.validate()?;
+    let g = GainRows::new(data);
+    if g.by_level.is_empty() {
+        return Err(no_known_confidence());
+    }
+    // Fewer rows than 2 per fold cannot be cross-validated meaningfully.
+    let folds = config.folds.min(g.by_level.len() / 2).max(2);
+    let assignments = fold_assignments(data.len(), folds, config.repeats, config.seed);
+    let forced = forced_escalations(data, options);
+    let none_held = vec![false; data.len()];
+    let mut best: Option<(CvScore, Option<f64>, f64, GainModel)> = None;
+    let mut alternatives = Vec::new();
+    for kappa in config.shrinkages(g.task_names.len()) {
+        let Some(full) = g.fit(&none_held, kappa) else {
+            continue;
+        };
+        let cuts = candidate_cuts(&full);
+        let per_repeat: Vec<Vec<Outcome>> = assignments
+            .iter()
+            .map(|fold| {
+                let pred = out_of_fold_gains(&g, fold, folds, kappa);
+                outcomes_for_cuts(data, &forced, &pred, &cuts)
+            })
+            .collect();
+        let mut best_here: Option<(CvScore, f64)> = None;
+        for (c, &cut) in cuts.iter().enumerate() {
+            let outcomes: Vec<Outcome> = per_repeat.iter().map(|o| o[c]).collect();
+            let Some(score) = CvScore::of(data, &outcomes, objective, options) else {
+                continue;
+            };
+            if best_here.as_ref().is_none_or(|(b, _)| score.beats(b)) {
+                best_here = Some((score, cut));
+            }
+        }
+        let Some((score, cut)) = best_here else {
+            continue;
+        };
+        let (mean, sd) = mean_sd(&score.values);
+        alternatives.push(CvAlternative {
+            name: kappa_name(kappa),
+            mean,
+            sd,
+        });
+        if best.as_ref().is_none_or(|(b, ..)| score.beats(b)) {
+            best = Some((score, kappa, cut, full));
+        }
+    }
+    let Some((score, kappa, cut, model)) = best else {
+        return Err(CoreError::NoFeasibleCandidate {
+            method: "Calibrated".into(),
+            constraint: format!("{objective:?} out of fold"),
+            min_cost: f64::NAN,
+            max_cost: f64::NAN,
+            min_rate: f64::NAN,
+            max_rate: f64::NAN,
+        });
+    };
+    let (mean, sd) = mean_sd(&score.values);
+    let rule = model.rule(cut);
+    Ok(CalibratedFit {
+        cv: CvSummary {
+            folds,
+            repeats: config.repeats,
+            objective,
+            mean,
+            sd,
+            outcome: score.outcome,
+            chosen: format!("{}, escalate where E[gain] ≥ {cut:.4}", kappa_name(kappa)),
+            alternatives,
+        },
+        rule,
+        cut,
+        kappa,
+        model,
+        score,
+    })
+}
+
+/// Out-of-fold outcomes (one per assignment) of a method trained by [`train_on`] on the
+/// other folds: how the paper's in-sample selection generalises.
+fn cross_validate_method(
+    data: &Dataset,
+    cost_model: &CostModel,
+    spec: &MethodSpec,
+    options: &TrainOptions,
+    assignments: &[Vec<usize>],
+    folds: usize,
+) -> Result<Vec<Outcome>> {
+    assignments
+        .iter()
+        .map(|fold| {
+            let mut flags = vec![false; data.len()];
+            for f in 0..folds {
+                let train_rows: Vec<usize> = (0..data.len()).filter(|&i| fold[i] != f).collect();
+                let policy = train_on(&data.subset(&train_rows)?, cost_model, spec, options)?;
+                let candidate = Candidate {
+                    method: spec.kind,
+                    rule: policy.rule,
+                    lambda: None,
+                };
+                let all = decisions(
+                    data,
+                    &candidate,
+                    options.unknown_confidence,
+                    &options.fixed_answers,
+                );
+                for (i, flag) in flags.iter_mut().enumerate() {
+                    if fold[i] == f {
+                        *flag = all[i];
+                    }
+                }
+            }
+            Ok(data.evaluate_unchecked(&flags))
+        })
+        .collect()
+}
+
+/// Whether `challenger` beats `incumbent` by more than one standard error of their paired
+/// per-assignment difference. `auto` keeps the paper's Threshold unless the calibrated model
+/// is clearly better: on data where the task and the verifier carry no more evidence than a
+/// threshold uses, the two differ only by selection noise.
+fn clearly_better(challenger: &CvScore, incumbent: &CvScore) -> bool {
+    let diffs: Vec<f64> = challenger
+        .values
+        .iter()
+        .zip(&incumbent.values)
+        .map(|(a, b)| a - b)
+        .collect();
+    let (mean, sd) = mean_sd(&diffs);
+    mean > 0.0 && mean > sd / (diffs.len() as f64).sqrt()
+}
+
+/// Trains a cross-validated method ([`MethodKind::Calibrated`] or [`MethodKind::Auto`]).
+pub(crate) fn train_cross_validated(
+    data: &Dataset,
+    cost_model: &CostModel,
+    spec: &MethodSpec,
+    options: &TrainOptions,
+) -> Result<Policy> {
+    options.objective.validate()?;
+    let base = data.baseline();
+    let used = objective_used(options.objective, base.lift_defined());
+    let fit = train_calibrated(data, &spec.calibrated, used, options)?;
+    let mut cv = fit.cv.clone();
+    let mut chosen = Candidate {
+        method: MethodKind::Calibrated,
+        rule: fit.rule.clone(),
+        lambda: Some(fit.cut),
+    };
+    let mut calibration = Some(Calibration {
+        model: fit.model.clone(),
+        cut: fit.cut,
+        kappa: fit.kappa,
+    });
+    if spec.kind == MethodKind::Auto {
+        let threshold = MethodSpec::new(MethodKind::Threshold, spec.num_bins);
+        let assignments = fold_assignments(
+            data.len(),
+            cv.folds,
+            spec.calibrated.repeats,
+            spec.calibrated.seed,
+        );
+        let outcomes =
+            cross_validate_method(data, cost_model, &threshold, options, &assignments, cv.folds)?;
+        if let Some(score) = CvScore::of(data, &outcomes, used, options) {
+            let (mean, sd) = mean_sd(&score.values);
+            cv.alternatives.push(CvAlternative {
+                name: "Threshold".into(),
+                mean,
+                sd,
+            });
+            if !clearly_better(&fit.score, &score) {
+                let policy = train_on(data, cost_model, &threshold, options)?;
+                chosen = Candidate {
+                    method: MethodKind::Threshold,
+                    rule: policy.rule,
+                    lambda: None,
+                };
+                calibration = None;
+                cv.mean = mean;
+                cv.sd = sd;
+                cv.outcome = score.outcome;
+                cv.chosen = format!("Threshold, {}", chosen.rule.describe());
+            }
+        }
+    }
+    let flags = decisions(
+        data,
+        &chosen,
+        options.unknown_confidence,
+        &options.fixed_answers,
+    );
+    let train = data.evaluate_unchecked(&flags);
+    let oracle = data.evaluate_unchecked(&data.oracle());
+    let note = (used != options.objective).then(|| {
+        format!(
+            "ΔIBC is {}; selected by max quality, then lower cost",
+            data.lift(&oracle)
+        )
+    });
+    let tried = cv.alternatives.len();
+    Ok(Policy {
+        format_version: POLICY_FORMAT_VERSION,
+        method: spec.clone(),
+        chosen_component: chosen.method,
+        rule: chosen.rule,
+        fixed_answers: options.fixed_answers.clone(),
+        unknown_confidence: options.unknown_confidence,
+        costs: *cost_model,
+        objective: options.objective,
+        cost_constraint: options.cost_constraint,
+        calibration,
+        summary: TrainingSummary {
+            rows: data.len(),
+            candidates: tried,
+            feasible: tried,
+            objective_used: used,
+            note,
+            train,
+            train_lift: data.lift(&train),
+            baseline: base,
+            oracle,
+            oracle_lift: data.lift(&oracle),
+            lambda: chosen.lambda,
+            cross_validation: Some(cv),
+        },
+    })
+}
+
+fn kappa_name(kappa: Option<f64>) -> String {
+    match kappa {
+        None => "pooled".into(),
+        Some(k) => format!("per task, κ={k}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn levels(points: &[(f64, f64, f64)]) -> Vec<Level> {
+        points
+            .iter()
+            .map(|&(x, n, mean)| Level {
+                x,
+                n,
+                gain_sum: n * mean,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pav_pools_violators_into_a_non_increasing_fit() {
+        let l = levels(&[(0.0, 1.0, 0.2), (0.5, 1.0, 0.6), (1.0, 2.0, 0.1)]);
+        let c = fit_curve(&l).unwrap();
+        assert_eq!(c.gains, vec![0.4, 0.4, 0.1]);
+        assert!(c.gains.windows(2).all(|w| w[0] >= w[1]));
+    }
+
+    #[test]
+    fn lookup_and_cut_agree_at_the_midpoint() {
+        let c = GainCurve {
+            levels: vec![0.0, 0.5, 1.0],
+            gains: vec![0.5, 0.2, -0.1],
+        };
+        assert_eq!(c.at(0.24), 0.5);
+        assert_eq!(c.at(0.25), 0.2);
+        assert_eq!(c.cut_below(0.3), 0.25);
+        assert_eq!(c.cut_below(0.6), 0.0);
+        assert_eq!(c.cut_below(-0.5), ESCALATE_ALL);
+    }
+
+    #[test]
+    fn shrinkage_moves_a_small_task_toward_the_pooled_curve() {
+        let pooled = GainCurve {
+            levels: vec![0.0, 1.0],
+            gains: vec![0.5, 0.0],
+        };
+        let task = levels(&[(0.0, 2.0, 0.0), (1.0, 2.0, 0.0)]);
+        let weak = shrunk_curve(&task, &pooled, 0.0).unwrap();
+        let strong = shrunk_curve(&task, &pooled, 1000.0).unwrap();
+        assert_eq!(weak.gains, vec![0.0, 0.0]);
+        assert!((strong.gains[0] - 0.5).abs() < 0.01 && strong.gains[1].abs() < 0.01);
+    }
+}
