@@ -1,7 +1,7 @@
 //! `train`, `eval` and `route`.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -31,6 +31,9 @@ pub struct TrainArgs {
     /// Also solve the N-model cascade over every model in the rows (cheapest first).
     #[arg(long)]
     pub cascade: bool,
+    /// Only rows of this task (`task_name`).
+    #[arg(long)]
+    pub task: Option<String>,
 }
 
 /// Arguments of `automix eval`.
@@ -48,9 +51,13 @@ pub struct EvalArgs {
     /// Also evaluate the N-model cascade over every model in the rows (cheapest first).
     #[arg(long)]
     pub cascade: bool,
-    /// Also average every method over this many random re-splits of all rows.
+    /// Also evaluate every method over this many random re-splits of all rows (mean ± sd
+    /// and the worst split).
     #[arg(long)]
     pub resplits: Option<u64>,
+    /// Only rows of this task (`task_name`).
+    #[arg(long)]
+    pub task: Option<String>,
 }
 
 /// Arguments of `automix route`.
@@ -114,10 +121,29 @@ fn pair(config: &Config, rows: &[TrainingRow]) -> Result<(String, String)> {
     }
 }
 
+/// Rows of `path`, only those of `task` when given (an unknown task is an error).
+fn read_rows(path: &Path, task: Option<&str>) -> Result<Vec<TrainingRow>> {
+    let mut rows = read_training_rows(path)?;
+    if let Some(task) = task {
+        let mut known: Vec<String> = rows.iter().map(|r| r.task_name.clone()).collect();
+        known.sort_unstable();
+        known.dedup();
+        rows.retain(|r| r.task_name == task);
+        if rows.is_empty() {
+            bail!(
+                "{}: no rows of task {task:?}; tasks here: {}",
+                path.display(),
+                known.join(", ")
+            );
+        }
+    }
+    Ok(rows)
+}
+
 /// `automix train`.
 pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
     let path = rows_path(config, args.rows.as_ref())?;
-    let all = read_training_rows(&path)?;
+    let all = read_rows(&path, args.task.as_deref())?;
     let rows: Vec<TrainingRow> = if args.all_rows {
         all.clone()
     } else {
@@ -207,13 +233,13 @@ fn print_cross_validation(cv: &automix::core::CvSummary) {
 /// `automix eval`.
 pub fn eval(config: &Config, json: bool, args: &EvalArgs) -> Result<()> {
     let path = rows_path(config, args.rows.as_ref())?;
-    let all = read_training_rows(&path)?;
+    let all = read_rows(&path, args.task.as_deref())?;
     let test_path = args
         .test_rows
         .clone()
         .or_else(|| config.data_path.routing_data_test.clone());
     let (train_rows, test_rows): (Vec<TrainingRow>, Vec<TrainingRow>) = match test_path {
-        Some(t) => (all.clone(), read_training_rows(&t)?),
+        Some(t) => (all.clone(), read_rows(&t, args.task.as_deref())?),
         None => (
             split(&all, "train").into_iter().cloned().collect(),
             split(&all, "test").into_iter().cloned().collect(),
@@ -350,7 +376,10 @@ fn print_resplits(lines: &[automix::evaluate::ResplitLine]) {
     );
     for l in lines {
         let (spread, worst) = match &l.delta_ibc {
-            Some(s) => (format!("{:.3} ± {:.3}", s.mean, s.sd), format!("{:.3}", s.worst)),
+            Some(s) => (
+                format!("{:.3} ± {:.3}", s.mean, s.sd),
+                format!("{:.3}", s.worst),
+            ),
             None => ("—".into(), "—".into()),
         };
         println!(

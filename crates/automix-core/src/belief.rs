@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::Distribution;
 use serde::{Deserialize, Serialize};
 
 use crate::cascade::{CascadeModel, CascadePolicy, CascadeSettings, solve_cascade};
@@ -318,11 +319,9 @@ pub fn cascade_from_rates(
     }
 }
 
-/// Standard normal by Box–Muller (no extra dependency).
+/// A standard normal draw (`rand_distr`'s ziggurat sampler).
 fn gaussian(rng: &mut ChaCha8Rng) -> f64 {
-    let u1: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
-    let u2: f64 = rng.random_range(0.0..1.0);
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    rand_distr::StandardNormal.sample(rng)
 }
 
 /// An online cascade router: a particle belief and the decision table solved from it,

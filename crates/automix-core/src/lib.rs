@@ -40,9 +40,10 @@ mod policy;
 pub mod pomdp;
 mod record;
 mod rule;
+pub mod synthetic;
 mod train;
 
-pub use calibrate::{Calibration, CalibratedConfig, CvSummary, GainCurve, GainModel};
+pub use calibrate::{CalibratedConfig, Calibration, CvSummary, GainCurve, GainModel};
 pub use confidence::{Bins, Confidence, VerifierScore};
 pub use cost::{CostModel, QueryCosts, TokenPrice, TokenUsage};
 pub use error::{CoreError, Result};

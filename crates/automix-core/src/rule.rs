@@ -142,7 +142,10 @@ impl DecisionRule {
             }
             Self::TaskCuts { default, tasks } => {
                 let per: Vec<String> = tasks.iter().map(|(t, c)| format!("{t} {c:.3}")).collect();
-                format!("escalate if p < {default:.4} (per task: {})", per.join(", "))
+                format!(
+                    "escalate if p < {default:.4} (per task: {})",
+                    per.join(", ")
+                )
             }
         }
     }

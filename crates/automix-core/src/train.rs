@@ -224,9 +224,9 @@ fn key_of(used: Objective, o: &Outcome, lift: Lift) -> Option<(f64, f64)> {
     match used {
         Objective::DeltaIbc => lift.value().map(|v| (v, 0.0)),
         Objective::NetUtility { lambda } => Some((o.quality - lambda * o.cost, 0.0)),
-        Objective::CostBudget { .. } | Objective::EscalationBudget { .. } | Objective::MaxQuality => {
-            Some((o.quality, -o.cost))
-        }
+        Objective::CostBudget { .. }
+        | Objective::EscalationBudget { .. }
+        | Objective::MaxQuality => Some((o.quality, -o.cost)),
     }
 }
 

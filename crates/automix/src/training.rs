@@ -5,7 +5,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use automix_core::{
-    CostModel, MethodKind, MethodSpec, Policy, QueryCosts, RoutingRecord, TrainOptions, VerifierScore,
+    CostModel, MethodKind, MethodSpec, Policy, QueryCosts, RoutingRecord, TrainOptions,
+    VerifierScore,
 };
 
 use crate::config::{Config, CostMode, VerifierSignal};

@@ -5,5 +5,6 @@
 mod config;
 mod data;
 mod proxy;
+mod quality;
 mod real_llama;
 mod router;
