@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use automix::cascade::{CascadeReport, evaluate_cascade};
+use automix::cascade::{CascadeReport, evaluate_cascade, evaluate_cascade_resplits};
 use automix::config::Config;
 use automix::dataset::{QueryRow, TrainingRow, read_queries, read_training_rows};
 use automix::evaluate::{EvalReport, evaluate, evaluate_resplits};
@@ -260,20 +260,31 @@ pub fn eval(config: &Config, json: bool, args: &EvalArgs) -> Result<()> {
     } else {
         None
     };
+    if let (Some(stem), Some(c)) = (&args.plot, &cascade) {
+        crate::plot::cascade_frontier(c, &cascade_stem(stem))?;
+    }
+    let share = config.collect.test_share;
     let resplits = match args.resplits {
-        Some(n) => Some(evaluate_resplits(
-            config,
-            &all,
-            &small,
-            &large,
-            n,
-            config.collect.test_share,
-        )?),
+        Some(n) => Some(evaluate_resplits(config, &all, &small, &large, n, share)?),
         None => None,
     };
+    let cascade_resplits = match (args.resplits, args.cascade) {
+        (Some(n), true) => Some(evaluate_cascade_resplits(
+            config,
+            &all,
+            &models_in(&all),
+            n,
+            share,
+        )?),
+        _ => None,
+    };
     if json {
-        let value =
-            serde_json::json!({ "two_model": report, "cascade": cascade, "resplits": resplits });
+        let value = serde_json::json!({
+            "two_model": report,
+            "cascade": cascade,
+            "resplits": resplits,
+            "cascade_resplits": cascade_resplits,
+        });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
@@ -290,10 +301,42 @@ pub fn eval(config: &Config, json: bool, args: &EvalArgs) -> Result<()> {
     if let Some(c) = &cascade {
         print_cascade(c);
     }
+    if let Some(lines) = &cascade_resplits {
+        println!(
+            "\ncascade over {} random re-splits (net = quality − λ·cost):",
+            args.resplits.unwrap_or(0)
+        );
+        println!(
+            "{:<28} {:>8} {:>8} {:>17} {:>8}",
+            "policy", "quality", "cost", "net mean ± sd", "worst"
+        );
+        for l in lines {
+            println!(
+                "{:<28} {:>8.3} {:>8.3} {:>17} {:>8.3}",
+                l.name,
+                l.quality,
+                l.cost,
+                format!("{:.3} ± {:.3}", l.net.mean, l.net.sd),
+                l.net.worst
+            );
+        }
+    }
     if let Some(stem) = &args.plot {
         println!("plot → {}.png, {}.svg", stem.display(), stem.display());
+        if cascade.is_some() {
+            let c = cascade_stem(stem);
+            println!("cascade plot → {}.png, {}.svg", c.display(), c.display());
+        }
     }
     Ok(())
+}
+
+/// `<stem>_cascade`: where the cascade frontier plot goes.
+fn cascade_stem(stem: &Path) -> PathBuf {
+    let name = stem
+        .file_name()
+        .map_or_else(|| "plot".into(), |n| n.to_string_lossy().into_owned());
+    stem.with_file_name(format!("{name}_cascade"))
 }
 
 /// The models of the rows, in their order (cheapest first, as collected).
@@ -341,6 +384,32 @@ fn print_cascade(c: &CascadeReport) {
             r.join("  ")
         );
     }
+    let cv = &c.cross_validation;
+    println!(
+        "cross-validation ({} folds × {}): solver λ {:.4} nets {:.4} ± {:.4} out of fold; best fixed model {} nets {:.4}",
+        cv.folds,
+        cv.repeats,
+        cv.solver_lambda,
+        cv.net.0,
+        cv.net.1,
+        cv.best_fixed.0,
+        cv.best_fixed.1
+    );
+    if let Some(f) = &cv.fallback {
+        println!("fallback: {f}");
+    }
+    let sweep: Vec<String> = c
+        .sweep
+        .iter()
+        .map(|p| format!("λ {}: {:.3} @ {:.3}", p.lambda, p.quality, p.cost))
+        .collect();
+    println!("λ sweep (held-out quality @ cost): {}", sweep.join(", "));
+    let m = &c.frontier_metrics;
+    println!(
+        "frontier over the sweep, fixed models and threshold rule: AIQ {:.3} APGR {}",
+        m.aiq,
+        fmt_opt(m.apgr)
+    );
 }
 
 /// Costs in money are tiny: switch to scientific notation below 0.01.

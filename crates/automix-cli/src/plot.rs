@@ -1,5 +1,5 @@
 //! The cost–quality plot of `automix eval`: every method, the baselines, the oracle, the
-//! ExactPOMDP λ sweep and the frontier; PNG and SVG.
+//! default method's λ sweep and the frontier; and the cascade's frontier. PNG and SVG.
 
 use std::path::Path;
 
@@ -7,10 +7,80 @@ use anyhow::{Result, anyhow};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use automix::cascade::CascadeReport;
 use automix::evaluate::EvalReport;
 
-/// Writes `<stem>.png` and `<stem>.svg`.
+/// What one plot shows: named points, the policy family's sweep and the frontier.
+struct PlotData {
+    title: String,
+    /// (name, cost, quality, colour).
+    points: Vec<(String, f64, f64, RGBColor)>,
+    sweep: Vec<(f64, f64)>,
+    frontier: Vec<(f64, f64)>,
+}
+
+/// Writes `<stem>.png` and `<stem>.svg` of the two-model evaluation.
 pub fn cost_quality(report: &EvalReport, stem: &Path) -> Result<()> {
+    let points = report
+        .lines
+        .iter()
+        .filter(|l| l.cost.is_finite() && l.quality.is_finite())
+        .map(|l| {
+            let colour = match l.name.as_str() {
+                "always-small" | "always-large" => BLACK,
+                "oracle" => GREEN,
+                _ => RED,
+            };
+            (l.name.clone(), l.cost, l.quality, colour)
+        })
+        .collect();
+    let data = PlotData {
+        title: format!(
+            "{} → {}: cost vs quality",
+            report.small_model, report.large_model
+        ),
+        points,
+        sweep: report.sweep.iter().map(|p| (p.cost, p.quality)).collect(),
+        frontier: report
+            .frontier
+            .iter()
+            .map(|p| (p.cost, p.quality))
+            .collect(),
+    };
+    write_both(&data, stem)
+}
+
+/// Writes `<stem>.png` and `<stem>.svg` of the cascade: its λ sweep, every fixed model,
+/// the threshold rule, the trained cascade, the oracle and the frontier.
+pub fn cascade_frontier(report: &CascadeReport, stem: &Path) -> Result<()> {
+    let points = report
+        .lines
+        .iter()
+        .map(|l| {
+            let colour = if l.name.starts_with("only ") {
+                BLACK
+            } else if l.name == "oracle" {
+                GREEN
+            } else {
+                RED
+            };
+            (l.name.clone(), l.cost, l.quality, colour)
+        })
+        .collect();
+    let data = PlotData {
+        title: format!("cascade {}: cost vs quality", report.models.join(" → ")),
+        points,
+        sweep: report.sweep.iter().map(|p| (p.cost, p.quality)).collect(),
+        frontier: report
+            .frontier
+            .iter()
+            .map(|p| (p.cost, p.quality))
+            .collect(),
+    };
+    write_both(&data, stem)
+}
+
+fn write_both(data: &PlotData, stem: &Path) -> Result<()> {
     if let Some(dir) = stem.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -18,19 +88,19 @@ pub fn cost_quality(report: &EvalReport, stem: &Path) -> Result<()> {
     let svg = stem.with_extension("svg");
     {
         let root = BitMapBackend::new(&png, (900, 600)).into_drawing_area();
-        draw(report, &root, false)?;
+        draw(data, &root, false)?;
         root.present()
             .map_err(|e| anyhow!("{}: {e}", png.display()))?;
     }
     let root = SVGBackend::new(&svg, (900, 600)).into_drawing_area();
-    draw(report, &root, true)?;
+    draw(data, &root, true)?;
     root.present()
         .map_err(|e| anyhow!("{}: {e}", svg.display()))?;
     Ok(())
 }
 
 fn draw<DB: DrawingBackend>(
-    report: &EvalReport,
+    data: &PlotData,
     root: &DrawingArea<DB, Shift>,
     labels: bool,
 ) -> Result<()>
@@ -38,12 +108,11 @@ where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
-    let points: Vec<(f64, f64)> = report
-        .lines
+    let points: Vec<(f64, f64)> = data
+        .points
         .iter()
-        .filter(|l| l.cost.is_finite() && l.quality.is_finite())
-        .map(|l| (l.cost, l.quality))
-        .chain(report.sweep.iter().map(|p| (p.cost, p.quality)))
+        .map(|p| (p.1, p.2))
+        .chain(data.sweep.iter().copied())
         .collect();
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for (x, y) in &points {
@@ -61,13 +130,7 @@ where
     builder.margin(20);
     if labels {
         builder
-            .caption(
-                format!(
-                    "{} → {}: cost vs quality",
-                    report.small_model, report.large_model
-                ),
-                ("sans-serif", 22),
-            )
+            .caption(data.title.clone(), ("sans-serif", 22))
             .x_label_area_size(40)
             .y_label_area_size(50);
     }
@@ -84,31 +147,20 @@ where
             .y_labels(0);
     }
     mesh.draw().map_err(|e| anyhow!("{e}"))?;
-    let hull: Vec<(f64, f64)> = report
-        .frontier
-        .iter()
-        .map(|p| (p.cost, p.quality))
-        .collect();
     chart
-        .draw_series(LineSeries::new(hull, BLUE.stroke_width(2)))
+        .draw_series(LineSeries::new(data.frontier.clone(), BLUE.stroke_width(2)))
         .map_err(|e| anyhow!("{e}"))?;
     chart
         .draw_series(
-            report
-                .sweep
+            data.sweep
                 .iter()
-                .map(|p| Circle::new((p.cost, p.quality), 3, BLUE.mix(0.4).filled())),
+                .map(|&p| Circle::new(p, 3, BLUE.mix(0.4).filled())),
         )
         .map_err(|e| anyhow!("{e}"))?;
-    for l in report.lines.iter().filter(|l| l.cost.is_finite()) {
-        let colour = match l.name.as_str() {
-            "always-small" | "always-large" => BLACK,
-            "oracle" => GREEN,
-            _ => RED,
-        };
+    for (name, cost, quality, colour) in &data.points {
         chart
             .draw_series(std::iter::once(Cross::new(
-                (l.cost, l.quality),
+                (*cost, *quality),
                 6,
                 colour.stroke_width(2),
             )))
@@ -116,8 +168,8 @@ where
         if labels {
             chart
                 .draw_series(std::iter::once(Text::new(
-                    l.name.clone(),
-                    (l.cost, l.quality),
+                    name.clone(),
+                    (*cost, *quality),
                     ("sans-serif", 12),
                 )))
                 .map_err(|e| anyhow!("{e}"))?;

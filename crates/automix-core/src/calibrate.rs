@@ -289,21 +289,21 @@ fn aggregate(rows: impl Iterator<Item = usize>, g: &GainRows, held_out: &[bool])
 
 /// A block of pooled adjacent levels: weight, weighted sum, and the levels it spans.
 #[derive(Debug, Clone, Copy)]
-struct Block {
-    weight: f64,
-    sum: f64,
-    first: usize,
-    last: usize,
+pub(crate) struct Block {
+    pub(crate) weight: f64,
+    pub(crate) sum: f64,
+    pub(crate) first: usize,
+    pub(crate) last: usize,
 }
 
 impl Block {
-    fn mean(&self) -> f64 {
+    pub(crate) fn mean(&self) -> f64 {
         self.sum / self.weight
     }
 }
 
 /// Pool-adjacent-violators for a non-increasing fit of `(weight, sum)` points in order.
-fn pav(points: impl Iterator<Item = (f64, f64)>) -> Vec<Block> {
+pub(crate) fn pav(points: impl Iterator<Item = (f64, f64)>) -> Vec<Block> {
     let mut blocks: Vec<Block> = Vec::new();
     for (i, (weight, sum)) in points.enumerate() {
         blocks.push(Block {

@@ -477,6 +477,7 @@ pub fn estimate_cascade(
         })
         .collect();
     for per_model in &mut obs {
+        monotone_observation(per_model);
         for row in per_model.iter_mut() {
             let total: f64 = row.iter().sum();
             if total > 0.0 {
@@ -500,6 +501,29 @@ pub fn estimate_cascade(
             .map(|i| mean(&rows.iter().map(|r| r.verify_costs[i]).collect::<Vec<_>>()))
             .collect(),
     })
+}
+
+/// Makes one model's verifier calibrated in the sense of the two-model method: the share
+/// of correct answers per confidence bin, `P(correct | bin)`, is fitted non-decreasing in
+/// the bin by pool-adjacent-violators (weights = rows per bin), and the counts are rebuilt
+/// from it. Bin and class totals are unchanged; a bin where, by noise, fewer answers were
+/// right than in the bin below no longer argues for escalating a more confident answer.
+/// The "unknown" symbol (last) is not ordered and keeps its counts.
+fn monotone_observation(counts: &mut [Vec<f64>]) {
+    let [wrong, right] = counts else {
+        return;
+    };
+    let bins = right.len().saturating_sub(1);
+    // Non-decreasing P(right | bin) is a non-increasing fit of P(wrong | bin).
+    let blocks = crate::calibrate::pav((0..bins).map(|o| (wrong[o] + right[o], wrong[o])));
+    for b in blocks {
+        let p_wrong = b.mean();
+        for o in b.first..=b.last {
+            let total = wrong[o] + right[o];
+            wrong[o] = p_wrong * total;
+            right[o] = (1.0 - p_wrong) * total;
+        }
+    }
 }
 
 /// The result of running a cascade policy on rows (offline, with every model's answer known).

@@ -7,10 +7,12 @@ use automix_core::cascade::{
     CascadePolicy, CascadeRow, CascadeSettings, StartChoice, estimate_cascade, simulate_cascade,
     solve_cascade,
 };
+use automix_core::{FrontierMetrics, OperatingPoint, frontier, frontier_metrics};
 
 use crate::config::{Config, VerifierSignal};
 use crate::dataset::TrainingRow;
 use crate::error::{AutomixError, Result};
+use crate::evaluate::Spread;
 use crate::training::verifier_score;
 
 /// Dirichlet pseudo-count of the cascade's observation model and prior.
@@ -71,29 +73,181 @@ pub fn cost_unit(rows: &[TrainingRow], largest: &str) -> Result<f64> {
     }
 }
 
-/// Solver settings from the config's `automix:` block.
-pub fn cascade_settings(config: &Config) -> CascadeSettings {
+/// Solver settings from the config's `automix:` block, with the solver's λ.
+pub fn cascade_settings(config: &Config, solver_lambda: f64) -> CascadeSettings {
     CascadeSettings {
-        lambda: config.automix.lambda(),
+        lambda: solver_lambda,
         discount: config.automix.discount_factor,
         max_escalations: config.automix.max_escalations,
         allow_jumps: true,
     }
 }
 
-/// Estimates and solves the cascade on training rows.
+/// Multiples of the objective's λ tried as the solver's λ: the estimated model is not
+/// exact, so the λ that maximises held-out `quality − λ·cost` need not be λ itself.
+const SOLVER_LAMBDA_SCALES: [f64; 6] = [0.25, 0.5, 1.0, 1.5, 2.0, 4.0];
+/// Folds and seeded assignments of the cascade's cross-validation.
+const CASCADE_FOLDS: usize = 5;
+const CASCADE_REPEATS: usize = 3;
+
+/// What the cascade's cross-validation found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CascadeCv {
+    /// Folds per assignment.
+    pub folds: usize,
+    /// Seeded assignments.
+    pub repeats: usize,
+    /// λ of the objective (`quality − λ·cost`).
+    pub objective_lambda: f64,
+    /// The solver λ chosen.
+    pub solver_lambda: f64,
+    /// Out-of-fold net of the chosen solver λ: mean and sd over the assignments.
+    pub net: (f64, f64),
+    /// Every solver λ tried with its out-of-fold net mean.
+    pub tried: Vec<(f64, f64)>,
+    /// The best fixed model on the training rows and its net.
+    pub best_fixed: (String, f64),
+    /// Set when the cascade could not beat the best fixed model and routes to it alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+}
+
+/// A trained cascade: the policy, the cost unit, what cross-validation found.
+#[derive(Debug, Clone)]
+pub struct TrainedCascade {
+    /// The policy (its start is the fixed model when the cascade fell back).
+    pub policy: CascadePolicy,
+    /// Money per cost unit.
+    pub unit: f64,
+    /// Cross-validation.
+    pub cv: CascadeCv,
+}
+
+fn solve_on(
+    config: &Config,
+    models: &[String],
+    rows: &[CascadeRow],
+    solver_lambda: f64,
+) -> Result<CascadePolicy> {
+    let model = estimate_cascade(models, rows, config.hparam.num_bins, CASCADE_SMOOTHING)?;
+    Ok(solve_cascade(
+        &model,
+        cascade_settings(config, solver_lambda),
+    )?)
+}
+
+/// Per-assignment out-of-fold net `quality − λ·cost` of the cascade solved with `solver_lambda`.
+fn out_of_fold_net(
+    config: &Config,
+    models: &[String],
+    rows: &[CascadeRow],
+    assignments: &[Vec<usize>],
+    solver_lambda: f64,
+    lambda: f64,
+) -> Result<Vec<f64>> {
+    assignments
+        .iter()
+        .map(|fold| {
+            let mut net = 0.0;
+            for f in 0..CASCADE_FOLDS {
+                let (held, train): (Vec<&CascadeRow>, Vec<&CascadeRow>) = rows
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (fold[i] == f, r))
+                    .fold((Vec::new(), Vec::new()), |(mut h, mut t), (is_held, r)| {
+                        if is_held {
+                            h.push(r)
+                        } else {
+                            t.push(r)
+                        }
+                        (h, t)
+                    });
+                if held.is_empty() || train.is_empty() {
+                    continue;
+                }
+                let train: Vec<CascadeRow> = train.into_iter().cloned().collect();
+                let policy = solve_on(config, models, &train, solver_lambda)?;
+                for r in held {
+                    let (q, c, _) = automix_core::cascade::run_one(&policy, r);
+                    net += q - lambda * c;
+                }
+            }
+            Ok(net / rows.len() as f64)
+        })
+        .collect()
+}
+
+/// Net `quality − λ·cost` of always calling model `j`.
+fn fixed_net(rows: &[CascadeRow], j: usize, lambda: f64) -> f64 {
+    rows.iter()
+        .map(|r| r.scores[j] - lambda * r.answer_costs[j])
+        .sum::<f64>()
+        / rows.len().max(1) as f64
+}
+
+/// Estimates and solves the cascade on training rows, the solver's λ chosen by K-fold
+/// cross-validation for the config's `quality − λ·cost`. When no solver λ beats the best
+/// fixed model out of fold, the cascade falls back to that model alone and says so.
 pub fn train_cascade(
     config: &Config,
     rows: &[TrainingRow],
     models: &[String],
-) -> Result<(CascadePolicy, f64)> {
+) -> Result<TrainedCascade> {
     let largest = models
         .last()
         .ok_or_else(|| AutomixError::Invalid("no cascade models".into()))?;
     let unit = cost_unit(rows, largest)?;
     let crows = cascade_rows(rows, models, config.hparam.verifier_signal, unit)?;
-    let model = estimate_cascade(models, &crows, config.hparam.num_bins, CASCADE_SMOOTHING)?;
-    Ok((solve_cascade(&model, cascade_settings(config))?, unit))
+    let lambda = config.automix.lambda();
+    let folds = CASCADE_FOLDS.min(crows.len() / 2).max(2);
+    let assignments =
+        automix_core::calibrate::fold_assignments(crows.len(), folds, CASCADE_REPEATS, 0);
+    let mut tried = Vec::new();
+    let mut best: Option<(f64, f64, f64)> = None;
+    let scales: &[f64] = if lambda > 0.0 {
+        &SOLVER_LAMBDA_SCALES
+    } else {
+        &[1.0]
+    };
+    for scale in scales {
+        let solver_lambda = lambda * scale;
+        let nets = out_of_fold_net(config, models, &crows, &assignments, solver_lambda, lambda)?;
+        let (mean, sd) = automix_core::calibrate::mean_sd(&nets);
+        tried.push((solver_lambda, mean));
+        if best.is_none_or(|(_, m, _)| mean > m) {
+            best = Some((solver_lambda, mean, sd));
+        }
+    }
+    let (solver_lambda, mean, sd) = best.unwrap_or((lambda, f64::NEG_INFINITY, 0.0));
+    let (best_j, best_fixed) = (0..models.len())
+        .map(|j| (j, fixed_net(&crows, j, lambda)))
+        .fold((0, f64::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
+    let mut policy = solve_on(config, models, &crows, solver_lambda)?;
+    // "Cannot beat" includes a tie up to summation order: the fixed model is simpler.
+    let fallback = (best_fixed >= mean - 1e-12).then(|| {
+        policy.start = StartChoice {
+            model: best_j,
+            verify: false,
+        };
+        format!(
+            "out of fold the cascade nets {mean:.4}, {} alone {best_fixed:.4}: routing every query to {} alone",
+            models[best_j], models[best_j]
+        )
+    });
+    Ok(TrainedCascade {
+        policy,
+        unit,
+        cv: CascadeCv {
+            folds,
+            repeats: CASCADE_REPEATS,
+            objective_lambda: lambda,
+            solver_lambda,
+            net: (mean, sd),
+            tried,
+            best_fixed: (models[best_j].clone(), best_fixed),
+            fallback,
+        },
+    })
 }
 
 /// One line of the cascade table.
@@ -116,35 +270,58 @@ pub struct CascadeLine {
 pub struct CascadeReport {
     /// Models, cheapest first.
     pub models: Vec<String>,
-    /// λ used.
+    /// λ of the objective: every line's `net` is quality − λ·cost.
     pub lambda: f64,
     /// Money per cost unit (one largest-model answer).
     pub cost_unit: f64,
-    /// Where the solved policy starts.
+    /// Where the trained policy starts.
     pub start: StartChoice,
     /// Training rows, held-out rows.
     pub rows: (usize, usize),
-    /// The POMDP cascade, the threshold rule, fixed models and the oracle.
+    /// The trained cascade, the threshold rule, fixed models and the oracle.
     pub lines: Vec<CascadeLine>,
+    /// What the cascade's cross-validation chose (and any fallback).
+    pub cross_validation: CascadeCv,
+    /// The λ sweep: the cascade solved on the training rows for each λ, on held-out rows.
+    pub sweep: Vec<CascadeSweepPoint>,
+    /// The frontier (upper convex hull) of the sweep, the fixed models and the threshold rule.
+    pub frontier: Vec<OperatingPoint>,
+    /// AIQ and friends of that frontier, cheapest → dearest model as the baseline.
+    pub frontier_metrics: FrontierMetrics,
 }
 
-/// Trains on `train`, replays on `test`.
+/// One point of the cascade's λ sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CascadeSweepPoint {
+    /// The solver's λ.
+    pub lambda: f64,
+    /// Held-out quality.
+    pub quality: f64,
+    /// Held-out cost.
+    pub cost: f64,
+}
+
+/// Solver λ of the frontier sweep (quality per largest-model call).
+const SWEEP_LAMBDAS: [f64; 10] = [0.0, 0.003, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 3.0];
+
+/// Trains on `train` (solver λ by cross-validation), replays on `test`; adds the λ sweep.
 pub fn evaluate_cascade(
     config: &Config,
     train: &[TrainingRow],
     test: &[TrainingRow],
     models: &[String],
 ) -> Result<CascadeReport> {
-    let (policy, unit) = train_cascade(config, train, models)?;
+    let trained = train_cascade(config, train, models)?;
     let signal = config.hparam.verifier_signal;
+    let unit = trained.unit;
     let rows = cascade_rows(test, models, signal, unit)?;
+    let train_rows = cascade_rows(train, models, signal, unit)?;
     if rows.is_empty() {
         return Err(AutomixError::Invalid(
             "no held-out rows for the cascade".into(),
         ));
     }
-    let lambda = policy.settings.lambda;
-    let n = models.len();
+    let lambda = trained.cv.objective_lambda;
     let line = |name: String, quality: f64, cost: f64, reached: Vec<f64>| CascadeLine {
         net: quality - lambda * cost,
         name,
@@ -153,18 +330,84 @@ pub fn evaluate_cascade(
         reached,
     };
     let mut lines = Vec::new();
-    let out = simulate_cascade(&policy, &rows);
-    lines.push(line(
-        "POMDP cascade".into(),
-        out.quality,
-        out.cost,
-        out.reached,
-    ));
-    // Semantic Router's simple rule: escalate to the next model while confidence < threshold.
+    let out = simulate_cascade(&trained.policy, &rows);
+    let name = match &trained.cv.fallback {
+        Some(_) => format!("cascade → {} alone", models[trained.policy.start.model]),
+        None => "POMDP cascade".into(),
+    };
+    lines.push(line(name, out.quality, out.cost, out.reached));
+    let (q, c, reached) = threshold_cascade(config, &rows, models.len());
+    let threshold = config.automix.verification_threshold;
+    lines.push(line(format!("threshold {threshold}"), q, c, reached));
+    let len = rows.len() as f64;
+    for (j, name) in models.iter().enumerate() {
+        let quality = rows.iter().map(|r| r.scores[j]).sum::<f64>() / len;
+        let cost = rows.iter().map(|r| r.answer_costs[j]).sum::<f64>() / len;
+        let mut reached = vec![0.0; models.len()];
+        reached[j] = 1.0;
+        lines.push(line(format!("only {name}"), quality, cost, reached));
+    }
+    let (q, c, reached) = oracle_cascade(&rows, models.len());
+    lines.push(line("oracle".into(), q, c, reached));
+    let sweep = SWEEP_LAMBDAS
+        .iter()
+        .map(|&l| {
+            let policy = solve_on(config, models, &train_rows, l)?;
+            let o = simulate_cascade(&policy, &rows);
+            Ok(CascadeSweepPoint {
+                lambda: l,
+                quality: o.quality,
+                cost: o.cost,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut points: Vec<OperatingPoint> = sweep
+        .iter()
+        .map(|p| OperatingPoint {
+            cost: p.cost,
+            quality: p.quality,
+            escalation_rate: 0.0,
+        })
+        .collect();
+    // Every line but the oracle is a reachable operating point.
+    points.extend(
+        lines
+            .iter()
+            .filter(|l| l.name != "oracle")
+            .map(|l| OperatingPoint {
+                cost: l.cost,
+                quality: l.quality,
+                escalation_rate: 0.0,
+            }),
+    );
+    let fixed = &lines[2..2 + models.len()];
+    let (first, last) = (&fixed[0], &fixed[models.len() - 1]);
+    let base = automix_core::Baseline {
+        small_quality: first.quality,
+        large_quality: last.quality,
+        small_cost: first.cost,
+        large_cost: last.cost,
+    };
+    Ok(CascadeReport {
+        models: models.to_vec(),
+        lambda,
+        cost_unit: unit,
+        start: trained.policy.start,
+        rows: (train.len(), test.len()),
+        lines,
+        cross_validation: trained.cv,
+        frontier: frontier(&points),
+        frontier_metrics: frontier_metrics(&points, &base, base.small_cost, base.large_cost),
+        sweep,
+    })
+}
+
+/// Semantic Router's simple rule: escalate to the next model while confidence < threshold.
+fn threshold_cascade(config: &Config, rows: &[CascadeRow], n: usize) -> (f64, f64, Vec<f64>) {
     let threshold = config.automix.verification_threshold;
     let len = rows.len() as f64;
     let (mut q, mut c, mut reached) = (0.0, 0.0, vec![0.0; n]);
-    for r in &rows {
+    for r in rows {
         let mut i = 0;
         let mut escalations = 0;
         loop {
@@ -174,8 +417,7 @@ pub fn evaluate_cascade(
                 break;
             }
             c += r.verify_costs[i];
-            let confident = r.confidences[i].is_some_and(|p| p >= threshold);
-            if confident {
+            if r.confidences[i].is_some_and(|p| p >= threshold) {
                 break;
             }
             i += 1;
@@ -183,34 +425,77 @@ pub fn evaluate_cascade(
         }
         q += r.scores[i];
     }
-    lines.push(line(
-        format!("threshold {threshold}"),
-        q / len,
-        c / len,
-        reached,
-    ));
-    for (j, name) in models.iter().enumerate() {
-        let quality = rows.iter().map(|r| r.scores[j]).sum::<f64>() / len;
-        let cost = rows.iter().map(|r| r.answer_costs[j]).sum::<f64>() / len;
-        let mut reached = vec![0.0; n];
-        reached[j] = 1.0;
-        lines.push(line(format!("only {name}"), quality, cost, reached));
-    }
-    // The oracle calls only the cheapest model that is right (the first one if none is).
+    (q / len, c / len, reached)
+}
+
+/// The oracle calls only the cheapest model that is right (the first one if none is).
+fn oracle_cascade(rows: &[CascadeRow], n: usize) -> (f64, f64, Vec<f64>) {
+    let len = rows.len() as f64;
     let (mut q, mut c, mut reached) = (0.0, 0.0, vec![0.0; n]);
-    for r in &rows {
+    for r in rows {
         let j = r.scores.iter().position(|s| *s >= 0.5).unwrap_or(0);
         q += r.scores.iter().copied().fold(0.0, f64::max);
         c += r.answer_costs[j];
         reached[j] += 1.0 / len;
     }
-    lines.push(line("oracle".into(), q / len, c / len, reached));
-    Ok(CascadeReport {
-        models: models.to_vec(),
-        lambda,
-        cost_unit: unit,
-        start: policy.start,
-        rows: (train.len(), test.len()),
-        lines,
-    })
+    (q / len, c / len, reached)
+}
+
+/// One cascade line over many re-splits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CascadeResplitLine {
+    /// What was run.
+    pub name: String,
+    /// Mean quality.
+    pub quality: f64,
+    /// Mean cost.
+    pub cost: f64,
+    /// Net quality − λ·cost: mean ± sd and the worst split.
+    pub net: Spread,
+}
+
+/// The cascade table over `seeds` random re-splits (as [`crate::evaluate::evaluate_resplits`]).
+/// The trained cascade's line is named `cascade` whether or not it fell back.
+pub fn evaluate_cascade_resplits(
+    config: &Config,
+    rows: &[TrainingRow],
+    models: &[String],
+    seeds: u64,
+    test_share: f64,
+) -> Result<Vec<CascadeResplitLine>> {
+    let mut acc: Vec<(String, f64, f64, Vec<Option<f64>>)> = Vec::new();
+    for seed in 0..seeds {
+        let (test, train): (Vec<TrainingRow>, Vec<TrainingRow>) = rows
+            .iter()
+            .cloned()
+            .partition(|r| crate::collect::split_of(&r.id, seed + 1000, test_share) == "test");
+        let report = evaluate_cascade(config, &train, &test, models)?;
+        for (i, line) in report.lines.into_iter().enumerate() {
+            let name = if i == 0 {
+                "cascade".to_owned()
+            } else {
+                line.name
+            };
+            match acc.iter_mut().find(|a| a.0 == name) {
+                Some(a) => {
+                    a.1 += line.quality;
+                    a.2 += line.cost;
+                    a.3.push(Some(line.net));
+                }
+                None => acc.push((name, line.quality, line.cost, vec![Some(line.net)])),
+            }
+        }
+    }
+    Ok(acc
+        .into_iter()
+        .filter_map(|(name, q, c, nets)| {
+            let n = nets.len() as f64;
+            Spread::of(&nets).map(|net| CascadeResplitLine {
+                name,
+                quality: q / n,
+                cost: c / n,
+                net,
+            })
+        })
+        .collect())
 }

@@ -52,6 +52,9 @@ pub struct CascadePlan {
     /// particle belief (`belief_particles` > 0) starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rates: Option<automix_core::belief::ModelRates>,
+    /// What the cascade's cross-validation chose, and any fallback to a single model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_validation: Option<crate::cascade::CascadeCv>,
 }
 
 impl CascadePlan {
@@ -221,9 +224,11 @@ pub fn train_cascade_plan(
     rows: &[TrainingRow],
     models: &[String],
 ) -> Result<CascadePlan> {
-    let (policy, cost_unit) = crate::cascade::train_cascade(config, rows, models)?;
+    let trained = crate::cascade::train_cascade(config, rows, models)?;
+    let (policy, cost_unit) = (trained.policy, trained.unit);
     let mut task_starts = std::collections::BTreeMap::new();
-    if config.hparam.per_task_prior {
+    // A fallback was validated for every task together; per-task starts were not.
+    if config.hparam.per_task_prior && trained.cv.fallback.is_none() {
         let mut tasks: Vec<&str> = rows.iter().map(|r| r.task_name.as_str()).collect();
         tasks.sort_unstable();
         tasks.dedup();
@@ -246,7 +251,7 @@ pub fn train_cascade_plan(
             )?;
             let solved = automix_core::cascade::solve_cascade(
                 &model,
-                crate::cascade::cascade_settings(config),
+                crate::cascade::cascade_settings(config, trained.cv.solver_lambda),
             )?;
             task_starts.insert(task.to_owned(), solved.start);
         }
@@ -257,6 +262,7 @@ pub fn train_cascade_plan(
         policy,
         task_starts,
         rates: Some(model_rates(rows, models, config.hparam.verifier_signal)?),
+        cross_validation: Some(trained.cv),
     })
 }
 

@@ -8,3 +8,4 @@ mod proxy;
 mod quality;
 mod real_llama;
 mod router;
+mod support;

@@ -154,3 +154,109 @@ fn the_default_approaches_the_oracle_as_the_verifier_becomes_perfect() {
     assert!(strong > weak);
     assert!(strong >= 0.8 * oracle, "{strong:.3} vs oracle {oracle:.3}");
 }
+
+/// Three models where only the largest is any good and the verifiers are noise.
+fn cascade_rows(informative: bool) -> Vec<TrainingRow> {
+    use crate::support::{Run, training_row};
+    (0..400)
+        .map(|i| {
+            let right = if informative {
+                [i % 5 < 3, i % 4 != 0, i % 10 != 0]
+            } else {
+                [i % 10 < 3, i % 10 < 4, true]
+            };
+            // A verifier that sees correctness, or one that is unrelated to it.
+            let noise = ((i * 7919) % 101) as f64 / 100.0;
+            let confidence = |ok: bool| {
+                Some(if informative {
+                    if ok { 0.9 } else { 0.1 }
+                } else {
+                    noise
+                })
+            };
+            let runs = [
+                Run {
+                    model: "tiny",
+                    right: right[0],
+                    cost: 1e-6,
+                    confidence: confidence(right[0]),
+                },
+                Run {
+                    model: "mid",
+                    right: right[1],
+                    cost: 3e-6,
+                    confidence: confidence(right[1]),
+                },
+                Run {
+                    model: "big",
+                    right: right[2],
+                    cost: 1e-5,
+                    confidence: None,
+                },
+            ];
+            let mut row = training_row(i, "mmlu", &runs);
+            row.split = if i % 2 == 0 { "train" } else { "test" }.into();
+            row
+        })
+        .collect()
+}
+
+fn cascade_config() -> Config {
+    let text =
+        "automix:\n  cost_lambda: 0.05\nhparam:\n  verifier_signal: samples\n  num_bins: 4\n";
+    Config::parse(text, std::path::Path::new("test.yaml")).unwrap()
+}
+
+#[test]
+fn a_cascade_that_cannot_beat_a_fixed_model_falls_back_to_it() {
+    use automix::cascade::evaluate_cascade;
+    let rows = cascade_rows(false);
+    let (train_rows, test): (Vec<TrainingRow>, Vec<TrainingRow>) =
+        rows.into_iter().partition(|r| r.split == "train");
+    let models: Vec<String> = ["tiny", "mid", "big"].map(String::from).to_vec();
+    let report = evaluate_cascade(&cascade_config(), &train_rows, &test, &models).unwrap();
+    let cv = &report.cross_validation;
+    assert_eq!(cv.best_fixed.0, "big");
+    assert!(
+        cv.fallback
+            .as_deref()
+            .is_some_and(|f| f.contains("big alone")),
+        "{cv:?}"
+    );
+    assert_eq!((report.start.model, report.start.verify), (2, false));
+    let routed = &report.lines[0];
+    assert_eq!(routed.name, "cascade → big alone");
+    let big = report.lines.iter().find(|l| l.name == "only big").unwrap();
+    assert!(
+        routed.net >= big.net - 1e-12,
+        "{} < {}",
+        routed.net,
+        big.net
+    );
+}
+
+#[test]
+fn an_informative_cascade_beats_every_fixed_model_and_reports_its_frontier() {
+    use automix::cascade::evaluate_cascade;
+    let rows = cascade_rows(true);
+    let (train_rows, test): (Vec<TrainingRow>, Vec<TrainingRow>) =
+        rows.into_iter().partition(|r| r.split == "train");
+    let models: Vec<String> = ["tiny", "mid", "big"].map(String::from).to_vec();
+    let report = evaluate_cascade(&cascade_config(), &train_rows, &test, &models).unwrap();
+    assert!(report.cross_validation.fallback.is_none());
+    assert!(report.start.verify);
+    let cascade = &report.lines[0];
+    for fixed in report.lines.iter().filter(|l| l.name.starts_with("only ")) {
+        assert!(
+            cascade.net > fixed.net,
+            "{} ≤ {} ({})",
+            cascade.net,
+            fixed.net,
+            fixed.name
+        );
+    }
+    assert_eq!(report.sweep.len(), 10);
+    assert!(report.frontier.len() >= 2);
+    assert!(report.frontier_metrics.aiq > 0.0);
+    assert!(report.cross_validation.tried.len() > 1);
+}

@@ -230,7 +230,8 @@ async fn verification_off_keeps_the_first_answer_without_verifying() {
 /// cheap answer is kept, a rejected one goes up the cascade as the decision table says.
 #[tokio::test]
 async fn the_cascade_follows_its_decision_table() {
-    use automix::dataset::{ModelRun, Tokens, TrainingRow, VerificationRecord};
+    use crate::support::{Run, training_row};
+    use automix::dataset::TrainingRow;
     use automix::training::{RouterPolicy, train_cascade_plan, train_policy};
     use automix_core::cascade::CascadeAction;
 
@@ -238,46 +239,15 @@ async fn the_cascade_follows_its_decision_table() {
     let rows: Vec<TrainingRow> = (0..300)
         .map(|i| {
             let right = [i % 3 == 0, i % 2 == 0, i % 10 != 0];
-            let models = names
-                .iter()
-                .zip(right)
-                .enumerate()
-                .map(|(m, (name, ok))| ModelRun {
-                    model: (*name).into(),
-                    answer: String::new(),
-                    normalised_answer: String::new(),
-                    score: f64::from(ok),
-                    tokens: Tokens {
-                        prompt: 10,
-                        completion: 1,
-                    },
+            let runs: Vec<Run<'_>> = (0..3)
+                .map(|m| Run {
+                    model: names[m],
+                    right: right[m],
                     cost: [1e-6, 3e-6, 1e-5][m],
-                    latency_ms: 1,
-                    verification: (m < 2).then(|| VerificationRecord {
-                        samples: 3,
-                        correct: if ok { 3 } else { 0 },
-                        incorrect: if ok { 0 } else { 3 },
-                        unparsed: 0,
-                        p_ver: Some(if ok { 0.9 } else { 0.1 }),
-                        logprob_p: None,
-                        logprob_source: String::new(),
-                        tokens: Tokens {
-                            prompt: 30,
-                            completion: 1,
-                        },
-                        cost: 1e-7,
-                    }),
+                    confidence: (m < 2).then_some(if right[m] { 0.9 } else { 0.1 }),
                 })
                 .collect();
-            TrainingRow {
-                id: format!("r{i}"),
-                task_name: "mmlu".into(),
-                metric: "em_mc".into(),
-                query: String::new(),
-                ground_truth: "B".into(),
-                split: "train".into(),
-                models,
-            }
+            training_row(i, "mmlu", &runs)
         })
         .collect();
     let config = config("  cost_lambda: 0.05\nhparam:\n  verifier_signal: samples\n");
