@@ -427,6 +427,9 @@ fn print_report(r: &EvalReport) {
         r.small_model, r.large_model, r.train_rows, r.test_rows
     );
     print_lines(&r.lines);
+    if let Some(cv) = &r.cross_validation {
+        print_cross_validation(cv);
+    }
     let m = &r.frontier_metrics;
     println!(
         "oracle ΔIBC {}; frontier AIQ {:.3} APGR {} CPT50 {} CPT80 {}",
@@ -440,19 +443,21 @@ fn print_report(r: &EvalReport) {
 
 fn print_resplits(lines: &[automix::evaluate::ResplitLine]) {
     println!(
-        "{:<24} {:>8} {:>9} {:>10} {:>17} {:>9}",
+        "{:<24} {:>8} {:>9} {:>10} {:>17} {:>9}  95% interval of the mean",
         "method", "quality", "cost", "escalated", "ΔIBC mean ± sd", "worst"
     );
     for l in lines {
-        let (spread, worst) = match &l.delta_ibc {
+        let (spread, worst, interval) = match &l.delta_ibc {
             Some(s) => (
                 format!("{:.3} ± {:.3}", s.mean, s.sd),
                 format!("{:.3}", s.worst),
+                s.ci95
+                    .map_or_else(String::new, |(lo, hi)| format!("[{lo:.3}, {hi:.3}]")),
             ),
-            None => ("—".into(), "—".into()),
+            None => ("—".into(), "—".into(), String::new()),
         };
         println!(
-            "{:<24} {:>8.3} {:>9} {:>9.1}% {:>17} {:>9}",
+            "{:<24} {:>8.3} {:>9} {:>9.1}% {:>17} {:>9}  {interval}",
             l.name,
             l.quality,
             fmt_cost(l.cost),

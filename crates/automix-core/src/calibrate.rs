@@ -603,6 +603,20 @@ pub fn mean_sd(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// The Student-t interval of the mean of `values` at `level` (e.g. 0.95); `None` with
+/// fewer than two values.
+pub fn t_interval(values: &[f64], level: f64) -> Option<(f64, f64)> {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    if values.len() < 2 || !(0.0..1.0).contains(&level) {
+        return None;
+    }
+    let (mean, sd) = mean_sd(values);
+    let n = values.len() as f64;
+    let t = StudentsT::new(0.0, 1.0, n - 1.0).ok()?;
+    let half = t.inverse_cdf(0.5 + level / 2.0) * sd / n.sqrt();
+    Some((mean - half, mean + half))
+}
+
 /// The averaged outcome of several assignments.
 pub(crate) fn mean_outcome(outcomes: &[Outcome]) -> Outcome {
     let n = outcomes.len() as f64;
@@ -918,6 +932,16 @@ mod tests {
                 gain_sum: n * mean,
             })
             .collect()
+    }
+
+    #[test]
+    fn t_interval_matches_the_table_value() {
+        // n = 5: t(0.975, 4) = 2.776.
+        let v = [-1.0f64, -0.5, 0.0, 0.5, 1.0];
+        let sd = mean_sd(&v).1;
+        let (lo, hi) = t_interval(&v, 0.95).unwrap();
+        assert!((hi - 2.776 * sd / 5f64.sqrt()).abs() < 1e-3 && (lo + hi).abs() < 1e-12);
+        assert_eq!(t_interval(&[1.0], 0.95), None);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use automix_core::{
-    Dataset, FrontierMetrics, MethodKind, MethodSpec, OperatingPoint, Outcome, QueryEvidence,
-    VerifierScore, frontier, frontier_metrics,
+    Dataset, FrontierMetrics, MethodKind, OperatingPoint, Outcome, QueryEvidence, VerifierScore,
+    frontier, frontier_metrics,
 };
 
 use crate::config::Config;
@@ -47,8 +47,11 @@ pub struct EvalReport {
     pub lines: Vec<EvalLine>,
     /// The oracle's ΔIBC on the held-out rows.
     pub oracle_delta_ibc: Option<f64>,
-    /// Operating points of the ExactPOMDP λ sweep on the held-out rows.
+    /// Operating points of the configured method's sweep on the held-out rows (the calibrated
+    /// curves' cuts, or the ExactPOMDP λ sweep for methods without curves).
     pub sweep: Vec<OperatingPoint>,
+    /// What the configured method's cross-validation chose on the training rows.
+    pub cross_validation: Option<automix_core::CvSummary>,
     /// The frontier (upper convex hull) of all points.
     pub frontier: Vec<OperatingPoint>,
     /// AIQ, APGR, CPT of the frontier.
@@ -131,16 +134,30 @@ pub fn evaluate(
         }
         lines.push(line(kind.name(), &test_data, o, detail));
     }
-    // The ExactPOMDP λ sweep, fitted on train, measured on test: the policy family.
-    let mut spec = MethodSpec::new(MethodKind::ExactPomdp, config.hparam.num_bins);
-    spec.exact.per_task_prior = config.hparam.per_task_prior;
-    let train_data = Dataset::new(&train_records, &costs)?;
+    // The configured method's family, fitted on train, measured on test: the calibrated
+    // curves' cut sweep when it has them, else the ExactPOMDP λ sweep.
+    let (configured, _) = method_and_options(config)?;
+    let default_policy = automix_core::train(&train_records, &costs, &configured, &options).ok();
+    let cross_validation = default_policy
+        .as_ref()
+        .and_then(|p| p.summary.cross_validation.clone());
+    let rules: Vec<automix_core::DecisionRule> = match default_policy.and_then(|p| p.calibration) {
+        Some(c) => c.model.sweep().into_iter().map(|(_, rule)| rule).collect(),
+        None => {
+            let train_data = Dataset::new(&train_records, &costs)?;
+            let spec = method_spec(config, MethodKind::ExactPomdp);
+            automix_core::candidates(&spec, &train_data)?
+                .into_iter()
+                .map(|c| c.rule)
+                .collect()
+        }
+    };
     let mut sweep = Vec::new();
-    for candidate in automix_core::candidates(&spec, &train_data)? {
+    for rule in rules {
         let escalate: Vec<bool> = test_records
             .iter()
             .map(|r| match r.verifier {
-                VerifierScore::Known(p) => candidate.rule.escalates(p, r.task_name.as_deref()),
+                VerifierScore::Known(p) => rule.escalates(p, r.task_name.as_deref()),
                 VerifierScore::Unknown => options.unknown_confidence.escalates(),
             })
             .collect();
@@ -207,6 +224,7 @@ pub fn evaluate(
         lines,
         oracle_delta_ibc,
         sweep,
+        cross_validation,
         frontier: hull,
         frontier_metrics: metrics,
     })
@@ -223,6 +241,9 @@ pub struct Spread {
     pub worst: f64,
     /// Splits where it is defined.
     pub defined: usize,
+    /// Student-t 95% interval of the mean (re-splits overlap, so read it as a guide, not a
+    /// test); `None` with fewer than two splits.
+    pub ci95: Option<(f64, f64)>,
 }
 
 impl Spread {
@@ -238,6 +259,7 @@ impl Spread {
             sd,
             worst: v.iter().copied().fold(f64::INFINITY, f64::min),
             defined: v.len(),
+            ci95: automix_core::calibrate::t_interval(&v, 0.95),
         })
     }
 }
