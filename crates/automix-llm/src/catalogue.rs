@@ -23,6 +23,55 @@ impl ApiKey {
     }
 }
 
+/// Shortest piece of a key that [`ApiKey::redact`] treats as a leak.
+const MIN_KEY_FRAGMENT: usize = 6;
+
+impl ApiKey {
+    /// `text` with every piece of this key of at least 6 characters (the whole key, a
+    /// prefix, a suffix or any run of it) replaced by `<redacted>`: upstreams echo keys in
+    /// part ("Incorrect API key provided: sk-abc…xyz"), and a cut excerpt can split one.
+    /// Redact first, cut after.
+    pub fn redact(&self, text: &str) -> String {
+        let key = self.0.as_bytes();
+        if key.is_empty() {
+            return text.to_owned();
+        }
+        let min = MIN_KEY_FRAGMENT.min(key.len());
+        let bytes = text.as_bytes();
+        let mut out = String::with_capacity(text.len());
+        let mut i = 0;
+        let mut plain_from = 0;
+        while i < bytes.len() {
+            let run = longest_key_run(&bytes[i..], key);
+            // Only cut at char boundaries; key bytes outside ASCII are matched whole.
+            if run >= min && text.is_char_boundary(i) && text.is_char_boundary(i + run) {
+                out.push_str(&text[plain_from..i]);
+                out.push_str("<redacted>");
+                i += run;
+                plain_from = i;
+            } else {
+                i += 1;
+            }
+        }
+        out.push_str(&text[plain_from..]);
+        out
+    }
+}
+
+/// The longest prefix of `text` that occurs somewhere in `key`.
+fn longest_key_run(text: &[u8], key: &[u8]) -> usize {
+    let mut best = 0;
+    for start in 0..key.len() {
+        let run = text
+            .iter()
+            .zip(&key[start..])
+            .take_while(|(a, b)| a == b)
+            .count();
+        best = best.max(run);
+    }
+    best
+}
+
 impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ApiKey(<redacted>)")
@@ -273,6 +322,19 @@ mod tests {
         assert_eq!(parse_size("2T"), Ok(2e12));
         assert!(parse_size("big").is_err());
         assert!(parse_size("-1B").is_err());
+    }
+
+    #[test]
+    fn redaction_removes_every_piece_of_a_key() {
+        let key = ApiKey::new("sk-live-0123456789abcdefXYZ");
+        let text = "bad key sk-live-0123456789abcdefXYZ; echo sk-live-0123…defXYZ and 89abcd";
+        let out = key.redact(text);
+        assert_eq!(
+            out,
+            "bad key <redacted>; echo <redacted>…<redacted> and <redacted>"
+        );
+        assert_eq!(key.redact("short sk-l is fine"), "short sk-l is fine");
+        assert_eq!(ApiKey::new("").redact("x"), "x");
     }
 
     #[test]

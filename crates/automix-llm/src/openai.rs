@@ -183,14 +183,15 @@ impl OpenAiBackend {
         }
     }
 
+    /// The first 300 characters of an upstream body, the key redacted *before* the cut so a
+    /// key straddling the cut cannot leak in part. Only a bounded window is scanned.
     fn excerpt(&self, text: &str) -> String {
-        let mut s: String = text.chars().take(300).collect();
-        if let Some(key) = &self.config.api_key
-            && !key.expose().is_empty()
-        {
-            s = s.replace(key.expose(), "<redacted>");
-        }
-        s
+        let window: String = text.chars().take(1200).collect();
+        let redacted = match &self.config.api_key {
+            Some(key) => key.redact(&window),
+            None => window,
+        };
+        redacted.chars().take(300).collect()
     }
 
     /// Runs `op` with retries, backoff and the overall deadline. Returns the value and the

@@ -396,3 +396,39 @@ async fn api_key_is_sent_but_never_shown() {
     assert!(!format!("{err:?}").contains("SECRET"));
     assert!(!format!("{backend:?}").contains("SECRET"));
 }
+
+/// A key straddling the excerpt's cut, or echoed in part, never reaches an error.
+#[tokio::test]
+async fn a_key_cut_by_the_excerpt_or_echoed_in_part_is_redacted() {
+    let key = "sk-proj-abcdefghij0123456789";
+    for body in [
+        format!("{}{key} trailing", "x".repeat(290)),
+        format!(
+            "Incorrect API key provided: {}…{}",
+            &key[..10],
+            &key[key.len() - 6..]
+        ),
+    ] {
+        let server = FakeOpenAi::start(vec![FakeReply::Status {
+            status: 401,
+            body,
+            retry_after: None,
+        }])
+        .await
+        .unwrap();
+        let cfg = EndpointConfig {
+            api_key: Some(ApiKey::new(key)),
+            ..fast(server.base_url())
+        };
+        let err = OpenAiBackend::new(cfg)
+            .unwrap()
+            .chat(&req(1))
+            .await
+            .unwrap_err();
+        let shown = format!("{err} {err:?}");
+        for piece in key.as_bytes().windows(6) {
+            let piece = std::str::from_utf8(piece).unwrap();
+            assert!(!shown.contains(piece), "{piece:?} leaked in {shown}");
+        }
+    }
+}
