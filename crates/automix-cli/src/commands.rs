@@ -85,7 +85,7 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub body_limit: usize,
-    /// Concurrent requests per client token.
+    /// Concurrent requests per client key (with auth off, all callers share this limit).
     #[arg(long, default_value_t = 64)]
     pub per_client_concurrency: usize,
 }

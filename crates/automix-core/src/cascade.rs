@@ -349,6 +349,41 @@ pub fn solve_cascade(model: &CascadeModel, settings: CascadeSettings) -> Result<
 }
 
 impl CascadePolicy {
+    /// Checks a policy read from a file: a valid model, a start and every table action
+    /// pointing at a model that exists (and, for an escalation, one after the current),
+    /// finite settings. Refusing such a file at load is what keeps routing panic-free.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        let n = self.model.len();
+        let bad = |reason: String| {
+            Err(CoreError::InvalidParameter {
+                name: "cascade policy",
+                reason,
+            })
+        };
+        if self.start.model >= n {
+            return bad(format!(
+                "start.model {} is out of range for {n} models",
+                self.start.model
+            ));
+        }
+        if n >= 2 && self.table.is_empty() {
+            return bad("the decision table is empty".into());
+        }
+        for (key, action) in &self.table {
+            if let CascadeAction::EscalateTo(j) | CascadeAction::AnswerWith(j) = action
+                && (*j >= n || *j == 0)
+            {
+                return bad(format!("table entry {key} names model {j}, outside 1..{n}"));
+            }
+        }
+        let lambda_ok = self.settings.lambda.is_finite() && self.settings.lambda >= 0.0;
+        if !(lambda_ok && (0.0..=1.0).contains(&self.settings.discount)) {
+            return bad("settings.lambda must be finite ≥ 0 and discount in [0, 1]".into());
+        }
+        Ok(())
+    }
+
     /// The action after the observed `history` of (model, symbol) pairs; `Keep` for a
     /// history the policy never reaches.
     #[inline]

@@ -96,6 +96,21 @@ impl Policy {
                 supported: POLICY_FORMAT_VERSION,
             });
         }
-        serde_json::from_str(text).map_err(|e| CoreError::PolicyJson(e.to_string()))
+        let policy: Self =
+            serde_json::from_str(text).map_err(|e| CoreError::PolicyJson(e.to_string()))?;
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// Checks what deserialising cannot: the version and a rule that decides every
+    /// confidence (see [`DecisionRule::validate`]).
+    pub fn validate(&self) -> Result<()> {
+        if self.format_version != POLICY_FORMAT_VERSION {
+            return Err(CoreError::UnsupportedPolicyVersion {
+                found: self.format_version,
+                supported: POLICY_FORMAT_VERSION,
+            });
+        }
+        self.rule.validate()
     }
 }

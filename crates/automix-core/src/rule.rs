@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compat::py_nearest_index;
 use crate::confidence::{Bins, Confidence};
+use crate::error::{CoreError, Result};
 
 /// How a confidence picks a slot of a per-bin decision table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +89,81 @@ pub enum DecisionRule {
     },
 }
 
+/// Most bins a table lookup may have: a hand-edited policy with more is refused at load.
+pub const MAX_TABLE_BINS: usize = 1024;
+
+impl TableLookup {
+    fn num_bins(self) -> usize {
+        match self {
+            Self::Nearest { num_bins } | Self::PaperNearest { num_bins } => num_bins,
+        }
+    }
+}
+
 impl DecisionRule {
+    /// Checks that the rule can decide every confidence: tables as long as their lookup's
+    /// bins (1..=[`MAX_TABLE_BINS`]), thresholds and cuts finite. A policy file failing this
+    /// is refused at load instead of deciding on a silently short table.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: String| {
+            Err(CoreError::InvalidParameter {
+                name: "rule",
+                reason,
+            })
+        };
+        let finite = |what: &str, v: f64| {
+            if v.is_finite() {
+                Ok(())
+            } else {
+                bad(format!("{what} is {v}, expected a finite number"))
+            }
+        };
+        let table = |what: &str, t: &[bool], lookup: TableLookup| {
+            let n = lookup.num_bins();
+            if !(1..=MAX_TABLE_BINS).contains(&n) {
+                return bad(format!(
+                    "lookup num_bins {n} is outside 1..={MAX_TABLE_BINS}"
+                ));
+            }
+            if t.len() != n + 1 {
+                return bad(format!(
+                    "{what} has {} entries, num_bins {n} needs {}",
+                    t.len(),
+                    n + 1
+                ));
+            }
+            Ok(())
+        };
+        match self {
+            Self::Threshold { threshold } => finite("threshold", *threshold),
+            Self::Band { low, high } => finite("low", *low).and(finite("high", *high)),
+            Self::TwoBands {
+                first,
+                second,
+                third,
+            } => finite("first", *first)
+                .and(finite("second", *second))
+                .and(finite("third", *third)),
+            Self::Table { escalate, lookup } => table("table", escalate, *lookup),
+            Self::TaskTables {
+                default,
+                tasks,
+                lookup,
+            } => {
+                table("default table", default, *lookup)?;
+                tasks
+                    .iter()
+                    .try_for_each(|(t, v)| table(&format!("table of task {t:?}"), v, *lookup))
+            }
+            Self::TaskCuts { default, tasks } => {
+                finite("default cut", *default)?;
+                tasks
+                    .iter()
+                    .try_for_each(|(t, c)| finite(&format!("cut of task {t:?}"), *c))
+            }
+        }
+    }
+
     /// Whether to escalate at confidence `p` for `task`.
     #[inline]
     pub fn escalates(&self, p: Confidence, task: Option<&str>) -> bool {

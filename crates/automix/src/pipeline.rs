@@ -23,6 +23,8 @@ pub struct AnswerCall {
     pub cost: f64,
     /// Wall time of the call.
     pub latency_ms: u64,
+    /// The upstream's `finish_reason` (`length` when the answer was cut).
+    pub finish_reason: Option<String>,
 }
 
 /// The view of a query the prompts need.
@@ -75,14 +77,20 @@ async fn call(model: &ModelHandle, request: &ChatRequest) -> Result<AnswerCall> 
             model: model.entry.name.clone(),
             source,
         })?;
-    let text = response
-        .choices
-        .into_iter()
-        .next()
-        .map(|c| c.text)
-        .unwrap_or_default();
+    // A reply without choices is an upstream fault, not an empty answer to verify and keep.
+    let Some(first) = response.choices.into_iter().next() else {
+        return Err(AutomixError::Model {
+            model: model.entry.name.clone(),
+            source: automix_llm::LlmError::Malformed {
+                endpoint: String::new(),
+                message: "the reply has no choices".into(),
+                body_excerpt: String::new(),
+            },
+        });
+    };
     Ok(AnswerCall {
-        text,
+        text: first.text,
+        finish_reason: first.finish_reason,
         cost: model.entry.cost(response.usage),
         usage: response.usage,
         latency_ms: started.elapsed().as_millis() as u64,

@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use automix_llm::{ChatMessage, ChatRequest, LlmError};
+use automix_llm::{ChatMessage, ChatRequest};
 
 use crate::dataset::{QueryRow, query_id};
 use crate::error::AutomixError;
@@ -32,7 +32,8 @@ pub struct ProxySettings {
     pub client_keys: Vec<String>,
     /// Largest request body in bytes.
     pub body_limit: usize,
-    /// Concurrent requests per client (per token, or per anonymous caller).
+    /// Concurrent requests per client key; with auth off every caller is anonymous and
+    /// they share this one limit (a token that is not checked is not an identity).
     pub per_client_concurrency: usize,
     /// Limit for one routed request, upstream calls included.
     pub request_timeout: Duration,
@@ -59,6 +60,7 @@ pub struct ProxyMetrics {
     escalations: AtomicU64,
     upstream_errors: AtomicU64,
     client_errors: AtomicU64,
+    panics: Arc<AtomicU64>,
     per_model: Mutex<HashMap<String, (u64, u64, f64)>>,
     latency: Mutex<Vec<u64>>,
 }
@@ -130,6 +132,12 @@ impl ProxyMetrics {
             "automix_client_errors_total",
             "Requests rejected as invalid or unauthorised.",
             self.client_errors.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "automix_panics_total",
+            "Requests answered 500 because a handler panicked.",
+            self.panics.load(Ordering::Relaxed),
         );
         if let Ok(m) = self.per_model.lock() {
             let mut models: Vec<_> = m.iter().collect();
@@ -214,6 +222,8 @@ impl ProxyState {
         self.router.read().ok().map(|r| r.clone())
     }
 
+    /// The concurrency slot of `client`. Only configured keys (and the one anonymous
+    /// caller) get slots, so the map is bounded by the key list, whatever tokens arrive.
     fn client_slot(&self, client: &str) -> Arc<Semaphore> {
         let mut map = match self.clients.lock() {
             Ok(m) => m,
@@ -240,13 +250,84 @@ pub fn app(state: Arc<ProxyState>) -> axum::Router {
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(reload))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(openai_error_form))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.panics.clone(),
+            catch_panic,
+        ))
         .with_state(state)
 }
 
+/// The client id of every caller when auth is off.
+const ANONYMOUS: &str = "anonymous";
+
 /// An OpenAI-style error response.
 pub fn error_response(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
-    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
-    (status, axum::Json(body)).into_response()
+    param_error(status, kind, code, message, None)
+}
+
+/// An OpenAI-style error response naming the request field at fault.
+fn param_error(
+    status: StatusCode,
+    kind: &str,
+    code: &str,
+    message: &str,
+    param: Option<&str>,
+) -> Response {
+    let body = json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        // Our own limits clear as requests finish; a second is a fair first wait.
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// Rewrites the framework's plain-text or empty 404, 405 and 413 into OpenAI error form.
+async fn openai_error_form(response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let status = response.status();
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "no such endpoint"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed here"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("request_too_large", "the request body is too large"),
+        _ => return response,
+    };
+    if is_json {
+        return response;
+    }
+    error_response(status, "invalid_request_error", code, message)
+}
+
+/// Last resort: a panic in a handler becomes a counted 500 in OpenAI form instead of a
+/// dropped connection. Validation at load is what keeps panics out; this keeps one from
+/// reaching a client as an empty reply.
+async fn catch_panic(
+    State(panics): State<Arc<AtomicU64>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(next.run(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(_) => {
+            panics.fetch_add(1, Ordering::Relaxed);
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal_error",
+                "internal error while handling the request",
+            )
+        }
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -261,7 +342,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 fn authorise(state: &ProxyState, headers: &HeaderMap) -> Result<String, Box<Response>> {
     let token = bearer(headers);
     if state.settings.client_keys.is_empty() {
-        return Ok(token.unwrap_or("anonymous").to_owned());
+        return Ok(ANONYMOUS.to_owned());
     }
     match token {
         Some(t) if state.settings.client_keys.iter().any(|k| k == t) => Ok(t.to_owned()),
@@ -327,20 +408,119 @@ fn content_text(content: &Value) -> Option<String> {
     }
 }
 
-/// The client's request as ours; errors are client errors (400).
-pub fn parse_chat_request(body: &Value) -> Result<(ChatRequest, String, bool), String> {
-    let model = body["model"].as_str().ok_or("field `model` is required")?;
+/// A client error naming the request field (400 with `param`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    /// The field, e.g. `max_tokens` or `messages[2].content`.
+    pub param: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn field_error(param: &str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        param: param.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Checks the sampling fields OpenAI defines ranges for: a value out of range or of the
+/// wrong type is a 400 naming the field, never silently dropped or clamped.
+fn validate_sampling(body: &Value) -> Result<(), FieldError> {
+    let number_in = |field: &str, lo: f64, hi: f64| -> Result<(), FieldError> {
+        match &body[field] {
+            Value::Null => Ok(()),
+            Value::Number(n) if n.as_f64().is_some_and(|x| (lo..=hi).contains(&x)) => Ok(()),
+            other => Err(field_error(
+                field,
+                format!("`{field}` must be a number in [{lo}, {hi}], got {other}"),
+            )),
+        }
+    };
+    number_in("temperature", 0.0, 2.0)?;
+    number_in("top_p", 0.0, 1.0)?;
+    number_in("presence_penalty", -2.0, 2.0)?;
+    number_in("frequency_penalty", -2.0, 2.0)?;
+    for field in ["max_tokens", "max_completion_tokens"] {
+        match &body[field] {
+            Value::Null => {}
+            Value::Number(n)
+                if n.as_u64()
+                    .is_some_and(|t| (1..=u64::from(u32::MAX)).contains(&t)) => {}
+            other => {
+                return Err(field_error(
+                    field,
+                    format!(
+                        "`{field}` must be an integer in [1, {}], got {other}",
+                        u32::MAX
+                    ),
+                ));
+            }
+        }
+    }
+    match &body["n"] {
+        Value::Null => {}
+        Value::Number(n) if n.as_u64() == Some(1) => {}
+        other => {
+            // One routed answer per request: more would be n separate routings.
+            return Err(field_error("n", format!("`n` must be 1 here, got {other}")));
+        }
+    }
+    match &body["stream"] {
+        Value::Null | Value::Bool(_) => {}
+        other => {
+            return Err(field_error(
+                "stream",
+                format!("`stream` must be a boolean, got {other}"),
+            ));
+        }
+    }
+    match &body["seed"] {
+        Value::Null => {}
+        Value::Number(n) if n.as_u64().is_some() => {}
+        other => {
+            return Err(field_error(
+                "seed",
+                format!("`seed` must be a non-negative integer, got {other}"),
+            ));
+        }
+    }
+    match &body["stop"] {
+        Value::Null | Value::String(_) => {}
+        Value::Array(a) if a.len() <= 4 && a.iter().all(Value::is_string) => {}
+        other => {
+            return Err(field_error(
+                "stop",
+                format!("`stop` must be a string or up to 4 strings, got {other}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The client's request as ours; errors are client errors (400) naming the field.
+pub fn parse_chat_request(body: &Value) -> Result<(ChatRequest, String, bool), FieldError> {
+    validate_sampling(body)?;
+    let model = body["model"]
+        .as_str()
+        .ok_or_else(|| field_error("model", "field `model` is required"))?;
     let messages = body["messages"]
         .as_array()
-        .ok_or("field `messages` must be an array")?;
+        .ok_or_else(|| field_error("messages", "field `messages` must be an array"))?;
     let mut parsed = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
-        let role = m["role"]
-            .as_str()
-            .ok_or(format!("messages[{i}].role must be a string"))?;
-        let content = content_text(&m["content"]).ok_or(format!(
-            "messages[{i}].content must be a string or an array of parts"
-        ))?;
+        let role = m["role"].as_str().ok_or_else(|| {
+            field_error(
+                &format!("messages[{i}].role"),
+                format!("messages[{i}].role must be a string"),
+            )
+        })?;
+        let content = content_text(&m["content"]).ok_or_else(|| {
+            field_error(
+                &format!("messages[{i}].content"),
+                format!("messages[{i}].content must be a string or an array of parts"),
+            )
+        })?;
         parsed.push(ChatMessage {
             role: role.to_owned(),
             content,
@@ -351,7 +531,7 @@ pub fn parse_chat_request(body: &Value) -> Result<(ChatRequest, String, bool), S
         .rev()
         .find(|m| m.role == "user")
         .map(|m| m.content.clone())
-        .ok_or("messages must contain a user message")?;
+        .ok_or_else(|| field_error("messages", "messages must contain a user message"))?;
     let stop = match &body["stop"] {
         Value::String(s) => vec![s.clone()],
         Value::Array(a) => a
@@ -362,37 +542,16 @@ pub fn parse_chat_request(body: &Value) -> Result<(ChatRequest, String, bool), S
     };
     let request = ChatRequest {
         temperature: body["temperature"].as_f64().map(|t| t as f32),
+        // Validated above: within u32.
         max_tokens: body["max_completion_tokens"]
             .as_u64()
             .or_else(|| body["max_tokens"].as_u64())
-            .map(|t| t.min(u64::from(u32::MAX)) as u32),
+            .and_then(|t| u32::try_from(t).ok()),
         stop,
         seed: body["seed"].as_u64(),
         ..ChatRequest::new(model, parsed)
     };
     Ok((request, question, body["stream"].as_bool().unwrap_or(false)))
-}
-
-fn upstream_status(e: &AutomixError) -> (StatusCode, &'static str) {
-    match e {
-        AutomixError::Model { source, .. } => match source {
-            LlmError::Timeout { .. } | LlmError::DeadlineExceeded { .. } => {
-                (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
-            }
-            LlmError::Http { status: 429, .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, "upstream_rate_limited")
-            }
-            LlmError::RetriesExhausted { last, .. } => match last.as_ref() {
-                LlmError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
-                LlmError::Http { status: 429, .. } => {
-                    (StatusCode::TOO_MANY_REQUESTS, "upstream_rate_limited")
-                }
-                _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
-            },
-            _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
-        },
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
-    }
 }
 
 async fn chat_completions(
@@ -421,7 +580,16 @@ async fn chat_completions(
     };
     let (request, question, stream) = match parse_chat_request(&value) {
         Ok(p) => p,
-        Err(m) => return client_error(m, "invalid_request", StatusCode::BAD_REQUEST),
+        Err(e) => {
+            state.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
+            return param_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+                &e.message,
+                Some(&e.param),
+            );
+        }
     };
     let Some(router) = state.router() else {
         return error_response(
@@ -493,8 +661,11 @@ async fn chat_completions(
                 .metrics
                 .upstream_errors
                 .fetch_add(1, Ordering::Relaxed);
-            let (status, code) = upstream_status(&e);
-            return error_response(status, "upstream_error", code, &e.to_string());
+            // The full error (with upstream URLs) goes to the server log only.
+            eprintln!("automix serve: request failed: {e}");
+            let (status, code, message) = e.for_client();
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            return error_response(status, "upstream_error", code, &message);
         }
         Err(_) => {
             state
@@ -554,6 +725,16 @@ fn metadata_json(o: &RouteOutcome) -> Value {
     })
 }
 
+/// The upstream `finish_reason` of the kept answer (`length` when it was cut), else `stop`.
+fn finish_reason(o: &RouteOutcome) -> String {
+    o.calls
+        .iter()
+        .rev()
+        .find(|c| c.purpose == "answer" && c.model == o.model_name)
+        .and_then(|c| c.finish_reason.clone())
+        .unwrap_or_else(|| "stop".into())
+}
+
 /// The chat completion a client sees.
 pub fn completion_json(id: &str, created: u64, o: &RouteOutcome) -> Value {
     json!({
@@ -565,7 +746,7 @@ pub fn completion_json(id: &str, created: u64, o: &RouteOutcome) -> Value {
             "index": 0,
             "message": {"role": "assistant", "content": o.response, "refusal": null},
             "logprobs": null,
-            "finish_reason": "stop"
+            "finish_reason": finish_reason(o)
         }],
         "usage": usage_json(o),
         "system_fingerprint": null,
@@ -599,17 +780,13 @@ fn stream_response(id: &str, created: u64, o: &RouteOutcome) -> Response {
     if !piece.is_empty() {
         events.push(chunk(json!({"content": piece}), Value::Null));
     }
-    let mut last = chunk(json!({}), json!("stop"));
-    last = last.replacen(
-        "\"finish_reason\":\"stop\"}]",
-        &format!(
-            "\"finish_reason\":\"stop\"}}],\"usage\":{},\"automix\":{}",
-            usage_json(o),
-            metadata_json(o)
-        ),
-        1,
-    );
-    events.push(last);
+    let last = json!({
+        "id": id, "object": "chat.completion.chunk", "created": created, "model": o.api_model,
+        "choices": [{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason(o)}],
+        "usage": usage_json(o),
+        "automix": metadata_json(o),
+    });
+    events.push(format!("data: {last}\n\n"));
     events.push("data: [DONE]\n\n".into());
     let stream = futures::stream::iter(events.into_iter().map(Ok::<_, Infallible>));
     Response::builder()
@@ -645,4 +822,41 @@ pub async fn serve(
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    /// A handler that panics answers a counted 500 in OpenAI form instead of dropping the
+    /// connection.
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_a_counted_500() {
+        let panics = Arc::new(AtomicU64::new(0));
+        let app = axum::Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    let v: Vec<u8> = Vec::new();
+                    // An out-of-range index, as a bad table once caused.
+                    v[usize::from(v.is_empty())].to_string()
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                panics.clone(),
+                catch_panic,
+            ));
+        let request = axum::http::Request::get("/boom")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "internal_error");
+        assert_eq!(panics.load(Ordering::Relaxed), 1);
+    }
 }

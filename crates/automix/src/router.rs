@@ -37,6 +37,9 @@ pub struct CallRecord {
     pub cost: f64,
     /// Wall time.
     pub latency_ms: u64,
+    /// The upstream's `finish_reason` of an answer call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
 }
 
 impl CallRecord {
@@ -47,6 +50,7 @@ impl CallRecord {
             tokens: call.usage.into(),
             cost: call.cost,
             latency_ms: call.latency_ms,
+            finish_reason: call.finish_reason.clone(),
         }
     }
 
@@ -57,6 +61,7 @@ impl CallRecord {
             tokens: record.tokens,
             cost: record.cost,
             latency_ms: started.elapsed().as_millis() as u64,
+            finish_reason: None,
         }
     }
 }

@@ -95,11 +95,58 @@ impl RouterPolicy {
                 ),
             });
         }
-        serde_json::from_value(value).map_err(|e| AutomixError::Data {
+        let policy: Self = serde_json::from_value(value).map_err(|e| AutomixError::Data {
             file: path.to_owned(),
             line: 1,
             message: e.to_string(),
-        })
+        })?;
+        policy
+            .validate()
+            .map_err(|(field, reason)| AutomixError::Data {
+                file: path.to_owned(),
+                line: 1,
+                message: format!("field `{field}`: {reason}"),
+            })?;
+        Ok(policy)
+    }
+
+    /// Checks everything routing relies on, so a bad file is refused at load (and reload)
+    /// rather than failing, or panicking, per request. Errors name the field.
+    pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        self.policy
+            .validate()
+            .map_err(|e| ("policy", e.to_string()))?;
+        let Some(plan) = &self.cascade else {
+            return Ok(());
+        };
+        plan.policy
+            .validate()
+            .map_err(|e| ("cascade.policy", e.to_string()))?;
+        let n = plan.policy.model.len();
+        if plan.models.len() != n {
+            return Err((
+                "cascade.models",
+                format!("{} names for a {n}-model policy", plan.models.len()),
+            ));
+        }
+        if !(plan.cost_unit.is_finite() && plan.cost_unit > 0.0) {
+            return Err((
+                "cascade.cost_unit",
+                format!("{} must be > 0", plan.cost_unit),
+            ));
+        }
+        if let Some((task, start)) = plan.task_starts.iter().find(|(_, s)| s.model >= n) {
+            return Err((
+                "cascade.task_starts",
+                format!("task {task:?} starts at model {} of {n}", start.model),
+            ));
+        }
+        if let Some(r) = &plan.rates
+            && [r.theta.len(), r.tpr.len(), r.fpr.len()] != [n; 3]
+        {
+            return Err(("cascade.rates", format!("rates must have {n} entries each")));
+        }
+        Ok(())
     }
 }
 

@@ -213,3 +213,84 @@ fn train_save_load_and_evaluate_on_rows() {
     let err = RouterPolicy::load(&path).unwrap_err().to_string();
     assert!(err.contains("field `format_version`"), "{err}");
 }
+
+/// A policy file that would make routing index out of range, or decide on a table that
+/// does not cover every confidence, is refused at load with the field named.
+#[test]
+fn a_policy_file_routing_cannot_use_is_refused_at_load() {
+    use automix::training::train_cascade_plan;
+    let config = Config::load(
+        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/local.yaml"),
+    )
+    .unwrap();
+    let rows = automix::dataset::read_training_rows(
+        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/routing_rows.jsonl"),
+    )
+    .unwrap();
+    let models: Vec<String> = rows[0].models.iter().map(|m| m.model.clone()).collect();
+    let mut policy = train_policy(&config, &rows, &models[1], &models[2]).unwrap();
+    policy.cascade = Some(train_cascade_plan(&config, &rows, &models).unwrap());
+    let dir = temp("bad-policy");
+    let good = dir.join("good.json");
+    policy.save(&good).unwrap();
+    assert!(RouterPolicy::load(&good).is_ok());
+    let text = std::fs::read_to_string(&good).unwrap();
+    let table_rule = serde_json::json!({
+        "rule": "table",
+        "escalate": [true],
+        "lookup": {"kind": "nearest", "num_bins": 4}
+    });
+    type Tamper = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Tamper)> = vec![
+        (
+            "cascade.policy",
+            Box::new(|v| v["cascade"]["policy"]["start"]["model"] = 7.into()),
+        ),
+        (
+            "policy",
+            Box::new(|v| v["policy"]["format_version"] = 99.into()),
+        ),
+        (
+            "policy",
+            Box::new(move |v| v["policy"]["rule"] = table_rule.clone()),
+        ),
+        (
+            "policy",
+            Box::new(|v| {
+                v["policy"]["rule"] = serde_json::json!({
+                    "rule": "table", "escalate": [true], "lookup": {"kind": "nearest", "num_bins": 0}
+                })
+            }),
+        ),
+        (
+            "cascade.policy",
+            Box::new(|v| v["cascade"]["policy"]["table"] = serde_json::json!([])),
+        ),
+        (
+            "cascade.policy",
+            Box::new(|v| v["cascade"]["policy"]["model"]["prior"] = serde_json::json!([1.0])),
+        ),
+        (
+            "cascade.policy",
+            Box::new(|v| v["cascade"]["policy"]["model"]["observation"] = serde_json::json!([])),
+        ),
+        (
+            "cascade.task_starts",
+            Box::new(|v| {
+                v["cascade"]["task_starts"]["mmlu"] =
+                    serde_json::json!({"model": 9, "verify": true})
+            }),
+        ),
+    ];
+    for (i, (field, tamper)) in cases.iter().enumerate() {
+        let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        tamper(&mut value);
+        let path = dir.join(format!("bad{i}.json"));
+        std::fs::write(&path, value.to_string()).unwrap();
+        let err = RouterPolicy::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("field `{field}`")) && err.contains(&format!("bad{i}.json")),
+            "case {i}: {err}"
+        );
+    }
+}

@@ -489,3 +489,177 @@ async fn recorded_openai_bodies_round_trip() {
         &[".system_fingerprint"],
     );
 }
+
+async fn start_default(small: &FakeOpenAi, large: &FakeOpenAi, settings: ProxySettings) -> Proxy {
+    start(small, large, settings, 1, Duration::from_secs(10)).await
+}
+
+fn raw_completion(choices: Value) -> FakeReply {
+    FakeReply::Raw(
+        json!({
+            "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": choices,
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        })
+        .to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_sampling_values_are_400s_naming_the_field() {
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let proxy = start_default(&small, &large, ProxySettings::default()).await;
+    let client = reqwest::Client::new();
+    let cases = [
+        ("max_tokens", json!(-5)),
+        ("max_tokens", json!(99_999_999_999_999u64)),
+        ("n", json!(0)),
+        ("n", json!(-1)),
+        ("n", json!(1000)),
+        ("temperature", json!("hot")),
+        ("top_p", json!(7)),
+        ("stream", json!("yes")),
+    ];
+    for (field, value) in cases {
+        let mut body = openai_body("hi");
+        body[field] = value.clone();
+        let resp = client
+            .post(format!("{}/v1/chat/completions", proxy.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{field} = {value}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["param"], field, "{err}");
+        assert_eq!(err["error"]["type"], "invalid_request_error");
+    }
+    assert_eq!(
+        small.calls() + large.calls(),
+        0,
+        "no invalid request reached a model"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn framework_errors_and_limits_answer_in_openai_form() {
+    let small = FakeOpenAi::start(vec![FakeReply::Delay(
+        Duration::from_millis(600),
+        Box::new(FakeReply::Echo),
+    )])
+    .await
+    .unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let settings = ProxySettings {
+        body_limit: 4096,
+        per_client_concurrency: 1,
+        ..ProxySettings::default()
+    };
+    let proxy = start_default(&small, &large, settings).await;
+    let client = reqwest::Client::new();
+    let error_of = |resp: reqwest::Response| async move {
+        let status = resp.status().as_u16();
+        let retry = resp.headers().get("retry-after").cloned();
+        let body: Value = resp.json().await.expect("an OpenAI error body");
+        (
+            status,
+            body["error"]["code"].as_str().unwrap_or("").to_owned(),
+            retry,
+        )
+    };
+    let nope = client
+        .get(format!("{}/nope", proxy.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(nope).await.0, 404);
+    let get = client
+        .get(format!("{}/v1/chat/completions", proxy.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(get).await.0, 405);
+    let mut huge = openai_body("hi");
+    huge["messages"][1]["content"] = json!("x".repeat(10_000));
+    let big = client
+        .post(format!("{}/v1/chat/completions", proxy.base))
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(big).await.0, 413);
+    // With auth off every caller is one anonymous client: a second token does not buy a
+    // second slot, and the 429 says when to retry.
+    let slow = {
+        let client = client.clone();
+        let url = format!("{}/v1/chat/completions", proxy.base);
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth("token-a")
+                .json(&json!({"model": "small", "messages": [{"role": "user", "content": "slow"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = client
+        .post(format!("{}/v1/chat/completions", proxy.base))
+        .bearer_auth("token-b")
+        .json(&openai_body("fast"))
+        .send()
+        .await
+        .unwrap();
+    let (status, code, retry) = error_of(second).await;
+    assert_eq!((status, code.as_str()), (429, "rate_limit_exceeded"));
+    assert_eq!(retry.unwrap(), "1");
+    assert_eq!(slow.await.unwrap(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_faults_keep_urls_out_and_finish_reasons_in() {
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![
+        raw_completion(json!([{
+            "index": 0, "message": {"role": "assistant", "content": "cut sh"},
+            "finish_reason": "length"
+        }])),
+        raw_completion(json!([])),
+        FakeReply::Status {
+            status: 500,
+            body: "internal trace at http://10.0.0.7/secret".into(),
+            retry_after: None,
+        },
+    ])
+    .await
+    .unwrap();
+    let proxy = start_default(&small, &large, ProxySettings::default()).await;
+    let client = reqwest::Client::new();
+    let ask = || {
+        client
+            .post(format!("{}/v1/chat/completions", proxy.base))
+            .json(&json!({"model": "large", "messages": [{"role": "user", "content": "q"}]}))
+            .send()
+    };
+    let cut: Value = ask().await.unwrap().json().await.unwrap();
+    assert_eq!(cut["choices"][0]["finish_reason"], "length");
+    assert_eq!(cut["choices"][0]["message"]["content"], "cut sh");
+    for expected in ["has no choices", "HTTP 500"] {
+        let resp = ask().await.unwrap();
+        assert_eq!(resp.status(), 502);
+        let text = resp.text().await.unwrap();
+        assert!(text.contains(expected), "{text}");
+        assert!(
+            !text.contains("http://") && !text.contains("127.0.0.1"),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        large.calls(),
+        3,
+        "one upstream call each, none retried here"
+    );
+}
