@@ -12,7 +12,7 @@ use automix::dataset::{QueryRow, TrainingRow, read_queries, read_training_rows};
 use automix::evaluate::{EvalReport, evaluate, evaluate_resplits};
 use automix::models::small_and_large;
 use automix::training::{RouterPolicy, split, train_cascade_plan, train_policy};
-use automix::{ModelSet, Router};
+use automix::{ModelSet, Router, UpstreamLimits};
 
 use crate::{catalogue, fmt_opt, prompts};
 
@@ -88,6 +88,25 @@ pub struct ServeArgs {
     /// Concurrent requests per client key (with auth off, all callers share this limit).
     #[arg(long, default_value_t = 64)]
     pub per_client_concurrency: usize,
+    /// Concurrent calls to each upstream model (not `hparam.max_workers`, which is for
+    /// batch work: a proxy needs room for many clients).
+    #[arg(long, default_value_t = 32)]
+    pub upstream_concurrency: usize,
+    /// Longest wait in milliseconds for a free upstream slot; past it the request fails
+    /// with 503 `upstream_busy` instead of queueing behind hung calls.
+    #[arg(long, default_value_t = 10_000)]
+    pub upstream_queue_timeout_ms: u64,
+}
+
+impl ServeArgs {
+    fn upstream_limits(&self) -> UpstreamLimits {
+        UpstreamLimits {
+            max_concurrency: self.upstream_concurrency,
+            queue_timeout: Some(std::time::Duration::from_millis(
+                self.upstream_queue_timeout_ms,
+            )),
+        }
+    }
 }
 
 fn rows_path(config: &Config, rows: Option<&PathBuf>) -> Result<PathBuf> {
@@ -487,7 +506,7 @@ fn print_lines(lines: &[automix::evaluate::EvalLine]) {
 }
 
 /// The router the config describes: the saved policy (with its cascade) and live models.
-pub fn build_router(config: &Config, no_policy: bool) -> Result<Router> {
+pub fn build_router(config: &Config, no_policy: bool, limits: UpstreamLimits) -> Result<Router> {
     let catalogue = catalogue(config)?;
     let policy =
         if no_policy {
@@ -514,7 +533,7 @@ pub fn build_router(config: &Config, no_policy: bool) -> Result<Router> {
             vec![s, l]
         }
     };
-    let models = ModelSet::from_catalogue(&catalogue, &names, config.hparam.max_workers)?;
+    let models = ModelSet::from_catalogue(&catalogue, &names, limits)?;
     Ok(Router::new(config, models, prompts(config)?, policy)?)
 }
 
@@ -522,11 +541,12 @@ pub fn build_router(config: &Config, no_policy: bool) -> Result<Router> {
 /// `POST /admin/reload` reloads the policy.
 pub async fn serve(config: Config, args: &ServeArgs) -> Result<()> {
     use automix::proxy::{ProxySettings, ProxyState, serve};
-    let router = build_router(&config, args.no_policy)?;
+    let limits = args.upstream_limits();
+    let router = build_router(&config, args.no_policy, limits)?;
     let no_policy = args.no_policy;
     let reload_config = config.clone();
     let loader: automix::proxy::RouterLoader = Box::new(move || {
-        build_router(&reload_config, no_policy)
+        build_router(&reload_config, no_policy, limits)
             .map_err(|e| automix::AutomixError::Invalid(format!("{e:#}")))
     });
     // Client keys come from the environment, never from files or flags (they would leak
@@ -589,7 +609,11 @@ pub async fn serve(config: Config, args: &ServeArgs) -> Result<()> {
 
 /// `automix route`.
 pub async fn route(config: &Config, json: bool, args: &RouteArgs) -> Result<()> {
-    let router = build_router(config, args.no_policy)?;
+    let router = build_router(
+        config,
+        args.no_policy,
+        UpstreamLimits::batch(config.hparam.max_workers),
+    )?;
     let queries: Vec<QueryRow> = match (&args.batch, &args.query) {
         (Some(path), _) => read_queries(path)?,
         (None, Some(q)) => vec![single_query(q)],

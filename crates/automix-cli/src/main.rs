@@ -148,7 +148,11 @@ async fn run_collect(
     } else {
         settings.models.clone()
     };
-    let models = ModelSet::from_catalogue(&catalogue, &names, config.hparam.max_workers.max(1))?;
+    let models = ModelSet::from_catalogue(
+        &catalogue,
+        &names,
+        automix::UpstreamLimits::batch(config.hparam.max_workers),
+    )?;
     let (selected, skipped) = select_queries(read_queries(queries_path)?, &settings);
     for (task, why) in &skipped {
         eprintln!("skipping task {task}: {why}");

@@ -35,6 +35,16 @@ pub enum LlmError {
         /// What the transport said.
         message: String,
     },
+    /// Every concurrency slot of the endpoint stayed busy for the queue timeout.
+    #[error("all {slots} slots to {endpoint} stayed busy for {waited:?}")]
+    Busy {
+        /// Endpoint base URL.
+        endpoint: String,
+        /// The endpoint's concurrency limit.
+        slots: usize,
+        /// How long the call waited.
+        waited: Duration,
+    },
     /// A success status with a body that is not a chat completion.
     #[error("malformed response from {endpoint}: {message}; body starts {body_excerpt:?}")]
     Malformed {

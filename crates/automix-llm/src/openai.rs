@@ -37,8 +37,12 @@ pub struct EndpointConfig {
     pub backoff_base: Duration,
     /// Largest backoff (a longer `Retry-After` is honoured up to the deadline).
     pub backoff_max: Duration,
-    /// Concurrent requests to this endpoint (`max_workers`).
+    /// Concurrent requests to this endpoint (`max_workers`; `automix serve
+    /// --upstream-concurrency`).
     pub max_concurrency: usize,
+    /// Longest wait for one of those slots; past it the call fails with
+    /// [`LlmError::Busy`] instead of queueing behind hung requests. `None` waits.
+    pub queue_timeout: Option<Duration>,
 }
 
 impl EndpointConfig {
@@ -53,6 +57,7 @@ impl EndpointConfig {
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(8),
             max_concurrency: 8,
+            queue_timeout: None,
         }
     }
 
@@ -116,6 +121,24 @@ impl OpenAiBackend {
 
     fn endpoint(&self) -> String {
         self.config.base_url.clone()
+    }
+
+    /// One of the endpoint's concurrency slots, waiting at most `queue_timeout`.
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        let acquire = self.permits.clone().acquire_owned();
+        let acquired = match self.config.queue_timeout {
+            Some(limit) => {
+                tokio::time::timeout(limit, acquire)
+                    .await
+                    .map_err(|_| LlmError::Busy {
+                        endpoint: self.endpoint(),
+                        slots: self.config.max_concurrency,
+                        waited: limit,
+                    })?
+            }
+            None => acquire.await,
+        };
+        acquired.map_err(|_| LlmError::Unsupported("backend closed".into()))
     }
 
     fn body(&self, request: &ChatRequest, n: u32, seed: Option<u64>, stream: bool) -> Value {
@@ -285,11 +308,7 @@ impl OpenAiBackend {
         seed: Option<u64>,
     ) -> Result<ChatResponse> {
         let body = self.body(request, n, seed, false);
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| LlmError::Unsupported("backend closed".into()))?;
+        let _permit = self.slot().await?;
         let (resp, attempts) = self
             .with_retries(|| async {
                 let resp = self.attempt(&body).await?;
@@ -417,12 +436,7 @@ impl ChatProvider for OpenAiBackend {
 
     async fn chat_stream(&self, request: &ChatRequest) -> Result<DeltaStream> {
         let body = self.body(request, 1, request.seed, true);
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| LlmError::Unsupported("backend closed".into()))?;
+        let permit = self.slot().await?;
         // Only the connection phase is retried: once deltas flow, a retry could duplicate text.
         let (resp, _) = self.with_retries(|| self.attempt(&body)).await?;
         let endpoint = self.endpoint();

@@ -96,6 +96,11 @@ impl AutomixError {
                     "upstream_error",
                     format!("upstream answered HTTP {status}"),
                 ),
+                LlmError::Busy { slots, waited, .. } => (
+                    503,
+                    "upstream_busy",
+                    format!("all {slots} upstream slots stayed busy for {waited:?}"),
+                ),
                 LlmError::Connection { .. } => (
                     502,
                     "upstream_error",

@@ -18,7 +18,7 @@ pub mod training;
 
 pub use config::Config;
 pub use error::{AutomixError, Result};
-pub use models::{ModelHandle, ModelSet};
+pub use models::{ModelHandle, ModelSet, UpstreamLimits};
 pub use router::{BatchItem, RouteOutcome, Router};
 pub use task_metric::TaskMetric;
 

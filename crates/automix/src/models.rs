@@ -36,6 +36,25 @@ fn cost_key(e: &ModelEntry) -> (f64, f64) {
     (e.input_price + e.output_price, e.parameters)
 }
 
+/// Per-model upstream limits: concurrent calls, and how long a call may wait for a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamLimits {
+    /// Concurrent calls per model.
+    pub max_concurrency: usize,
+    /// Longest wait for a slot before the call fails as busy; `None` waits.
+    pub queue_timeout: Option<Duration>,
+}
+
+impl UpstreamLimits {
+    /// `max_concurrency` calls per model, queueing without limit (batch work: collect, route).
+    pub fn batch(max_concurrency: usize) -> Self {
+        Self {
+            max_concurrency,
+            queue_timeout: None,
+        }
+    }
+}
+
 impl ModelSet {
     /// Models from given handles, sorted by price then size (stable: ties keep file order).
     pub fn new(mut models: Vec<ModelHandle>) -> Result<Self> {
@@ -49,11 +68,12 @@ impl ModelSet {
         Ok(Self { models })
     }
 
-    /// OpenAI-compatible backends for the named models (each at its `api_endpoint`).
+    /// OpenAI-compatible backends for the named models (each at its `api_endpoint`), each
+    /// with its own `limits`.
     pub fn from_catalogue(
         catalogue: &Catalogue,
         names: &[String],
-        max_concurrency: usize,
+        limits: UpstreamLimits,
     ) -> Result<Self> {
         let mut handles = Vec::new();
         for name in names {
@@ -64,7 +84,8 @@ impl ModelSet {
                     source,
                 })?;
             let backend = OpenAiBackend::new(EndpointConfig {
-                max_concurrency,
+                max_concurrency: limits.max_concurrency.max(1),
+                queue_timeout: limits.queue_timeout,
                 request_timeout: Duration::from_secs(180),
                 deadline: Duration::from_secs(600),
                 ..config

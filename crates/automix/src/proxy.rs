@@ -276,7 +276,7 @@ fn param_error(
 ) -> Response {
     let body = json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
     let mut response = (status, axum::Json(body)).into_response();
-    if status == StatusCode::TOO_MANY_REQUESTS {
+    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
         // Our own limits clear as requests finish; a second is a fair first wait.
         response
             .headers_mut()

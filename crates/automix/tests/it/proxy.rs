@@ -53,11 +53,23 @@ async fn start(
         Path::new("proxy.yaml"),
     )
     .unwrap();
-    let models = ModelSet::new(vec![
-        handle("small", 1.0, small.base_url(), attempts, timeout),
-        handle("large", 10.0, large.base_url(), attempts, timeout),
-    ])
+    start_with(
+        vec![
+            handle("small", 1.0, small.base_url(), attempts, timeout),
+            handle("large", 10.0, large.base_url(), attempts, timeout),
+        ],
+        settings,
+    )
+    .await
+}
+
+async fn start_with(handles: Vec<ModelHandle>, settings: ProxySettings) -> Proxy {
+    let config = Config::parse(
+        "automix:\n  verification_samples: 2\n",
+        Path::new("proxy.yaml"),
+    )
     .unwrap();
+    let models = ModelSet::new(handles).unwrap();
     let router = Router::new(&config, models, Arc::new(PromptSet::builtin()), None).unwrap();
     let state = ProxyState::new(router, None, settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -661,5 +673,59 @@ async fn upstream_faults_keep_urls_out_and_finish_reasons_in() {
         large.calls(),
         3,
         "one upstream call each, none retried here"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hung_upstream_calls_do_not_queue_a_request_for_minutes() {
+    let hang = || FakeReply::Delay(Duration::from_secs(3), Box::new(FakeReply::Echo));
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![hang(), hang()]).await.unwrap();
+    let mut limited = handle("large", 10.0, large.base_url(), 1, Duration::from_secs(10));
+    limited.provider = Arc::new(
+        OpenAiBackend::new(EndpointConfig {
+            max_attempts: 1,
+            max_concurrency: 2,
+            queue_timeout: Some(Duration::from_millis(300)),
+            ..EndpointConfig::new(large.base_url())
+        })
+        .unwrap(),
+    );
+    let proxy = start_with(
+        vec![
+            handle("small", 1.0, small.base_url(), 1, Duration::from_secs(10)),
+            limited,
+        ],
+        ProxySettings::default(),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", proxy.base);
+    let body = json!({"model": "large", "messages": [{"role": "user", "content": "q"}]});
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, url, body) = (client.clone(), url.clone(), body.clone());
+            tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap().status() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let third = client.post(&url).json(&body).send().await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(third.status(), 503);
+    assert_eq!(third.headers()["retry-after"], "1");
+    let err: Value = third.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "upstream_busy");
+    assert!(
+        waited < Duration::from_secs(2),
+        "waited {waited:?} behind hung calls"
+    );
+    for s in slow {
+        assert_eq!(s.await.unwrap(), 200);
+    }
+    assert_eq!(
+        large.calls(),
+        2,
+        "the refused request never reached the upstream"
     );
 }
