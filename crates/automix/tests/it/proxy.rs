@@ -709,17 +709,13 @@ async fn hung_upstream_calls_do_not_queue_a_request_for_minutes() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = std::time::Instant::now();
     let third = client.post(&url).json(&body).send().await.unwrap();
-    let waited = started.elapsed();
+    // Refused while the hung calls still hold both slots, not queued behind them.
+    assert!(slow.iter().all(|h| !h.is_finished()));
     assert_eq!(third.status(), 503);
     assert_eq!(third.headers()["retry-after"], "1");
     let err: Value = third.json().await.unwrap();
     assert_eq!(err["error"]["code"], "upstream_busy");
-    assert!(
-        waited < Duration::from_secs(2),
-        "waited {waited:?} behind hung calls"
-    );
     for s in slow {
         assert_eq!(s.await.unwrap(), 200);
     }
