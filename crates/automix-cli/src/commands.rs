@@ -350,6 +350,18 @@ pub fn eval(config: &Config, json: bool, args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// Comma-separated keys from the environment variable `name` (none when unset).
+fn keys_from_env(name: &str) -> Vec<String> {
+    std::env::var(name)
+        .map(|v| {
+            v.split(',')
+                .map(|k| k.trim().to_owned())
+                .filter(|k| !k.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `<stem>_cascade`: where the cascade frontier plot goes.
 fn cascade_stem(stem: &Path) -> PathBuf {
     let name = stem
@@ -551,16 +563,10 @@ pub async fn serve(config: Config, args: &ServeArgs) -> Result<()> {
     });
     // Client keys come from the environment, never from files or flags (they would leak
     // into shell history and process lists).
-    let client_keys: Vec<String> = std::env::var("AUTOMIX_PROXY_KEYS")
-        .map(|v| {
-            v.split(',')
-                .map(|k| k.trim().to_owned())
-                .filter(|k| !k.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
+    let client_keys = keys_from_env("AUTOMIX_PROXY_KEYS");
     let settings = ProxySettings {
         client_keys,
+        admin_keys: keys_from_env("AUTOMIX_ADMIN_KEYS"),
         body_limit: args.body_limit,
         per_client_concurrency: args.per_client_concurrency,
         ..ProxySettings::default()

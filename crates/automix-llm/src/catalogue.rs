@@ -23,6 +23,18 @@ impl ApiKey {
     }
 }
 
+/// Checks an `api_endpoint`: an absolute http(s) URL with a host, so a typo fails at start
+/// rather than at the first request.
+fn endpoint_url(url: &str) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!(
+            "{url:?} must be an http:// or https:// URL with a host"
+        ));
+    }
+    Ok(url.to_owned())
+}
+
 /// Shortest piece of a key that [`ApiKey::redact`] treats as a leak.
 const MIN_KEY_FRAGMENT: usize = 6;
 
@@ -227,6 +239,10 @@ impl Catalogue {
             let model = raw
                 .model
                 .ok_or_else(|| field_err("model", "missing".into()))?;
+            let api_endpoint = raw
+                .api_endpoint
+                .map(|url| endpoint_url(&url).map_err(|m| field_err("api_endpoint", m)))
+                .transpose()?;
             models.push(ModelEntry {
                 name,
                 parameters,
@@ -234,7 +250,7 @@ impl Catalogue {
                 output_price,
                 model,
                 service: raw.service,
-                api_endpoint: raw.api_endpoint,
+                api_endpoint,
                 api_key_env: raw.api_key_env,
             });
         }
@@ -420,5 +436,14 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("`input_price`"), "{e}");
+        for bad in ["not a url", "ftp://host/v1", "file:///tmp/x"] {
+            let text = format!(
+                r#"{{"x": {{"size": "1B", "input_price": 1, "output_price": 1, "model": "m", "api_endpoint": "{bad}"}}}}"#
+            );
+            let e = Catalogue::from_json(&text, "llm.json")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`api_endpoint`") && e.contains(bad), "{e}");
+        }
     }
 }

@@ -30,6 +30,8 @@ use crate::router::{RouteOutcome, Router};
 pub struct ProxySettings {
     /// Accepted client bearer tokens; empty = no auth.
     pub client_keys: Vec<String>,
+    /// Bearer tokens of `/admin/*`; empty = admin endpoints refused.
+    pub admin_keys: Vec<String>,
     /// Largest request body in bytes.
     pub body_limit: usize,
     /// Concurrent requests per client key; with auth off every caller is anonymous and
@@ -43,6 +45,7 @@ impl Default for ProxySettings {
     fn default() -> Self {
         Self {
             client_keys: Vec::new(),
+            admin_keys: Vec::new(),
             body_limit: 1 << 20,
             per_client_concurrency: 64,
             request_timeout: Duration::from_secs(300),
@@ -358,8 +361,30 @@ fn authorise(state: &ProxyState, headers: &HeaderMap) -> Result<String, Box<Resp
     }
 }
 
+/// Admin endpoints take only admin keys and are refused outright when none is configured:
+/// a reload is not something an anonymous caller may trigger.
+fn authorise_admin(state: &ProxyState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    if state.settings.admin_keys.is_empty() {
+        return Err(Box::new(error_response(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            "admin_disabled",
+            "admin endpoints are disabled: set AUTOMIX_ADMIN_KEYS",
+        )));
+    }
+    match bearer(headers) {
+        Some(t) if state.settings.admin_keys.iter().any(|k| k == t) => Ok(()),
+        _ => Err(Box::new(error_response(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "invalid_api_key",
+            "missing or invalid admin bearer token",
+        ))),
+    }
+}
+
 async fn reload(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorise(&state, &headers) {
+    if let Err(r) = authorise_admin(&state, &headers) {
         return *r;
     }
     match state.reload() {
@@ -373,7 +398,13 @@ async fn reload(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Res
     }
 }
 
-async fn metrics(State(state): State<Arc<ProxyState>>) -> Response {
+async fn metrics(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
+    // Metrics name models and volumes: with auth on they need a key (client or admin).
+    if !state.settings.client_keys.is_empty() && authorise_admin(&state, &headers).is_err() {
+        if let Err(r) = authorise(&state, &headers) {
+            return *r;
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
@@ -381,7 +412,10 @@ async fn metrics(State(state): State<Arc<ProxyState>>) -> Response {
         .into_response()
 }
 
-async fn models(State(state): State<Arc<ProxyState>>) -> Response {
+async fn models(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorise(&state, &headers) {
+        return *r;
+    }
     let mut data =
         vec![json!({"id": "automix", "object": "model", "created": 0, "owned_by": "automix"})];
     if let Some(router) = state.router() {

@@ -48,11 +48,6 @@ async fn start(
     attempts: u32,
     timeout: Duration,
 ) -> Proxy {
-    let config = Config::parse(
-        "automix:\n  verification_samples: 2\n",
-        Path::new("proxy.yaml"),
-    )
-    .unwrap();
     start_with(
         vec![
             handle("small", 1.0, small.base_url(), attempts, timeout),
@@ -724,4 +719,66 @@ async fn hung_upstream_calls_do_not_queue_a_request_for_minutes() {
         2,
         "the refused request never reached the upstream"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_and_metrics_need_their_keys() {
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let client = reqwest::Client::new();
+    // Auth off and no admin keys: reload is refused outright, whoever asks.
+    let open = start_default(&small, &large, ProxySettings::default()).await;
+    let reload = client
+        .post(format!("{}/admin/reload", open.base))
+        .bearer_auth("anything")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reload.status(), 403);
+    // Auth on: metrics and models need a client (or admin) key; reload an admin key.
+    let settings = ProxySettings {
+        client_keys: vec!["client-key".into()],
+        admin_keys: vec!["admin-key".into()],
+        ..ProxySettings::default()
+    };
+    let locked = start_default(&small, &large, settings).await;
+    for path in ["/metrics", "/v1/models"] {
+        let url = format!("{}{path}", locked.base);
+        assert_eq!(
+            client.get(&url).send().await.unwrap().status(),
+            401,
+            "{path}"
+        );
+        let ok = client
+            .get(&url)
+            .bearer_auth("client-key")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200, "{path}");
+    }
+    let metrics = client
+        .get(format!("{}/metrics", locked.base))
+        .bearer_auth("admin-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let as_client = client
+        .post(format!("{}/admin/reload", locked.base))
+        .bearer_auth("client-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_client.status(), 401);
+    let as_admin = client
+        .post(format!("{}/admin/reload", locked.base))
+        .bearer_auth("admin-key")
+        .send()
+        .await
+        .unwrap();
+    // Authorised; this proxy has no policy file to reload, which it says in OpenAI form.
+    assert_eq!(as_admin.status(), 500);
+    let body: Value = as_admin.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "reload_failed");
 }
