@@ -39,6 +39,11 @@ pub struct ProxySettings {
     pub per_client_concurrency: usize,
     /// Limit for one routed request, upstream calls included.
     pub request_timeout: Duration,
+    /// Open connections at once; a connection past it is closed at accept.
+    pub max_connections: usize,
+    /// Longest wait for a request's headers (also between requests on a kept-alive
+    /// connection): a client that never finishes them is disconnected.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ProxySettings {
@@ -49,6 +54,8 @@ impl Default for ProxySettings {
             body_limit: 1 << 20,
             per_client_concurrency: 64,
             request_timeout: Duration::from_secs(300),
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -400,10 +407,11 @@ async fn reload(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Res
 
 async fn metrics(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
     // Metrics name models and volumes: with auth on they need a key (client or admin).
-    if !state.settings.client_keys.is_empty() && authorise_admin(&state, &headers).is_err() {
-        if let Err(r) = authorise(&state, &headers) {
-            return *r;
-        }
+    if !state.settings.client_keys.is_empty()
+        && authorise_admin(&state, &headers).is_err()
+        && let Err(r) = authorise(&state, &headers)
+    {
+        return *r;
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -848,14 +856,52 @@ fn add_headers(headers: &mut HeaderMap, o: &RouteOutcome) {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains requests in flight.
+///
+/// Our own accept loop rather than `axum::serve`, for the two limits it does not have: at
+/// most `max_connections` open connections (one past it is closed at accept, so half-open
+/// connections cannot exhaust file descriptors), and `header_read_timeout` for clients that
+/// never finish their headers.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ProxyState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = Arc::new(Semaphore::new(state.settings.max_connections.max(1)));
+    let header_timeout = state.settings.header_read_timeout;
+    let service = hyper_util::service::TowerToHyperService::new(app(state));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Accept errors (EMFILE, a reset before accept) are per connection: back off
+                // briefly and keep serving.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service.clone());
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 #[cfg(test)]

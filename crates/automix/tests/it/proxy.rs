@@ -782,3 +782,60 @@ async fn admin_and_metrics_need_their_keys() {
     let body: Value = as_admin.json().await.unwrap();
     assert_eq!(body["error"]["code"], "reload_failed");
 }
+
+/// Reads until the server closes the connection (or `limit` passes): what it sent.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(limit, stream.read_to_end(&mut got)).await;
+    read.ok()
+        .map(|_| String::from_utf8_lossy(&got).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_headers_and_excess_connections_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let settings = ProxySettings {
+        header_read_timeout: Duration::from_millis(300),
+        max_connections: 2,
+        ..ProxySettings::default()
+    };
+    let proxy = start_default(&small, &large, settings).await;
+    let addr = proxy.base.trim_start_matches("http://").to_owned();
+    // A client that never finishes its headers is disconnected, not held.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let closed = read_until_closed(&mut slow, Duration::from_secs(20)).await;
+    assert!(closed.is_some(), "a half-sent request was held open");
+    // Two open connections fill the limit; a third is closed at accept.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        held.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = third
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let reply = read_until_closed(&mut third, Duration::from_secs(20)).await;
+    assert_eq!(
+        reply.as_deref(),
+        Some(""),
+        "a connection past the limit was served"
+    );
+    // Once they close, the limit frees up again.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ok = reqwest::get(format!("{}/health", proxy.base))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
