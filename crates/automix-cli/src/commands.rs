@@ -96,6 +96,12 @@ pub struct ServeArgs {
     /// with 503 `upstream_busy` instead of queueing behind hung calls.
     #[arg(long, default_value_t = 10_000)]
     pub upstream_queue_timeout_ms: u64,
+    /// Open connections at once; one past it is closed at accept.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Longest wait in milliseconds for a request's headers before the connection is closed.
+    #[arg(long, default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
 }
 
 impl ServeArgs {
@@ -569,6 +575,8 @@ pub async fn serve(config: Config, args: &ServeArgs) -> Result<()> {
         admin_keys: keys_from_env("AUTOMIX_ADMIN_KEYS"),
         body_limit: args.body_limit,
         per_client_concurrency: args.per_client_concurrency,
+        max_connections: args.max_connections,
+        header_read_timeout: std::time::Duration::from_millis(args.header_read_timeout_ms),
         ..ProxySettings::default()
     };
     let auth = !settings.client_keys.is_empty();

@@ -4,6 +4,7 @@
 
 mod config;
 mod data;
+mod fuzz;
 mod proxy;
 mod quality;
 mod real_llama;
