@@ -35,6 +35,14 @@ pub enum LlmError {
         /// What the transport said.
         message: String,
     },
+    /// The reply body was larger than `max_response_bytes` (not retried: it would be again).
+    #[error("reply from {endpoint} is larger than {limit} bytes")]
+    TooLarge {
+        /// Endpoint base URL.
+        endpoint: String,
+        /// The limit.
+        limit: usize,
+    },
     /// Every concurrency slot of the endpoint stayed busy for the queue timeout.
     #[error("all {slots} slots to {endpoint} stayed busy for {waited:?}")]
     Busy {

@@ -43,6 +43,8 @@ pub struct EndpointConfig {
     /// Longest wait for one of those slots; past it the call fails with
     /// [`LlmError::Busy`] instead of queueing behind hung requests. `None` waits.
     pub queue_timeout: Option<Duration>,
+    /// Largest reply body read from one call; a larger one is [`LlmError::TooLarge`].
+    pub max_response_bytes: usize,
 }
 
 impl EndpointConfig {
@@ -58,6 +60,7 @@ impl EndpointConfig {
             backoff_max: Duration::from_secs(8),
             max_concurrency: 8,
             queue_timeout: None,
+            max_response_bytes: 16 << 20,
         }
     }
 
@@ -123,6 +126,33 @@ impl OpenAiBackend {
         self.config.base_url.clone()
     }
 
+    /// The body of `resp`, at most `limit` bytes: `Err` with what was read when it is longer
+    /// (or the transfer broke), so a huge or endless reply cannot exhaust memory.
+    async fn read_bounded(
+        &self,
+        mut resp: reqwest::Response,
+        limit: usize,
+    ) -> std::result::Result<Vec<u8>, Vec<u8>> {
+        let mut out = Vec::new();
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(out);
+        }
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if out.len() + chunk.len() > limit {
+                        let room = limit - out.len();
+                        out.extend_from_slice(&chunk[..room]);
+                        return Err(out);
+                    }
+                    out.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(out),
+                Err(_) => return Err(out),
+            }
+        }
+    }
+
     /// One of the endpoint's concurrency slots, waiting at most `queue_timeout`.
     async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
         let acquire = self.permits.clone().acquire_owned();
@@ -186,7 +216,14 @@ impl OpenAiBackend {
             return Ok(resp);
         }
         let retry_after = retry_after(&resp);
-        let text = resp.text().await.unwrap_or_default();
+        // An error body is only excerpted: read a bounded prefix, never all of it.
+        let text = String::from_utf8_lossy(
+            &self
+                .read_bounded(resp, 64 << 10)
+                .await
+                .unwrap_or_else(|partial| partial),
+        )
+        .into_owned();
         Err(AttemptFailure {
             error: LlmError::Http {
                 endpoint: self.endpoint(),
@@ -312,8 +349,15 @@ impl OpenAiBackend {
         let (resp, attempts) = self
             .with_retries(|| async {
                 let resp = self.attempt(&body).await?;
-                let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
-                Ok(self.parse(&bytes)?)
+                let limit = self.config.max_response_bytes;
+                let bytes =
+                    self.read_bounded(resp, limit)
+                        .await
+                        .map_err(|_| LlmError::TooLarge {
+                            endpoint: self.endpoint(),
+                            limit,
+                        })?;
+                Ok(self.parse(&bytes::Bytes::from(bytes))?)
             })
             .await?;
         Ok(ChatResponse {

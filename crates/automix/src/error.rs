@@ -91,10 +91,33 @@ impl AutomixError {
                 LlmError::Http { status: 429, .. } => {
                     (429, "upstream_rate_limited", "rate limited upstream".into())
                 }
+                // The request itself was refused (too long for the context, invalid for this
+                // model): the client's to fix, so a 400, and never retried or escalated.
+                LlmError::Http {
+                    status: status @ (400 | 413 | 422),
+                    body_excerpt,
+                    ..
+                } => {
+                    let code = if body_excerpt.contains("context_length_exceeded") {
+                        "context_length_exceeded"
+                    } else {
+                        "upstream_rejected_request"
+                    };
+                    (
+                        400,
+                        code,
+                        format!("the upstream refused the request (HTTP {status})"),
+                    )
+                }
                 LlmError::Http { status, .. } => (
                     502,
                     "upstream_error",
                     format!("upstream answered HTTP {status}"),
+                ),
+                LlmError::TooLarge { limit, .. } => (
+                    502,
+                    "upstream_error",
+                    format!("upstream reply larger than {limit} bytes"),
                 ),
                 LlmError::Busy { slots, waited, .. } => (
                     503,

@@ -707,7 +707,12 @@ async fn chat_completions(
             eprintln!("automix serve: request failed: {e}");
             let (status, code, message) = e.for_client();
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-            return error_response(status, "upstream_error", code, &message);
+            let kind = if status == StatusCode::BAD_REQUEST {
+                "invalid_request_error"
+            } else {
+                "upstream_error"
+            };
+            return error_response(status, kind, code, &message);
         }
         Err(_) => {
             state

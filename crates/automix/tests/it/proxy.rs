@@ -839,3 +839,185 @@ async fn slow_headers_and_excess_connections_are_cut_off() {
         .unwrap();
     assert_eq!(ok.status(), 200);
 }
+
+/// One fault scenario of the upstream, what the client sees and how often it was called.
+struct Scenario {
+    name: &'static str,
+    script: Vec<FakeReply>,
+    status: u16,
+    /// OpenAI error `code`, or the `finish_reason` of a 200.
+    code: &'static str,
+    upstream_calls: usize,
+}
+
+/// The fault suite (failoverbench's scenarios) through `automix serve` on a named route:
+/// up to 3 attempts, 300 ms per attempt, replies capped at 1 MB. Rules: 429, 5xx, resets,
+/// timeouts and malformed bodies are retried; a 400/413/422 is the request's fault (400 to
+/// the client, never retried, never escalated); a reply with no choices or over the size
+/// cap is not retried (it would be again).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fault_suite_sees_exact_outcomes_and_call_counts() {
+    let status = |code: u16, retry_after: Option<u64>| FakeReply::Status {
+        status: code,
+        body: format!("{{\"error\": {{\"message\": \"status {code}\"}}}}"),
+        retry_after,
+    };
+    let ok = || {
+        raw_completion(
+            json!([{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}]),
+        )
+    };
+    let hang = || FakeReply::Delay(Duration::from_secs(2), Box::new(FakeReply::Echo));
+    let scenarios = vec![
+        Scenario {
+            name: "429 with Retry-After, then success",
+            script: vec![status(429, Some(0)), ok()],
+            status: 200,
+            code: "stop",
+            upstream_calls: 2,
+        },
+        Scenario {
+            name: "429 without Retry-After, always",
+            script: vec![status(429, None), status(429, None), status(429, None)],
+            status: 429,
+            code: "upstream_rate_limited",
+            upstream_calls: 3,
+        },
+        Scenario {
+            name: "500 then 503 then success",
+            script: vec![status(500, None), status(503, None), ok()],
+            status: 200,
+            code: "stop",
+            upstream_calls: 3,
+        },
+        Scenario {
+            name: "connection reset, then success",
+            script: vec![FakeReply::Reset, ok()],
+            status: 200,
+            code: "stop",
+            upstream_calls: 2,
+        },
+        Scenario {
+            name: "hang past the timeout, every attempt",
+            script: vec![hang(), hang(), hang()],
+            status: 504,
+            code: "upstream_timeout",
+            upstream_calls: 3,
+        },
+        Scenario {
+            name: "malformed JSON, every attempt",
+            script: vec![
+                FakeReply::Raw("not json".into()),
+                FakeReply::Raw("{".into()),
+                FakeReply::Raw("[]".into()),
+            ],
+            status: 502,
+            code: "upstream_error",
+            upstream_calls: 3,
+        },
+        Scenario {
+            name: "truncated JSON, then success",
+            script: vec![
+                FakeReply::Raw("{\"choices\": [{\"index\": 0, \"mess".into()),
+                ok(),
+            ],
+            status: 200,
+            code: "stop",
+            upstream_calls: 2,
+        },
+        Scenario {
+            name: "400 context length",
+            script: vec![FakeReply::Status {
+                status: 400,
+                body: "{\"error\": {\"code\": \"context_length_exceeded\"}}".into(),
+                retry_after: None,
+            }],
+            status: 400,
+            code: "context_length_exceeded",
+            upstream_calls: 1,
+        },
+        Scenario {
+            name: "content-filter refusal",
+            script: vec![raw_completion(
+                json!([{"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "content_filter"}]),
+            )],
+            status: 200,
+            code: "content_filter",
+            upstream_calls: 1,
+        },
+        Scenario {
+            name: "flapping: 503, 200",
+            script: vec![status(503, None), ok()],
+            status: 200,
+            code: "stop",
+            upstream_calls: 2,
+        },
+        Scenario {
+            name: "zero choices",
+            script: vec![raw_completion(json!([]))],
+            status: 502,
+            code: "upstream_error",
+            upstream_calls: 1,
+        },
+        Scenario {
+            name: "a 20 MB reply",
+            script: vec![FakeReply::Raw(format!(
+                "{{\"pad\": \"{}\"}}",
+                "x".repeat(20 << 20)
+            ))],
+            status: 502,
+            code: "upstream_error",
+            upstream_calls: 1,
+        },
+    ];
+    let client = reqwest::Client::new();
+    for s in scenarios {
+        let small = FakeOpenAi::start(vec![]).await.unwrap();
+        let large = FakeOpenAi::start(s.script).await.unwrap();
+        let mut limited = handle(
+            "large",
+            10.0,
+            large.base_url(),
+            3,
+            Duration::from_millis(300),
+        );
+        limited.provider = Arc::new(
+            OpenAiBackend::new(EndpointConfig {
+                max_attempts: 3,
+                backoff_base: Duration::from_millis(1),
+                request_timeout: Duration::from_millis(300),
+                max_response_bytes: 1 << 20,
+                ..EndpointConfig::new(large.base_url())
+            })
+            .unwrap(),
+        );
+        let small_handle = handle("small", 1.0, small.base_url(), 1, Duration::from_secs(5));
+        let proxy = start_with(vec![small_handle, limited], ProxySettings::default()).await;
+        let resp = client
+            .post(format!("{}/v1/chat/completions", proxy.base))
+            .json(&json!({"model": "large", "messages": [{"role": "user", "content": "q"}]}))
+            .send()
+            .await
+            .unwrap();
+        let got_status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap();
+        let code = if got_status == 200 {
+            body["choices"][0]["finish_reason"].clone()
+        } else {
+            body["error"]["code"].clone()
+        };
+        assert_eq!(
+            (got_status, code.as_str().unwrap_or("")),
+            (s.status, s.code),
+            "{}: {body}",
+            s.name
+        );
+        assert_eq!(large.calls(), s.upstream_calls, "{}", s.name);
+        assert_eq!(
+            small.calls(),
+            0,
+            "{}: a named route calls one model",
+            s.name
+        );
+    }
+}
