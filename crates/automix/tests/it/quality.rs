@@ -260,3 +260,52 @@ fn an_informative_cascade_beats_every_fixed_model_and_reports_its_frontier() {
     assert!(report.frontier_metrics.aiq > 0.0);
     assert!(report.cross_validation.tried.len() > 1);
 }
+
+/// The README's semi-synthetic table (run on demand, release build):
+/// `cargo test --release -p automix --test it -- --ignored semi_synthetic_table --nocapture`.
+/// The development set's correctness tables with synthetic verifiers of AUC 0.6–0.9,
+/// continuous or 4 votes; 30% train / 70% test, 10 seeds; mean held-out ΔIBC.
+#[test]
+#[ignore = "prints the README table; minutes in a debug build"]
+fn semi_synthetic_table() {
+    let base = anlp_records();
+    let costs = CostModel::default();
+    println!("| verifier AUC | signal | auto (default) | Threshold (paper, 8 bins) | ExactPOMDP |");
+    println!("|---|---|---|---|---|");
+    for auc in [0.6, 0.7, 0.8, 0.9] {
+        for votes in [None, Some(4)] {
+            let mut sums = [0.0f64; 3];
+            for seed in 0..10u64 {
+                let rows =
+                    with_synthetic_signal(&base, SyntheticSignal { auc, votes, seed }).unwrap();
+                let (train_part, test_part): (Vec<_>, Vec<_>) = rows
+                    .into_iter()
+                    .enumerate()
+                    .partition(|(i, _)| (i * 7 + seed as usize * 13) % 10 < 3);
+                let train_rows: Vec<RoutingRecord> = train_part.into_iter().map(|x| x.1).collect();
+                let test: Vec<RoutingRecord> = test_part.into_iter().map(|x| x.1).collect();
+                let fit = |kind| {
+                    let mut spec = MethodSpec::new(kind, 8);
+                    spec.calibrated.per_task = true;
+                    spec.exact.per_task_prior = true;
+                    train(&train_rows, &costs, &spec, &TrainOptions::default()).unwrap()
+                };
+                for (k, kind) in [
+                    MethodKind::Auto,
+                    MethodKind::Threshold,
+                    MethodKind::ExactPomdp,
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    sums[k] += held_out_lift(&fit(kind), &test, &costs) / 10.0;
+                }
+            }
+            let signal = votes.map_or("continuous".to_owned(), |k| format!("{k} votes"));
+            println!(
+                "| {auc} | {signal} | {:.2} | {:.2} | {:.2} |",
+                sums[0], sums[1], sums[2]
+            );
+        }
+    }
+}
