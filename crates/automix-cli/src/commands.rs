@@ -71,6 +71,24 @@ pub struct RouteArgs {
     /// Route with the threshold rule instead of a saved policy.
     #[arg(long)]
     pub no_policy: bool,
+    /// The operating point: escalate where the expected gain is at least λ × the cost of an
+    /// escalation (needs a calibrated two-model policy; `automix calibrate` shows the family).
+    #[arg(long)]
+    pub lambda: Option<f64>,
+    /// Most escalations per query.
+    #[arg(long)]
+    pub max_escalations: Option<usize>,
+}
+
+/// Arguments of `automix calibrate`.
+#[derive(Args, Debug)]
+pub struct CalibrateArgs {
+    /// The policy file (default: model_path.save_model_path).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Print the λ whose escalation share on the training rows is at most this.
+    #[arg(long)]
+    pub escalation_share: Option<f64>,
 }
 
 /// Arguments of `automix serve`.
@@ -356,6 +374,76 @@ pub fn eval(config: &Config, json: bool, args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// `automix calibrate`: the policy's λ family on its training rows, and the λ that gives an
+/// escalation share (RouteLLM-style calibration).
+pub fn calibrate(config: &Config, json: bool, args: &CalibrateArgs) -> Result<()> {
+    let path = match &args.policy {
+        Some(p) => p.clone(),
+        None => config
+            .policy_path()
+            .context("no policy: set model_path.save_model_path or pass --policy")?
+            .to_path_buf(),
+    };
+    let policy = RouterPolicy::load(&path)?;
+    let calibration = policy.policy.calibration.as_ref().with_context(|| {
+        format!(
+            "{}: this policy ({}) has no λ family; train with routing_method auto or Calibrated",
+            path.display(),
+            policy.policy.chosen_component.name()
+        )
+    })?;
+    let chosen = match args.escalation_share {
+        Some(share) if !(0.0..=1.0).contains(&share) => {
+            bail!("--escalation-share {share}: must be in [0, 1]")
+        }
+        Some(share) => calibration
+            .lambdas
+            .iter()
+            .rfind(|p| p.escalation_rate <= share)
+            .copied(),
+        None => None,
+    };
+    if json {
+        let value = serde_json::json!({
+            "trained_lambda": calibration.trained_lambda(),
+            "unit": calibration.unit,
+            "table": calibration.lambdas,
+            "chosen": chosen,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!(
+        "{} → {}: λ is quality per unit of cost; one escalation costs {:.4} units. Trained λ {:.6}.",
+        policy.small_model,
+        policy.large_model,
+        calibration.unit,
+        calibration.trained_lambda()
+    );
+    println!(
+        "{:>12} {:>10} {:>8} {:>9}",
+        "λ", "escalated", "quality", "cost"
+    );
+    for p in &calibration.lambdas {
+        println!(
+            "{:>12.6} {:>9.1}% {:>8.3} {:>9}",
+            p.lambda,
+            100.0 * p.escalation_rate,
+            p.quality,
+            fmt_cost(p.cost)
+        );
+    }
+    if let (Some(share), Some(p)) = (args.escalation_share, chosen) {
+        println!(
+            "escalation share ≤ {:.1}%: λ {:.6} ({:.1}% on the training rows)",
+            100.0 * share,
+            p.lambda,
+            100.0 * p.escalation_rate
+        );
+    }
+    Ok(())
+}
+
 /// Comma-separated keys from the environment variable `name` (none when unset).
 fn keys_from_env(name: &str) -> Vec<String> {
     std::env::var(name)
@@ -628,6 +716,21 @@ pub async fn route(config: &Config, json: bool, args: &RouteArgs) -> Result<()> 
         args.no_policy,
         UpstreamLimits::batch(config.hparam.max_workers),
     )?;
+    if let Some(l) = args.lambda {
+        if !(l.is_finite() && l >= 0.0) {
+            bail!("--lambda {l}: must be a number >= 0");
+        }
+        if router.lambda_family().is_none() {
+            bail!(
+                "--lambda: this policy has no λ family (train a two-model policy with \
+                 routing_method auto or Calibrated)"
+            );
+        }
+    }
+    let options = automix::RouteOptions {
+        lambda: args.lambda,
+        max_escalations: args.max_escalations,
+    };
     let queries: Vec<QueryRow> = match (&args.batch, &args.query) {
         (Some(path), _) => read_queries(path)?,
         (None, Some(q)) => vec![single_query(q)],
@@ -637,7 +740,7 @@ pub async fn route(config: &Config, json: bool, args: &RouteArgs) -> Result<()> 
             vec![single_query(text.trim())]
         }
     };
-    let items = router.route_batch(&queries).await;
+    let items = router.route_batch_with(&queries, &options).await;
     if json {
         for item in &items {
             println!("{}", serde_json::to_string(item)?);

@@ -56,6 +56,8 @@ enum Command {
     Route(commands::RouteArgs),
     /// Serve an OpenAI-compatible proxy that applies AutoMix (model "automix").
     Serve(commands::ServeArgs),
+    /// Show the trained policy's λ family; the λ for an escalation share.
+    Calibrate(commands::CalibrateArgs),
 }
 
 fn main() {
@@ -84,6 +86,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => commands::eval(&config, cli.json, &args),
         Command::Route(args) => runtime.block_on(commands::route(&config, cli.json, &args)),
         Command::Serve(args) => runtime.block_on(commands::serve(config, &args)),
+        Command::Calibrate(args) => commands::calibrate(&config, cli.json, &args),
     }
 }
 

@@ -147,7 +147,8 @@ pub struct GainModel {
 }
 
 impl GainModel {
-    fn gain(&self, x: f64, task: Option<&str>) -> f64 {
+    /// The fitted gain at confidence `x` for `task` (the pooled curve for an unseen task).
+    pub fn gain(&self, x: f64, task: Option<&str>) -> f64 {
         task.and_then(|t| self.tasks.get(t))
             .unwrap_or(&self.pooled)
             .at(x)
@@ -409,6 +410,64 @@ pub struct Calibration {
     pub cut: f64,
     /// κ chosen by cross-validation; `None` for the pooled curve.
     pub kappa: Option<f64>,
+    /// Cost of one escalation in the cost model's unit (the mean large-model cost of the
+    /// training rows): λ = cut / unit is quality per unit of cost.
+    pub unit: f64,
+    /// The λ family on the training rows, from never to always escalating: what a
+    /// per-request λ buys (`automix calibrate` reads it).
+    pub lambdas: Vec<LambdaPoint>,
+}
+
+/// One operating point of the λ family, measured on the training rows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LambdaPoint {
+    /// Escalate where `E[gain] ≥ λ · unit`.
+    pub lambda: f64,
+    /// Share of training rows escalated.
+    pub escalation_rate: f64,
+    /// Mean quality on the training rows.
+    pub quality: f64,
+    /// Mean cost on the training rows.
+    pub cost: f64,
+}
+
+impl Calibration {
+    /// The λ the policy was trained at.
+    pub fn trained_lambda(&self) -> f64 {
+        self.cut / self.unit
+    }
+
+    /// Whether to escalate a known confidence `p` of `task` at `lambda`.
+    pub fn escalates_at(&self, p: f64, task: Option<&str>, lambda: f64) -> bool {
+        self.model.gain(p, task) >= lambda * self.unit
+    }
+}
+
+/// The λ family of `model` on `data`: one point per distinct escalation share.
+fn lambda_table(
+    data: &Dataset,
+    model: &GainModel,
+    options: &TrainOptions,
+    unit: f64,
+) -> Vec<LambdaPoint> {
+    let g = GainRows::new(data);
+    let mut predicted = vec![f64::NAN; data.len()];
+    for &row in &g.by_level {
+        predicted[row] = g.predict(model, row);
+    }
+    let cuts: Vec<f64> = model.sweep().into_iter().map(|(cut, _)| cut).collect();
+    let forced = forced_escalations(data, options);
+    let outcomes = outcomes_for_cuts(data, &forced, &predicted, &cuts);
+    cuts.iter()
+        .zip(outcomes)
+        .map(|(cut, o)| LambdaPoint {
+            // The "never" cut is above every gain; clamp it at 0 for a readable table.
+            lambda: (cut / unit).max(0.0),
+            escalation_rate: o.escalation_rate,
+            quality: o.quality,
+            cost: o.cost,
+        })
+        .collect()
 }
 
 /// The calibrated model chosen by cross-validation: the rule, the cut, the model.
@@ -826,10 +885,17 @@ pub(crate) fn train_cross_validated(
         rule: fit.rule.clone(),
         lambda: Some(fit.cut),
     };
+    let unit = if base.large_cost > 0.0 {
+        base.large_cost
+    } else {
+        1.0
+    };
     let mut calibration = Some(Calibration {
+        lambdas: lambda_table(data, &fit.model, options, unit),
         model: fit.model.clone(),
         cut: fit.cut,
         kappa: fit.kappa,
+        unit,
     });
     if spec.kind == MethodKind::Auto {
         let threshold = MethodSpec::new(MethodKind::Threshold, spec.num_bins);
@@ -932,6 +998,55 @@ mod tests {
                 gain_sum: n * mean,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_request_lambda_moves_the_operating_point() {
+        use crate::confidence::Confidence;
+        use crate::policy::QueryEvidence;
+        use crate::record::RoutingRecord;
+        let rows: Vec<RoutingRecord> = (0..300)
+            .map(|i| {
+                let p = [0.0, 0.5, 1.0][i % 3];
+                let small = match i % 3 {
+                    0 => 0.0,
+                    1 => f64::from(u8::from(i % 2 == 0)),
+                    _ => 1.0,
+                };
+                RoutingRecord::new(
+                    small,
+                    1.0,
+                    VerifierScore::Known(Confidence::new(p).unwrap()),
+                )
+            })
+            .collect();
+        let spec = MethodSpec::new(MethodKind::Calibrated, 2);
+        let policy = crate::train::train(
+            &rows,
+            &CostModel::default(),
+            &spec,
+            &TrainOptions::default(),
+        )
+        .unwrap();
+        let c = policy.calibration.as_ref().unwrap();
+        assert!(
+            c.lambdas
+                .windows(2)
+                .all(|w| w[0].escalation_rate <= w[1].escalation_rate)
+        );
+        assert!(policy.trained_lambda().is_some());
+        let at = |lambda| {
+            let e = QueryEvidence {
+                verifier: VerifierScore::Known(Confidence::new(0.5).unwrap()),
+                task_name: None,
+                small_answer: None,
+            };
+            policy.decide_at_lambda(&e, lambda)
+        };
+        // Gain 0.5 at p = 0.5; an escalation costs 50 units.
+        assert_eq!(at(0.001), Ok(crate::metrics::Decision::Escalate));
+        assert_eq!(at(0.1), Ok(crate::metrics::Decision::Keep));
+        assert!(at(-1.0).is_err() && at(f64::NAN).is_err());
     }
 
     #[test]

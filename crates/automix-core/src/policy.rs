@@ -77,6 +77,46 @@ impl Policy {
         }
     }
 
+    /// The λ this policy decides at when a request names none; `None` for a policy without
+    /// a λ family (only calibrated policies keep one).
+    pub fn trained_lambda(&self) -> Option<f64> {
+        self.calibration.as_ref().map(Calibration::trained_lambda)
+    }
+
+    /// [`Policy::decide_for`] at another operating point: escalate where the calibrated
+    /// expected gain is at least `lambda` × the cost of an escalation. An error for a
+    /// policy without a λ family or a λ that is not a finite number ≥ 0.
+    pub fn decide_at_lambda(&self, evidence: &QueryEvidence<'_>, lambda: f64) -> Result<Decision> {
+        if !(lambda.is_finite() && lambda >= 0.0) {
+            return Err(CoreError::InvalidParameter {
+                name: "lambda",
+                reason: format!("{lambda} must be a finite number >= 0"),
+            });
+        }
+        let calibration = self
+            .calibration
+            .as_ref()
+            .ok_or(CoreError::InvalidParameter {
+                name: "lambda",
+                reason:
+                    "this policy has no λ family (train with routing_method auto or Calibrated)"
+                        .into(),
+            })?;
+        if let Some(answer) = evidence.small_answer
+            && self.fixed_answers.iter().any(|f| f == answer)
+        {
+            return Ok(Decision::Escalate);
+        }
+        Ok(match evidence.verifier {
+            VerifierScore::Known(p) => Decision::from_escalate(calibration.escalates_at(
+                p.get(),
+                evidence.task_name,
+                lambda,
+            )),
+            VerifierScore::Unknown => self.unknown_confidence,
+        })
+    }
+
     /// Pretty JSON.
     pub fn to_json(&self) -> Result<String> {
         serde_json::to_string_pretty(self).map_err(|e| CoreError::PolicyJson(e.to_string()))

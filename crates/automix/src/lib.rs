@@ -19,7 +19,7 @@ pub mod training;
 pub use config::Config;
 pub use error::{AutomixError, Result};
 pub use models::{ModelHandle, ModelSet, UpstreamLimits};
-pub use router::{BatchItem, RouteOutcome, Router};
+pub use router::{BatchItem, RouteOptions, RouteOutcome, Router};
 pub use task_metric::TaskMetric;
 
 pub use automix_core as core;

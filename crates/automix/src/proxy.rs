@@ -23,7 +23,7 @@ use automix_llm::{ChatMessage, ChatRequest};
 
 use crate::dataset::{QueryRow, query_id};
 use crate::error::AutomixError;
-use crate::router::{RouteOutcome, Router};
+use crate::router::{RouteOptions, RouteOutcome, Router};
 
 /// Limits and auth of the proxy.
 #[derive(Debug, Clone)]
@@ -540,6 +540,73 @@ fn validate_sampling(body: &Value) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// A request's own operating point: `automix.lambda` in the body or `x-automix-lambda`
+/// (the body wins), `x-automix-max-escalations`. Invalid values are 400s naming the field.
+fn route_options(
+    headers: &HeaderMap,
+    body: &Value,
+    lambda_family: Option<f64>,
+) -> Result<RouteOptions, FieldError> {
+    let header = |name: &str| -> Result<Option<String>, FieldError> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .map(|s| Some(s.trim().to_owned()))
+                .map_err(|_| field_error(name, format!("header {name} is not text"))),
+        }
+    };
+    let valid_lambda = |l: f64| l.is_finite() && l >= 0.0;
+    let from_body = match &body["automix"]["lambda"] {
+        Value::Null => None,
+        Value::Number(n) if n.as_f64().is_some_and(valid_lambda) => n.as_f64(),
+        other => {
+            return Err(field_error(
+                "automix.lambda",
+                format!("`automix.lambda` must be a number >= 0, got {other}"),
+            ));
+        }
+    };
+    let from_header = match header("x-automix-lambda")? {
+        None => None,
+        Some(text) => match text.parse::<f64>() {
+            Ok(l) if valid_lambda(l) => Some(l),
+            _ => {
+                return Err(field_error(
+                    "x-automix-lambda",
+                    format!("x-automix-lambda must be a number >= 0, got {text:?}"),
+                ));
+            }
+        },
+    };
+    let lambda = from_body.or(from_header);
+    if lambda.is_some() && lambda_family.is_none() {
+        let param = if from_body.is_some() {
+            "automix.lambda"
+        } else {
+            "x-automix-lambda"
+        };
+        return Err(field_error(
+            param,
+            "this server's policy has no λ family (a two-model policy trained with \
+             routing_method auto or Calibrated has one)",
+        ));
+    }
+    let max_escalations = match header("x-automix-max-escalations")? {
+        None => None,
+        Some(text) => Some(text.parse::<usize>().map_err(|_| {
+            field_error(
+                "x-automix-max-escalations",
+                format!("x-automix-max-escalations must be an integer >= 0, got {text:?}"),
+            )
+        })?),
+    };
+    Ok(RouteOptions {
+        lambda,
+        max_escalations,
+    })
+}
+
 /// The client's request as ours; errors are client errors (400) naming the field.
 pub fn parse_chat_request(body: &Value) -> Result<(ChatRequest, String, bool), FieldError> {
     validate_sampling(body)?;
@@ -643,6 +710,24 @@ async fn chat_completions(
     };
     // "automix" routes; a configured model's llm_data name is a named route straight to it.
     let direct = request.model != "automix";
+    let family = if direct {
+        Some(0.0)
+    } else {
+        router.lambda_family()
+    };
+    let options = match route_options(&headers, &value, family) {
+        Ok(o) => o,
+        Err(e) => {
+            state.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
+            return param_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+                &e.message,
+                Some(&e.param),
+            );
+        }
+    };
     if direct
         && !router
             .models()
@@ -692,7 +777,7 @@ async fn chat_completions(
             let name = request.model.clone();
             router.direct(&query, &name, request).await
         } else {
-            router.route_chat(&query, request).await
+            router.route_chat_with(&query, request, &options).await
         }
     })
     .await;
@@ -768,6 +853,7 @@ fn metadata_json(o: &RouteOutcome) -> Value {
         "verification_score": o.verification_score,
         "decision": decision(o),
         "cost": o.total_cost,
+        "lambda": o.lambda,
         "steps": o.steps,
     })
 }
@@ -858,6 +944,9 @@ fn add_headers(headers: &mut HeaderMap, o: &RouteOutcome) {
     );
     put("x-automix-decision", decision(o).into());
     put("x-automix-cost", format!("{:.9}", o.total_cost));
+    if let Some(l) = o.lambda {
+        put("x-automix-lambda", format!("{l}"));
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains requests in flight.

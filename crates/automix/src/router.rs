@@ -24,6 +24,16 @@ use automix_core::cascade::{CascadeAction, CascadePolicy};
 use automix_llm::ChatRequest;
 use std::sync::Mutex;
 
+/// A request's own routing settings; `None` fields take the trained or configured value.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RouteOptions {
+    /// λ of the two-model calibrated policy: escalate where the expected gain is at least
+    /// λ × the cost of an escalation.
+    pub lambda: Option<f64>,
+    /// Most escalations for this request (0 keeps the first answer).
+    pub max_escalations: Option<usize>,
+}
+
 /// One model call made while routing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallRecord {
@@ -112,6 +122,10 @@ pub struct RouteOutcome {
     pub latency_ms: u64,
     /// Score against the ground truth, when the query has one and a known metric.
     pub task_performance: Option<f64>,
+    /// The λ the two-model policy decided at (a request's own, else the trained one);
+    /// `None` when no λ family decided (threshold rule, cascade, named route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda: Option<f64>,
 }
 
 /// A batch entry: the outcome, or the error that query hit (the batch goes on).
@@ -235,13 +249,44 @@ impl Router {
 
     /// Routes one query.
     pub async fn route_single(&self, query: &QueryRow) -> Result<RouteOutcome> {
-        self.route_with(query, None).await
+        self.route_with(query, None, &RouteOptions::default()).await
+    }
+
+    /// Routes one query at the request's own operating point.
+    pub async fn route_single_with(
+        &self,
+        query: &QueryRow,
+        options: &RouteOptions,
+    ) -> Result<RouteOutcome> {
+        self.route_with(query, None, options).await
     }
 
     /// Routes a client's chat request: `query` holds the question the verifier sees (the last
     /// user message); every model is asked with `request` itself.
     pub async fn route_chat(&self, query: &QueryRow, request: ChatRequest) -> Result<RouteOutcome> {
-        self.route_with(query, Some(request)).await
+        self.route_with(query, Some(request), &RouteOptions::default())
+            .await
+    }
+
+    /// [`Router::route_chat`] at the request's own operating point.
+    pub async fn route_chat_with(
+        &self,
+        query: &QueryRow,
+        request: ChatRequest,
+        options: &RouteOptions,
+    ) -> Result<RouteOutcome> {
+        self.route_with(query, Some(request), options).await
+    }
+
+    /// The trained λ of the two-model policy when requests may choose their own: a
+    /// calibrated policy that is not routed through a cascade. `None` otherwise.
+    pub fn lambda_family(&self) -> Option<f64> {
+        let policy = self.policy.as_ref()?;
+        let through_cascade = self.config.automix.use_pomdp_router && policy.cascade.is_some();
+        if through_cascade || !self.config.automix.use_pomdp_router {
+            return None;
+        }
+        policy.policy.trained_lambda()
     }
 
     /// The query's metric, how models are asked, and which verification runs.
@@ -304,6 +349,7 @@ impl Router {
             latency_ms: started.elapsed().as_millis() as u64,
             task_performance: None,
             response: call.text,
+            lambda: None,
         })
     }
 
@@ -324,15 +370,21 @@ impl Router {
         &self,
         query: &QueryRow,
         request: Option<ChatRequest>,
+        options: &RouteOptions,
     ) -> Result<RouteOutcome> {
         if self.config.automix.use_pomdp_router
             && let Some(plan) = self.policy.as_ref().and_then(|p| p.cascade.as_ref())
         {
-            return self.route_cascade(query, plan, request).await;
+            return self
+                .route_cascade(query, plan, request, options.max_escalations)
+                .await;
         }
         let started = Instant::now();
         let (metric, source, signal, modes) = self.prepare(query, request)?;
-        let max_escalations = self.config.automix.max_escalations;
+        let max_escalations = options
+            .max_escalations
+            .unwrap_or(self.config.automix.max_escalations);
+        let mut lambda_used = None;
         let mut calls = Vec::new();
         let mut steps = Vec::new();
         let mut path = Vec::new();
@@ -385,7 +437,9 @@ impl Router {
                 Some(m) => m.extract(&answer.text, &query.choices),
                 None => normalise_answer(&answer.text),
             };
-            let (decision, reason) = self.decide(i, run_score, &query.task_name, &normalised)?;
+            let (decision, reason, lambda) =
+                self.decide(i, run_score, &query.task_name, &normalised, options.lambda)?;
+            lambda_used = lambda_used.or(lambda);
             steps.push(StepRecord {
                 model: model.entry.name.clone(),
                 answer: answer.text.clone(),
@@ -423,6 +477,7 @@ impl Router {
             latency_ms: started.elapsed().as_millis() as u64,
             task_performance,
             response,
+            lambda: lambda_used,
         })
     }
 
@@ -432,6 +487,7 @@ impl Router {
         query: &QueryRow,
         plan: &CascadePlan,
         request: Option<ChatRequest>,
+        request_max_escalations: Option<usize>,
     ) -> Result<RouteOutcome> {
         let started = Instant::now();
         let (metric, source, signal, modes) = self.prepare(query, request)?;
@@ -474,7 +530,9 @@ impl Router {
             let answer = answer(model, &self.prompts, query, &source).await?;
             path.push(name.clone());
             calls.push(CallRecord::answer(name, &answer));
-            if !verify_next || current == last {
+            // A request's own cap: past it the current answer is kept unverified.
+            let capped = request_max_escalations.is_some_and(|m| path.len() > m);
+            if !verify_next || current == last || capped {
                 if first.is_none() {
                     first = Some((answer.text.clone(), None));
                 }
@@ -540,6 +598,7 @@ impl Router {
             slm_answer,
             verification_score,
             route_to_llm: path.len() > 1,
+            lambda: None,
             escalation_path: path,
             total_tokens: calls
                 .iter()
@@ -552,30 +611,49 @@ impl Router {
         })
     }
 
-    /// Keep or escalate after model `step` answered with verifier score `score`.
+    /// Keep or escalate after model `step` answered with verifier score `score`; with the
+    /// λ the policy decided at, when it has a λ family.
     fn decide(
         &self,
         step: usize,
         score: VerifierScore,
         task: &str,
         normalised_answer: &str,
-    ) -> Result<(Decision, String)> {
+        lambda: Option<f64>,
+    ) -> Result<(Decision, String, Option<f64>)> {
         let models = self.models.models();
         if self.config.automix.use_pomdp_router
             && let Some(p) = &self.policy
             && models[step].entry.name == p.small_model
         {
-            let decision = p.policy.decide_for(&QueryEvidence {
+            let evidence = QueryEvidence {
                 verifier: score,
                 task_name: Some(task),
                 small_answer: Some(normalised_answer),
-            });
+            };
             let reason = match score {
                 VerifierScore::Unknown => "unknown score: policy's unknown_confidence rule",
                 VerifierScore::Known(_) => "policy",
             };
-            return Ok((decision, reason.into()));
+            return Ok(match lambda {
+                Some(l) => (
+                    p.policy.decide_at_lambda(&evidence, l)?,
+                    format!("{reason} at the request's λ {l}"),
+                    Some(l),
+                ),
+                None => (
+                    p.policy.decide_for(&evidence),
+                    reason.into(),
+                    p.policy.trained_lambda(),
+                ),
+            });
         }
+        let (decision, reason) = self.threshold_rule(score)?;
+        Ok((decision, reason, None))
+    }
+
+    /// The threshold rule on the verifier score (no trained policy for this step).
+    fn threshold_rule(&self, score: VerifierScore) -> Result<(Decision, String)> {
         Ok(match score.known() {
             Some(p) => (
                 Decision::from_escalate(p < self.config.automix.verification_threshold),
@@ -594,8 +672,18 @@ impl Router {
     /// Routes queries concurrently (up to `max_workers`), keeping input order; a failing
     /// query is reported in its slot and the batch goes on.
     pub async fn route_batch(&self, queries: &[QueryRow]) -> Vec<BatchItem> {
+        self.route_batch_with(queries, &RouteOptions::default())
+            .await
+    }
+
+    /// [`Router::route_batch`] at one operating point for every query.
+    pub async fn route_batch_with(
+        &self,
+        queries: &[QueryRow],
+        options: &RouteOptions,
+    ) -> Vec<BatchItem> {
         futures::stream::iter(queries.iter().map(|q| async move {
-            match self.route_single(q).await {
+            match self.route_single_with(q, options).await {
                 Ok(outcome) => BatchItem {
                     id: q.id.clone(),
                     outcome: Some(outcome),

@@ -359,3 +359,73 @@ async fn serve_as_a_second_process_under_load_then_reload_and_drain() {
         "client keys must not be logged: {log}"
     );
 }
+
+/// `calibrate` on the bundled rows: the λ family of the default policy, and the λ whose
+/// escalation share on the training rows stays within the one asked for.
+#[test]
+fn calibrate_finds_the_lambda_of_an_escalation_share() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = temp("calibrate");
+    let policy = dir.join("policy.json");
+    let policy_arg = policy.to_str().unwrap();
+    let out = automix(
+        &[
+            "--config",
+            "configs/local.yaml",
+            "train",
+            "--all-rows",
+            "--output",
+            policy_arg,
+        ],
+        &root,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = automix(
+        &[
+            "--config",
+            "configs/local.yaml",
+            "--json",
+            "calibrate",
+            "--policy",
+            policy_arg,
+            "--escalation-share",
+            "0.2",
+        ],
+        &root,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let table = v["table"].as_array().unwrap();
+    assert!(table.len() > 2);
+    let chosen = &v["chosen"];
+    assert!(chosen["escalation_rate"].as_f64().unwrap() <= 0.2);
+    assert!(chosen["lambda"].as_f64().unwrap() > 0.0);
+    // No point of the family escalating more while staying within the share was skipped.
+    let best = table
+        .iter()
+        .map(|p| p["escalation_rate"].as_f64().unwrap())
+        .filter(|r| *r <= 0.2)
+        .fold(0.0, f64::max);
+    assert_eq!(chosen["escalation_rate"].as_f64().unwrap(), best);
+    let bad = automix(
+        &[
+            "--config",
+            "configs/local.yaml",
+            "calibrate",
+            "--policy",
+            policy_arg,
+            "--escalation-share",
+            "2",
+        ],
+        &root,
+    );
+    assert!(!bad.status.success());
+}

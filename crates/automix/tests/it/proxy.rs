@@ -64,8 +64,17 @@ async fn start_with(handles: Vec<ModelHandle>, settings: ProxySettings) -> Proxy
         Path::new("proxy.yaml"),
     )
     .unwrap();
+    start_routed(handles, settings, &config, None).await
+}
+
+async fn start_routed(
+    handles: Vec<ModelHandle>,
+    settings: ProxySettings,
+    config: &Config,
+    policy: Option<automix::training::RouterPolicy>,
+) -> Proxy {
     let models = ModelSet::new(handles).unwrap();
-    let router = Router::new(&config, models, Arc::new(PromptSet::builtin()), None).unwrap();
+    let router = Router::new(config, models, Arc::new(PromptSet::builtin()), policy).unwrap();
     let state = ProxyState::new(router, None, settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -1020,4 +1029,143 @@ async fn the_fault_suite_sees_exact_outcomes_and_call_counts() {
             s.name
         );
     }
+}
+
+/// A calibrated policy where a half-confident answer gains 0.5 by escalating: λ = 0.001
+/// escalates it, λ = 0.1 keeps it (an escalation costs 50 units).
+fn calibrated_policy(config: &Config) -> automix::training::RouterPolicy {
+    use crate::support::{Run, training_row};
+    let rows: Vec<_> = (0..300)
+        .map(|i| {
+            let p = [0.0, 0.5, 1.0][i % 3];
+            let small_right = match i % 3 {
+                0 => false,
+                1 => i % 2 == 0,
+                _ => true,
+            };
+            let runs = [
+                Run {
+                    model: "small",
+                    right: small_right,
+                    cost: 1.0,
+                    confidence: Some(p),
+                },
+                Run {
+                    model: "large",
+                    right: true,
+                    cost: 50.0,
+                    confidence: None,
+                },
+            ];
+            training_row(i, "chat", &runs)
+        })
+        .collect();
+    automix::training::train_policy(config, &rows, "small", "large").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_chooses_its_operating_point_with_lambda() {
+    let half_sure = || {
+        vec![
+            FakeReply::Completion {
+                texts: vec!["maybe 5".into()],
+                logprobs: false,
+            },
+            FakeReply::Completion {
+                texts: vec!["Correct".into(), "Incorrect".into()],
+                logprobs: false,
+            },
+        ]
+    };
+    let small = FakeOpenAi::start([half_sure(), half_sure(), half_sure()].concat())
+        .await
+        .unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let config = Config::parse(
+        "hparam:\n  routing_method: Calibrated\n  verifier_signal: samples\n  per_task_prior: false\nautomix:\n  verification_samples: 2\n",
+        Path::new("proxy.yaml"),
+    )
+    .unwrap();
+    let policy = calibrated_policy(&config);
+    let trained = policy.policy.trained_lambda().unwrap();
+    let handles = vec![
+        handle("small", 1.0, small.base_url(), 1, Duration::from_secs(5)),
+        handle("large", 10.0, large.base_url(), 1, Duration::from_secs(5)),
+    ];
+    let proxy = start_routed(handles, ProxySettings::default(), &config, Some(policy)).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", proxy.base);
+    let ask = |lambda_header: Option<&str>, body_lambda: Option<Value>| {
+        let mut body =
+            json!({"model": "automix", "messages": [{"role": "user", "content": "2+2?"}]});
+        if let Some(l) = body_lambda {
+            body["automix"] = json!({"lambda": l});
+        }
+        let mut req = client.post(&url).json(&body);
+        if let Some(h) = lambda_header {
+            req = req.header("x-automix-lambda", h);
+        }
+        req.send()
+    };
+    // Header λ small: the half-sure answer is escalated; the λ used is echoed.
+    let cheap_quality = ask(Some("0.001"), None).await.unwrap();
+    assert_eq!(cheap_quality.status(), 200);
+    assert_eq!(
+        cheap_quality.headers()["x-automix-models-tried"],
+        "small,large"
+    );
+    assert_eq!(cheap_quality.headers()["x-automix-lambda"], "0.001");
+    // Body λ large wins over the header: the same answer is kept.
+    let frugal = ask(Some("0.001"), Some(json!(0.1))).await.unwrap();
+    assert_eq!(frugal.headers()["x-automix-models-tried"], "small");
+    let body: Value = frugal.json().await.unwrap();
+    assert_eq!(body["automix"]["lambda"], 0.1);
+    // Without one, the trained λ applies and is echoed.
+    let default = ask(None, None).await.unwrap();
+    let echoed: f64 = default.headers()["x-automix-lambda"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(echoed, trained);
+    // Invalid values are 400s naming the field, before any model is called.
+    let calls_before = small.calls();
+    for (header, body_lambda, param) in [
+        (Some("abc"), None, "x-automix-lambda"),
+        (Some("-1"), None, "x-automix-lambda"),
+        (None, Some(json!(-0.5)), "automix.lambda"),
+        (None, Some(json!("high")), "automix.lambda"),
+    ] {
+        let resp = ask(header, body_lambda).await.unwrap();
+        assert_eq!(resp.status(), 400);
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["param"], param, "{err}");
+    }
+    let capped = client
+        .post(&url)
+        .header("x-automix-max-escalations", "-1")
+        .json(&json!({"model": "automix", "messages": [{"role": "user", "content": "q"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(capped.status(), 400);
+    assert_eq!(small.calls(), calls_before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lambda_is_refused_where_the_policy_has_no_family() {
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let proxy = start_default(&small, &large, ProxySettings::default()).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", proxy.base))
+        .header("x-automix-lambda", "0.5")
+        .json(&openai_body("q"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["param"], "x-automix-lambda");
+    assert_eq!(small.calls(), 0);
 }
