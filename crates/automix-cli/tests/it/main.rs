@@ -111,6 +111,12 @@ fn train_then_eval_with_table_json_and_plots() {
     }
     let png = std::fs::read(dir.join("out/frontier.png")).unwrap();
     assert_eq!(&png[..4], b"\x89PNG");
+    // The PNG carries text: ink where the tick labels, the axis description and the title
+    // go, strips a plot without a font leaves blank (its data area starts at the margin).
+    let ink = png_ink(&png);
+    assert!(ink(25..65, 100..500) > 100, "no y-axis tick labels in the PNG");
+    assert!(ink(300..600, 563..598) > 50, "no x-axis description in the PNG");
+    assert!(ink(170..730, 15..45) > 100, "no title in the PNG");
     let svg = std::fs::read_to_string(dir.join("out/frontier.svg")).unwrap();
     assert!(svg.contains("<svg") && svg.contains("oracle"));
 
@@ -428,4 +434,27 @@ fn calibrate_finds_the_lambda_of_an_escalation_share() {
         &root,
     );
     assert!(!bad.status.success());
+}
+
+/// Counts non-white pixels of a PNG inside `x × y`.
+fn png_ink(bytes: &[u8]) -> impl Fn(std::ops::Range<usize>, std::ops::Range<usize>) -> usize {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes.to_vec()))
+        .read_info()
+        .unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let width = info.width as usize;
+    move |xs, ys| {
+        let mut n = 0;
+        for y in ys {
+            for x in xs.clone() {
+                let i = (y * width + x) * channels;
+                if buf[i..i + 3].iter().any(|&c| c < 200) {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
 }
