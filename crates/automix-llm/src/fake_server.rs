@@ -46,6 +46,13 @@ pub enum FakeReply {
         /// Whether to finish with `[DONE]`.
         complete: bool,
     },
+    /// A complete SSE stream of these content deltas, `gap` apart (a slow upstream).
+    PacedStream {
+        /// Content per chunk.
+        chunks: Vec<String>,
+        /// Pause before each event.
+        gap: Duration,
+    },
     /// Answer as the server would by default (see [`FakeOpenAi`]).
     Echo,
 }
@@ -171,39 +178,46 @@ async fn respond(mut reply: FakeReply, request: &Value) -> Response {
             });
             Response::new(Body::from_stream(failing))
         }
+        FakeReply::PacedStream { chunks, gap } => sse(chunks, true, gap, request),
         FakeReply::Stream { chunks, complete } => {
-            let model = request["model"].as_str().unwrap_or("fake").to_owned();
-            let mut events: Vec<Result<Bytes, std::io::Error>> = chunks
-                .iter()
-                .map(|c| {
-                    let ev = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
-                        "choices": [{"index": 0, "delta": {"content": c}, "finish_reason": null}]});
-                    Ok(Bytes::from(format!("data: {ev}\n\n")))
-                })
-                .collect();
-            if complete {
-                let ev = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
-                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
-                events.push(Ok(Bytes::from(format!("data: {ev}\n\ndata: [DONE]\n\n"))));
-            } else {
-                events.push(Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "upstream died",
-                )));
-            }
-            // Pace the events so each is flushed before the next (and before a break).
-            let stream = futures::StreamExt::then(futures::stream::iter(events), |e| async move {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                e
-            });
-            (
-                [(header::CONTENT_TYPE, "text/event-stream")],
-                Body::from_stream(stream),
-            )
-                .into_response()
+            sse(chunks, complete, Duration::from_millis(5), request)
         }
         FakeReply::Delay(..) => unreachable!("delays unwrapped above"),
     }
+}
+
+/// An SSE response of `chunks`, each event `gap` after the previous one; `complete: false`
+/// breaks the connection instead of sending `[DONE]`.
+fn sse(chunks: Vec<String>, complete: bool, gap: Duration, request: &Value) -> Response {
+    let model = request["model"].as_str().unwrap_or("fake").to_owned();
+    let mut events: Vec<Result<Bytes, std::io::Error>> = chunks
+        .iter()
+        .map(|c| {
+            let ev = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
+                "choices": [{"index": 0, "delta": {"content": c}, "finish_reason": null}]});
+            Ok(Bytes::from(format!("data: {ev}\n\n")))
+        })
+        .collect();
+    if complete {
+        let ev = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        events.push(Ok(Bytes::from(format!("data: {ev}\n\ndata: [DONE]\n\n"))));
+    } else {
+        events.push(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "upstream died",
+        )));
+    }
+    // Pace the events so each is flushed before the next (and before a break).
+    let stream = futures::StreamExt::then(futures::stream::iter(events), move |e| async move {
+        tokio::time::sleep(gap).await;
+        e
+    });
+    (
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 fn completion(texts: Vec<String>, logprobs: bool, request: &Value) -> Response {

@@ -772,6 +772,9 @@ async fn chat_completions(
         task_id: None,
         context: None,
     };
+    if direct && stream {
+        return live_stream(&state, &router, request, started).await;
+    }
     let routed = tokio::time::timeout(state.settings.request_timeout, async {
         if direct {
             let name = request.model.clone();
@@ -827,6 +830,95 @@ async fn chat_completions(
     };
     add_headers(response.headers_mut(), &outcome);
     response
+}
+
+/// A named route with `stream: true`: the model's deltas go to the client as they arrive.
+/// Headers known before the first byte (model, decision) are sent; the final chunk carries
+/// the `automix` summary. A failure before the first delta is an ordinary OpenAI error; one
+/// after it is an SSE `error` event, since the status line has gone.
+async fn live_stream(
+    state: &Arc<ProxyState>,
+    router: &Router,
+    request: ChatRequest,
+    started: Instant,
+) -> Response {
+    use futures::StreamExt;
+    let name = request.model.clone();
+    let (api_model, deltas) = match router.direct_stream(&name, request).await {
+        Ok(s) => s,
+        Err(e) => {
+            state
+                .metrics
+                .upstream_errors
+                .fetch_add(1, Ordering::Relaxed);
+            eprintln!("automix serve: stream failed: {e}");
+            let (status, code, message) = e.for_client();
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            return error_response(status, "upstream_error", code, &message);
+        }
+    };
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    state.metrics.observe_latency(started.elapsed());
+    let id = format!(
+        "chatcmpl-automix-{}",
+        state.next_id.fetch_add(1, Ordering::Relaxed)
+    );
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let chunk = {
+        let (id, api_model) = (id.clone(), api_model.clone());
+        move |delta: Value, finish: Value| {
+            let c = json!({
+                "id": id, "object": "chat.completion.chunk", "created": created, "model": api_model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
+            });
+            format!("data: {c}\n\n")
+        }
+    };
+    let first = futures::stream::once({
+        let chunk = chunk.clone();
+        async move { chunk(json!({"role": "assistant", "content": ""}), Value::Null) }
+    });
+    let summary =
+        json!({"model_name": name, "models_tried": [name], "decision": "direct", "lambda": null});
+    let body = deltas.scan(false, move |done, item| {
+        let event = match (*done, item) {
+            (true, _) => None,
+            (false, Ok(d)) => {
+                let finish = d.finish_reason.map_or(Value::Null, Value::String);
+                Some(chunk(json!({"content": d.content}), finish))
+            }
+            (false, Err(e)) => {
+                *done = true;
+                eprintln!("automix serve: upstream stream broke: {e}");
+                let err = json!({"error": {"message": "the upstream stream broke",
+                        "type": "upstream_error", "param": null, "code": "upstream_error"}});
+                Some(format!("data: {err}\n\n"))
+            }
+        };
+        futures::future::ready(event)
+    });
+    let tail = futures::stream::once(async move {
+        let last = json!({"id": id, "object": "chat.completion.chunk", "created": created,
+            "model": api_model, "choices": [], "usage": null, "automix": summary});
+        format!("data: {last}\n\ndata: [DONE]\n\n")
+    });
+    let events = first.chain(body).chain(tail).map(Ok::<_, Infallible>);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header(
+            "x-automix-model",
+            HeaderValue::from_str(&name).unwrap_or(HeaderValue::from_static("unknown")),
+        )
+        .header(
+            "x-automix-models-tried",
+            HeaderValue::from_str(&name).unwrap_or(HeaderValue::from_static("unknown")),
+        )
+        .header("x-automix-decision", "direct")
+        .body(Body::from_stream(events))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 /// `direct` (a named route: one model, nothing verified), `escalate` or `keep`.

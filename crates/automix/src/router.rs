@@ -312,6 +312,36 @@ impl Router {
         Ok((metric, self.source(metric, request), signal, modes))
     }
 
+    /// A named route, streamed: `request` straight to the configured model `name`, its
+    /// deltas as they arrive (nothing to verify, so nothing to wait for). Returns the model's
+    /// API id and the stream.
+    pub async fn direct_stream(
+        &self,
+        name: &str,
+        request: ChatRequest,
+    ) -> Result<(String, automix_llm::DeltaStream)> {
+        let model = self
+            .models
+            .models()
+            .iter()
+            .find(|m| m.entry.name == name)
+            .ok_or_else(|| AutomixError::Invalid(format!("model {name} is not configured")))?;
+        let request = ChatRequest {
+            model: model.entry.model.clone(),
+            n: 1,
+            ..request
+        };
+        let stream = model
+            .provider
+            .chat_stream(&request)
+            .await
+            .map_err(|source| AutomixError::Model {
+                model: name.to_owned(),
+                source,
+            })?;
+        Ok((model.entry.model.clone(), stream))
+    }
+
     /// A named route: `request` straight to the configured model `name`, no verification.
     pub async fn direct(
         &self,

@@ -114,8 +114,14 @@ fn train_then_eval_with_table_json_and_plots() {
     // The PNG carries text: ink where the tick labels, the axis description and the title
     // go, strips a plot without a font leaves blank (its data area starts at the margin).
     let ink = png_ink(&png);
-    assert!(ink(25..65, 100..500) > 100, "no y-axis tick labels in the PNG");
-    assert!(ink(300..600, 563..598) > 50, "no x-axis description in the PNG");
+    assert!(
+        ink(25..65, 100..500) > 100,
+        "no y-axis tick labels in the PNG"
+    );
+    assert!(
+        ink(300..600, 563..598) > 50,
+        "no x-axis description in the PNG"
+    );
     assert!(ink(170..730, 15..45) > 100, "no title in the PNG");
     let svg = std::fs::read_to_string(dir.join("out/frontier.svg")).unwrap();
     assert!(svg.contains("<svg") && svg.contains("oracle"));
