@@ -540,6 +540,18 @@ fn validate_sampling(body: &Value) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// The 400 of a request field at fault, counted as a client error.
+fn field_response(state: &ProxyState, e: &FieldError) -> Response {
+    state.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
+    param_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        "invalid_request",
+        &e.message,
+        Some(&e.param),
+    )
+}
+
 /// A request's own operating point: `automix.lambda` in the body or `x-automix-lambda`
 /// (the body wins), `x-automix-max-escalations`. Invalid values are 400s naming the field.
 fn route_options(
@@ -689,16 +701,7 @@ async fn chat_completions(
     };
     let (request, question, stream) = match parse_chat_request(&value) {
         Ok(p) => p,
-        Err(e) => {
-            state.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
-            return param_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_request",
-                &e.message,
-                Some(&e.param),
-            );
-        }
+        Err(e) => return field_response(&state, &e),
     };
     let Some(router) = state.router() else {
         return error_response(
@@ -717,16 +720,7 @@ async fn chat_completions(
     };
     let options = match route_options(&headers, &value, family) {
         Ok(o) => o,
-        Err(e) => {
-            state.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
-            return param_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_request",
-                &e.message,
-                Some(&e.param),
-            );
-        }
+        Err(e) => return field_response(&state, &e),
     };
     if direct
         && !router

@@ -13,7 +13,7 @@ use automix_verify::{PromptSet, TaskKind, Verifier, normalise_answer};
 use crate::config::{CollectSettings, Config, VerifierSignal};
 use crate::dataset::{QueryRow, Tokens, VerificationRecord};
 use crate::error::{AutomixError, Result};
-use crate::models::ModelSet;
+use crate::models::{ModelHandle, ModelSet};
 use crate::pipeline::{
     AnswerCall, AnswerSource, VerifyModes, answer, answer_budget, verifier_for, verify,
 };
@@ -312,6 +312,15 @@ impl Router {
         Ok((metric, self.source(metric, request), signal, modes))
     }
 
+    /// The configured model called `name`.
+    fn model_named(&self, name: &str) -> Result<&ModelHandle> {
+        self.models
+            .models()
+            .iter()
+            .find(|m| m.entry.name == name)
+            .ok_or_else(|| AutomixError::Invalid(format!("model {name} is not configured")))
+    }
+
     /// A named route, streamed: `request` straight to the configured model `name`, its
     /// deltas as they arrive (nothing to verify, so nothing to wait for). Returns the model's
     /// API id and the stream.
@@ -320,12 +329,7 @@ impl Router {
         name: &str,
         request: ChatRequest,
     ) -> Result<(String, automix_llm::DeltaStream)> {
-        let model = self
-            .models
-            .models()
-            .iter()
-            .find(|m| m.entry.name == name)
-            .ok_or_else(|| AutomixError::Invalid(format!("model {name} is not configured")))?;
+        let model = self.model_named(name)?;
         let request = ChatRequest {
             model: model.entry.model.clone(),
             n: 1,
@@ -350,12 +354,7 @@ impl Router {
         request: ChatRequest,
     ) -> Result<RouteOutcome> {
         let started = Instant::now();
-        let model = self
-            .models
-            .models()
-            .iter()
-            .find(|m| m.entry.name == name)
-            .ok_or_else(|| AutomixError::Invalid(format!("model {name} is not configured")))?;
+        let model = self.model_named(name)?;
         let call = answer(
             model,
             &self.prompts,
