@@ -146,14 +146,21 @@ fn pair(config: &Config, rows: &[TrainingRow]) -> Result<(String, String)> {
     ) {
         return Ok((s.clone(), l.clone()));
     }
-    match catalogue(config) {
-        Ok(c) => Ok(small_and_large(
-            &c,
+    let has_catalogue = config
+        .data_path
+        .llm_data
+        .as_deref()
+        .is_some_and(Path::exists);
+    match has_catalogue {
+        true => Ok(small_and_large(
+            &catalogue(config)?,
             config.model_path.engine_small.as_deref(),
             config.model_path.engine_large.as_deref(),
         )?),
-        // Without llm_data the rows' model order (cheapest first) decides.
-        Err(_) => {
+        // Without an llm_data file the rows' model order (cheapest first, as collected)
+        // decides; a file that exists but is broken is an error, not this fallback.
+        false => {
+            eprintln!("note: no llm_data file; small and large model taken from the rows' order");
             let first = rows.first().context("no training rows")?;
             let names: Vec<&str> = first.models.iter().map(|m| m.model.as_str()).collect();
             match (names.first(), names.last()) {

@@ -218,10 +218,21 @@ pub async fn verify(
     if modes.logprob {
         let l = verifier.verify_logprob(&text, answer).await.map_err(fail)?;
         usage = usage + l.usage;
-        record.logprob_p = l.p_correct;
         record.logprob_source = match &l.source {
-            LogprobSource::Logprobs { .. } => "logprobs".into(),
-            LogprobSource::FellBackToSampling { reason, .. } => format!("fallback: {reason}"),
+            LogprobSource::Logprobs { .. } => {
+                record.logprob_p = l.p_correct;
+                "logprobs".into()
+            }
+            // A vote fraction is not a logprob: a policy trained on logprobs would decide on
+            // a signal of another scale. It stays out of `logprob_p` (the score is unknown to
+            // a logprob policy, whose unknown rule then decides, visibly) and goes where
+            // sampled votes belong.
+            LogprobSource::FellBackToSampling { reason, .. } => {
+                if !modes.sampled {
+                    record.p_ver = l.p_correct;
+                }
+                format!("fallback: {reason}")
+            }
         };
     }
     record.tokens = usage.into();

@@ -24,6 +24,13 @@ use automix_core::cascade::{CascadeAction, CascadePolicy};
 use automix_llm::ChatRequest;
 use std::sync::Mutex;
 
+/// The online belief, even after a panic elsewhere poisoned its lock: the belief is plain
+/// data that a panic cannot leave half-updated in a way that matters more than silently
+/// routing on the offline table instead would.
+fn lock_belief<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A request's own routing settings; `None` fields take the trained or configured value.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RouteOptions {
@@ -181,6 +188,17 @@ impl Router {
                 .iter()
                 .filter(|_| config.automix.use_pomdp_router)
                 .flat_map(|c| c.models.iter());
+            // The two-model path consults the policy at the first (cheapest) model only: a
+            // policy whose small model sorts elsewhere would silently never decide.
+            let through_cascade = config.automix.use_pomdp_router && p.cascade.is_some();
+            if !through_cascade && names.first() != Some(&p.small_model.as_str()) {
+                return Err(AutomixError::Invalid(format!(
+                    "the policy's small model {} is not the router's first (cheapest) model {}; \
+                     models are ordered by llm_data price, then size",
+                    p.small_model,
+                    names.first().copied().unwrap_or("(none)")
+                )));
+            }
             for m in [&p.small_model, &p.large_model]
                 .into_iter()
                 .chain(cascade_models)
@@ -530,10 +548,7 @@ impl Router {
                 })
         };
         // With the online belief, its current table decides (and its global start).
-        let online_table = self
-            .online
-            .as_ref()
-            .and_then(|o| o.lock().ok().map(|o| o.policy()));
+        let online_table = self.online.as_ref().map(|o| lock_belief(o).policy());
         let table: &CascadePolicy = online_table.as_deref().unwrap_or(&plan.policy);
         let start = match online_table {
             Some(ref t) => t.start,
@@ -607,10 +622,8 @@ impl Router {
                 }
             }
         };
-        if let Some(online) = &self.online
-            && let Ok(mut online) = online.lock()
-        {
-            online.observe(&observed)?;
+        if let Some(online) = &self.online {
+            lock_belief(online).observe(&observed)?;
         }
         let kept = &plan.models[current];
         let index = handle(kept)?;

@@ -415,3 +415,59 @@ async fn the_online_belief_moves_traffic_when_a_model_goes_bad() {
     );
     assert!(kept[70..].iter().all(|m| m == "big"), "{kept:?}");
 }
+
+/// A logprob verification that fell back to sampled votes does not pass the vote fraction
+/// off as a logprob: to a logprob-read router the score is unknown, and its rule decides.
+#[tokio::test]
+async fn a_logprob_fallback_is_not_read_as_a_logprob() {
+    let (small, _) = model("small", 1.0, "B", &["Correct", "Correct", "Correct"]);
+    let (large, _) = model("large", 10.0, "B", &["Correct"]);
+    let cfg = config("  use_logprob_verification: true\n");
+    let out = router(&cfg, small, large)
+        .route_single(&query("q-logprob"))
+        .await
+        .unwrap();
+    assert_eq!(out.verification_score, None);
+    assert!(
+        out.steps[0].reason.contains("unknown"),
+        "{}",
+        out.steps[0].reason
+    );
+    assert!(out.route_to_llm, "unknown escalates by default");
+}
+
+/// A policy whose small model is not the router's cheapest would never be consulted: that is
+/// an error at start, not a silent switch to the threshold rule.
+#[tokio::test]
+async fn a_policy_for_another_small_model_is_refused() {
+    use crate::support::{Run, training_row};
+    let rows: Vec<_> = (0..60)
+        .map(|i| {
+            let runs = [
+                Run {
+                    model: "small",
+                    right: i % 2 == 0,
+                    cost: 1.0,
+                    confidence: Some(0.5),
+                },
+                Run {
+                    model: "large",
+                    right: true,
+                    cost: 10.0,
+                    confidence: None,
+                },
+            ];
+            training_row(i, "mmlu", &runs)
+        })
+        .collect();
+    let cfg = config("hparam:\n  routing_method: Threshold\n  verifier_signal: samples\n");
+    // Trained as if "large" were the small model.
+    let policy = automix::training::train_policy(&cfg, &rows, "large", "small").unwrap();
+    let (small, _) = model("small", 1.0, "B", &["Correct"]);
+    let (large, _) = model("large", 10.0, "B", &["Correct"]);
+    let models = ModelSet::new(vec![large, small]).unwrap();
+    let err = Router::new(&cfg, models, Arc::new(PromptSet::builtin()), Some(policy))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("not the router's first"), "{err}");
+}
