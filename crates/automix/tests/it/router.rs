@@ -466,8 +466,8 @@ async fn a_policy_for_another_small_model_is_refused() {
     let (small, _) = model("small", 1.0, "B", &["Correct"]);
     let (large, _) = model("large", 10.0, "B", &["Correct"]);
     let models = ModelSet::new(vec![large, small]).unwrap();
-    let err = Router::new(&cfg, models, Arc::new(PromptSet::builtin()), Some(policy))
-        .err()
-        .expect("refused");
+    let Err(err) = Router::new(&cfg, models, Arc::new(PromptSet::builtin()), Some(policy)) else {
+        panic!("a policy for another small model was accepted");
+    };
     assert!(err.to_string().contains("not the router's first"), "{err}");
 }
