@@ -324,15 +324,26 @@ pub(crate) fn pav(points: impl Iterator<Item = (f64, f64)>) -> Vec<Block> {
     blocks
 }
 
+/// The curve of `blocks` over `levels`, keeping only each block's first and last level: a
+/// confidence between them has the block's gain either way, and a continuous signal would
+/// otherwise put every training row's confidence in the policy file.
 fn expand(blocks: &[Block], levels: &[Level]) -> GainCurve {
-    let mut gains = vec![0.0; levels.len()];
+    let mut curve = GainCurve {
+        levels: Vec::with_capacity(2 * blocks.len()),
+        gains: Vec::with_capacity(2 * blocks.len()),
+    };
     for b in blocks {
-        gains[b.first..=b.last].fill(b.mean());
+        let ends = if b.first == b.last {
+            vec![b.first]
+        } else {
+            vec![b.first, b.last]
+        };
+        for i in ends {
+            curve.levels.push(levels[i].x);
+            curve.gains.push(b.mean());
+        }
     }
-    GainCurve {
-        levels: levels.iter().map(|l| l.x).collect(),
-        gains,
-    }
+    curve
 }
 
 fn fit_curve(levels: &[Level]) -> Option<GainCurve> {
@@ -1064,6 +1075,16 @@ mod tests {
         let l = levels(&[(0.0, 1.0, 0.2), (0.5, 1.0, 0.6), (1.0, 2.0, 0.1)]);
         let c = fit_curve(&l).unwrap();
         assert_eq!(c.gains, vec![0.4, 0.4, 0.1]);
+        // A block keeps its two ends only.
+        let wide = levels(&[
+            (0.0, 1.0, 0.3),
+            (0.2, 1.0, 0.5),
+            (0.4, 1.0, 0.7),
+            (1.0, 1.0, 0.1),
+        ]);
+        let c = fit_curve(&wide).unwrap();
+        assert_eq!(c.levels, vec![0.0, 0.4, 1.0]);
+        assert_eq!(c.at(0.2), 0.5);
         assert!(c.gains.windows(2).all(|w| w[0] >= w[1]));
     }
 
