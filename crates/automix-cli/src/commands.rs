@@ -774,10 +774,51 @@ pub async fn route(config: &Config, json: bool, args: &RouteArgs) -> Result<()> 
             }
         }
     }
+    if !json && items.len() > 1 {
+        print_route_summary(&items);
+    }
     if items.iter().all(|i| i.error.is_some()) {
         bail!("every query failed");
     }
     Ok(())
+}
+
+/// What routing a batch did: the share answered by each model, escalations, cost, and the
+/// quality where the queries had ground truth.
+fn print_route_summary(items: &[automix::BatchItem]) {
+    let done: Vec<&automix::RouteOutcome> =
+        items.iter().filter_map(|i| i.outcome.as_ref()).collect();
+    let n = done.len().max(1) as f64;
+    let mut by_model: Vec<(&str, usize)> = Vec::new();
+    for o in &done {
+        match by_model.iter_mut().find(|(m, _)| *m == o.model_name) {
+            Some((_, c)) => *c += 1,
+            None => by_model.push((&o.model_name, 1)),
+        }
+    }
+    let shares: Vec<String> = by_model
+        .iter()
+        .map(|(m, c)| format!("{m} {:.0}%", 100.0 * *c as f64 / n))
+        .collect();
+    let escalated = done.iter().filter(|o| o.route_to_llm).count();
+    let cost: f64 = done.iter().map(|o| o.total_cost).sum();
+    let scored: Vec<f64> = done.iter().filter_map(|o| o.task_performance).collect();
+    println!(
+        "\n{} queries routed ({} failed): answered by {}; escalated {:.0}%; cost {} in all, {} per query",
+        done.len(),
+        items.len() - done.len(),
+        shares.join(", "),
+        100.0 * escalated as f64 / n,
+        fmt_cost(cost),
+        fmt_cost(cost / n)
+    );
+    if !scored.is_empty() {
+        println!(
+            "quality {:.3} on the {} queries with ground truth",
+            scored.iter().sum::<f64>() / scored.len() as f64,
+            scored.len()
+        );
+    }
 }
 
 fn single_query(text: &str) -> QueryRow {

@@ -241,6 +241,32 @@ async fn route_a_batch_against_fake_openai_servers() {
     }
     // The echo server saw our answer prompt and (n=2, one request) verification prompt.
     assert!(small.calls() >= 4);
+    // Without --json the batch ends on what routing did.
+    let dir3 = dir.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        automix(
+            &[
+                "--config",
+                "automix.yaml",
+                "route",
+                "--no-policy",
+                "--batch",
+                "q.jsonl",
+            ],
+            &dir3,
+        )
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("2 queries routed (0 failed): answered by"),
+        "{text}"
+    );
+    assert!(
+        text.contains("on the 2 queries with ground truth"),
+        "{text}"
+    );
 }
 
 /// `automix serve` as its own process: 100 concurrent requests from this process over
