@@ -1230,3 +1230,34 @@ async fn a_named_route_streams_tokens_as_the_upstream_sends_them() {
     assert!(text.contains("\"finish_reason\":\"stop\""));
     assert_eq!(large.calls(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_cut_mid_way_ends_in_an_sse_error_event() {
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![FakeReply::Stream {
+        chunks: vec!["partial ".into(), "answ".into()],
+        complete: false,
+    }])
+    .await
+    .unwrap();
+    let proxy = start_default(&small, &large, ProxySettings::default()).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", proxy.base))
+        .json(&json!({"model": "large", "stream": true,
+            "messages": [{"role": "user", "content": "q"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the status line went before the cut");
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("\"content\":\"partial \""), "{text}");
+    let error = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["error"].is_object())
+        .expect("an SSE error event");
+    assert_eq!(error["error"]["code"], "upstream_error");
+    assert!(!text.contains("127.0.0.1"), "{text}");
+    assert_eq!(large.calls(), 1, "a started stream is not retried");
+}
