@@ -85,12 +85,14 @@ impl Policy {
 
     /// [`Policy::decide_for`] at another operating point: escalate where the calibrated
     /// expected gain is at least `lambda` × the cost of an escalation. An error for a
-    /// policy without a λ family or a λ that is not a finite number ≥ 0.
+    /// policy without a λ family or a λ that is not finite. (A trained λ can be below 0:
+    /// ΔIBC may favour escalating answers whose expected gain is ≤ 0, to amortise the
+    /// verifier; requests are held to λ ≥ 0 by the proxy and the CLI.)
     pub fn decide_at_lambda(&self, evidence: &QueryEvidence<'_>, lambda: f64) -> Result<Decision> {
-        if !(lambda.is_finite() && lambda >= 0.0) {
+        if !lambda.is_finite() {
             return Err(CoreError::InvalidParameter {
                 name: "lambda",
-                reason: format!("{lambda} must be a finite number >= 0"),
+                reason: format!("{lambda} must be a finite number"),
             });
         }
         let calibration = self
