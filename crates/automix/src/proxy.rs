@@ -780,22 +780,7 @@ async fn chat_completions(
     .await;
     let outcome = match routed {
         Ok(Ok(o)) => o,
-        Ok(Err(e)) => {
-            state
-                .metrics
-                .upstream_errors
-                .fetch_add(1, Ordering::Relaxed);
-            // The full error (with upstream URLs) goes to the server log only.
-            eprintln!("automix serve: request failed: {e}");
-            let (status, code, message) = e.for_client();
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let kind = if status == StatusCode::BAD_REQUEST {
-                "invalid_request_error"
-            } else {
-                "upstream_error"
-            };
-            return error_response(status, kind, code, &message);
-        }
+        Ok(Err(e)) => return upstream_failure(&state, &e),
         Err(_) => {
             state
                 .metrics
@@ -826,6 +811,24 @@ async fn chat_completions(
     response
 }
 
+/// A failed routing in OpenAI form, counted. The full error (with upstream URLs) goes to
+/// the server log only; the client gets [`AutomixError::for_client`].
+fn upstream_failure(state: &ProxyState, e: &AutomixError) -> Response {
+    state
+        .metrics
+        .upstream_errors
+        .fetch_add(1, Ordering::Relaxed);
+    eprintln!("automix serve: request failed: {e}");
+    let (status, code, message) = e.for_client();
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let kind = if status == StatusCode::BAD_REQUEST {
+        "invalid_request_error"
+    } else {
+        "upstream_error"
+    };
+    error_response(status, kind, code, &message)
+}
+
 /// A named route with `stream: true`: the model's deltas go to the client as they arrive.
 /// Headers known before the first byte (model, decision) are sent; the final chunk carries
 /// the `automix` summary. A failure before the first delta is an ordinary OpenAI error; one
@@ -840,16 +843,7 @@ async fn live_stream(
     let name = request.model.clone();
     let (api_model, deltas) = match router.direct_stream(&name, request).await {
         Ok(s) => s,
-        Err(e) => {
-            state
-                .metrics
-                .upstream_errors
-                .fetch_add(1, Ordering::Relaxed);
-            eprintln!("automix serve: stream failed: {e}");
-            let (status, code, message) = e.for_client();
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-            return error_response(status, "upstream_error", code, &message);
-        }
+        Err(e) => return upstream_failure(state, &e),
     };
     state.metrics.requests.fetch_add(1, Ordering::Relaxed);
     state.metrics.observe_latency(started.elapsed());
