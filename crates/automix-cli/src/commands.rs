@@ -243,6 +243,9 @@ pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
     if let Some(cv) = &s.cross_validation {
         print_cross_validation(cv);
     }
+    if config.hparam.verbose {
+        print_training_detail(&policy.policy);
+    }
     if let Some(c) = &policy.cascade {
         let start = c.policy.start;
         println!(
@@ -260,6 +263,35 @@ pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
     }
     println!("policy → {}", out.display());
     Ok(())
+}
+
+/// `hparam.verbose`: the rule in full, the candidates and the λ family, so a user can see
+/// what training weighed.
+fn print_training_detail(policy: &automix::core::Policy) {
+    let s = &policy.summary;
+    println!(
+        "  detail: {} candidates, {} feasible; rule: {}",
+        s.candidates,
+        s.feasible,
+        policy.rule.describe()
+    );
+    if let Some(c) = &policy.calibration {
+        println!(
+            "  λ family (training rows): {} points; trained λ {:.6}; κ {}",
+            c.lambdas.len(),
+            c.trained_lambda(),
+            c.kappa.map_or("pooled".into(), |k| k.to_string())
+        );
+        for p in &c.lambdas {
+            println!(
+                "    λ {:>10.6}  escalated {:>5.1}%  quality {:.3}  cost {}",
+                p.lambda,
+                100.0 * p.escalation_rate,
+                p.quality,
+                fmt_cost(p.cost)
+            );
+        }
+    }
 }
 
 fn print_cross_validation(cv: &automix::core::CvSummary) {

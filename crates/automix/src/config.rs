@@ -391,6 +391,18 @@ impl Config {
         if h.num_bins == 0 {
             return Err(fail("num_bins", "must be at least 1".into()));
         }
+        // LLMRouter's key: its routers may run on a GPU; every solver here is small CPU code
+        // (a policy decides in nanoseconds), so any other device would be silently ignored.
+        if !h.device.eq_ignore_ascii_case("cpu") {
+            return Err(fail(
+                "device",
+                format!(
+                    "{:?} is not supported: AutoMix's meta-verifiers and solvers run on the CPU \
+                     (use `cpu`); the models' own devices are the servers' business",
+                    h.device
+                ),
+            ));
+        }
         if h.max_workers == 0 {
             return Err(fail("max_workers", "must be at least 1".into()));
         }

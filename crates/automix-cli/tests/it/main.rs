@@ -422,6 +422,32 @@ fn calibrate_finds_the_lambda_of_an_escalation_share() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // `hparam.verbose` prints what training weighed, the λ family included.
+    let verbose_config = dir.join("verbose.yaml");
+    let local = std::fs::read_to_string(root.join("configs/local.yaml")).unwrap();
+    std::fs::write(
+        &verbose_config,
+        local
+            .replace("verbose: false", "verbose: true")
+            .replace("../", &format!("{}/", root.display())),
+    )
+    .unwrap();
+    let verbose = automix(
+        &[
+            "--config",
+            verbose_config.to_str().unwrap(),
+            "train",
+            "--all-rows",
+            "--output",
+            policy_arg,
+        ],
+        &root,
+    );
+    let text = String::from_utf8_lossy(&verbose.stdout);
+    assert!(
+        text.contains("detail:") && text.contains("λ family (training rows)"),
+        "{text}"
+    );
     let out = automix(
         &[
             "--config",

@@ -88,6 +88,13 @@ fn invalid_values_name_the_key() {
     assert_eq!(err, "cfg.yaml:2: cost_constraint: min 5 > max 1");
     let err = parse("hparam:\n  unknown_confidence: maybe\n").unwrap_err();
     assert!(err.contains("neither \"escalate\" nor \"keep\""), "{err}");
+    // LLMRouter's `device: cuda` is refused with the reason, not ignored.
+    let err = parse("hparam:\n  device: cuda\n").unwrap_err();
+    assert!(
+        err.starts_with("cfg.yaml:2: device: \"cuda\" is not supported"),
+        "{err}"
+    );
+    assert!(parse("hparam:\n  device: CPU\n").is_ok());
 }
 
 #[test]
