@@ -59,12 +59,18 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
 /// The local models the end-to-end tests and the demo use.
 const E2E_MODELS: [&str; 3] = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"];
 
+/// `cargo run --quiet --release -p automix-cli` in `root`; the caller adds `--example`,
+/// `--` and the arguments.
+pub(crate) fn release_run(root: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(root)
+        .args(["run", "--quiet", "--release", "-p", "automix-cli"]);
+    cmd
+}
+
 /// Runs the `automix` binary (release build) with `args`.
 fn automix(root: &Path, args: &[&str]) -> Result<()> {
-    run(Command::new(env!("CARGO"))
-        .current_dir(root)
-        .args(["run", "--quiet", "--release", "-p", "automix-cli", "--"])
-        .args(args))
+    run(release_run(root).arg("--").args(args))
 }
 
 /// `cargo xtask train`: trains the configured policy on the bundled real rows and shows
@@ -98,18 +104,8 @@ fn load(root: &Path, args: &[String]) -> Result<()> {
     ]))?;
     let binary = root.join("target/release/automix");
     let seconds = args.first().map_or("20", String::as_str);
-    run(Command::new(env!("CARGO"))
-        .current_dir(root)
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "automix-cli",
-            "--example",
-            "load",
-            "--",
-        ])
+    run(release_run(root)
+        .args(["--example", "load", "--"])
         .arg(&binary)
         .arg(seconds))
 }

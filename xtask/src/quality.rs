@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -14,17 +13,8 @@ const METHODS: [&str; 4] = ["auto", "Threshold", "ExactPOMDP", "oracle"];
 
 /// Runs `automix --json <args>` (release build) and parses its output.
 fn automix_json(root: &Path, args: &[&str]) -> Result<Value> {
-    let out = Command::new(env!("CARGO"))
-        .current_dir(root)
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "automix-cli",
-            "--",
-            "--json",
-        ])
+    let out = crate::release_run(root)
+        .args(["--", "--json"])
         .args(args)
         .output()
         .context("running automix")?;

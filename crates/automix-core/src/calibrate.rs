@@ -36,7 +36,8 @@ use crate::metrics::{Dataset, Lift, Outcome, lift};
 use crate::policy::{POLICY_FORMAT_VERSION, Policy};
 use crate::rule::DecisionRule;
 use crate::train::{
-    Objective, TrainOptions, TrainingSummary, decisions, objective_key, objective_used, train_on,
+    Objective, TrainOptions, TrainingSummary, candidate_outcome, decisions, objective_key,
+    objective_used, train_on,
 };
 
 /// Settings of the calibrated method and its cross-validation.
@@ -457,11 +458,11 @@ impl Calibration {
 /// The λ family of `model` on `data`: one point per distinct escalation share.
 fn lambda_table(
     data: &Dataset,
+    g: &GainRows,
     model: &GainModel,
     options: &TrainOptions,
     unit: f64,
 ) -> Vec<LambdaPoint> {
-    let g = GainRows::new(data);
     let mut predicted = vec![f64::NAN; data.len()];
     for &row in &g.by_level {
         predicted[row] = g.predict(model, row);
@@ -746,8 +747,18 @@ pub fn train_calibrated(
     objective: Objective,
     options: &TrainOptions,
 ) -> Result<CalibratedFit> {
+    fit_calibrated(data, &GainRows::new(data), config, objective, options)
+}
+
+/// [`train_calibrated`] on rows already reduced to [`GainRows`].
+fn fit_calibrated(
+    data: &Dataset,
+    g: &GainRows,
+    config: &CalibratedConfig,
+    objective: Objective,
+    options: &TrainOptions,
+) -> Result<CalibratedFit> {
     config.validate()?;
-    let g = GainRows::new(data);
     if g.by_level.is_empty() {
         return Err(no_known_confidence());
     }
@@ -766,7 +777,7 @@ pub fn train_calibrated(
         let per_repeat: Vec<Vec<Outcome>> = assignments
             .iter()
             .map(|fold| {
-                let pred = out_of_fold_gains(&g, fold, folds, kappa);
+                let pred = out_of_fold_gains(g, fold, folds, kappa);
                 outcomes_for_cuts(data, &forced, &pred, &cuts)
             })
             .collect();
@@ -889,7 +900,8 @@ pub(crate) fn train_cross_validated(
     options.objective.validate()?;
     let base = data.baseline();
     let used = objective_used(options.objective, base.lift_defined());
-    let fit = train_calibrated(data, &spec.calibrated, used, options)?;
+    let g = GainRows::new(data);
+    let fit = fit_calibrated(data, &g, &spec.calibrated, used, options)?;
     let mut cv = fit.cv.clone();
     let mut chosen = Candidate {
         method: MethodKind::Calibrated,
@@ -902,7 +914,7 @@ pub(crate) fn train_cross_validated(
         1.0
     };
     let mut calibration = Some(Calibration {
-        lambdas: lambda_table(data, &fit.model, options, unit),
+        lambdas: lambda_table(data, &g, &fit.model, options, unit),
         model: fit.model.clone(),
         cut: fit.cut,
         kappa: fit.kappa,
@@ -946,13 +958,7 @@ pub(crate) fn train_cross_validated(
             }
         }
     }
-    let flags = decisions(
-        data,
-        &chosen,
-        options.unknown_confidence,
-        &options.fixed_answers,
-    );
-    let train = data.evaluate_unchecked(&flags);
+    let train = candidate_outcome(data, &chosen, options);
     let oracle = data.evaluate_unchecked(&data.oracle());
     let note = (used != options.objective).then(|| {
         format!(

@@ -176,6 +176,21 @@ pub fn decisions(
         .collect()
 }
 
+/// Quality, cost and escalation rate of `candidate` on every row of `data`.
+pub(crate) fn candidate_outcome(
+    data: &Dataset,
+    candidate: &Candidate,
+    options: &TrainOptions,
+) -> Outcome {
+    let flags = decisions(
+        data,
+        candidate,
+        options.unknown_confidence,
+        &options.fixed_answers,
+    );
+    data.evaluate_unchecked(&flags)
+}
+
 /// Every candidate of `spec` scored on `data`.
 pub fn score_candidates(
     spec: &MethodSpec,
@@ -187,13 +202,7 @@ pub fn score_candidates(
     Ok(all
         .into_iter()
         .map(|candidate| {
-            let flags = decisions(
-                data,
-                &candidate,
-                options.unknown_confidence,
-                &options.fixed_answers,
-            );
-            let outcome = data.evaluate_unchecked(&flags);
+            let outcome = candidate_outcome(data, &candidate, options);
             let lift = data.lift(&outcome);
             let feasible = feasible(&outcome, options);
             ScoredCandidate {

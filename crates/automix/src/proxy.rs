@@ -795,13 +795,7 @@ async fn chat_completions(
         }
     };
     state.metrics.record(&outcome, started.elapsed());
-    let id = format!(
-        "chatcmpl-automix-{}",
-        state.next_id.fetch_add(1, Ordering::Relaxed)
-    );
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let (id, created) = completion_id(&state);
     let mut response = if stream {
         stream_response(&id, created, &outcome)
     } else {
@@ -847,22 +841,10 @@ async fn live_stream(
     };
     state.metrics.requests.fetch_add(1, Ordering::Relaxed);
     state.metrics.observe_latency(started.elapsed());
-    let id = format!(
-        "chatcmpl-automix-{}",
-        state.next_id.fetch_add(1, Ordering::Relaxed)
-    );
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let (id, created) = completion_id(state);
     let chunk = {
         let (id, api_model) = (id.clone(), api_model.clone());
-        move |delta: Value, finish: Value| {
-            let c = json!({
-                "id": id, "object": "chat.completion.chunk", "created": created, "model": api_model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
-            });
-            format!("data: {c}\n\n")
-        }
+        move |delta: Value, finish: Value| sse_chunk(&id, created, &api_model, delta, finish)
     };
     let first = futures::stream::once({
         let chunk = chunk.clone();
@@ -967,14 +949,29 @@ pub fn completion_json(id: &str, created: u64, o: &RouteOutcome) -> Value {
     })
 }
 
+/// A fresh completion id and creation time.
+fn completion_id(state: &ProxyState) -> (String, u64) {
+    let id = format!(
+        "chatcmpl-automix-{}",
+        state.next_id.fetch_add(1, Ordering::Relaxed)
+    );
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (id, created)
+}
+
+/// One SSE event of a `chat.completion.chunk` with a single choice.
+fn sse_chunk(id: &str, created: u64, model: &str, delta: Value, finish: Value) -> String {
+    let c = json!({
+        "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
+    });
+    format!("data: {c}\n\n")
+}
+
 fn stream_response(id: &str, created: u64, o: &RouteOutcome) -> Response {
-    let chunk = |delta: Value, finish: Value| {
-        let c = json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": o.api_model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
-        });
-        format!("data: {c}\n\n")
-    };
+    let chunk = |delta: Value, finish: Value| sse_chunk(id, created, &o.api_model, delta, finish);
     let mut events = vec![chunk(
         json!({"role": "assistant", "content": ""}),
         Value::Null,
