@@ -27,17 +27,20 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use std::borrow::Cow;
+
 use crate::confidence::VerifierScore;
-use crate::cost::CostModel;
+use crate::cost::{CostModel, QueryCosts};
 use crate::error::{CoreError, Result};
 use crate::methods::MethodSpec;
 use crate::methods::{Candidate, MethodKind};
-use crate::metrics::{Dataset, Lift, Outcome, lift};
+use crate::metrics::{Baseline, Dataset, Decision, Lift, Outcome, lift};
 use crate::policy::{POLICY_FORMAT_VERSION, Policy};
 use crate::rule::DecisionRule;
+use crate::stats::{CellKey, CellSums, Cells, Stats, Sum, Totals, escalates};
 use crate::train::{
-    Objective, TrainOptions, TrainingSummary, candidate_outcome, decisions, objective_key,
-    objective_used, train_on,
+    Objective, TrainOptions, TrainingSummary, fallback_note, objective_key, objective_used,
+    train_stats,
 };
 
 /// Settings of the calibrated method and its cross-validation.
@@ -182,68 +185,56 @@ impl GainModel {
     }
 }
 
-/// Rows reduced to what the fit reads: a confidence level, a task id and the gain.
-struct GainRows {
-    /// Known-confidence rows, sorted by (task, confidence).
+/// Cells reduced to what the fit reads: a confidence level, a task id, in sorted orders.
+struct GainCells {
+    /// Known-confidence cells, sorted by (task, confidence).
     by_task: Vec<usize>,
-    /// Known-confidence rows, sorted by confidence.
+    /// Known-confidence cells, sorted by confidence.
     by_level: Vec<usize>,
+    /// Confidence per cell (NaN for an unknown one).
     x: Vec<f64>,
-    gain: Vec<f64>,
-    task: Vec<Option<usize>>,
-    task_names: Vec<String>,
+    task: Vec<u32>,
 }
 
-impl GainRows {
-    fn new(data: &Dataset) -> Self {
-        let mut task_names: Vec<String> = data.tasks().iter().flatten().cloned().collect();
-        task_names.sort_unstable();
-        task_names.dedup();
-        let task = data
-            .tasks()
+impl GainCells {
+    fn new(stats: &Stats<'_>) -> Self {
+        let x: Vec<f64> = stats
+            .keys
             .iter()
-            .map(|t| t.as_ref().and_then(|t| task_names.binary_search(t).ok()))
-            .collect::<Vec<_>>();
-        let x: Vec<f64> = data
-            .verifier()
-            .iter()
-            .map(|v| v.known().unwrap_or(f64::NAN))
+            .map(|k| k.known().unwrap_or(f64::NAN))
             .collect();
-        let gain = data
-            .small_scores()
-            .iter()
-            .zip(data.large_scores())
-            .map(|(s, l)| l - s)
-            .collect();
-        let mut by_level: Vec<usize> = (0..x.len()).filter(|&i| !x[i].is_nan()).collect();
+        let task: Vec<u32> = stats.keys.iter().map(|k| k.task).collect();
+        let mut by_level: Vec<usize> = (0..x.len()).filter(|&c| !x[c].is_nan()).collect();
         by_level.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
         let mut by_task = by_level.clone();
-        // Stable: within a task the rows stay in confidence order.
-        by_task.sort_by_key(|&i| task[i]);
+        // Stable: within a task the cells stay in confidence order.
+        by_task.sort_by_key(|&c| task[c]);
         Self {
             by_task,
             by_level,
             x,
-            gain,
             task,
-            task_names,
         }
     }
 
-    /// Fits the model on the rows where `held_out` is false.
-    fn fit(&self, held_out: &[bool], kappa: Option<f64>) -> Option<GainModel> {
-        let pooled = fit_curve(&aggregate(self.by_level.iter().copied(), self, held_out))?;
+    /// Rows with a known confidence in `sums`.
+    fn known_rows(&self, sums: &[CellSums]) -> u64 {
+        self.by_level.iter().map(|&c| sums[c].rows).sum()
+    }
+
+    /// Fits the model on the rows summed in `sums` (one entry per cell).
+    fn fit(&self, sums: &[CellSums], names: &[String], kappa: Option<f64>) -> Option<GainModel> {
+        let pooled = fit_curve(&aggregate(self.by_level.iter().copied(), self, sums))?;
         let mut tasks = BTreeMap::new();
         if let Some(kappa) = kappa {
             let mut start = 0;
             while start < self.by_task.len() {
                 let t = self.task[self.by_task[start]];
-                let end = start + self.by_task[start..].partition_point(|&i| self.task[i] == t);
-                if let Some(t) = t {
-                    let rows = self.by_task[start..end].iter().copied();
-                    let levels = aggregate(rows, self, held_out);
+                let end = start + self.by_task[start..].partition_point(|&c| self.task[c] == t);
+                if let Some(name) = names.get(t as usize) {
+                    let levels = aggregate(self.by_task[start..end].iter().copied(), self, sums);
                     if let Some(curve) = shrunk_curve(&levels, &pooled, kappa) {
-                        tasks.insert(self.task_names[t].clone(), curve);
+                        tasks.insert(name.clone(), curve);
                     }
                 }
                 start = end;
@@ -252,9 +243,9 @@ impl GainRows {
         Some(GainModel { pooled, tasks })
     }
 
-    fn predict(&self, model: &GainModel, row: usize) -> f64 {
-        let task = self.task[row].map(|t| self.task_names[t].as_str());
-        model.gain(self.x[row], task)
+    fn predict(&self, model: &GainModel, names: &[String], cell: usize) -> f64 {
+        let task = names.get(self.task[cell] as usize).map(String::as_str);
+        model.gain(self.x[cell], task)
     }
 }
 
@@ -266,23 +257,26 @@ struct Level {
     gain_sum: f64,
 }
 
-/// Sums the gain per distinct confidence of `rows` (given in confidence order).
-fn aggregate(rows: impl Iterator<Item = usize>, g: &GainRows, held_out: &[bool]) -> Vec<Level> {
-    let mut out: Vec<Level> = Vec::new();
-    for i in rows.filter(|&i| !held_out[i]) {
+/// Sums the gain per distinct confidence of `cells` (given in confidence order); cells of
+/// other tasks or answers at the same confidence pool into one level.
+fn aggregate(cells: impl Iterator<Item = usize>, g: &GainCells, sums: &[CellSums]) -> Vec<Level> {
+    let mut out: Vec<(f64, u64, Sum)> = Vec::new();
+    for c in cells.filter(|&c| sums[c].rows > 0) {
         match out.last_mut() {
-            Some(l) if l.x == g.x[i] => {
-                l.n += 1.0;
-                l.gain_sum += g.gain[i];
+            Some((x, n, gain)) if *x == g.x[c] => {
+                *n += sums[c].rows;
+                gain.merge(sums[c].gain());
             }
-            _ => out.push(Level {
-                x: g.x[i],
-                n: 1.0,
-                gain_sum: g.gain[i],
-            }),
+            _ => out.push((g.x[c], sums[c].rows, sums[c].gain())),
         }
     }
-    out
+    out.into_iter()
+        .map(|(x, n, gain)| Level {
+            x,
+            n: n as f64,
+            gain_sum: gain.value(),
+        })
+        .collect()
 }
 
 /// A block of pooled adjacent levels: weight, weighted sum, and the levels it spans.
@@ -455,21 +449,26 @@ impl Calibration {
     }
 }
 
-/// The λ family of `model` on `data`: one point per distinct escalation share.
+/// The λ family of `model` on `stats`: one point per distinct escalation share.
 fn lambda_table(
-    data: &Dataset,
-    g: &GainRows,
+    stats: &Stats<'_>,
+    g: &GainCells,
     model: &GainModel,
-    options: &TrainOptions,
+    unknown: Decision,
     unit: f64,
 ) -> Vec<LambdaPoint> {
-    let mut predicted = vec![f64::NAN; data.len()];
-    for &row in &g.by_level {
-        predicted[row] = g.predict(model, row);
-    }
     let cuts: Vec<f64> = model.sweep().into_iter().map(|(cut, _)| cut).collect();
-    let forced = forced_escalations(data, options);
-    let outcomes = outcomes_for_cuts(data, &forced, &predicted, &cuts);
+    let entries: Vec<Entry<'_>> = stats
+        .sums
+        .iter()
+        .enumerate()
+        .map(|(c, sums)| Entry {
+            sums,
+            forced: forced_decision(&stats.keys[c], unknown),
+            predicted: g.predict(model, stats.task_names, c),
+        })
+        .collect();
+    let outcomes = outcomes_for_cuts(entries, stats.uniform, &cuts);
     cuts.iter()
         .zip(outcomes)
         .map(|(cut, o)| LambdaPoint {
@@ -514,90 +513,86 @@ pub fn fold_assignments(rows: usize, folds: usize, repeats: usize, seed: u64) ->
         .collect()
 }
 
-/// Out-of-fold predicted gains of every row (NaN for rows without a known confidence).
-fn out_of_fold_gains(g: &GainRows, fold: &[usize], folds: usize, kappa: Option<f64>) -> Vec<f64> {
-    let mut pred = vec![f64::NAN; g.x.len()];
-    for f in 0..folds {
-        let held_out: Vec<bool> = fold.iter().map(|&k| k == f).collect();
-        let Some(model) = g.fit(&held_out, kappa) else {
-            continue;
-        };
-        for &row in &g.by_level {
-            if held_out[row] {
-                pred[row] = g.predict(&model, row);
-            }
+/// The decision of a cell that does not depend on a gain: fixed answers escalate, an
+/// unknown confidence follows `unknown`.
+fn forced_decision(key: &CellKey, unknown: Decision) -> Option<bool> {
+    if key.forced {
+        Some(true)
+    } else {
+        match key.score {
+            VerifierScore::Known(_) => None,
+            VerifierScore::Unknown => Some(unknown.escalates()),
         }
     }
-    pred
 }
 
-/// Rows whose decision does not depend on a gain: fixed answers and unknown confidences.
-fn forced_escalations(data: &Dataset, options: &TrainOptions) -> Vec<Option<bool>> {
-    (0..data.len())
-        .map(|row| {
-            let fixed = !options.fixed_answers.is_empty()
-                && data.answers()[row]
-                    .as_deref()
-                    .is_some_and(|a| options.fixed_answers.iter().any(|f| f == a));
-            if fixed {
-                Some(true)
-            } else {
-                match data.verifier()[row] {
-                    VerifierScore::Known(_) => None,
-                    VerifierScore::Unknown => Some(options.unknown_confidence.escalates()),
-                }
-            }
-        })
-        .collect()
+/// Rows of one cell (of one fold) with the gain predicted for them.
+struct Entry<'a> {
+    sums: &'a CellSums,
+    forced: Option<bool>,
+    predicted: f64,
+}
+
+/// Out-of-fold entries of one fold assignment: each fold's cells with the gain predicted
+/// by the model fitted on the other folds.
+fn out_of_fold_entries<'a>(
+    stats: &Stats<'_>,
+    cells: &Cells,
+    g: &GainCells,
+    fold_sums: &'a [Vec<(u32, CellSums)>],
+    kappa: Option<f64>,
+    unknown: Decision,
+) -> Vec<Entry<'a>> {
+    let mut out = Vec::new();
+    for fold in fold_sums {
+        let model = g.fit(&cells.without(fold), stats.task_names, kappa);
+        for (cell, sums) in fold {
+            let c = *cell as usize;
+            let forced = forced_decision(&stats.keys[c], unknown);
+            // A known confidence without a prediction (its training folds had none)
+            // escalates: the safe side.
+            let predicted = match (&model, forced) {
+                (Some(m), None) => g.predict(m, stats.task_names, c),
+                _ => f64::NAN,
+            };
+            out.push(Entry {
+                sums,
+                forced,
+                predicted,
+            });
+        }
+    }
+    out
 }
 
 /// Outcomes of "escalate where the predicted gain ≥ cut" for every cut (descending cuts),
-/// in one sort and one pass.
-pub(crate) fn outcomes_for_cuts(
-    data: &Dataset,
-    forced: &[Option<bool>],
-    predicted: &[f64],
+/// in one sort and one pass over the entries.
+fn outcomes_for_cuts(
+    entries: Vec<Entry<'_>>,
+    uniform: Option<QueryCosts>,
     cuts: &[f64],
 ) -> Vec<Outcome> {
-    let n = data.len();
-    let (small, large) = (data.small_scores(), data.large_scores());
-    let mut quality = 0.0;
-    let mut cost = 0.0;
-    let mut escalated = 0usize;
-    let mut free: Vec<usize> = Vec::new();
-    for row in 0..n {
-        let c = data.query_costs(row);
-        cost += c.small + c.verifier;
-        // A known confidence without a prediction (its training folds had none) escalates:
-        // the safe side.
-        let escalate = forced[row].unwrap_or(predicted[row].is_nan());
-        if forced[row].is_none() && !predicted[row].is_nan() {
-            free.push(row);
-            quality += small[row];
-        } else if escalate {
-            quality += large[row];
-            cost += c.large;
-            escalated += 1;
-        } else {
-            quality += small[row];
+    let mut totals = Totals::default();
+    let mut free: Vec<Entry<'_>> = Vec::new();
+    for e in entries {
+        match e.forced {
+            Some(escalate) => totals.add(e.sums, escalate),
+            None if e.predicted.is_nan() => totals.add(e.sums, true),
+            None => {
+                totals.add(e.sums, false);
+                free.push(e);
+            }
         }
     }
-    free.sort_by(|&a, &b| predicted[b].total_cmp(&predicted[a]));
+    free.sort_by(|a, b| b.predicted.total_cmp(&a.predicted));
     let mut next = 0;
     cuts.iter()
         .map(|&cut| {
-            while next < free.len() && predicted[free[next]] >= cut {
-                let row = free[next];
-                quality += large[row] - small[row];
-                cost += data.query_costs(row).large;
-                escalated += 1;
+            while next < free.len() && free[next].predicted >= cut {
+                totals.escalate_kept(free[next].sums);
                 next += 1;
             }
-            Outcome {
-                quality: quality / n as f64,
-                cost: cost / n as f64,
-                escalation_rate: escalated as f64 / n as f64,
-            }
+            totals.outcome(uniform)
         })
         .collect()
 }
@@ -640,9 +635,15 @@ impl GainModel {
 
 /// The cut sweep of the pooled curve fitted on every row of `data`, as candidates.
 pub fn pooled_sweep(data: &Dataset) -> Result<Vec<Candidate>> {
-    let g = GainRows::new(data);
+    let cells = data.cells_for(&[]);
+    pooled_sweep_stats(&data.stats(&cells))
+}
+
+/// [`pooled_sweep`] from the cells of training rows.
+pub(crate) fn pooled_sweep_stats(stats: &Stats<'_>) -> Result<Vec<Candidate>> {
+    let g = GainCells::new(stats);
     let model = g
-        .fit(&vec![false; data.len()], None)
+        .fit(&stats.sums, stats.task_names, None)
         .ok_or_else(no_known_confidence)?;
     Ok(model
         .sweep()
@@ -709,16 +710,15 @@ impl CvScore {
     /// Scores per-assignment outcomes under `objective`; `None` when infeasible or
     /// undefined in any assignment.
     pub(crate) fn of(
-        data: &Dataset,
+        base: &Baseline,
         outcomes: &[Outcome],
         objective: Objective,
         options: &TrainOptions,
     ) -> Option<Self> {
-        let base = data.baseline();
         let values = outcomes
             .iter()
             .map(|o| {
-                let l: Lift = lift(&base, o);
+                let l: Lift = lift(base, o);
                 objective_key(objective, o, l, options).map(|k| k.0)
             })
             .collect::<Option<Vec<f64>>>()?;
@@ -739,52 +739,31 @@ impl CvScore {
     }
 }
 
-/// Trains the calibrated method: κ and the cut by cross-validation, then the model on
-/// every row. `objective` is the one actually maximised (ΔIBC falls back upstream).
-pub fn train_calibrated(
-    data: &Dataset,
-    config: &CalibratedConfig,
-    objective: Objective,
-    options: &TrainOptions,
-) -> Result<CalibratedFit> {
-    fit_calibrated(data, &GainRows::new(data), config, objective, options)
+/// One fitted curve family of the cross-validation: κ, the model on every row, the cuts.
+struct CalibratedArm {
+    kappa: Option<f64>,
+    model: GainModel,
+    cuts: Vec<f64>,
+    /// Out-of-fold outcome of every cut, per fold assignment.
+    outcomes: Vec<Vec<Outcome>>,
 }
 
-/// [`train_calibrated`] on rows already reduced to [`GainRows`].
-fn fit_calibrated(
-    data: &Dataset,
-    g: &GainRows,
-    config: &CalibratedConfig,
+/// Picks κ and the cut whose out-of-fold scores are best under `objective`.
+fn choose_calibrated(
+    arms: Vec<CalibratedArm>,
+    base: &Baseline,
+    folds: usize,
+    repeats: usize,
     objective: Objective,
     options: &TrainOptions,
 ) -> Result<CalibratedFit> {
-    config.validate()?;
-    if g.by_level.is_empty() {
-        return Err(no_known_confidence());
-    }
-    // Fewer rows than 2 per fold cannot be cross-validated meaningfully.
-    let folds = config.folds.min(g.by_level.len() / 2).max(2);
-    let assignments = fold_assignments(data.len(), folds, config.repeats, config.seed);
-    let forced = forced_escalations(data, options);
-    let none_held = vec![false; data.len()];
     let mut best: Option<(CvScore, Option<f64>, f64, GainModel)> = None;
     let mut alternatives = Vec::new();
-    for kappa in config.shrinkages(g.task_names.len()) {
-        let Some(full) = g.fit(&none_held, kappa) else {
-            continue;
-        };
-        let cuts = candidate_cuts(&full);
-        let per_repeat: Vec<Vec<Outcome>> = assignments
-            .iter()
-            .map(|fold| {
-                let pred = out_of_fold_gains(g, fold, folds, kappa);
-                outcomes_for_cuts(data, &forced, &pred, &cuts)
-            })
-            .collect();
+    for arm in arms {
         let mut best_here: Option<(CvScore, f64)> = None;
-        for (c, &cut) in cuts.iter().enumerate() {
-            let outcomes: Vec<Outcome> = per_repeat.iter().map(|o| o[c]).collect();
-            let Some(score) = CvScore::of(data, &outcomes, objective, options) else {
+        for (c, &cut) in arm.cuts.iter().enumerate() {
+            let outcomes: Vec<Outcome> = arm.outcomes.iter().map(|o| o[c]).collect();
+            let Some(score) = CvScore::of(base, &outcomes, objective, options) else {
                 continue;
             };
             if best_here.as_ref().is_none_or(|(b, _)| score.beats(b)) {
@@ -796,12 +775,12 @@ fn fit_calibrated(
         };
         let (mean, sd) = mean_sd(&score.values);
         alternatives.push(CvAlternative {
-            name: kappa_name(kappa),
+            name: kappa_name(arm.kappa),
             mean,
             sd,
         });
         if best.as_ref().is_none_or(|(b, ..)| score.beats(b)) {
-            best = Some((score, kappa, cut, full));
+            best = Some((score, arm.kappa, cut, arm.model));
         }
     }
     let Some((score, kappa, cut, model)) = best else {
@@ -819,7 +798,7 @@ fn fit_calibrated(
     Ok(CalibratedFit {
         cv: CvSummary {
             folds,
-            repeats: config.repeats,
+            repeats,
             objective,
             mean,
             sd,
@@ -835,41 +814,66 @@ fn fit_calibrated(
     })
 }
 
-/// Out-of-fold outcomes (one per assignment) of a method trained by [`train_on`] on the
-/// other folds: how the paper's in-sample selection generalises.
-fn cross_validate_method(
-    data: &Dataset,
-    cost_model: &CostModel,
+/// The out-of-fold outcome of `spec` (a method selected in sample) on one fold assignment:
+/// trained on the other folds' cells, decided on the fold's.
+fn out_of_fold_outcome(
+    stats: &Stats<'_>,
+    cells: &Cells,
+    fold_sums: &[Vec<(u32, CellSums)>],
     spec: &MethodSpec,
     options: &TrainOptions,
-    assignments: &[Vec<usize>],
+) -> Result<Outcome> {
+    let mut totals = Totals::default();
+    for fold in fold_sums {
+        let train = Stats {
+            sums: Cow::Owned(cells.without(fold)),
+            ..stats.clone()
+        };
+        let (chosen, _) = train_stats(&train, spec, options)?;
+        for (cell, sums) in fold {
+            let key = &stats.keys[*cell as usize];
+            let escalate = escalates(
+                &chosen.rule,
+                key,
+                stats.task(key),
+                options.unknown_confidence,
+            );
+            totals.add(sums, escalate);
+        }
+    }
+    Ok(totals.outcome(stats.uniform))
+}
+
+/// Out-of-fold outcomes of `spec`, one per seeded assignment of the rows to `folds` folds:
+/// how a method selected in sample generalises. One pass over the rows per assignment;
+/// training and scoring read only the cells.
+pub fn cross_validate(
+    data: &Dataset,
+    spec: &MethodSpec,
+    options: &TrainOptions,
     folds: usize,
+    repeats: usize,
+    seed: u64,
 ) -> Result<Vec<Outcome>> {
-    assignments
+    if spec.kind.cross_validated() {
+        return Err(CoreError::InvalidParameter {
+            name: "method",
+            reason: format!("{} already selects by cross-validation", spec.kind.name()),
+        });
+    }
+    if folds < 2 || folds > data.len() {
+        return Err(CoreError::InvalidParameter {
+            name: "folds",
+            reason: format!("{folds} must be in 2..={}", data.len()),
+        });
+    }
+    let cells = data.cells_for(&options.fixed_answers);
+    let stats = data.stats(&cells);
+    fold_assignments(data.len(), folds, repeats, seed)
         .iter()
-        .map(|fold| {
-            let mut flags = vec![false; data.len()];
-            for f in 0..folds {
-                let train_rows: Vec<usize> = (0..data.len()).filter(|&i| fold[i] != f).collect();
-                let policy = train_on(&data.subset(&train_rows)?, cost_model, spec, options)?;
-                let candidate = Candidate {
-                    method: spec.kind,
-                    rule: policy.rule,
-                    lambda: None,
-                };
-                let all = decisions(
-                    data,
-                    &candidate,
-                    options.unknown_confidence,
-                    &options.fixed_answers,
-                );
-                for (i, flag) in flags.iter_mut().enumerate() {
-                    if fold[i] == f {
-                        *flag = all[i];
-                    }
-                }
-            }
-            Ok(data.evaluate_unchecked(&flags))
+        .map(|a| {
+            let fold_sums = data.fold_sums(&cells, a, folds);
+            out_of_fold_outcome(&stats, &cells, &fold_sums, spec, options)
         })
         .collect()
 }
@@ -890,7 +894,9 @@ fn clearly_better(challenger: &CvScore, incumbent: &CvScore) -> bool {
     mean > 0.0 && mean > sd / (diffs.len() as f64).sqrt()
 }
 
-/// Trains a cross-validated method ([`MethodKind::Calibrated`] or [`MethodKind::Auto`]).
+/// Trains a cross-validated method ([`MethodKind::Calibrated`] or [`MethodKind::Auto`]):
+/// one pass over the rows per fold assignment, shared by every κ and by the Threshold
+/// challenger; everything else reads cells.
 pub(crate) fn train_cross_validated(
     data: &Dataset,
     cost_model: &CostModel,
@@ -898,10 +904,57 @@ pub(crate) fn train_cross_validated(
     options: &TrainOptions,
 ) -> Result<Policy> {
     options.objective.validate()?;
-    let base = data.baseline();
+    let config = &spec.calibrated;
+    config.validate()?;
+    let cells = data.cells_for(&options.fixed_answers);
+    let stats = data.stats(&cells);
+    let base = stats.baseline();
     let used = objective_used(options.objective, base.lift_defined());
-    let g = GainRows::new(data);
-    let fit = fit_calibrated(data, &g, &spec.calibrated, used, options)?;
+    let g = GainCells::new(&stats);
+    let known = g.known_rows(&stats.sums) as usize;
+    if known == 0 {
+        return Err(no_known_confidence());
+    }
+    // Fewer rows than 2 per fold cannot be cross-validated meaningfully.
+    let folds = config.folds.min(known / 2).max(2);
+    let assignments = fold_assignments(data.len(), folds, config.repeats, config.seed);
+    let mut arms: Vec<CalibratedArm> = config
+        .shrinkages(stats.task_names.len())
+        .into_iter()
+        .filter_map(|kappa| {
+            let model = g.fit(&stats.sums, stats.task_names, kappa)?;
+            let cuts = candidate_cuts(&model);
+            Some(CalibratedArm {
+                kappa,
+                model,
+                cuts,
+                outcomes: Vec::new(),
+            })
+        })
+        .collect();
+    let threshold = MethodSpec::new(MethodKind::Threshold, spec.num_bins);
+    let mut threshold_outcomes = Vec::new();
+    for assignment in &assignments {
+        let fold_sums = data.fold_sums(&cells, assignment, folds);
+        for arm in &mut arms {
+            let entries = out_of_fold_entries(
+                &stats,
+                &cells,
+                &g,
+                &fold_sums,
+                arm.kappa,
+                options.unknown_confidence,
+            );
+            arm.outcomes
+                .push(outcomes_for_cuts(entries, stats.uniform, &arm.cuts));
+        }
+        if spec.kind == MethodKind::Auto {
+            threshold_outcomes.push(out_of_fold_outcome(
+                &stats, &cells, &fold_sums, &threshold, options,
+            )?);
+        }
+    }
+    let fit = choose_calibrated(arms, &base, folds, config.repeats, used, options)?;
     let mut cv = fit.cv.clone();
     let mut chosen = Candidate {
         method: MethodKind::Calibrated,
@@ -914,58 +967,31 @@ pub(crate) fn train_cross_validated(
         1.0
     };
     let mut calibration = Some(Calibration {
-        lambdas: lambda_table(data, &g, &fit.model, options, unit),
+        lambdas: lambda_table(&stats, &g, &fit.model, options.unknown_confidence, unit),
         model: fit.model.clone(),
         cut: fit.cut,
         kappa: fit.kappa,
         unit,
     });
-    if spec.kind == MethodKind::Auto {
-        let threshold = MethodSpec::new(MethodKind::Threshold, spec.num_bins);
-        let assignments = fold_assignments(
-            data.len(),
-            cv.folds,
-            spec.calibrated.repeats,
-            spec.calibrated.seed,
-        );
-        let outcomes = cross_validate_method(
-            data,
-            cost_model,
-            &threshold,
-            options,
-            &assignments,
-            cv.folds,
-        )?;
-        if let Some(score) = CvScore::of(data, &outcomes, used, options) {
-            let (mean, sd) = mean_sd(&score.values);
-            cv.alternatives.push(CvAlternative {
-                name: "Threshold".into(),
-                mean,
-                sd,
-            });
-            if clearly_better(&score, &fit.score) {
-                let policy = train_on(data, cost_model, &threshold, options)?;
-                chosen = Candidate {
-                    method: MethodKind::Threshold,
-                    rule: policy.rule,
-                    lambda: None,
-                };
-                calibration = None;
-                cv.mean = mean;
-                cv.sd = sd;
-                cv.outcome = score.outcome;
-                cv.chosen = format!("Threshold, {}", chosen.rule.describe());
-            }
+    if let Some(score) = CvScore::of(&base, &threshold_outcomes, used, options) {
+        let (mean, sd) = mean_sd(&score.values);
+        cv.alternatives.push(CvAlternative {
+            name: "Threshold".into(),
+            mean,
+            sd,
+        });
+        if clearly_better(&score, &fit.score) {
+            let (candidate, _) = train_stats(&stats, &threshold, options)?;
+            chosen = candidate;
+            calibration = None;
+            cv.mean = mean;
+            cv.sd = sd;
+            cv.outcome = score.outcome;
+            cv.chosen = format!("Threshold, {}", chosen.rule.describe());
         }
     }
-    let train = candidate_outcome(data, &chosen, options);
-    let oracle = data.evaluate_unchecked(&data.oracle());
-    let note = (used != options.objective).then(|| {
-        format!(
-            "ΔIBC is {}; selected by max quality, then lower cost",
-            data.lift(&oracle)
-        )
-    });
+    let train = stats.outcome_of(&chosen.rule, options.unknown_confidence);
+    let oracle = stats.oracle();
     let tried = cv.alternatives.len();
     Ok(Policy {
         format_version: POLICY_FORMAT_VERSION,
@@ -983,12 +1009,12 @@ pub(crate) fn train_cross_validated(
             candidates: tried,
             feasible: tried,
             objective_used: used,
-            note,
+            note: fallback_note(used, options.objective, &base, &oracle),
             train,
-            train_lift: data.lift(&train),
+            train_lift: lift(&base, &train),
             baseline: base,
             oracle,
-            oracle_lift: data.lift(&oracle),
+            oracle_lift: lift(&base, &oracle),
             lambda: chosen.lambda,
             cross_validation: Some(cv),
         },

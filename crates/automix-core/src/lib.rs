@@ -40,6 +40,7 @@ mod policy;
 pub mod pomdp;
 mod record;
 mod rule;
+pub(crate) mod stats;
 pub mod synthetic;
 mod train;
 

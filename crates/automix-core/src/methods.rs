@@ -3,14 +3,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::calibrate::{CalibratedConfig, pooled_sweep};
-use crate::compat::{gaussian_filter_reflect, np_mean, py_floordiv, py_grid};
-use crate::confidence::VerifierScore;
+use crate::calibrate::{CalibratedConfig, pooled_sweep_stats};
+use crate::compat::{gaussian_filter_reflect, py_floordiv, py_grid};
 use crate::error::{CoreError, Result};
 use crate::metrics::Dataset;
-use crate::pomdp::{ExactPomdpConfig, exact_pomdp_candidates};
+use crate::pomdp::{ExactPomdpConfig, exact_pomdp_grid};
 use crate::record::Category;
 use crate::rule::{DecisionRule, TableLookup};
+use crate::stats::{Stats, Sum};
 
 /// Which meta-verifier to train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -153,6 +153,12 @@ impl Candidate {
 /// The candidate grid of `spec` on `data`, in the order the paper's code tries it
 /// (that order breaks ties: the first best candidate wins).
 pub fn candidates(spec: &MethodSpec, data: &Dataset) -> Result<Vec<Candidate>> {
+    let cells = data.cells_for(&[]);
+    candidates_on(spec, &data.stats(&cells))
+}
+
+/// [`candidates`] from the cells of training rows.
+pub(crate) fn candidates_on(spec: &MethodSpec, data: &Stats<'_>) -> Result<Vec<Candidate>> {
     let n = spec.num_bins;
     if n == 0 {
         return Err(CoreError::InvalidBins(n));
@@ -191,10 +197,10 @@ pub fn candidates(spec: &MethodSpec, data: &Dataset) -> Result<Vec<Candidate>> {
             all.extend(threshold_grid(n));
             all
         }
-        MethodKind::ExactPomdp => exact_pomdp_candidates(&spec.exact, n, data)?,
+        MethodKind::ExactPomdp => exact_pomdp_grid(&spec.exact, n, data)?,
         // The λ sweep of the pooled curve fitted on every row; training itself chooses
         // the cut (and κ) by cross-validation, see `crate::calibrate`.
-        MethodKind::Calibrated | MethodKind::Auto => pooled_sweep(data)?,
+        MethodKind::Calibrated | MethodKind::Auto => pooled_sweep_stats(data)?,
     })
 }
 
@@ -247,30 +253,29 @@ fn triple_threshold_grid(n: usize) -> Vec<Candidate> {
 /// rows strictly within half a gap; then the action table for each reward 0..5000,
 /// de-duplicated in first-seen order (Python de-duplicates through a `set`, whose
 /// order is hash-defined; see the parity notes).
-fn pomdp_simple_grid(n: usize, data: &Dataset) -> Vec<Candidate> {
+fn pomdp_simple_grid(n: usize, data: &Stats<'_>) -> Vec<Candidate> {
     let gap = 1.0 / n as f64;
     let grid = py_grid(n);
     let mut obs = vec![[0.0f64; 3]; n + 1];
     for (idx, &g) in grid.iter().enumerate() {
-        let mut counts = [0usize; 3];
-        let mut total = 0usize;
-        for (row, score) in data.verifier().iter().enumerate() {
-            let VerifierScore::Known(p) = score else {
+        let mut counts = [0u64; 3];
+        for (key, sums) in data.keys.iter().zip(data.sums.iter()) {
+            let Some(p) = key.known() else {
                 continue;
             };
-            let d = p.get() - g;
+            let d = p - g;
             if d < gap / 2.0 && d > -gap / 2.0 {
-                total += 1;
-                let label =
-                    Category::of(data.small_scores()[row], data.large_scores()[row]).paper_label();
-                let c = match label {
-                    "NEEDY" => 0,
-                    "GOOD" => 1,
-                    _ => 2,
-                };
-                counts[c] += 1;
+                for (state, rows) in Category::ALL.iter().zip(sums.states) {
+                    let c = match state.paper_label() {
+                        "NEEDY" => 0,
+                        "GOOD" => 1,
+                        _ => 2,
+                    };
+                    counts[c] += rows;
+                }
             }
         }
+        let total: u64 = counts.iter().sum();
         if total > 0 {
             obs[idx] = counts.map(|c| c as f64 / total as f64);
         }
@@ -306,21 +311,30 @@ fn pomdp_simple_grid(n: usize, data: &Dataset) -> Vec<Candidate> {
 /// `GreedyPOMDP.generate_points`: mean large−small gain per floor-bin, Gaussian-smoothed
 /// (σ = 2, reflect), bins ranked by smoothed gain, then the nested tables escalating
 /// the top 1, 2, … bins.
-fn greedy_pomdp_grid(n: usize, data: &Dataset) -> Vec<Candidate> {
+fn greedy_pomdp_grid(n: usize, data: &Stats<'_>) -> Vec<Candidate> {
     let gap = 1.0 / n as f64;
-    let mut deltas: Vec<Vec<f64>> = vec![Vec::new(); n + 1];
-    for (row, score) in data.verifier().iter().enumerate() {
-        let VerifierScore::Known(p) = score else {
+    let mut gains: Vec<(u64, Sum)> = vec![(0, Sum::default()); n + 1];
+    for (key, sums) in data.keys.iter().zip(data.sums.iter()) {
+        let Some(p) = key.known() else {
             continue;
         };
-        let bin = py_floordiv(p.get(), gap);
+        let bin = py_floordiv(p, gap);
         if bin >= 0.0 && bin <= n as f64 && bin.fract() == 0.0 {
-            deltas[bin as usize].push(data.large_scores()[row] - data.small_scores()[row]);
+            let (rows, gain) = &mut gains[bin as usize];
+            *rows += sums.rows;
+            gain.merge(sums.gain());
         }
     }
-    let means: Vec<f64> = deltas
+    // numpy's mean of the bin's gains: exact sums give the same bits (see `crate::stats`).
+    let means: Vec<f64> = gains
         .iter()
-        .map(|d| if d.is_empty() { 0.0 } else { np_mean(d) })
+        .map(|(rows, gain)| {
+            if *rows == 0 {
+                0.0
+            } else {
+                gain.value() / *rows as f64
+            }
+        })
         .collect();
     let smoothed = gaussian_filter_reflect(&means, 2.0);
     let mut order: Vec<usize> = (0..=n).collect();

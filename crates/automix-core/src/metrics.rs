@@ -1,6 +1,9 @@
 //! Quality, cost, IBC and ΔIBC of routing decisions; the oracle; the cost–quality
 //! frontier and the router metrics people compare on (AIQ, APGR, CPT).
 
+use std::borrow::Cow;
+
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::compat::{np_mean, np_sum};
@@ -8,6 +11,7 @@ use crate::confidence::VerifierScore;
 use crate::cost::{CostModel, QueryCosts};
 use crate::error::{CoreError, Result};
 use crate::record::{RoutingRecord, validate_all};
+use crate::stats::{CellSums, Cells, Columns, NO_TASK, Stats};
 
 /// What to do with the small model's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -148,8 +152,13 @@ pub struct Dataset {
     costs: Vec<QueryCosts>,
     uniform_costs: Option<QueryCosts>,
     answers: Vec<Option<String>>,
-    tasks: Vec<Option<String>>,
+    /// Task id per row (index into `task_names`, or `NO_TASK`).
+    task_ids: Vec<u32>,
+    /// Distinct task names, sorted.
+    task_names: Vec<String>,
     baseline: Baseline,
+    /// The rows grouped into cells (see [`crate::stats`]): what training reads.
+    cells: Cells,
 }
 
 impl Dataset {
@@ -180,17 +189,93 @@ impl Dataset {
         };
         let small: Vec<f64> = records.iter().map(|r| r.small_score).collect();
         let large: Vec<f64> = records.iter().map(|r| r.large_score).collect();
-        let baseline = baseline_of(&small, &large, &costs, uniform_costs);
-        Ok(Self {
+        let (task_ids, task_names) = intern_tasks(records.iter().map(|r| r.task_name.as_deref()));
+        let answers = if records.iter().any(|r| r.small_answer.is_some()) {
+            records.iter().map(|r| r.small_answer.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Self::from_columns(
             small,
             large,
-            verifier: records.iter().map(|r| r.verifier).collect(),
+            records.iter().map(|r| r.verifier).collect(),
             costs,
             uniform_costs,
-            answers: records.iter().map(|r| r.small_answer.clone()).collect(),
-            tasks: records.iter().map(|r| r.task_name.clone()).collect(),
+            answers,
+            task_ids,
+            task_names,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)] // the columns, named, in one private place
+    fn from_columns(
+        small: Vec<f64>,
+        large: Vec<f64>,
+        verifier: Vec<VerifierScore>,
+        costs: Vec<QueryCosts>,
+        uniform_costs: Option<QueryCosts>,
+        answers: Vec<Option<String>>,
+        task_ids: Vec<u32>,
+        task_names: Vec<String>,
+    ) -> Self {
+        let baseline = baseline_of(&small, &large, &costs, uniform_costs);
+        let mut data = Self {
+            small,
+            large,
+            verifier,
+            costs,
+            uniform_costs,
+            answers,
+            task_ids,
+            task_names,
             baseline,
-        })
+            cells: Cells::default(),
+        };
+        data.cells = Cells::group(&data.columns(), |_| false);
+        data
+    }
+
+    fn columns(&self) -> Columns<'_> {
+        Columns {
+            small: &self.small,
+            large: &self.large,
+            verifier: &self.verifier,
+            task: &self.task_ids,
+            costs: &self.costs,
+        }
+    }
+
+    /// The cells of these rows with `fixed_answers` marked (regrouped only when there are
+    /// fixed answers: they split cells by answer).
+    pub(crate) fn cells_for(&self, fixed_answers: &[String]) -> Cow<'_, Cells> {
+        if fixed_answers.is_empty() || self.answers.is_empty() {
+            return Cow::Borrowed(&self.cells);
+        }
+        Cow::Owned(Cells::group(&self.columns(), |row| {
+            self.answers[row]
+                .as_deref()
+                .is_some_and(|a| fixed_answers.iter().any(|f| f == a))
+        }))
+    }
+
+    /// The statistics training reads, for `cells` (from [`Dataset::cells_for`]).
+    pub(crate) fn stats<'a>(&'a self, cells: &'a Cells) -> Stats<'a> {
+        Stats {
+            keys: &cells.keys,
+            sums: Cow::Borrowed(&cells.sums),
+            task_names: &self.task_names,
+            uniform: self.uniform_costs,
+        }
+    }
+
+    /// The rows of every fold of `assignment` summed per cell of `cells` (one pass).
+    pub(crate) fn fold_sums(
+        &self,
+        cells: &Cells,
+        assignment: &[usize],
+        folds: usize,
+    ) -> Vec<Vec<(u32, CellSums)>> {
+        cells.fold_sums(&self.columns(), assignment, folds)
     }
 
     /// The rows at `rows` (in that order), with their own baseline: a fold of a
@@ -207,17 +292,21 @@ impl Dataset {
         } else {
             rows.iter().map(|&i| self.costs[i]).collect()
         };
-        let baseline = baseline_of(&small, &large, &costs, self.uniform_costs);
-        Ok(Self {
+        let answers = if self.answers.is_empty() {
+            Vec::new()
+        } else {
+            rows.iter().map(|&i| self.answers[i].clone()).collect()
+        };
+        Ok(Self::from_columns(
             small,
             large,
-            verifier: rows.iter().map(|&i| self.verifier[i]).collect(),
+            rows.iter().map(|&i| self.verifier[i]).collect(),
             costs,
-            uniform_costs: self.uniform_costs,
-            answers: rows.iter().map(|&i| self.answers[i].clone()).collect(),
-            tasks: rows.iter().map(|&i| self.tasks[i].clone()).collect(),
-            baseline,
-        })
+            self.uniform_costs,
+            answers,
+            rows.iter().map(|&i| self.task_ids[i]).collect(),
+            self.task_names.clone(),
+        ))
     }
 
     /// Number of rows.
@@ -245,14 +334,21 @@ impl Dataset {
         &self.verifier
     }
 
-    /// Small-model answers (for fixed-answer routing).
-    pub fn answers(&self) -> &[Option<String>] {
-        &self.answers
+    /// The small model's answer of `row` (for fixed-answer routing), if recorded.
+    pub fn answer(&self, row: usize) -> Option<&str> {
+        self.answers.get(row).and_then(|a| a.as_deref())
     }
 
-    /// Task names.
-    pub fn tasks(&self) -> &[Option<String>] {
-        &self.tasks
+    /// The task of `row`, if any.
+    pub fn task(&self, row: usize) -> Option<&str> {
+        self.task_names
+            .get(self.task_ids[row] as usize)
+            .map(String::as_str)
+    }
+
+    /// The distinct task names, sorted.
+    pub fn task_names(&self) -> &[String] {
+        &self.task_names
     }
 
     /// The costs of row `row`.
@@ -320,6 +416,36 @@ impl Dataset {
             .map(|(s, l)| l > s)
             .collect()
     }
+}
+
+/// Task ids per row (indices into the sorted distinct names; `NO_TASK` for none).
+fn intern_tasks<'a>(tasks: impl Iterator<Item = Option<&'a str>>) -> (Vec<u32>, Vec<String>) {
+    let mut ids: FxHashMap<&str, u32> = FxHashMap::default();
+    let mut names: Vec<&str> = Vec::new();
+    let mut out: Vec<u32> = tasks
+        .map(|t| match t {
+            None => NO_TASK,
+            Some(t) => *ids.entry(t).or_insert_with(|| {
+                names.push(t);
+                names.len() as u32 - 1
+            }),
+        })
+        .collect();
+    // Sorted names make task order independent of row order.
+    let mut sorted: Vec<u32> = (0..names.len() as u32).collect();
+    sorted.sort_by_key(|&i| names[i as usize]);
+    let mut rank = vec![0u32; names.len()];
+    for (r, &i) in sorted.iter().enumerate() {
+        rank[i as usize] = r as u32;
+    }
+    for id in out.iter_mut().filter(|id| **id != NO_TASK) {
+        *id = rank[*id as usize];
+    }
+    let names = sorted
+        .iter()
+        .map(|&i| names[i as usize].to_owned())
+        .collect();
+    (out, names)
 }
 
 fn baseline_of(

@@ -19,6 +19,7 @@ use crate::methods::{Candidate, MethodKind};
 use crate::metrics::Dataset;
 use crate::record::Category;
 use crate::rule::{DecisionRule, TableLookup};
+use crate::stats::{Stats, Sum};
 
 const STATES: usize = Category::ALL.len();
 
@@ -61,6 +62,16 @@ pub struct PomdpModel {
 impl PomdpModel {
     /// Fits the model on the rows with a known confidence.
     pub fn fit(config: &ExactPomdpConfig, num_bins: usize, data: &Dataset) -> Result<Self> {
+        let cells = data.cells_for(&[]);
+        Self::fit_stats(config, num_bins, &data.stats(&cells))
+    }
+
+    /// [`PomdpModel::fit`] from the cells of training rows.
+    pub(crate) fn fit_stats(
+        config: &ExactPomdpConfig,
+        num_bins: usize,
+        data: &Stats<'_>,
+    ) -> Result<Self> {
         let bins = Bins::new(num_bins)?;
         let alpha = config.smoothing;
         if !(alpha.is_finite() && alpha > 0.0) {
@@ -78,21 +89,28 @@ impl PomdpModel {
         }
         let mut counts = vec![vec![0.0f64; bins.len()]; STATES];
         let mut state_n = [0.0f64; STATES];
-        let mut gain_sum = [0.0f64; STATES];
+        let mut gain = [Sum::default(); STATES];
         let mut task_n: BTreeMap<&str, [f64; STATES]> = BTreeMap::new();
-        for (row, score) in data.verifier().iter().enumerate() {
-            let VerifierScore::Known(p) = score else {
+        for (key, sums) in data.keys.iter().zip(data.sums.iter()) {
+            let VerifierScore::Known(p) = key.score else {
                 continue;
             };
-            let (s, l) = (data.small_scores()[row], data.large_scores()[row]);
-            let state = Category::of(s, l).index();
-            counts[state][bins.index(*p)] += 1.0;
-            state_n[state] += 1.0;
-            gain_sum[state] += l - s;
-            if let Some(task) = data.tasks()[row].as_deref() {
-                task_n.entry(task).or_insert([0.0; STATES])[state] += 1.0;
+            let bin = bins.index(p);
+            for state in 0..STATES {
+                let rows = sums.states[state] as f64;
+                counts[state][bin] += rows;
+                state_n[state] += rows;
+            }
+            gain[Category::Needy.index()].merge(sums.needy_gain);
+            gain[Category::SmallBetter.index()].merge(sums.small_better_gain);
+            if let Some(task) = data.task(key) {
+                let n = task_n.entry(task).or_insert([0.0; STATES]);
+                for (a, b) in n.iter_mut().zip(sums.states) {
+                    *a += b as f64;
+                }
             }
         }
+        let gain_sum = gain.map(Sum::value);
         let total: f64 = state_n.iter().sum();
         if total == 0.0 {
             return Err(CoreError::InvalidParameter {
@@ -187,7 +205,17 @@ pub fn exact_pomdp_candidates(
     num_bins: usize,
     data: &Dataset,
 ) -> Result<Vec<Candidate>> {
-    let model = PomdpModel::fit(config, num_bins, data)?;
+    let cells = data.cells_for(&[]);
+    exact_pomdp_grid(config, num_bins, &data.stats(&cells))
+}
+
+/// [`exact_pomdp_candidates`] from the cells of training rows.
+pub(crate) fn exact_pomdp_grid(
+    config: &ExactPomdpConfig,
+    num_bins: usize,
+    data: &Stats<'_>,
+) -> Result<Vec<Candidate>> {
+    let model = PomdpModel::fit_stats(config, num_bins, data)?;
     let global = model.expected_gain(&model.prior);
     let per_task: BTreeMap<String, Vec<f64>> = model
         .task_priors

@@ -4,13 +4,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::calibrate::CvSummary;
-use crate::confidence::VerifierScore;
 use crate::cost::CostModel;
 use crate::error::{CoreError, Result};
-use crate::methods::{Candidate, MethodSpec, candidates};
-use crate::metrics::{Baseline, Dataset, Decision, Lift, Outcome};
+use crate::methods::{Candidate, MethodSpec, candidates_on};
+use crate::metrics::{Baseline, Dataset, Decision, Lift, Outcome, lift};
 use crate::policy::{POLICY_FORMAT_VERSION, Policy};
 use crate::record::RoutingRecord;
+use crate::stats::{CellKey, Stats, escalates};
 
 /// What training maximises.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -140,55 +140,28 @@ pub struct TrainingSummary {
     pub cross_validation: Option<CvSummary>,
 }
 
-/// Escalation flags of `rule`-like decisions for every row of `data`.
+/// Escalation flags of `candidate` for every row of `data` (fixed answers escalate, an
+/// unknown confidence follows `unknown`), for callers that need decisions per row.
 pub fn decisions(
     data: &Dataset,
     candidate: &Candidate,
     unknown: Decision,
     fixed_answers: &[String],
 ) -> Vec<bool> {
-    // Only per-task tables read the task column; skipping it keeps the scan cache-friendly.
-    let uses_task = matches!(
-        candidate.rule,
-        crate::rule::DecisionRule::TaskTables { .. } | crate::rule::DecisionRule::TaskCuts { .. }
-    );
     data.verifier()
         .iter()
         .enumerate()
         .map(|(row, score)| {
-            let by_answer = !fixed_answers.is_empty()
-                && data.answers()[row]
-                    .as_deref()
-                    .is_some_and(|a| fixed_answers.iter().any(|f| f == a));
-            by_answer
-                || match score {
-                    VerifierScore::Known(p) => {
-                        let task = if uses_task {
-                            data.tasks()[row].as_deref()
-                        } else {
-                            None
-                        };
-                        candidate.rule.escalates(*p, task)
-                    }
-                    VerifierScore::Unknown => unknown.escalates(),
-                }
+            let key = CellKey {
+                score: *score,
+                task: 0,
+                forced: data
+                    .answer(row)
+                    .is_some_and(|a| fixed_answers.iter().any(|f| f == a)),
+            };
+            escalates(&candidate.rule, &key, data.task(row), unknown)
         })
         .collect()
-}
-
-/// Quality, cost and escalation rate of `candidate` on every row of `data`.
-pub(crate) fn candidate_outcome(
-    data: &Dataset,
-    candidate: &Candidate,
-    options: &TrainOptions,
-) -> Outcome {
-    let flags = decisions(
-        data,
-        candidate,
-        options.unknown_confidence,
-        &options.fixed_answers,
-    );
-    data.evaluate_unchecked(&flags)
 }
 
 /// Every candidate of `spec` scored on `data`.
@@ -197,13 +170,24 @@ pub fn score_candidates(
     data: &Dataset,
     options: &TrainOptions,
 ) -> Result<Vec<ScoredCandidate>> {
+    let cells = data.cells_for(&options.fixed_answers);
+    score_on(spec, &data.stats(&cells), options)
+}
+
+/// Every candidate of `spec` scored on the cells of `stats`.
+pub(crate) fn score_on(
+    spec: &MethodSpec,
+    stats: &Stats<'_>,
+    options: &TrainOptions,
+) -> Result<Vec<ScoredCandidate>> {
     options.objective.validate()?;
-    let all = candidates(spec, data)?;
+    let all = candidates_on(spec, stats)?;
+    let base = stats.baseline();
     Ok(all
         .into_iter()
         .map(|candidate| {
-            let outcome = candidate_outcome(data, &candidate, options);
-            let lift = data.lift(&outcome);
+            let outcome = stats.outcome_of(&candidate.rule, options.unknown_confidence);
+            let lift = lift(&base, &outcome);
             let feasible = feasible(&outcome, options);
             ScoredCandidate {
                 candidate,
@@ -298,7 +282,7 @@ pub fn train(
     train_on(&data, cost_model, spec, options)
 }
 
-/// [`train`] on an already-built [`Dataset`].
+/// [`train`] on an already-built [`Dataset`]: no pass over the rows, only over its cells.
 pub fn train_on(
     data: &Dataset,
     cost_model: &CostModel,
@@ -308,66 +292,92 @@ pub fn train_on(
     if spec.kind.cross_validated() {
         return crate::calibrate::train_cross_validated(data, cost_model, spec, options);
     }
-    let scored = score_candidates(spec, data, options)?;
-    let base = data.baseline();
-    let oracle = data.evaluate_unchecked(&data.oracle());
-    let (chosen, used) = select(&scored, options.objective, base.lift_defined());
-    let Some(chosen) = chosen else {
-        let span = |f: fn(&Outcome) -> f64| {
-            scored
-                .iter()
-                .map(|s| f(&s.outcome))
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-                    (a.min(v), b.max(v))
-                })
-        };
-        let (min_cost, max_cost) = span(|o| o.cost);
-        let (min_rate, max_rate) = span(|o| o.escalation_rate);
-        let mut constraint = options.objective.describe();
-        if let Some((lo, hi)) = options.cost_constraint {
-            constraint = format!("{constraint} and cost_constraint [{lo}, {hi}]");
-        }
-        return Err(CoreError::NoFeasibleCandidate {
-            method: spec.kind.name().into(),
-            constraint,
-            min_cost,
-            max_cost,
-            min_rate,
-            max_rate,
-        });
-    };
-    let best = &scored[chosen];
-    let note = (used != options.objective).then(|| {
-        format!(
-            "ΔIBC is {}; selected by max quality, then lower cost",
-            data.lift(&oracle)
-        )
-    });
-    let feasible = scored.iter().filter(|s| s.feasible).count();
+    let cells = data.cells_for(&options.fixed_answers);
+    let stats = data.stats(&cells);
+    let (best, summary) = train_stats(&stats, spec, options)?;
     Ok(Policy {
         format_version: POLICY_FORMAT_VERSION,
         method: spec.clone(),
-        chosen_component: best.candidate.method,
-        rule: best.candidate.rule.clone(),
+        chosen_component: best.method,
+        rule: best.rule,
         fixed_answers: options.fixed_answers.clone(),
         unknown_confidence: options.unknown_confidence,
         costs: *cost_model,
         objective: options.objective,
         cost_constraint: options.cost_constraint,
         calibration: None,
-        summary: TrainingSummary {
-            rows: data.len(),
-            candidates: scored.len(),
-            feasible,
-            objective_used: used,
-            note,
-            train: best.outcome,
-            train_lift: best.lift,
-            baseline: base,
-            oracle,
-            oracle_lift: data.lift(&oracle),
-            lambda: best.candidate.lambda,
-            cross_validation: None,
-        },
+        summary,
     })
+}
+
+/// Selects the best candidate of `spec` on `stats` (a method selected in sample).
+pub(crate) fn train_stats(
+    stats: &Stats<'_>,
+    spec: &MethodSpec,
+    options: &TrainOptions,
+) -> Result<(Candidate, TrainingSummary)> {
+    let scored = score_on(spec, stats, options)?;
+    let base = stats.baseline();
+    let oracle = stats.oracle();
+    let (chosen, used) = select(&scored, options.objective, base.lift_defined());
+    let Some(chosen) = chosen else {
+        return Err(no_feasible(spec, &scored, options));
+    };
+    let best = &scored[chosen];
+    let summary = TrainingSummary {
+        rows: stats.rows() as usize,
+        candidates: scored.len(),
+        feasible: scored.iter().filter(|s| s.feasible).count(),
+        objective_used: used,
+        note: fallback_note(used, options.objective, &base, &oracle),
+        train: best.outcome,
+        train_lift: best.lift,
+        baseline: base,
+        oracle,
+        oracle_lift: lift(&base, &oracle),
+        lambda: best.candidate.lambda,
+        cross_validation: None,
+    };
+    Ok((best.candidate.clone(), summary))
+}
+
+/// Why the objective used differs from the one asked for, if it does.
+pub(crate) fn fallback_note(
+    used: Objective,
+    asked: Objective,
+    base: &Baseline,
+    oracle: &Outcome,
+) -> Option<String> {
+    (used != asked).then(|| {
+        format!(
+            "ΔIBC is {}; selected by max quality, then lower cost",
+            lift(base, oracle)
+        )
+    })
+}
+
+/// The error when no candidate meets the constraints, with the ranges that were reachable.
+fn no_feasible(spec: &MethodSpec, scored: &[ScoredCandidate], options: &TrainOptions) -> CoreError {
+    let span = |f: fn(&Outcome) -> f64| {
+        scored
+            .iter()
+            .map(|s| f(&s.outcome))
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                (a.min(v), b.max(v))
+            })
+    };
+    let (min_cost, max_cost) = span(|o| o.cost);
+    let (min_rate, max_rate) = span(|o| o.escalation_rate);
+    let mut constraint = options.objective.describe();
+    if let Some((lo, hi)) = options.cost_constraint {
+        constraint = format!("{constraint} and cost_constraint [{lo}, {hi}]");
+    }
+    CoreError::NoFeasibleCandidate {
+        method: spec.kind.name().into(),
+        constraint,
+        min_cost,
+        max_cost,
+        min_rate,
+        max_rate,
+    }
 }

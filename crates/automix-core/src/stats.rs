@@ -1,0 +1,464 @@
+//! Sufficient statistics of training rows: every method trains on cells, not rows.
+//!
+//! Every meta-verifier decides from a row's (confidence, task, fixed-answer flag) alone, so
+//! rows sharing that triple are interchangeable for training: any rule sends all of them the
+//! same way. [`crate::Dataset`] groups its rows into such cells in one pass when it is built
+//! and keeps, per cell, the sums that every candidate, every λ of a sweep and every fold
+//! needs: rows, score sums, per-category counts and gains, per-query costs. Scoring a
+//! candidate is then O(cells) instead of O(rows); a k-vote verifier has k + 1 cells per task.
+//!
+//! **Rounding.** Sums are compensated ([`Sum`]). When every partial sum is representable
+//! (0/1 or k/2^m scores, integer costs: the common case) they are exact, so means equal
+//! numpy's pairwise-summed means to the last bit and the parity methods pick the same
+//! parameters with the same ΔIBC bits (`parity::cell_sums_reproduce_…` checks every
+//! candidate). With arbitrary float scores the two sums differ in the last bits (at most
+//! 3e-14 in ΔIBC on the parity fixtures); the chosen candidates are the same, and they
+//! could only differ where two candidates tie to within that rounding.
+
+use std::borrow::Cow;
+
+use rustc_hash::FxHashMap;
+
+use crate::confidence::VerifierScore;
+use crate::cost::QueryCosts;
+use crate::metrics::{Baseline, Decision, Outcome};
+use crate::record::Category;
+use crate::rule::DecisionRule;
+
+/// The task id of a row without a task.
+pub(crate) const NO_TASK: u32 = u32::MAX;
+
+/// A Neumaier-compensated sum: exact whenever every partial sum is representable, and
+/// within 2 ulps of the exact sum otherwise, whatever the order of the terms.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Sum {
+    hi: f64,
+    lo: f64,
+}
+
+impl Sum {
+    #[inline]
+    pub(crate) fn add(&mut self, v: f64) {
+        let t = self.hi + v;
+        if self.hi.abs() >= v.abs() {
+            self.lo += (self.hi - t) + v;
+        } else {
+            self.lo += (v - t) + self.hi;
+        }
+        self.hi = t;
+    }
+
+    #[inline]
+    pub(crate) fn merge(&mut self, other: Sum) {
+        self.add(other.hi);
+        self.lo += other.lo;
+    }
+
+    #[inline]
+    fn remove(&mut self, other: Sum) {
+        self.add(-other.hi);
+        self.lo -= other.lo;
+    }
+
+    pub(crate) fn value(self) -> f64 {
+        self.hi + self.lo
+    }
+}
+
+/// What identifies a cell: rows with the same key are decided the same way by every rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct CellKey {
+    /// The verifier's confidence.
+    pub(crate) score: VerifierScore,
+    /// Index into the task names, or [`NO_TASK`].
+    pub(crate) task: u32,
+    /// The small answer is one of the fixed answers that always escalate.
+    pub(crate) forced: bool,
+}
+
+impl CellKey {
+    fn hash_key(&self) -> (u64, u32, bool) {
+        let bits = match self.score {
+            VerifierScore::Known(p) => p.get().to_bits(),
+            // Not the bits of any probability.
+            VerifierScore::Unknown => u64::MAX,
+        };
+        (bits, self.task, self.forced)
+    }
+
+    /// The known confidence, if any.
+    pub(crate) fn known(&self) -> Option<f64> {
+        self.score.known()
+    }
+}
+
+/// Whether `rule` escalates the rows of `key`: fixed answers always escalate, an unknown
+/// confidence follows `unknown`, a known one the rule. The one place this rule lives for
+/// training, evaluation and cross-validation.
+pub(crate) fn escalates(
+    rule: &DecisionRule,
+    key: &CellKey,
+    task: Option<&str>,
+    unknown: Decision,
+) -> bool {
+    key.forced
+        || match key.score {
+            VerifierScore::Known(p) => rule.escalates(p, task),
+            VerifierScore::Unknown => unknown.escalates(),
+        }
+}
+
+/// Per-cell sums of the rows in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct CellSums {
+    pub(crate) rows: u64,
+    pub(crate) small: Sum,
+    pub(crate) large: Sum,
+    /// Rows per [`Category`], in [`Category::ALL`] order.
+    pub(crate) states: [u64; 4],
+    /// Σ(large − small) over the `Needy` rows (the only positive gains).
+    pub(crate) needy_gain: Sum,
+    /// Σ(large − small) over the `SmallBetter` rows (the only negative gains).
+    pub(crate) small_better_gain: Sum,
+    /// Per-query costs (zero under a uniform cost model).
+    pub(crate) cost_small: Sum,
+    pub(crate) cost_large: Sum,
+    pub(crate) cost_verifier: Sum,
+    /// Large-model cost of the rows the oracle escalates.
+    pub(crate) oracle_cost_large: Sum,
+}
+
+impl CellSums {
+    #[inline]
+    pub(crate) fn add_row(&mut self, small: f64, large: f64, costs: Option<&QueryCosts>) {
+        self.rows += 1;
+        self.small.add(small);
+        self.large.add(large);
+        let state = Category::of(small, large);
+        self.states[state.index()] += 1;
+        match state {
+            Category::Needy => self.needy_gain.add(large - small),
+            Category::SmallBetter => self.small_better_gain.add(large - small),
+            Category::Good | Category::Hopeless => {}
+        }
+        if let Some(c) = costs {
+            self.cost_small.add(c.small);
+            self.cost_large.add(c.large);
+            self.cost_verifier.add(c.verifier);
+            if state == Category::Needy {
+                self.oracle_cost_large.add(c.large);
+            }
+        }
+    }
+
+    pub(crate) fn merge(&mut self, o: &CellSums) {
+        self.rows += o.rows;
+        self.small.merge(o.small);
+        self.large.merge(o.large);
+        for (a, b) in self.states.iter_mut().zip(o.states) {
+            *a += b;
+        }
+        self.needy_gain.merge(o.needy_gain);
+        self.small_better_gain.merge(o.small_better_gain);
+        self.cost_small.merge(o.cost_small);
+        self.cost_large.merge(o.cost_large);
+        self.cost_verifier.merge(o.cost_verifier);
+        self.oracle_cost_large.merge(o.oracle_cost_large);
+    }
+
+    /// Takes out rows merged in before (`o` must be a part of `self`).
+    fn remove(&mut self, o: &CellSums) {
+        self.rows -= o.rows;
+        self.small.remove(o.small);
+        self.large.remove(o.large);
+        for (a, b) in self.states.iter_mut().zip(o.states) {
+            *a -= b;
+        }
+        self.needy_gain.remove(o.needy_gain);
+        self.small_better_gain.remove(o.small_better_gain);
+        self.cost_small.remove(o.cost_small);
+        self.cost_large.remove(o.cost_large);
+        self.cost_verifier.remove(o.cost_verifier);
+        self.oracle_cost_large.remove(o.oracle_cost_large);
+    }
+
+    /// Σ(large − small).
+    pub(crate) fn gain(&self) -> Sum {
+        let mut g = self.needy_gain;
+        g.merge(self.small_better_gain);
+        g
+    }
+}
+
+/// The columns a grouping pass reads.
+pub(crate) struct Columns<'a> {
+    pub(crate) small: &'a [f64],
+    pub(crate) large: &'a [f64],
+    pub(crate) verifier: &'a [VerifierScore],
+    pub(crate) task: &'a [u32],
+    /// Per-query costs; empty under a uniform cost model.
+    pub(crate) costs: &'a [QueryCosts],
+}
+
+/// Rows grouped into cells: the keys, the sums over every row, and each row's cell.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Cells {
+    pub(crate) keys: Vec<CellKey>,
+    pub(crate) sums: Vec<CellSums>,
+    pub(crate) row_cell: Vec<u32>,
+}
+
+impl Cells {
+    /// Groups every row in one pass (cells in order of first appearance). `forced(row)`
+    /// marks fixed answers.
+    pub(crate) fn group(cols: &Columns<'_>, forced: impl Fn(usize) -> bool) -> Self {
+        let n = cols.small.len();
+        let mut index: FxHashMap<(u64, u32, bool), u32> = FxHashMap::default();
+        let mut cells = Cells {
+            row_cell: Vec::with_capacity(n),
+            ..Self::default()
+        };
+        // Most verifiers repeat the previous row's confidence often; skip the hash then.
+        let mut last: Option<((u64, u32, bool), u32)> = None;
+        for row in 0..n {
+            let key = CellKey {
+                score: cols.verifier[row],
+                task: cols.task[row],
+                forced: forced(row),
+            };
+            let hk = key.hash_key();
+            let cell = match last {
+                Some((k, c)) if k == hk => c,
+                _ => {
+                    let next = cells.keys.len() as u32;
+                    let c = *index.entry(hk).or_insert(next);
+                    if c == next {
+                        cells.keys.push(key);
+                        cells.sums.push(CellSums::default());
+                    }
+                    last = Some((hk, c));
+                    c
+                }
+            };
+            cells.row_cell.push(cell);
+            cells.sums[cell as usize].add_row(
+                cols.small[row],
+                cols.large[row],
+                cols.costs.get(row),
+            );
+        }
+        cells
+    }
+
+    /// The rows of every fold summed per cell, in one pass: `assignment[row]` is the fold
+    /// of `row`. Sparse: a fold lists only the cells it has rows in.
+    pub(crate) fn fold_sums(
+        &self,
+        cols: &Columns<'_>,
+        assignment: &[usize],
+        folds: usize,
+    ) -> Vec<Vec<(u32, CellSums)>> {
+        const NONE: u32 = u32::MAX;
+        let cells = self.keys.len();
+        let mut slot = vec![NONE; cells * folds];
+        let mut out: Vec<Vec<(u32, CellSums)>> = vec![Vec::new(); folds];
+        for (row, &fold) in assignment.iter().enumerate() {
+            let cell = self.row_cell[row];
+            let s = &mut slot[fold * cells + cell as usize];
+            if *s == NONE {
+                *s = out[fold].len() as u32;
+                out[fold].push((cell, CellSums::default()));
+            }
+            out[fold][*s as usize]
+                .1
+                .add_row(cols.small[row], cols.large[row], cols.costs.get(row));
+        }
+        out
+    }
+
+    /// Every row's sums minus the rows of `fold`: the training part of a fold.
+    pub(crate) fn without(&self, fold: &[(u32, CellSums)]) -> Vec<CellSums> {
+        let mut sums = self.sums.clone();
+        for (cell, s) in fold {
+            sums[*cell as usize].remove(s);
+        }
+        sums
+    }
+}
+
+/// Training rows as cells: what every method trains and is scored on.
+#[derive(Debug, Clone)]
+pub(crate) struct Stats<'a> {
+    pub(crate) keys: &'a [CellKey],
+    pub(crate) sums: Cow<'a, [CellSums]>,
+    pub(crate) task_names: &'a [String],
+    /// The uniform per-query costs, or `None` for per-query costs (in the sums).
+    pub(crate) uniform: Option<QueryCosts>,
+}
+
+/// Totals of a decision over some cells, before dividing by the row count.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Totals {
+    pub(crate) rows: u64,
+    pub(crate) served: Sum,
+    pub(crate) cost: Sum,
+    pub(crate) escalated: u64,
+}
+
+impl Totals {
+    /// Adds `sums`' rows decided by `escalate`.
+    #[inline]
+    pub(crate) fn add(&mut self, sums: &CellSums, escalate: bool) {
+        self.rows += sums.rows;
+        self.cost.merge(sums.cost_small);
+        self.cost.merge(sums.cost_verifier);
+        if escalate {
+            self.served.merge(sums.large);
+            self.cost.merge(sums.cost_large);
+            self.escalated += sums.rows;
+        } else {
+            self.served.merge(sums.small);
+        }
+    }
+
+    /// Moves kept rows `sums` (added with `escalate = false`) to the escalated side.
+    #[inline]
+    pub(crate) fn escalate_kept(&mut self, sums: &CellSums) {
+        self.served.remove(sums.small);
+        self.served.merge(sums.large);
+        self.cost.merge(sums.cost_large);
+        self.escalated += sums.rows;
+    }
+
+    /// Means per row. Under uniform costs, the paper's arithmetic (whole-count totals, then
+    /// the verifier), kept for bit parity.
+    pub(crate) fn outcome(&self, uniform: Option<QueryCosts>) -> Outcome {
+        let n = self.rows as f64;
+        let n_esc = self.escalated as f64;
+        let cost = match uniform {
+            Some(c) => ((n - n_esc) * c.small + n_esc * (c.large + c.small)) / n + c.verifier,
+            None => self.cost.value() / n,
+        };
+        Outcome {
+            quality: self.served.value() / n,
+            cost,
+            escalation_rate: n_esc / n,
+        }
+    }
+}
+
+impl Stats<'_> {
+    /// The name of a cell's task.
+    pub(crate) fn task(&self, key: &CellKey) -> Option<&str> {
+        self.task_names.get(key.task as usize).map(String::as_str)
+    }
+
+    /// Rows in these statistics.
+    pub(crate) fn rows(&self) -> u64 {
+        self.sums.iter().map(|s| s.rows).sum()
+    }
+
+    /// All cells merged.
+    pub(crate) fn total(&self) -> CellSums {
+        let mut t = CellSums::default();
+        for s in self.sums.iter() {
+            t.merge(s);
+        }
+        t
+    }
+
+    /// Totals of escalating the cells where `escalate(cell)` holds.
+    pub(crate) fn totals(&self, mut escalate: impl FnMut(usize) -> bool) -> Totals {
+        let mut t = Totals::default();
+        for (c, sums) in self.sums.iter().enumerate() {
+            if sums.rows > 0 {
+                t.add(sums, escalate(c));
+            }
+        }
+        t
+    }
+
+    /// Quality, cost and escalation rate of `rule`.
+    pub(crate) fn outcome_of(&self, rule: &DecisionRule, unknown: Decision) -> Outcome {
+        self.totals(|c| {
+            let key = &self.keys[c];
+            escalates(rule, key, self.task(key), unknown)
+        })
+        .outcome(self.uniform)
+    }
+
+    /// The small and large model alone.
+    pub(crate) fn baseline(&self) -> Baseline {
+        let t = self.total();
+        let n = t.rows as f64;
+        let (small_cost, large_cost) = match self.uniform {
+            Some(c) => (c.small, c.large),
+            None => (t.cost_small.value() / n, t.cost_large.value() / n),
+        };
+        Baseline {
+            small_quality: t.small.value() / n,
+            large_quality: t.large.value() / n,
+            small_cost,
+            large_cost,
+        }
+    }
+
+    /// The oracle: escalate exactly the rows where the large model scores higher.
+    pub(crate) fn oracle(&self) -> Outcome {
+        let t = self.total();
+        let mut served = t.small;
+        served.merge(t.needy_gain);
+        let mut cost = t.cost_small;
+        cost.merge(t.cost_verifier);
+        cost.merge(t.oracle_cost_large);
+        Totals {
+            rows: t.rows,
+            served,
+            cost,
+            escalated: t.states[Category::Needy.index()],
+        }
+        .outcome(self.uniform)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compensated_sum_is_exact_where_naive_summation_drifts() {
+        let mut s = Sum::default();
+        let mut naive = 0.0;
+        for _ in 0..10 {
+            s.add(0.1);
+            naive += 0.1;
+        }
+        assert_eq!(s.value(), 1.0);
+        assert_ne!(naive, 1.0);
+        let mut t = Sum::default();
+        t.add(1e16);
+        t.add(1.0);
+        t.add(-1e16);
+        assert_eq!(t.value(), 1.0);
+    }
+
+    #[test]
+    fn removing_a_part_restores_the_rest_exactly_for_dyadic_terms() {
+        let mut all = CellSums::default();
+        let mut part = CellSums::default();
+        for (i, (s, l)) in [(0.0, 1.0), (0.5, 0.25), (1.0, 1.0), (0.75, 0.0)]
+            .into_iter()
+            .enumerate()
+        {
+            all.add_row(s, l, None);
+            if i % 2 == 0 {
+                part.add_row(s, l, None);
+            }
+        }
+        all.remove(&part);
+        let mut rest = CellSums::default();
+        rest.add_row(0.5, 0.25, None);
+        rest.add_row(0.75, 0.0, None);
+        assert_eq!(all, rest);
+    }
+}
