@@ -188,9 +188,19 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
     }
     let python: serde_json::Value =
         serde_json::from_slice(&out.stdout).context("python bench output")?;
-    let criterion = root.join("target/criterion");
+    let table = bench_report(&root.join("target/criterion"), &python);
+    std::fs::write(root.join("target/bench-report.md"), &table)?;
+    println!("{table}");
+    Ok(())
+}
+
+/// The README tables from one criterion run and one Python run.
+fn bench_report(criterion: &Path, python: &serde_json::Value) -> String {
+    const SIZES: [u64; 4] = [1_000, 10_000, 100_000, 1_000_000];
+    let mean = |id: String| criterion_mean(&criterion.join(id));
     let mut table = String::from(
-        "| method | rows | automix-rs | automix-llm 1.0.3 | speed-up |\n|---|---:|---:|---:|---:|\n",
+        "| method | rows | automix-rs | automix-llm 1.0.3 | speed-up | automix-rs incl. load | speed-up incl. load |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
     );
     for method in [
         "Threshold",
@@ -201,34 +211,72 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
         "GreedyPOMDP",
         "POMDP",
         "ExactPOMDP",
+        "Calibrated",
+        "auto",
     ] {
-        for n in [1000, 10000, 100000] {
-            let Some(rust_ns) = criterion_mean(&criterion.join(format!("train/{method}/{n}")))
-            else {
+        for n in SIZES {
+            let Some(rust_ns) = mean(format!("train/{method}/{n}")) else {
                 continue;
             };
-            let py_s = python
+            let with_load = mean(format!("train/load/{n}")).map(|l| l + rust_ns);
+            let py_ns = python
                 .get(format!("{method}/{n}"))
-                .and_then(serde_json::Value::as_f64);
-            let (py_cell, ratio) = match py_s {
-                Some(s) => (fmt_time(s * 1e9), format!("{:.0}×", s * 1e9 / rust_ns)),
-                None => ("—".into(), "—".into()),
+                .and_then(serde_json::Value::as_f64)
+                .map(|s| s * 1e9);
+            let ratio = |ns: Option<f64>| match (py_ns, ns) {
+                (Some(p), Some(r)) => format!("{:.0}×", p / r),
+                _ => "—".into(),
             };
             table.push_str(&format!(
-                "| {method} | {n} | {} | {py_cell} | {ratio} |\n",
-                fmt_time(rust_ns)
+                "| {method} | {n} | {} | {} | {} | {} | {} |\n",
+                fmt_time(rust_ns),
+                py_ns.map_or("—".into(), fmt_time),
+                ratio(Some(rust_ns)),
+                with_load.map_or("—".into(), fmt_time),
+                ratio(with_load),
             ));
+        }
+    }
+    table.push_str("\n| one pass | rows | time |\n|---|---:|---:|\n");
+    for n in SIZES {
+        if let Some(ns) = mean(format!("train/load/{n}")) {
+            table.push_str(&format!(
+                "| load (`Dataset::new`) | {n} | {} |\n",
+                fmt_time(ns)
+            ));
+        }
+    }
+    for method in ["Threshold", "ExactPOMDP"] {
+        for n in SIZES {
+            if let Some(ns) = mean(format!("train/cv5_{method}/{n}")) {
+                table.push_str(&format!(
+                    "| 5-fold cross-validation of {method} | {n} | {} |\n",
+                    fmt_time(ns)
+                ));
+            }
         }
     }
     table.push_str("\n| decide (one call) | time |\n|---|---:|\n");
     for method in ["Threshold", "POMDP", "ExactPOMDP"] {
-        if let Some(ns) = criterion_mean(&criterion.join(format!("decide/{method}"))) {
+        if let Some(ns) = mean(format!("decide/{method}")) {
             table.push_str(&format!("| {method} | {} |\n", fmt_time(ns)));
         }
     }
-    std::fs::write(root.join("target/bench-report.md"), &table)?;
-    println!("{table}");
-    Ok(())
+    table.push_str("\n| cascade | time |\n|---|---:|\n");
+    for (id, label) in [
+        ("solve_3models_8bins", "solve, 3 models, 8 bins"),
+        ("solve_3models_16bins", "solve, 3 models, 16 bins"),
+        ("solve_5models_8bins", "solve, 5 models, 8 bins"),
+        ("solve_5models_16bins", "solve, 5 models, 16 bins"),
+        ("lookup", "one decision (table lookup)"),
+        ("particle_update_100", "particle update, 100 particles"),
+        ("particle_update_1000", "particle update, 1000 particles"),
+    ] {
+        if let Some(ns) = mean(format!("cascade/{id}")) {
+            table.push_str(&format!("| {label} | {} |\n", fmt_time(ns)));
+        }
+    }
+    table
 }
 
 fn criterion_mean(dir: &Path) -> Option<f64> {

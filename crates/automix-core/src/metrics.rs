@@ -10,7 +10,7 @@ use crate::compat::{np_mean, np_sum};
 use crate::confidence::VerifierScore;
 use crate::cost::{CostModel, QueryCosts};
 use crate::error::{CoreError, Result};
-use crate::record::{RoutingRecord, validate_all};
+use crate::record::RoutingRecord;
 use crate::stats::{CellSums, Cells, Columns, NO_TASK, Stats};
 
 /// What to do with the small model's answer.
@@ -164,17 +164,10 @@ pub struct Dataset {
 impl Dataset {
     /// Validates `records` and resolves their costs under `cost_model`.
     pub fn new(records: &[RoutingRecord], cost_model: &CostModel) -> Result<Self> {
-        validate_all(records)?;
+        if records.is_empty() {
+            return Err(CoreError::Empty);
+        }
         cost_model.validate()?;
-        // Uniform costs need no per-row column; per-query costs are resolved (and checked) here.
-        let costs = match cost_model {
-            CostModel::Relative { .. } => Vec::new(),
-            CostModel::PerQuery => records
-                .iter()
-                .enumerate()
-                .map(|(i, r)| cost_model.query_costs(i, r))
-                .collect::<Result<Vec<_>>>()?,
-        };
         let uniform_costs = match *cost_model {
             CostModel::Relative {
                 small,
@@ -187,10 +180,29 @@ impl Dataset {
             }),
             CostModel::PerQuery => None,
         };
-        let small: Vec<f64> = records.iter().map(|r| r.small_score).collect();
-        let large: Vec<f64> = records.iter().map(|r| r.large_score).collect();
-        let (task_ids, task_names) = intern_tasks(records.iter().map(|r| r.task_name.as_deref()));
-        let answers = if records.iter().any(|r| r.small_answer.is_some()) {
+        // One pass over the records (they are wide: one pass per column was memory-bound).
+        let n = records.len();
+        let mut small = Vec::with_capacity(n);
+        let mut large = Vec::with_capacity(n);
+        let mut verifier = Vec::with_capacity(n);
+        // Uniform costs need no per-row column; per-query costs are resolved (and checked) here.
+        let mut costs = Vec::with_capacity(if uniform_costs.is_some() { 0 } else { n });
+        let mut tasks = TaskInterner::default();
+        let mut task_ids = Vec::with_capacity(n);
+        let mut has_answers = false;
+        for (i, r) in records.iter().enumerate() {
+            r.validate(i)?;
+            small.push(r.small_score);
+            large.push(r.large_score);
+            verifier.push(r.verifier);
+            if uniform_costs.is_none() {
+                costs.push(cost_model.query_costs(i, r)?);
+            }
+            task_ids.push(tasks.id(r.task_name.as_deref()));
+            has_answers |= r.small_answer.is_some();
+        }
+        let task_names = tasks.sort(&mut task_ids);
+        let answers = if has_answers {
             records.iter().map(|r| r.small_answer.clone()).collect()
         } else {
             Vec::new()
@@ -198,7 +210,7 @@ impl Dataset {
         Ok(Self::from_columns(
             small,
             large,
-            records.iter().map(|r| r.verifier).collect(),
+            verifier,
             costs,
             uniform_costs,
             answers,
@@ -418,34 +430,53 @@ impl Dataset {
     }
 }
 
-/// Task ids per row (indices into the sorted distinct names; `NO_TASK` for none).
-fn intern_tasks<'a>(tasks: impl Iterator<Item = Option<&'a str>>) -> (Vec<u32>, Vec<String>) {
-    let mut ids: FxHashMap<&str, u32> = FxHashMap::default();
-    let mut names: Vec<&str> = Vec::new();
-    let mut out: Vec<u32> = tasks
-        .map(|t| match t {
-            None => NO_TASK,
-            Some(t) => *ids.entry(t).or_insert_with(|| {
-                names.push(t);
-                names.len() as u32 - 1
-            }),
-        })
-        .collect();
-    // Sorted names make task order independent of row order.
-    let mut sorted: Vec<u32> = (0..names.len() as u32).collect();
-    sorted.sort_by_key(|&i| names[i as usize]);
-    let mut rank = vec![0u32; names.len()];
-    for (r, &i) in sorted.iter().enumerate() {
-        rank[i as usize] = r as u32;
+/// Task names to dense ids, in order of first appearance until [`TaskInterner::sort`].
+#[derive(Default)]
+struct TaskInterner<'a> {
+    ids: FxHashMap<&'a str, u32>,
+    names: Vec<&'a str>,
+    /// The last task seen: rows usually come grouped by task.
+    last: Option<(&'a str, u32)>,
+}
+
+impl<'a> TaskInterner<'a> {
+    fn id(&mut self, task: Option<&'a str>) -> u32 {
+        let Some(task) = task else {
+            return NO_TASK;
+        };
+        if let Some((t, id)) = self.last
+            && t == task
+        {
+            return id;
+        }
+        let next = self.names.len() as u32;
+        let id = *self.ids.entry(task).or_insert(next);
+        if id == next {
+            self.names.push(task);
+        }
+        self.last = Some((task, id));
+        id
     }
-    for id in out.iter_mut().filter(|id| **id != NO_TASK) {
-        *id = rank[*id as usize];
+
+    /// Renumbers `ids` so that ids follow the sorted names (task order then does not depend
+    /// on row order) and returns the names.
+    fn sort(self, ids: &mut [u32]) -> Vec<String> {
+        let mut sorted: Vec<u32> = (0..self.names.len() as u32).collect();
+        sorted.sort_by_key(|&i| self.names[i as usize]);
+        let mut rank = vec![0u32; self.names.len()];
+        for (r, &i) in sorted.iter().enumerate() {
+            rank[i as usize] = r as u32;
+        }
+        if rank.iter().enumerate().any(|(i, &r)| i as u32 != r) {
+            for id in ids.iter_mut().filter(|id| **id != NO_TASK) {
+                *id = rank[*id as usize];
+            }
+        }
+        sorted
+            .iter()
+            .map(|&i| self.names[i as usize].to_owned())
+            .collect()
     }
-    let names = sorted
-        .iter()
-        .map(|&i| names[i as usize].to_owned())
-        .collect();
-    (out, names)
 }
 
 fn baseline_of(

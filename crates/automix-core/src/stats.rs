@@ -77,7 +77,7 @@ pub(crate) struct CellKey {
 }
 
 impl CellKey {
-    fn hash_key(&self) -> (u64, u32, bool) {
+    fn hash_key(&self) -> HashKey {
         let bits = match self.score {
             VerifierScore::Known(p) => p.get().to_bits(),
             // Not the bits of any probability.
@@ -91,6 +91,9 @@ impl CellKey {
         self.score.known()
     }
 }
+
+/// A [`CellKey`] as plain bits, for hashing.
+type HashKey = (u64, u32, bool);
 
 /// Whether `rule` escalates the rows of `key`: fixed answers always escalate, an unknown
 /// confidence follows `unknown`, a known one the rule. The one place this rule lives for
@@ -213,13 +216,14 @@ impl Cells {
     /// marks fixed answers.
     pub(crate) fn group(cols: &Columns<'_>, forced: impl Fn(usize) -> bool) -> Self {
         let n = cols.small.len();
-        let mut index: FxHashMap<(u64, u32, bool), u32> = FxHashMap::default();
+        let mut index: FxHashMap<HashKey, u32> = FxHashMap::default();
         let mut cells = Cells {
             row_cell: Vec::with_capacity(n),
             ..Self::default()
         };
-        // Most verifiers repeat the previous row's confidence often; skip the hash then.
-        let mut last: Option<((u64, u32, bool), u32)> = None;
+        // A verifier has few distinct confidences: a small direct-mapped cache in front of
+        // the map answers almost every row without hashing the full key.
+        let mut cache: [Option<(HashKey, u32)>; 64] = [None; 64];
         for row in 0..n {
             let key = CellKey {
                 score: cols.verifier[row],
@@ -227,7 +231,9 @@ impl Cells {
                 forced: forced(row),
             };
             let hk = key.hash_key();
-            let cell = match last {
+            let slot =
+                (hk.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize ^ (hk.1 as usize & 63);
+            let cell = match cache[slot] {
                 Some((k, c)) if k == hk => c,
                 _ => {
                     let next = cells.keys.len() as u32;
@@ -236,7 +242,7 @@ impl Cells {
                         cells.keys.push(key);
                         cells.sums.push(CellSums::default());
                     }
-                    last = Some((hk, c));
+                    cache[slot] = Some((hk, c));
                     c
                 }
             };
