@@ -13,6 +13,7 @@ pub mod models;
 pub mod pipeline;
 pub mod proxy;
 pub mod router;
+pub mod strategy;
 pub mod task_metric;
 pub mod training;
 

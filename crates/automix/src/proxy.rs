@@ -891,17 +891,6 @@ async fn live_stream(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// `direct` (a named route: one model, nothing verified), `escalate` or `keep`.
-fn decision(o: &RouteOutcome) -> &'static str {
-    if o.steps.is_empty() && o.escalation_path.len() == 1 && o.verification_score.is_none() {
-        "direct"
-    } else if o.route_to_llm {
-        "escalate"
-    } else {
-        "keep"
-    }
-}
-
 fn usage_json(o: &RouteOutcome) -> Value {
     let prompt: u64 = o.calls.iter().map(|c| c.tokens.prompt).sum();
     let completion: u64 = o.calls.iter().map(|c| c.tokens.completion).sum();
@@ -913,7 +902,7 @@ fn metadata_json(o: &RouteOutcome) -> Value {
         "model_name": o.model_name,
         "models_tried": o.escalation_path,
         "verification_score": o.verification_score,
-        "decision": decision(o),
+        "decision": o.decision.label(),
         "cost": o.total_cost,
         "lambda": o.lambda,
         "steps": o.steps,
@@ -1019,7 +1008,7 @@ fn add_headers(headers: &mut HeaderMap, o: &RouteOutcome) {
         o.verification_score
             .map_or_else(|| "unknown".into(), |p| format!("{p:.4}")),
     );
-    put("x-automix-decision", decision(o).into());
+    put("x-automix-decision", o.decision.label().into());
     put("x-automix-cost", format!("{:.9}", o.total_cost));
     if let Some(l) = o.lambda {
         put("x-automix-lambda", format!("{l}"));

@@ -1,13 +1,15 @@
 //! The [`Router`]: answer with the cheapest model, self-verify, let the meta-verifier keep
 //! the answer or escalate to the next model, up to `max_escalations`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use automix_core::{Decision, QueryEvidence, VerifierScore};
+use automix_core::belief::{BeliefConfig, OnlineCascade};
+use automix_core::{Decision, VerifierScore};
+use automix_llm::ChatRequest;
 use automix_verify::{PromptSet, TaskKind, Verifier, normalise_answer};
 
 use crate::config::{CollectSettings, Config, VerifierSignal};
@@ -17,19 +19,11 @@ use crate::models::{ModelHandle, ModelSet};
 use crate::pipeline::{
     AnswerCall, AnswerSource, VerifyModes, answer, answer_budget, verifier_for, verify,
 };
+use crate::strategy::{
+    Evidence, RouteState, Step, Strategy, ThresholdRule, VERDICT_CUT,
+};
 use crate::task_metric::TaskMetric;
 use crate::training::{CascadePlan, RouterPolicy, verifier_score};
-use automix_core::belief::{BeliefConfig, OnlineCascade, StepObservation};
-use automix_core::cascade::{CascadeAction, CascadePolicy};
-use automix_llm::ChatRequest;
-use std::sync::Mutex;
-
-/// The online belief, even after a panic elsewhere poisoned its lock: the belief is plain
-/// data that a panic cannot leave half-updated in a way that matters more than silently
-/// routing on the offline table instead would.
-fn lock_belief<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// A request's own routing settings; `None` fields take the trained or configured value.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -113,8 +107,13 @@ pub struct RouteOutcome {
     pub slm_answer: String,
     /// The verifier's score of the small model's answer; `None` = unknown or not verified.
     pub verification_score: Option<f64>,
-    /// Whether the query left the small model.
+    /// Whether the kept answer is not the cheapest model's.
     pub route_to_llm: bool,
+    /// How the route ended.
+    pub decision: RouteDecision,
+    /// The verifier signal the decisions read (`None` when nothing was verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<VerifierSignal>,
     /// Models that answered, in order.
     pub escalation_path: Vec<String>,
     /// Every verification step and its decision.
@@ -135,6 +134,33 @@ pub struct RouteOutcome {
     pub lambda: Option<f64>,
 }
 
+/// How a route ended: a fact for labels, headers and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteDecision {
+    /// The first model's answer was kept.
+    Kept,
+    /// A later model's answer was kept after an escalation.
+    Escalated,
+    /// The policy chose where to start (a model other than the cheapest, or no
+    /// verification) and that answer was kept.
+    Preselected,
+    /// A named route: one model, nothing verified.
+    Direct,
+}
+
+impl RouteDecision {
+    /// The label in headers and the `automix` field.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Kept => "keep",
+            Self::Escalated => "escalate",
+            Self::Preselected => "preselect",
+            Self::Direct => "direct",
+        }
+    }
+}
+
 /// A batch entry: the outcome, or the error that query hit (the batch goes on).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BatchItem {
@@ -148,23 +174,60 @@ pub struct BatchItem {
     pub error: Option<String>,
 }
 
+/// The routing settings, resolved from the config once (ripgrep's `HiArgs`): how the keys
+/// interact is decided here, and routing reads only these typed values.
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    /// Verify answers (`enable_self_verification`); off keeps the start answer.
+    pub verify: bool,
+    /// Which verifier score decisions read: the policy's, else `use_logprob_verification`.
+    pub signal: VerifierSignal,
+    /// Most escalations per query (`max_escalations`; a request may lower or raise it).
+    pub max_escalations: usize,
+    /// The rule on steps no trained policy covers.
+    pub threshold: ThresholdRule,
+    /// Concurrent queries of a batch.
+    pub max_workers: usize,
+}
+
+impl RouterSettings {
+    /// Resolves the settings of `config` for `policy`.
+    pub fn resolve(config: &Config, policy: Option<&RouterPolicy>) -> Result<Self> {
+        let a = &config.automix;
+        let signal = match policy {
+            Some(p) if a.use_pomdp_router => p.verifier_signal,
+            _ if a.use_logprob_verification => VerifierSignal::Logprob,
+            _ => VerifierSignal::Samples,
+        };
+        Ok(Self {
+            verify: a.enable_self_verification,
+            signal,
+            max_escalations: a.max_escalations,
+            threshold: ThresholdRule {
+                threshold: a.verification_threshold,
+                unknown: config.hparam.unknown_decision()?,
+            },
+            max_workers: config.hparam.max_workers.max(1),
+        })
+    }
+}
+
 /// Routes queries through a cascade of models with a verifier and a meta-verifier.
 #[derive(Debug, Clone)]
 pub struct Router {
     models: ModelSet,
     prompts: Arc<PromptSet>,
+    /// One verifier per model, built once (with its HTTP client when
+    /// `verifier_server_url` is set).
     verifiers: Vec<Verifier>,
-    policy: Option<RouterPolicy>,
-    config: Config,
+    strategy: Strategy,
+    settings: RouterSettings,
     collect: CollectSettings,
-    /// The online particle belief over the cascade (`automix.online_belief`), shared by
-    /// clones of this router.
-    online: Option<Arc<Mutex<OnlineCascade>>>,
 }
 
 impl Router {
-    /// A router over `models` (cheapest first). With a policy, the step from its small to
-    /// its large model is decided by it; other steps (and `use_pomdp_router: false`) use
+    /// A router over `models` (cheapest first). The policy picks the strategy (see
+    /// [`crate::strategy`]); without one, or with `use_pomdp_router: false`, every step uses
     /// `verification_threshold`.
     pub fn new(
         config: &Config,
@@ -177,92 +240,27 @@ impl Router {
                 "routing needs at least two models".into(),
             ));
         }
-        if let Some(p) = &policy {
-            let names: Vec<&str> = models
-                .models()
-                .iter()
-                .map(|m| m.entry.name.as_str())
-                .collect();
-            let cascade_models = p
-                .cascade
-                .iter()
-                .filter(|_| config.automix.use_pomdp_router)
-                .flat_map(|c| c.models.iter());
-            // The two-model path consults the policy at the first (cheapest) model only: a
-            // policy whose small model sorts elsewhere would silently never decide.
-            let through_cascade = config.automix.use_pomdp_router && p.cascade.is_some();
-            if !through_cascade && names.first() != Some(&p.small_model.as_str()) {
-                return Err(AutomixError::Invalid(format!(
-                    "the policy's small model {} is not the router's first (cheapest) model {}; \
-                     models are ordered by llm_data price, then size",
-                    p.small_model,
-                    names.first().copied().unwrap_or("(none)")
-                )));
-            }
-            for m in [&p.small_model, &p.large_model]
-                .into_iter()
-                .chain(cascade_models)
-            {
-                if !names.contains(&m.as_str()) {
-                    return Err(AutomixError::Invalid(format!(
-                        "the policy is for model {m}, which is not among the router's models ({})",
-                        names.join(", ")
-                    )));
-                }
-            }
-        }
-        let verifiers = models.models()[..models.len() - 1]
+        let settings = RouterSettings::resolve(config, policy.as_ref())?;
+        let policy = policy.filter(|_| config.automix.use_pomdp_router);
+        let strategy = strategy_for(config, &models, policy, settings.threshold)?;
+        let verifiers = models
+            .models()
             .iter()
             .map(|m| verifier_for(m, prompts.clone(), &config.automix))
             .collect::<Result<_>>()?;
-        let online = match policy.as_ref().and_then(|p| p.cascade.as_ref()) {
-            Some(plan) if config.automix.online_belief && config.automix.use_pomdp_router => {
-                let rates = plan.rates.as_ref().ok_or_else(|| {
-                    AutomixError::Invalid(
-                        "automix.online_belief needs a policy trained with --cascade by this \
-                         version (it carries the model rates the belief starts from)"
-                            .into(),
-                    )
-                })?;
-                let m = &plan.policy.model;
-                let online = OnlineCascade::warm(
-                    plan.models.clone(),
-                    m.answer_cost.clone(),
-                    m.verify_cost.clone(),
-                    plan.policy.settings,
-                    BeliefConfig {
-                        particles: config.automix.belief_particles,
-                        refresh_every: config.automix.belief_refresh_every,
-                        ..BeliefConfig::default()
-                    },
-                    rates,
-                )?;
-                Some(Arc::new(Mutex::new(online)))
-            }
-            _ => None,
-        };
         Ok(Self {
             models,
             prompts,
             verifiers,
-            policy,
-            config: config.clone(),
+            strategy,
+            settings,
             collect: config.collect.clone(),
-            online,
         })
     }
 
     /// The models, cheapest first.
     pub fn models(&self) -> &ModelSet {
         &self.models
-    }
-
-    fn signal(&self) -> VerifierSignal {
-        match &self.policy {
-            Some(p) => p.verifier_signal,
-            None if self.config.automix.use_logprob_verification => VerifierSignal::Logprob,
-            None => VerifierSignal::Samples,
-        }
     }
 
     /// Routes one query.
@@ -299,35 +297,7 @@ impl Router {
     /// The trained λ of the two-model policy when requests may choose their own: a
     /// calibrated policy that is not routed through a cascade. `None` otherwise.
     pub fn lambda_family(&self) -> Option<f64> {
-        let policy = self.policy.as_ref()?;
-        let through_cascade = self.config.automix.use_pomdp_router && policy.cascade.is_some();
-        if through_cascade || !self.config.automix.use_pomdp_router {
-            return None;
-        }
-        policy.policy.trained_lambda()
-    }
-
-    /// The query's metric, how models are asked, and which verification runs.
-    fn prepare(
-        &self,
-        query: &QueryRow,
-        request: Option<ChatRequest>,
-    ) -> Result<(
-        Option<TaskMetric>,
-        AnswerSource,
-        VerifierSignal,
-        VerifyModes,
-    )> {
-        let metric = match query.metric.as_deref() {
-            Some(m) => Some(TaskMetric::parse(m)?),
-            None => None,
-        };
-        let signal = self.signal();
-        let modes = VerifyModes {
-            sampled: signal == VerifierSignal::Samples,
-            logprob: signal == VerifierSignal::Logprob,
-        };
-        Ok((metric, self.source(metric, request), signal, modes))
+        self.strategy.trained_lambda()
     }
 
     /// The configured model called `name`.
@@ -388,6 +358,8 @@ impl Router {
             slm_answer: call.text.clone(),
             verification_score: None,
             route_to_llm: false,
+            decision: RouteDecision::Direct,
+            signal: None,
             escalation_path: vec![name.to_owned()],
             steps: Vec::new(),
             total_tokens: record.tokens.prompt + record.tokens.completion,
@@ -413,302 +385,115 @@ impl Router {
         }
     }
 
+    /// The step runner: every strategy's route goes through here.
     async fn route_with(
         &self,
         query: &QueryRow,
         request: Option<ChatRequest>,
         options: &RouteOptions,
     ) -> Result<RouteOutcome> {
-        if self.config.automix.use_pomdp_router
-            && let Some(plan) = self.policy.as_ref().and_then(|p| p.cascade.as_ref())
-        {
-            return self
-                .route_cascade(query, plan, request, options.max_escalations)
-                .await;
-        }
         let started = Instant::now();
-        let (metric, source, signal, modes) = self.prepare(query, request)?;
+        let metric = query.metric.as_deref().map(TaskMetric::parse).transpose()?;
+        let source = self.source(metric, request);
         let max_escalations = options
             .max_escalations
-            .unwrap_or(self.config.automix.max_escalations);
-        let mut lambda_used = None;
-        let mut calls = Vec::new();
-        let mut steps = Vec::new();
-        let mut path = Vec::new();
-        let mut first_answer = None;
-        let mut first_score = None;
+            .unwrap_or(self.settings.max_escalations);
         let models = self.models.models();
-        let mut kept = None;
-        for (i, model) in models.iter().enumerate() {
+        let mut state = RouteState::default();
+        let start = self.strategy.start(&query.task_name, &mut state);
+        let mut at = start;
+        let mut trace = Trace::default();
+        let (kept, response) = loop {
+            let model = &models[at.model];
             let answer = answer(model, &self.prompts, query, &source).await?;
-            path.push(model.entry.name.clone());
-            calls.push(CallRecord::answer(&model.entry.name, &answer));
-            if first_answer.is_none() {
-                first_answer = Some(answer.text.clone());
+            trace.answered(&model.entry.name, &answer);
+            let correct = correctness(metric, query, &answer.text);
+            let cut_off = if at.model + 1 == models.len() || !at.verify {
+                Some(None)
+            } else if trace.escalations >= max_escalations {
+                Some(Some("max_escalations reached"))
+            } else if !self.settings.verify {
+                Some(Some("verification off"))
+            } else {
+                None
+            };
+            if let Some(reason) = cut_off {
+                trace.kept_unverified(&model.entry.name, &answer.text, reason);
+                self.strategy.observe(&mut state, at.model, None, correct)?;
+                break (at.model, answer.text);
             }
-            let last = i + 1 == models.len();
-            if last {
-                kept = Some((i, answer.text));
-                break;
-            }
-            if i >= max_escalations {
-                steps.push(StepRecord {
-                    model: model.entry.name.clone(),
-                    answer: answer.text.clone(),
-                    verification_score: None,
-                    decision: Decision::Keep,
-                    reason: "max_escalations reached".into(),
-                });
-                kept = Some((i, answer.text));
-                break;
-            }
-            if !self.config.automix.enable_self_verification {
-                steps.push(StepRecord {
-                    model: model.entry.name.clone(),
-                    answer: answer.text.clone(),
-                    verification_score: None,
-                    decision: Decision::Keep,
-                    reason: "verification off".into(),
-                });
-                kept = Some((i, answer.text));
-                break;
-            }
-            let v_started = Instant::now();
-            let record = verify(&self.verifiers[i], model, query, &answer.text, modes).await?;
-            calls.push(CallRecord::verify(&model.entry.name, &record, v_started));
-            let run_score = verifier_score(Some(&record), signal);
-            if i == 0 {
-                first_score = run_score.known();
-            }
+            let score = self.verify_step(model, at.model, query, &answer.text, &mut trace).await?;
+            self.strategy
+                .observe(&mut state, at.model, score.known(), correct)?;
             let normalised = match metric {
                 Some(m) => m.extract(&answer.text, &query.choices),
                 None => normalise_answer(&answer.text),
             };
-            let (decision, reason, lambda) =
-                self.decide(i, run_score, &query.task_name, &normalised, options.lambda)?;
-            lambda_used = lambda_used.or(lambda);
-            steps.push(StepRecord {
-                model: model.entry.name.clone(),
-                answer: answer.text.clone(),
-                verification_score: run_score.known(),
-                decision,
-                reason,
-            });
-            if decision == Decision::Keep {
-                kept = Some((i, answer.text));
-                break;
+            let evidence = Evidence {
+                model: at.model,
+                score,
+                task: &query.task_name,
+                normalised_answer: &normalised,
+                lambda: options.lambda,
+            };
+            let step = self.strategy.step(&evidence, models.len(), &mut state)?;
+            trace.decided(&model.entry.name, &answer.text, score, &step);
+            match step.next {
+                Some(next) => {
+                    trace.escalations += 1;
+                    at = next;
+                }
+                None => break (at.model, answer.text),
             }
-        }
-        let (index, response) =
-            kept.ok_or_else(|| AutomixError::Invalid("the cascade kept no answer".into()))?;
-        let model = &models[index];
-        let task_performance = match (metric, &query.ground_truth) {
-            (Some(m), Some(truth)) => Some(m.score(&response, truth, &query.choices)),
-            _ => None,
         };
-        Ok(RouteOutcome {
-            id: query.id.clone(),
-            model_name: model.entry.name.clone(),
-            api_model: model.entry.model.clone(),
-            slm_answer: first_answer.unwrap_or_default(),
-            verification_score: first_score,
-            route_to_llm: index > 0,
-            escalation_path: path,
-            total_tokens: calls
-                .iter()
-                .map(|c| c.tokens.prompt + c.tokens.completion)
-                .sum(),
-            total_cost: calls.iter().map(|c| c.cost).sum(),
-            calls,
-            steps,
-            latency_ms: started.elapsed().as_millis() as u64,
-            task_performance,
+        self.strategy.finish(state)?;
+        let decision = if trace.escalations > 0 {
+            RouteDecision::Escalated
+        } else if start.model != 0 || !start.verify {
+            RouteDecision::Preselected
+        } else {
+            RouteDecision::Kept
+        };
+        let model = &models[kept];
+        Ok(trace.outcome(OutcomeParts {
+            query,
+            model_name: &model.entry.name,
+            api_model: &model.entry.model,
+            task_performance: score_of(metric, query, &response),
             response,
-            lambda: lambda_used,
-        })
+            route_to_llm: kept != 0,
+            decision,
+            signal: self.settings.signal,
+            started,
+        }))
     }
 
-    /// The N-model cascade: pre-selected start, then the solved decision table.
-    async fn route_cascade(
+    /// Verifies `answer` of model `index` and records the call; the score under the
+    /// configured signal.
+    async fn verify_step(
         &self,
+        model: &ModelHandle,
+        index: usize,
         query: &QueryRow,
-        plan: &CascadePlan,
-        request: Option<ChatRequest>,
-        request_max_escalations: Option<usize>,
-    ) -> Result<RouteOutcome> {
+        answer: &str,
+        trace: &mut Trace,
+    ) -> Result<VerifierScore> {
+        let signal = self.settings.signal;
+        let modes = VerifyModes {
+            sampled: signal == VerifierSignal::Samples,
+            logprob: signal == VerifierSignal::Logprob,
+        };
         let started = Instant::now();
-        let (metric, source, signal, modes) = self.prepare(query, request)?;
-        let handle = |name: &str| {
-            self.models
-                .models()
-                .iter()
-                .position(|m| m.entry.name == name)
-                .ok_or_else(|| {
-                    AutomixError::Invalid(format!("cascade model {name} is not configured"))
-                })
-        };
-        // With the online belief, its current table decides (and its global start).
-        let online_table = self.online.as_ref().map(|o| lock_belief(o).policy());
-        let table: &CascadePolicy = online_table.as_deref().unwrap_or(&plan.policy);
-        let start = match online_table {
-            Some(ref t) => t.start,
-            None => plan.start_for(&query.task_name),
-        };
-        let correct = |text: &str| match (metric, &query.ground_truth) {
-            (Some(m), Some(truth)) => Some(m.score(text, truth, &query.choices) >= 0.5),
-            _ => None,
-        };
-        let mut observed = Vec::new();
-        let mut calls = Vec::new();
-        let mut steps = Vec::new();
-        let mut path = Vec::new();
-        let mut history = Vec::new();
-        let mut current = start.model;
-        let mut verify_next = start.verify && self.config.automix.enable_cascade;
-        let mut first: Option<(String, Option<f64>)> = None;
-        let last = plan.models.len() - 1;
-        let response = loop {
-            let name = &plan.models[current];
-            let index = handle(name)?;
-            let model = &self.models.models()[index];
-            let answer = answer(model, &self.prompts, query, &source).await?;
-            path.push(name.clone());
-            calls.push(CallRecord::answer(name, &answer));
-            // A request's own cap: past it the current answer is kept unverified.
-            let capped = request_max_escalations.is_some_and(|m| path.len() > m);
-            if !verify_next || current == last || capped {
-                if first.is_none() {
-                    first = Some((answer.text.clone(), None));
-                }
-                observed.push(StepObservation {
-                    model: current,
-                    verdict: None,
-                    correct: correct(&answer.text),
-                });
-                break answer.text;
-            }
-            let v_started = Instant::now();
-            let verifier = verifier_for(model, self.prompts.clone(), &self.config.automix)?;
-            let record = verify(&verifier, model, query, &answer.text, modes).await?;
-            calls.push(CallRecord::verify(name, &record, v_started));
-            let score = verifier_score(Some(&record), signal).known();
-            if first.is_none() {
-                first = Some((answer.text.clone(), score));
-            }
-            observed.push(StepObservation {
-                model: current,
-                verdict: score.map(|p| p >= 0.5),
-                correct: correct(&answer.text),
-            });
-            history.push((current, table.symbol(score)));
-            let action = table.decide(&history);
-            let (decision, next) = match action {
-                CascadeAction::Keep => (Decision::Keep, None),
-                CascadeAction::EscalateTo(j) => (Decision::Escalate, Some((j, true))),
-                CascadeAction::AnswerWith(j) => (Decision::Escalate, Some((j, false))),
-            };
-            steps.push(StepRecord {
-                model: name.clone(),
-                answer: answer.text.clone(),
-                verification_score: score,
-                decision,
-                reason: format!("cascade policy: {action:?}"),
-            });
-            match next {
-                None => break answer.text,
-                Some((j, verify_j)) => {
-                    current = j;
-                    verify_next = verify_j;
-                }
-            }
-        };
-        if let Some(online) = &self.online {
-            lock_belief(online).observe(&observed)?;
+        let record = verify(&self.verifiers[index], model, query, answer, modes).await?;
+        trace
+            .calls
+            .push(CallRecord::verify(&model.entry.name, &record, started));
+        let score = verifier_score(Some(&record), signal);
+        trace.verified = true;
+        if trace.path.len() == 1 {
+            trace.first_score = score.known();
         }
-        let kept = &plan.models[current];
-        let index = handle(kept)?;
-        let (slm_answer, verification_score) = first.unwrap_or_default();
-        Ok(RouteOutcome {
-            id: query.id.clone(),
-            model_name: kept.clone(),
-            api_model: self.models.models()[index].entry.model.clone(),
-            task_performance: match (metric, &query.ground_truth) {
-                (Some(m), Some(truth)) => Some(m.score(&response, truth, &query.choices)),
-                _ => None,
-            },
-            response,
-            slm_answer,
-            verification_score,
-            route_to_llm: path.len() > 1,
-            lambda: None,
-            escalation_path: path,
-            total_tokens: calls
-                .iter()
-                .map(|c| c.tokens.prompt + c.tokens.completion)
-                .sum(),
-            total_cost: calls.iter().map(|c| c.cost).sum(),
-            calls,
-            steps,
-            latency_ms: started.elapsed().as_millis() as u64,
-        })
-    }
-
-    /// Keep or escalate after model `step` answered with verifier score `score`; with the
-    /// λ the policy decided at, when it has a λ family.
-    fn decide(
-        &self,
-        step: usize,
-        score: VerifierScore,
-        task: &str,
-        normalised_answer: &str,
-        lambda: Option<f64>,
-    ) -> Result<(Decision, String, Option<f64>)> {
-        let models = self.models.models();
-        if self.config.automix.use_pomdp_router
-            && let Some(p) = &self.policy
-            && models[step].entry.name == p.small_model
-        {
-            let evidence = QueryEvidence {
-                verifier: score,
-                task_name: Some(task),
-                small_answer: Some(normalised_answer),
-            };
-            let reason = match score {
-                VerifierScore::Unknown => "unknown score: policy's unknown_confidence rule",
-                VerifierScore::Known(_) => "policy",
-            };
-            return Ok(match lambda {
-                Some(l) => (
-                    p.policy.decide_at_lambda(&evidence, l)?,
-                    format!("{reason} at the request's λ {l}"),
-                    Some(l),
-                ),
-                None => (
-                    p.policy.decide_for(&evidence),
-                    reason.into(),
-                    p.policy.trained_lambda(),
-                ),
-            });
-        }
-        let (decision, reason) = self.threshold_rule(score)?;
-        Ok((decision, reason, None))
-    }
-
-    /// The threshold rule on the verifier score (no trained policy for this step).
-    fn threshold_rule(&self, score: VerifierScore) -> Result<(Decision, String)> {
-        Ok(match score.known() {
-            Some(p) => (
-                Decision::from_escalate(p < self.config.automix.verification_threshold),
-                format!(
-                    "threshold {} on the verifier score",
-                    self.config.automix.verification_threshold
-                ),
-            ),
-            None => (
-                self.config.hparam.unknown_decision()?,
-                "unknown score: hparam.unknown_confidence".into(),
-            ),
-        })
+        Ok(score)
     }
 
     /// Routes queries concurrently (up to `max_workers`), keeping input order; a failing
@@ -738,8 +523,193 @@ impl Router {
                 },
             }
         }))
-        .buffered(self.config.hparam.max_workers.max(1))
+        .buffered(self.settings.max_workers)
         .collect()
         .await
+    }
+}
+
+/// The strategy of `policy` over `models`, every name in it matched to a model now.
+fn strategy_for(
+    config: &Config,
+    models: &ModelSet,
+    policy: Option<RouterPolicy>,
+    threshold: ThresholdRule,
+) -> Result<Strategy> {
+    let names: Vec<&str> = models
+        .models()
+        .iter()
+        .map(|m| m.entry.name.as_str())
+        .collect();
+    let index_of = |name: &str| {
+        names.iter().position(|n| *n == name).ok_or_else(|| {
+            AutomixError::Invalid(format!(
+                "the policy is for model {name}, which is not among the router's models ({})",
+                names.join(", ")
+            ))
+        })
+    };
+    let Some(p) = policy else {
+        if config.automix.online_belief && config.automix.use_pomdp_router {
+            return Err(AutomixError::Invalid(
+                "automix.online_belief needs a policy trained with --cascade".into(),
+            ));
+        }
+        return Ok(Strategy::Threshold(threshold));
+    };
+    if let Some(plan) = p.cascade {
+        let index = plan
+            .models
+            .iter()
+            .map(|m| index_of(m))
+            .collect::<Result<Vec<_>>>()?;
+        let online = if config.automix.online_belief {
+            Some(Arc::new(Mutex::new(online_belief(config, &plan)?)))
+        } else {
+            None
+        };
+        return Ok(Strategy::Cascade {
+            table: Arc::new(plan.policy.clone()),
+            plan: Box::new(plan),
+            index,
+            online,
+        });
+    }
+    let small = index_of(&p.small_model)?;
+    let large = index_of(&p.large_model)?;
+    // The policy decides at the first (cheapest) model only: a policy whose small model
+    // sorts elsewhere would silently never decide.
+    if small != 0 {
+        return Err(AutomixError::Invalid(format!(
+            "the policy's small model {} is not the router's first (cheapest) model {}; \
+             models are ordered by llm_data price, then size",
+            p.small_model, names[0]
+        )));
+    }
+    Ok(Strategy::TwoModel {
+        policy: Box::new(p.policy),
+        small,
+        large,
+        fallback: threshold,
+    })
+}
+
+/// The online belief of `plan`, started from its trained rates.
+fn online_belief(config: &Config, plan: &CascadePlan) -> Result<OnlineCascade> {
+    let rates = plan.rates.as_ref().ok_or_else(|| {
+        AutomixError::Invalid(
+            "automix.online_belief needs a policy trained with --cascade by this version (it \
+             carries the model rates the belief starts from)"
+                .into(),
+        )
+    })?;
+    let m = &plan.policy.model;
+    Ok(OnlineCascade::warm(
+        plan.models.clone(),
+        m.answer_cost.clone(),
+        m.verify_cost.clone(),
+        plan.policy.settings,
+        BeliefConfig {
+            particles: config.automix.belief_particles,
+            refresh_every: config.automix.belief_refresh_every,
+            ..BeliefConfig::default()
+        },
+        rates,
+    )?)
+}
+
+/// The query's score of `text` against its ground truth, when it has one and a metric.
+fn score_of(metric: Option<TaskMetric>, query: &QueryRow, text: &str) -> Option<f64> {
+    match (metric, &query.ground_truth) {
+        (Some(m), Some(truth)) => Some(m.score(text, truth, &query.choices)),
+        _ => None,
+    }
+}
+
+/// Whether `text` is correct (score at or above the verdict cut), when that is known.
+fn correctness(metric: Option<TaskMetric>, query: &QueryRow, text: &str) -> Option<bool> {
+    score_of(metric, query, text).map(|s| s >= VERDICT_CUT)
+}
+
+/// What a route did so far: calls, steps, path.
+#[derive(Debug, Default)]
+struct Trace {
+    calls: Vec<CallRecord>,
+    steps: Vec<StepRecord>,
+    path: Vec<String>,
+    first_answer: Option<String>,
+    first_score: Option<f64>,
+    escalations: usize,
+    lambda: Option<f64>,
+    verified: bool,
+}
+
+/// The parts of an outcome the runner knows at the end.
+struct OutcomeParts<'a> {
+    query: &'a QueryRow,
+    model_name: &'a str,
+    api_model: &'a str,
+    response: String,
+    task_performance: Option<f64>,
+    route_to_llm: bool,
+    decision: RouteDecision,
+    signal: VerifierSignal,
+    started: Instant,
+}
+
+impl Trace {
+    fn answered(&mut self, model: &str, answer: &AnswerCall) {
+        self.path.push(model.to_owned());
+        self.calls.push(CallRecord::answer(model, answer));
+        self.first_answer.get_or_insert_with(|| answer.text.clone());
+    }
+
+    fn kept_unverified(&mut self, model: &str, answer: &str, reason: Option<&str>) {
+        if let Some(reason) = reason {
+            self.steps.push(StepRecord {
+                model: model.to_owned(),
+                answer: answer.to_owned(),
+                verification_score: None,
+                decision: Decision::Keep,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    fn decided(&mut self, model: &str, answer: &str, score: VerifierScore, step: &Step) {
+        self.lambda = self.lambda.or(step.lambda);
+        self.steps.push(StepRecord {
+            model: model.to_owned(),
+            answer: answer.to_owned(),
+            verification_score: score.known(),
+            decision: step.decision,
+            reason: step.reason.clone(),
+        });
+    }
+
+    fn outcome(self, parts: OutcomeParts<'_>) -> RouteOutcome {
+        RouteOutcome {
+            id: parts.query.id.clone(),
+            model_name: parts.model_name.to_owned(),
+            api_model: parts.api_model.to_owned(),
+            response: parts.response,
+            slm_answer: self.first_answer.unwrap_or_default(),
+            verification_score: self.first_score,
+            route_to_llm: parts.route_to_llm,
+            decision: parts.decision,
+            signal: self.verified.then_some(parts.signal),
+            escalation_path: self.path,
+            total_tokens: self
+                .calls
+                .iter()
+                .map(|c| c.tokens.prompt + c.tokens.completion)
+                .sum(),
+            total_cost: self.calls.iter().map(|c| c.cost).sum(),
+            calls: self.calls,
+            steps: self.steps,
+            latency_ms: parts.started.elapsed().as_millis() as u64,
+            task_performance: parts.task_performance,
+            lambda: self.lambda,
+        }
     }
 }
