@@ -19,9 +19,7 @@ use crate::models::{ModelHandle, ModelSet};
 use crate::pipeline::{
     AnswerCall, AnswerSource, VerifyModes, answer, answer_budget, verifier_for, verify,
 };
-use crate::strategy::{
-    Evidence, RouteState, Step, Strategy, ThresholdRule, VERDICT_CUT,
-};
+use crate::strategy::{Evidence, RouteState, Step, Strategy, ThresholdRule, VERDICT_CUT};
 use crate::task_metric::TaskMetric;
 use crate::training::{CascadePlan, RouterPolicy, verifier_score};
 
@@ -422,7 +420,9 @@ impl Router {
                 self.strategy.observe(&mut state, at.model, None, correct)?;
                 break (at.model, answer.text);
             }
-            let score = self.verify_step(model, at.model, query, &answer.text, &mut trace).await?;
+            let score = self
+                .verify_step(model, at.model, query, &answer.text, &mut trace)
+                .await?;
             self.strategy
                 .observe(&mut state, at.model, score.known(), correct)?;
             let normalised = match metric {

@@ -86,7 +86,13 @@ impl ThresholdRule {
 }
 
 /// Escalation to the next model in price order.
-fn linear(decision: Decision, at: usize, models: usize, reason: String, lambda: Option<f64>) -> Step {
+fn linear(
+    decision: Decision,
+    at: usize,
+    models: usize,
+    reason: String,
+    lambda: Option<f64>,
+) -> Step {
     let next = (decision.escalates() && at + 1 < models).then_some(Start {
         model: at + 1,
         verify: true,
@@ -316,7 +322,8 @@ fn current_table(
 /// The plan's index of router model `model`. The runner only steps models the strategy sent
 /// it to, so a miss is a bug in the runner, reported rather than routed on.
 fn plan_index(index: &[usize], model: usize) -> Result<usize> {
-    index.iter().position(|&i| i == model).ok_or_else(|| {
-        AutomixError::Invalid(format!("model {model} is not in the cascade plan"))
-    })
+    index
+        .iter()
+        .position(|&i| i == model)
+        .ok_or_else(|| AutomixError::Invalid(format!("model {model} is not in the cascade plan")))
 }

@@ -9,4 +9,5 @@ mod proxy;
 mod quality;
 mod real_llama;
 mod router;
+mod strategies;
 mod support;

@@ -1,0 +1,253 @@
+//! Every routing strategy through `Router::route_single`, for the same config keys: one step
+//! runner applies them, so they behave the same whichever policy decides.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use automix::config::Config;
+use automix::dataset::{QueryRow, TrainingRow, query_id};
+use automix::llm::*;
+use automix::router::RouteDecision;
+use automix::training::{RouterPolicy, train_cascade_plan, train_policy};
+use automix::verify::PromptSet;
+use automix::{ModelHandle, ModelSet, Router};
+
+use crate::support::{Run, training_row};
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Threshold,
+    TwoModel,
+    Cascade,
+    OnlineCascade,
+}
+
+const ALL: [Kind; 4] = [
+    Kind::Threshold,
+    Kind::TwoModel,
+    Kind::Cascade,
+    Kind::OnlineCascade,
+];
+
+const BASE: &str = "automix:\n  verification_samples: 3\n  cost_lambda: 0.02\n";
+
+fn config(kind: Kind, extra: &str) -> Config {
+    let online = match kind {
+        Kind::OnlineCascade => "  online_belief: true\n",
+        _ => "",
+    };
+    let text = format!(
+        "{BASE}{online}{extra}hparam:\n  routing_method: Threshold\n  verifier_signal: samples\n"
+    );
+    Config::parse(&text, Path::new("test.yaml")).unwrap()
+}
+
+/// An informative verifier: the tiny model is right on even rows, and says so.
+fn rows(tiny_right: impl Fn(usize) -> bool) -> Vec<TrainingRow> {
+    (0..200)
+        .map(|i| {
+            let right = tiny_right(i);
+            let runs = [
+                Run {
+                    model: "tiny",
+                    right,
+                    cost: 1e-6,
+                    confidence: Some(if right { 1.0 } else { 0.0 }),
+                },
+                Run {
+                    model: "big",
+                    right: true,
+                    cost: 1e-5,
+                    confidence: None,
+                },
+            ];
+            training_row(i, "mmlu", &runs)
+        })
+        .collect()
+}
+
+fn policy(kind: Kind, rows: &[TrainingRow]) -> Option<RouterPolicy> {
+    let c = config(kind, "");
+    match kind {
+        Kind::Threshold => None,
+        Kind::TwoModel => Some(train_policy(&c, rows, "tiny", "big").unwrap()),
+        Kind::Cascade | Kind::OnlineCascade => {
+            let mut p = train_policy(&c, rows, "tiny", "big").unwrap();
+            let names = ["tiny".to_string(), "big".to_string()];
+            p.cascade = Some(train_cascade_plan(&c, rows, &names).unwrap());
+            Some(p)
+        }
+    }
+}
+
+/// A model answering `answer` whose self-verification says `verdict` to every sample.
+fn model(
+    name: &str,
+    price: f64,
+    answer: &'static str,
+    verdict: &'static str,
+) -> (ModelHandle, Arc<ScriptedProvider>) {
+    let provider = Arc::new(ScriptedProvider::from_fn(move |req| {
+        let verifying = req
+            .messages
+            .iter()
+            .any(|m| m.content.contains("AI generated answer"));
+        let texts: Vec<&str> = if verifying {
+            vec![verdict; req.n as usize]
+        } else {
+            vec![answer]
+        };
+        let usage = Usage {
+            prompt_tokens: 10,
+            completion_tokens: 1,
+        };
+        Ok(response(&req.model, &texts, usage))
+    }));
+    let entry = ModelEntry {
+        name: name.into(),
+        parameters: price * 1e9,
+        input_price: price,
+        output_price: price,
+        model: format!("api/{name}"),
+        service: None,
+        api_endpoint: None,
+        api_key_env: None,
+    };
+    (
+        ModelHandle {
+            entry,
+            provider: provider.clone(),
+        },
+        provider,
+    )
+}
+
+struct Setup {
+    router: Router,
+    tiny: Arc<ScriptedProvider>,
+    big: Arc<ScriptedProvider>,
+}
+
+/// `kind`'s router with routing keys `extra`; the tiny model answers `answer` and its
+/// verifier says `verdict`.
+fn setup(
+    kind: Kind,
+    rows: &[TrainingRow],
+    extra: &str,
+    answer: &'static str,
+    verdict: &'static str,
+) -> Setup {
+    let (tiny_m, tiny) = model("tiny", 1.0, answer, verdict);
+    let (big_m, big) = model("big", 10.0, "B", "Correct");
+    let models = ModelSet::new(vec![big_m, tiny_m]).unwrap();
+    let router = Router::new(
+        &config(kind, extra),
+        models,
+        Arc::new(PromptSet::builtin()),
+        policy(kind, rows),
+    )
+    .unwrap();
+    Setup { router, tiny, big }
+}
+
+fn query(q: &str) -> QueryRow {
+    QueryRow {
+        id: query_id("mmlu", q),
+        task_name: "mmlu".into(),
+        query: q.into(),
+        ground_truth: Some("B".into()),
+        metric: Some("em_mc".into()),
+        choices: vec![("A".into(), "one".into()), ("B".into(), "two".into())],
+        task_id: None,
+        context: None,
+    }
+}
+
+fn informative() -> Vec<TrainingRow> {
+    rows(|i| i % 2 == 0)
+}
+
+#[tokio::test]
+async fn verification_off_keeps_the_start_answer_in_every_strategy() {
+    let rows = informative();
+    for kind in ALL {
+        let s = setup(
+            kind,
+            &rows,
+            "  enable_self_verification: false\n",
+            "A",
+            "Incorrect",
+        );
+        let out = s.router.route_single(&query("off")).await.unwrap();
+        assert_eq!(out.escalation_path, ["tiny"], "{kind:?}");
+        assert!(out.calls.iter().all(|c| c.purpose == "answer"), "{kind:?}");
+        assert_eq!(
+            s.tiny.requests().len(),
+            1,
+            "{kind:?}: answered, not verified"
+        );
+        assert!(s.big.requests().is_empty(), "{kind:?}");
+        assert_eq!(out.decision, RouteDecision::Kept, "{kind:?}");
+        assert_eq!(out.signal, None, "{kind:?}");
+        assert_eq!(out.steps[0].reason, "verification off", "{kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn max_escalations_caps_every_strategy() {
+    let rows = informative();
+    for kind in ALL {
+        // A rejected answer escalates with the default cap...
+        let s = setup(kind, &rows, "", "A", "Incorrect");
+        let out = s.router.route_single(&query("cap")).await.unwrap();
+        assert_eq!(out.escalation_path, ["tiny", "big"], "{kind:?}");
+        assert_eq!(out.decision, RouteDecision::Escalated, "{kind:?}");
+        assert!(out.route_to_llm, "{kind:?}");
+        // ...and not with a cap of 0 from the config...
+        let s = setup(kind, &rows, "  max_escalations: 0\n", "A", "Incorrect");
+        let out = s.router.route_single(&query("cap")).await.unwrap();
+        assert_eq!(out.escalation_path, ["tiny"], "{kind:?}");
+        assert_eq!(out.steps[0].reason, "max_escalations reached", "{kind:?}");
+        assert!(s.big.requests().is_empty(), "{kind:?}");
+        // ...or from the request.
+        let s = setup(kind, &rows, "", "A", "Incorrect");
+        let options = automix::router::RouteOptions {
+            max_escalations: Some(0),
+            ..Default::default()
+        };
+        let out = s
+            .router
+            .route_single_with(&query("cap"), &options)
+            .await
+            .unwrap();
+        assert_eq!(out.escalation_path, ["tiny"], "{kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_score_is_decided_by_each_strategys_rule_and_says_so() {
+    let rows = informative();
+    for kind in ALL {
+        let s = setup(kind, &rows, "", "B", "???");
+        let out = s.router.route_single(&query("unknown")).await.unwrap();
+        assert_eq!(out.verification_score, None, "{kind:?}");
+        let reason = &out.steps[0].reason;
+        assert!(reason.starts_with("unknown score"), "{kind:?}: {reason}");
+    }
+}
+
+/// A cascade that learned the cheap model is useless starts at the big one without
+/// verifying: labelled `preselected` and counted as leaving the cheap model.
+#[tokio::test]
+async fn a_preselected_start_is_a_fact_of_the_outcome() {
+    let rows = rows(|_| false);
+    for kind in [Kind::Cascade, Kind::OnlineCascade] {
+        let s = setup(kind, &rows, "", "A", "Incorrect");
+        let out = s.router.route_single(&query("pre")).await.unwrap();
+        assert_eq!(out.escalation_path, ["big"], "{kind:?}");
+        assert_eq!(out.decision, RouteDecision::Preselected, "{kind:?}");
+        assert!(out.route_to_llm, "{kind:?}");
+        assert!(s.tiny.requests().is_empty(), "{kind:?}");
+        assert_eq!(out.decision.label(), "preselect");
+    }
+}
