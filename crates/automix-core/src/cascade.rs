@@ -436,12 +436,12 @@ pub struct CascadeRow {
 }
 
 impl CascadeRow {
-    /// The hidden state: bit i set when model i scores ≥ 0.5.
+    /// The hidden state: bit i set when model i scores ≥ [`crate::VERDICT_CUT`].
     pub fn state(&self) -> usize {
         self.scores
             .iter()
             .enumerate()
-            .filter(|(_, s)| **s >= 0.5)
+            .filter(|(_, s)| **s >= crate::VERDICT_CUT)
             .fold(0, |v, (i, _)| v | (1 << i))
     }
 }

@@ -4,6 +4,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
 
+/// The score or confidence at or above which an answer counts as correct: a sampled or
+/// logprob verdict, a graded task score, a cascade model's hidden state. One constant so
+/// training, routing and evaluation cut in the same place.
+pub const VERDICT_CUT: f64 = 0.5;
+
 /// A validated probability in `[0, 1]` that the small model's answer is correct.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
 #[serde(try_from = "f64", into = "f64")]

@@ -45,7 +45,7 @@ pub mod synthetic;
 mod train;
 
 pub use calibrate::{CalibratedConfig, Calibration, CvSummary, GainCurve, GainModel};
-pub use confidence::{Bins, Confidence, VerifierScore};
+pub use confidence::{Bins, Confidence, VERDICT_CUT, VerifierScore};
 pub use cost::{CostModel, QueryCosts, TokenPrice, TokenUsage};
 pub use error::{CoreError, Result};
 pub use methods::{Candidate, MethodKind, MethodSpec, candidates};

@@ -433,7 +433,11 @@ fn oracle_cascade(rows: &[CascadeRow], n: usize) -> (f64, f64, Vec<f64>) {
     let len = rows.len() as f64;
     let (mut q, mut c, mut reached) = (0.0, 0.0, vec![0.0; n]);
     for r in rows {
-        let j = r.scores.iter().position(|s| *s >= 0.5).unwrap_or(0);
+        let j = r
+            .scores
+            .iter()
+            .position(|s| *s >= automix_core::VERDICT_CUT)
+            .unwrap_or(0);
         q += r.scores.iter().copied().fold(0.0, f64::max);
         c += r.answer_costs[j];
         reached[j] += 1.0 / len;

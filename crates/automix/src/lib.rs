@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod proxy;
 pub mod router;
 pub mod strategy;
+mod sync;
 pub mod task_metric;
 pub mod training;
 

@@ -5,6 +5,7 @@
 //! user message as the question. The reply is a normal chat completion from the kept model,
 //! with routing metadata in `x-automix-*` headers and an extra `automix` field.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,19 +85,19 @@ impl ProxyMetrics {
         if outcome.route_to_llm {
             self.escalations.fetch_add(1, Ordering::Relaxed);
         }
-        if let Ok(mut m) = self.per_model.lock() {
-            for c in &outcome.calls {
-                let e = m.entry(c.model.clone()).or_default();
-                e.0 += 1;
-                e.1 += c.tokens.prompt + c.tokens.completion;
-                e.2 += c.cost;
-            }
+        let mut m = lock(&self.per_model);
+        for c in &outcome.calls {
+            let e = m.entry(c.model.clone()).or_default();
+            e.0 += 1;
+            e.1 += c.tokens.prompt + c.tokens.completion;
+            e.2 += c.cost;
         }
         self.observe_latency(elapsed);
     }
 
     fn observe_latency(&self, elapsed: Duration) {
-        if let Ok(mut l) = self.latency.lock() {
+        {
+            let mut l = lock(&self.latency);
             if l.is_empty() {
                 l.resize(BUCKETS.len() + 2, 0);
             }
@@ -149,7 +150,8 @@ impl ProxyMetrics {
             "Requests answered 500 because a handler panicked.",
             self.panics.load(Ordering::Relaxed),
         );
-        if let Ok(m) = self.per_model.lock() {
+        {
+            let m = lock(&self.per_model);
             let mut models: Vec<_> = m.iter().collect();
             models.sort_by(|a, b| a.0.cmp(b.0));
             out.push_str("# HELP automix_model_calls_total Upstream calls per model.\n# TYPE automix_model_calls_total counter\n");
@@ -169,9 +171,8 @@ impl ProxyMetrics {
                 out.push_str(&format!("automix_cost_total{{model=\"{name}\"}} {cost}\n"));
             }
         }
-        if let Ok(l) = self.latency.lock()
-            && !l.is_empty()
-        {
+        let l = lock(&self.latency);
+        if !l.is_empty() {
             out.push_str("# HELP automix_request_duration_seconds Routed request latency.\n# TYPE automix_request_duration_seconds histogram\n");
             for (i, b) in BUCKETS.iter().enumerate() {
                 out.push_str(&format!(
@@ -235,10 +236,7 @@ impl ProxyState {
     /// The concurrency slot of `client`. Only configured keys (and the one anonymous
     /// caller) get slots, so the map is bounded by the key list, whatever tokens arrive.
     fn client_slot(&self, client: &str) -> Arc<Semaphore> {
-        let mut map = match self.clients.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = lock(&self.clients);
         map.entry(client.to_owned())
             .or_insert_with(|| {
                 Arc::new(Semaphore::new(self.settings.per_client_concurrency.max(1)))

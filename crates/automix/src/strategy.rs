@@ -11,13 +11,14 @@
 //! | `train --cascade` plan | [`Strategy::Cascade`] | the table's own "unknown" observation |
 //! | plan + `online_belief` | [`Strategy::Cascade`] with a belief | the same, from the live table |
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use automix_core::belief::{OnlineCascade, StepObservation};
 use automix_core::cascade::{CascadeAction, CascadePolicy};
 use automix_core::{Decision, Policy, QueryEvidence, VerifierScore};
 
 use crate::error::{AutomixError, Result};
+use crate::sync::lock;
 use crate::training::CascadePlan;
 
 /// Where a query starts: a model index of the router and whether its answer is verified.
@@ -57,8 +58,7 @@ pub struct Evidence<'a> {
     pub lambda: Option<f64>,
 }
 
-/// The confidence at or above which a sampled or logprob verdict counts as "correct".
-pub const VERDICT_CUT: f64 = 0.5;
+pub use automix_core::VERDICT_CUT;
 
 /// The threshold rule every strategy falls back to on steps its policy does not cover.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -133,12 +133,6 @@ pub enum Strategy {
         /// The online belief, whose live table decides when present (shared by clones).
         online: Option<Arc<Mutex<OnlineCascade>>>,
     },
-}
-
-/// The online belief even after a panic elsewhere poisoned its lock: it is plain data that a
-/// panic cannot leave in a state worse than silently falling back to the offline table.
-fn lock(m: &Mutex<OnlineCascade>) -> MutexGuard<'_, OnlineCascade> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Per-route state a strategy keeps (the cascade's history and table).

@@ -330,11 +330,11 @@ pub fn model_rates(
             let run = row.run(m).ok_or_else(|| {
                 AutomixError::Invalid(format!("row {} has no answer from model {m}", row.id))
             })?;
-            let ok = run.score >= 0.5;
+            let ok = run.score >= automix_core::VERDICT_CUT;
             n += 1.0;
             right += f64::from(ok);
             if let Some(p) = verifier_score(run.verification.as_ref(), signal).known() {
-                let positive = f64::from(p >= 0.5);
+                let positive = f64::from(p >= automix_core::VERDICT_CUT);
                 if ok {
                     pos_right += positive;
                     n_right += 1.0;

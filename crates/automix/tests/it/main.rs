@@ -11,3 +11,4 @@ mod real_llama;
 mod router;
 mod strategies;
 mod support;
+mod tidy;
