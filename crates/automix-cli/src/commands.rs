@@ -685,12 +685,12 @@ pub fn build_router(config: &Config, no_policy: bool, limits: UpstreamLimits) ->
 /// `automix serve`: the proxy until Ctrl-C or SIGTERM (drains requests in flight); SIGHUP or
 /// `POST /admin/reload` reloads the policy.
 pub async fn serve(config: Config, args: &ServeArgs) -> Result<()> {
-    use automix::proxy::{ProxySettings, ProxyState, serve};
+    use automix_serve::{ProxySettings, ProxyState, serve};
     let limits = args.upstream_limits();
     let router = build_router(&config, args.no_policy, limits)?;
     let no_policy = args.no_policy;
     let reload_config = config.clone();
-    let loader: automix::proxy::RouterLoader = Box::new(move || {
+    let loader: automix_serve::RouterLoader = Box::new(move || {
         build_router(&reload_config, no_policy, limits)
             .map_err(|e| automix::AutomixError::Invalid(format!("{e:#}")))
     });

@@ -11,10 +11,9 @@ mod error;
 pub mod evaluate;
 pub mod models;
 pub mod pipeline;
-pub mod proxy;
 pub mod router;
 pub mod strategy;
-mod sync;
+pub mod sync;
 pub mod task_metric;
 pub mod training;
 

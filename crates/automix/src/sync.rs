@@ -6,6 +6,6 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 /// plain data (counters, a histogram, the client slots, the online belief) that a panic cannot
 /// leave half-updated in a way that matters; skipping the update instead (`lock().ok()`)
 /// would silently stop metrics or freeze the belief on the offline table.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }

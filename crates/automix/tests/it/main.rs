@@ -4,11 +4,10 @@
 
 mod config;
 mod data;
-mod fuzz;
-mod proxy;
 mod quality;
 mod real_llama;
 mod router;
 mod strategies;
+#[path = "../support.rs"]
 mod support;
 mod tidy;

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use automix::Config;
-use automix::proxy::parse_chat_request;
 use automix::training::RouterPolicy;
+use automix_serve::parse_chat_request;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

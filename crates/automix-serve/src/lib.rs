@@ -5,7 +5,8 @@
 //! user message as the question. The reply is a normal chat completion from the kept model,
 //! with routing metadata in `x-automix-*` headers and an extra `automix` field.
 
-use crate::sync::lock;
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,9 +23,13 @@ use tokio::sync::Semaphore;
 
 use automix_llm::{ChatMessage, ChatRequest};
 
-use crate::dataset::{QueryRow, query_id};
-use crate::error::AutomixError;
-use crate::router::{RouteOptions, RouteOutcome, Router};
+use automix::AutomixError;
+use automix::dataset::{QueryRow, query_id};
+use automix::router::{RouteOptions, RouteOutcome, Router};
+use automix::sync::lock;
+
+mod error;
+use error::for_client;
 
 /// Limits and auth of the proxy.
 #[derive(Debug, Clone)]
@@ -62,7 +67,7 @@ impl Default for ProxySettings {
 }
 
 /// Builds a fresh router (from the policy file) for reloads.
-pub type RouterLoader = Box<dyn Fn() -> crate::Result<Router> + Send + Sync>;
+pub type RouterLoader = Box<dyn Fn() -> automix::Result<Router> + Send + Sync>;
 
 /// Counters and histograms for `/metrics`.
 #[derive(Debug, Default)]
@@ -218,7 +223,7 @@ impl ProxyState {
     }
 
     /// Rebuilds the router; requests in flight keep the one they started with.
-    pub fn reload(&self) -> crate::Result<()> {
+    pub fn reload(&self) -> automix::Result<()> {
         let loader = self.loader.as_ref().ok_or_else(|| {
             AutomixError::Invalid("this proxy has no policy file to reload".into())
         })?;
@@ -804,14 +809,14 @@ async fn chat_completions(
 }
 
 /// A failed routing in OpenAI form, counted. The full error (with upstream URLs) goes to
-/// the server log only; the client gets [`AutomixError::for_client`].
+/// the server log only; the client gets [`error::for_client`].
 fn upstream_failure(state: &ProxyState, e: &AutomixError) -> Response {
     state
         .metrics
         .upstream_errors
         .fetch_add(1, Ordering::Relaxed);
     eprintln!("automix serve: request failed: {e}");
-    let (status, code, message) = e.for_client();
+    let (status, code, message) = for_client(e);
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     let kind = if status == StatusCode::BAD_REQUEST {
         "invalid_request_error"

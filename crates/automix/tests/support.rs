@@ -1,4 +1,5 @@
-//! Shared builders for the runtime's integration tests.
+//! Shared builders for the integration tests of the runtime and of `automix-serve` (one file,
+//! included by both test binaries).
 
 use automix::dataset::{ModelRun, Tokens, TrainingRow, VerificationRecord};
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 use automix::config::Config;
 use automix::llm::fake_server::{FakeOpenAi, FakeReply};
 use automix::llm::*;
-use automix::proxy::{ProxySettings, ProxyState, serve};
 use automix::verify::PromptSet;
 use automix::{ModelHandle, ModelSet, Router};
+use automix_serve::{ProxySettings, ProxyState, serve};
 use serde_json::{Value, json};
 
 fn handle(name: &str, price: f64, base: String, attempts: u32, timeout: Duration) -> ModelHandle {

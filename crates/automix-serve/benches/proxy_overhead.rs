@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use automix::config::Config;
 use automix::llm::fake_server::FakeOpenAi;
 use automix::llm::*;
-use automix::proxy::{ProxySettings, ProxyState, serve};
 use automix::verify::PromptSet;
 use automix::{ModelHandle, ModelSet, Router};
+use automix_serve::{ProxySettings, ProxyState, serve};
 use serde_json::json;
 
 const WARMUP: usize = 200;

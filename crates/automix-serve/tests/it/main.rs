@@ -1,0 +1,9 @@
+//! Integration tests of the proxy through HTTP (one binary).
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod fuzz;
+mod proxy;
+mod real_llama;
+#[path = "../../../automix/tests/support.rs"]
+mod support;
