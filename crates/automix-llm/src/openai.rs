@@ -172,8 +172,11 @@ impl OpenAiBackend {
     }
 
     fn body(&self, request: &ChatRequest, n: u32, seed: Option<u64>, stream: bool) -> Value {
-        let mut body = json!({ "model": request.model, "messages": request.messages });
-        let obj = body.as_object_mut().expect("json! object");
+        // The client's uninterpreted fields first: the ones we set below win.
+        let mut body = Value::Object(request.extra.clone());
+        let obj = body.as_object_mut().expect("an object");
+        obj.insert("model".into(), json!(request.model));
+        obj.insert("messages".into(), json!(request.messages));
         if let Some(t) = request.temperature {
             obj.insert("temperature".into(), json!(t));
         }
@@ -378,6 +381,7 @@ impl OpenAiBackend {
             .into_iter()
             .map(|c| Choice {
                 index: c.index,
+                tool_calls: c.message.as_ref().and_then(|m| m.tool_calls.clone()),
                 text: c
                     .message
                     .and_then(|m| m.content)
@@ -651,6 +655,7 @@ struct WireChoice {
 #[derive(Deserialize)]
 struct WireMessage {
     content: Option<String>,
+    tool_calls: Option<Value>,
 }
 
 #[derive(Deserialize)]

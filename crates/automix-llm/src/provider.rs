@@ -29,7 +29,7 @@ pub type DeltaStream = Pin<Box<dyn Stream<Item = Result<StreamDelta>> + Send>>;
 ///     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse> {
 ///         let last = request.messages.last().map(|m| m.content.chars().rev().collect()).unwrap_or_default();
 ///         let choices = (0..request.n)
-///             .map(|i| Choice { index: i, text: String::clone(&last), finish_reason: Some("stop".into()), logprobs: None })
+///             .map(|i| Choice { index: i, text: String::clone(&last), finish_reason: Some("stop".into()), logprobs: None, tool_calls: None })
 ///             .collect();
 ///         Ok(ChatResponse { model: request.model.clone(), choices, usage: Usage::default(), requests: 1 })
 ///     }

@@ -50,12 +50,7 @@ pub fn response(model: &str, texts: &[&str], usage: Usage) -> ChatResponse {
     let choices = texts
         .iter()
         .enumerate()
-        .map(|(i, t)| Choice {
-            index: i as u32,
-            text: (*t).to_owned(),
-            finish_reason: Some("stop".into()),
-            logprobs: None,
-        })
+        .map(|(i, t)| Choice::text(i as u32, *t))
         .collect();
     ChatResponse {
         model: model.to_owned(),

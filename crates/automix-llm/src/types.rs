@@ -1,37 +1,56 @@
 //! Chat-completion request and response types (OpenAI wire shape, provider neutral).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
 
 /// One chat message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct ChatMessage {
-    /// `system`, `user` or `assistant`.
+    /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
-    /// The text.
+    /// The text (text parts joined; empty for `null` content): what prompts and verification
+    /// read.
+    #[serde(default)]
     pub content: String,
+    /// A client's message as it came (content parts, `null` content, `tool_calls`,
+    /// `tool_call_id`, `name`, …): sent upstream verbatim instead of `role` + `content`.
+    #[serde(skip)]
+    pub original: Option<Map<String, Value>>,
+}
+
+impl Serialize for ChatMessage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.original {
+            Some(original) => original.serialize(serializer),
+            None => {
+                let mut m = Map::new();
+                m.insert("role".into(), Value::String(self.role.clone()));
+                m.insert("content".into(), Value::String(self.content.clone()));
+                m.serialize(serializer)
+            }
+        }
+    }
 }
 
 impl ChatMessage {
+    fn text(role: &str, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+            original: None,
+        }
+    }
     /// A `system` message.
     pub fn system(content: impl Into<String>) -> Self {
-        Self {
-            role: "system".into(),
-            content: content.into(),
-        }
+        Self::text("system", content)
     }
     /// A `user` message.
     pub fn user(content: impl Into<String>) -> Self {
-        Self {
-            role: "user".into(),
-            content: content.into(),
-        }
+        Self::text("user", content)
     }
     /// An `assistant` message.
     pub fn assistant(content: impl Into<String>) -> Self {
-        Self {
-            role: "assistant".into(),
-            content: content.into(),
-        }
+        Self::text("assistant", content)
     }
 }
 
@@ -63,6 +82,11 @@ pub struct ChatRequest {
     /// Alternatives per token when `logprobs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<u8>,
+    /// A client's fields this crate does not interpret (`tools`, `tool_choice`,
+    /// `response_format`, `top_p`, `user`, penalties, …): sent upstream as they came. The
+    /// fields above win where both are set.
+    #[serde(flatten, default)]
+    pub extra: Map<String, Value>,
 }
 
 fn one() -> u32 {
@@ -82,6 +106,7 @@ impl ChatRequest {
             n: 1,
             logprobs: false,
             top_logprobs: None,
+            extra: Map::new(),
         }
     }
 }
@@ -120,6 +145,22 @@ pub struct Choice {
     /// Per-token logprobs, when asked for and returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Vec<TokenLogprob>>,
+    /// The message's `tool_calls`, verbatim, when the model called tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Value>,
+}
+
+impl Choice {
+    /// A plain text completion that stopped normally (what a custom provider usually returns).
+    pub fn text(index: u32, text: impl Into<String>) -> Self {
+        Self {
+            index,
+            text: text.into(),
+            finish_reason: Some("stop".into()),
+            logprobs: None,
+            tool_calls: None,
+        }
+    }
 }
 
 /// Token usage of a response (all requests summed when `n` fell back to single requests).

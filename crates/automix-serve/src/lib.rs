@@ -437,9 +437,12 @@ async fn models(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Res
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
-/// The text of an OpenAI message `content` (a string, or an array of parts).
+/// The text of an OpenAI message `content`: a string, an array of parts (text parts joined;
+/// images and other parts travel upstream in the original message), or `null` (an assistant
+/// turn that only called tools).
 fn content_text(content: &Value) -> Option<String> {
     match content {
+        Value::Null => Some(String::new()),
         Value::String(s) => Some(s.clone()),
         Value::Array(parts) => Some(
             parts
@@ -622,6 +625,21 @@ fn route_options(
     })
 }
 
+/// The request fields the router interprets; every other field travels to the answering
+/// model as it came (`ChatRequest::extra`).
+const INTERPRETED: [&str; 10] = [
+    "model",
+    "messages",
+    "temperature",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "n",
+    "stream",
+    "automix",
+];
+
 /// The client's request as ours; errors are client errors (400) naming the field.
 pub fn parse_chat_request(body: &Value) -> Result<(ChatRequest, String, bool), FieldError> {
     validate_sampling(body)?;
@@ -631,25 +649,11 @@ pub fn parse_chat_request(body: &Value) -> Result<(ChatRequest, String, bool), F
     let messages = body["messages"]
         .as_array()
         .ok_or_else(|| field_error("messages", "field `messages` must be an array"))?;
-    let mut parsed = Vec::with_capacity(messages.len());
-    for (i, m) in messages.iter().enumerate() {
-        let role = m["role"].as_str().ok_or_else(|| {
-            field_error(
-                &format!("messages[{i}].role"),
-                format!("messages[{i}].role must be a string"),
-            )
-        })?;
-        let content = content_text(&m["content"]).ok_or_else(|| {
-            field_error(
-                &format!("messages[{i}].content"),
-                format!("messages[{i}].content must be a string or an array of parts"),
-            )
-        })?;
-        parsed.push(ChatMessage {
-            role: role.to_owned(),
-            content,
-        });
-    }
+    let parsed = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| parse_message(i, m))
+        .collect::<Result<Vec<_>, _>>()?;
     let question = parsed
         .iter()
         .rev()
@@ -664,6 +668,15 @@ pub fn parse_chat_request(body: &Value) -> Result<(ChatRequest, String, bool), F
             .collect(),
         _ => Vec::new(),
     };
+    let extra = body
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| !INTERPRETED.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
     let request = ChatRequest {
         temperature: body["temperature"].as_f64().map(|t| t as f32),
         // Validated above: within u32.
@@ -673,9 +686,37 @@ pub fn parse_chat_request(body: &Value) -> Result<(ChatRequest, String, bool), F
             .and_then(|t| u32::try_from(t).ok()),
         stop,
         seed: body["seed"].as_u64(),
+        extra,
         ..ChatRequest::new(model, parsed)
     };
     Ok((request, question, body["stream"].as_bool().unwrap_or(false)))
+}
+
+/// Message `i` of a request: its text for the verifier, and the message itself to forward.
+fn parse_message(i: usize, m: &Value) -> Result<ChatMessage, FieldError> {
+    let object = m.as_object().ok_or_else(|| {
+        field_error(
+            &format!("messages[{i}]"),
+            format!("messages[{i}] must be an object"),
+        )
+    })?;
+    let role = m["role"].as_str().ok_or_else(|| {
+        field_error(
+            &format!("messages[{i}].role"),
+            format!("messages[{i}].role must be a string"),
+        )
+    })?;
+    let content = content_text(&m["content"]).ok_or_else(|| {
+        field_error(
+            &format!("messages[{i}].content"),
+            format!("messages[{i}].content must be a string, an array of parts or null"),
+        )
+    })?;
+    Ok(ChatMessage {
+        role: role.to_owned(),
+        content,
+        original: Some(object.clone()),
+    })
 }
 
 async fn chat_completions(
@@ -769,7 +810,9 @@ async fn chat_completions(
         task_id: None,
         context: None,
     };
-    if direct && stream {
+    // Live streams carry text deltas; a request with tools is answered whole (buffered) so
+    // that tool calls reach the client intact.
+    if direct && stream && !request.extra.contains_key("tools") {
         return live_stream(&state, &router, request, started).await;
     }
     let routed = tokio::time::timeout(state.settings.request_timeout, async {
@@ -922,6 +965,50 @@ fn finish_reason(o: &RouteOutcome) -> String {
         .unwrap_or_else(|| "stop".into())
 }
 
+/// The kept reply as an assistant message: its text, or `null` content and its
+/// `tool_calls` when the model called tools.
+fn message_json(o: &RouteOutcome) -> Value {
+    match &o.tool_calls {
+        Some(calls) => {
+            let content = if o.response.is_empty() {
+                Value::Null
+            } else {
+                json!(o.response)
+            };
+            json!({"role": "assistant", "content": content, "tool_calls": calls, "refusal": null})
+        }
+        None => json!({"role": "assistant", "content": o.response, "refusal": null}),
+    }
+}
+
+/// The kept reply's logprobs in OpenAI's shape, when the client asked for them.
+fn logprobs_json(o: &RouteOutcome) -> Value {
+    match &o.logprobs {
+        Some(tokens) => json!({"content": tokens, "refusal": null}),
+        None => Value::Null,
+    }
+}
+
+/// `tool_calls` for a stream delta: each call carries its `index`, as stream deltas must.
+fn indexed(calls: &Value) -> Value {
+    match calls {
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let mut c = c.clone();
+                    if let Some(o) = c.as_object_mut() {
+                        o.entry("index").or_insert(json!(i));
+                    }
+                    c
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// The chat completion a client sees.
 pub fn completion_json(id: &str, created: u64, o: &RouteOutcome) -> Value {
     json!({
@@ -931,8 +1018,8 @@ pub fn completion_json(id: &str, created: u64, o: &RouteOutcome) -> Value {
         "model": o.api_model,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": o.response, "refusal": null},
-            "logprobs": null,
+            "message": message_json(o),
+            "logprobs": logprobs_json(o),
             "finish_reason": finish_reason(o)
         }],
         "usage": usage_json(o),
@@ -981,6 +1068,9 @@ fn stream_response(id: &str, created: u64, o: &RouteOutcome) -> Response {
     }
     if !piece.is_empty() {
         events.push(chunk(json!({"content": piece}), Value::Null));
+    }
+    if let Some(calls) = &o.tool_calls {
+        events.push(chunk(json!({"tool_calls": indexed(calls)}), Value::Null));
     }
     let last = json!({
         "id": id, "object": "chat.completion.chunk", "created": created, "model": o.api_model,

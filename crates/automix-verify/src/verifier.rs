@@ -267,6 +267,7 @@ mod tests {
     fn choice(positions: Vec<Vec<(&str, f64)>>) -> Choice {
         Choice {
             index: 0,
+            tool_calls: None,
             text: String::new(),
             finish_reason: None,
             logprobs: Some(
@@ -321,6 +322,7 @@ mod tests {
     fn no_logprobs_is_an_explained_error() {
         let c = Choice {
             index: 0,
+            tool_calls: None,
             text: "Correct".into(),
             finish_reason: None,
             logprobs: None,

@@ -30,14 +30,7 @@ impl ChatProvider for Toy {
             (false, true) => "William Shakespeare",
             (false, false) => "I am not sure",
         };
-        let choices = (0..request.n)
-            .map(|i| Choice {
-                index: i,
-                text: text.into(),
-                finish_reason: Some("stop".into()),
-                logprobs: None,
-            })
-            .collect();
+        let choices = (0..request.n).map(|i| Choice::text(i, text)).collect();
         Ok(ChatResponse {
             model: request.model.clone(),
             choices,

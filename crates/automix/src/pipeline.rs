@@ -25,6 +25,10 @@ pub struct AnswerCall {
     pub latency_ms: u64,
     /// The upstream's `finish_reason` (`length` when the answer was cut).
     pub finish_reason: Option<String>,
+    /// The reply's `tool_calls`, verbatim, when the model called tools.
+    pub tool_calls: Option<serde_json::Value>,
+    /// Per-token logprobs, when the request asked for them.
+    pub logprobs: Option<Vec<automix_llm::TokenLogprob>>,
 }
 
 /// The view of a query the prompts need.
@@ -91,6 +95,8 @@ async fn call(model: &ModelHandle, request: &ChatRequest) -> Result<AnswerCall> 
     Ok(AnswerCall {
         text: first.text,
         finish_reason: first.finish_reason,
+        tool_calls: first.tool_calls,
+        logprobs: first.logprobs,
         cost: model.entry.cost(response.usage),
         usage: response.usage,
         latency_ms: started.elapsed().as_millis() as u64,

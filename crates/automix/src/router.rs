@@ -126,6 +126,12 @@ pub struct RouteOutcome {
     pub latency_ms: u64,
     /// Score against the ground truth, when the query has one and a known metric.
     pub task_performance: Option<f64>,
+    /// The kept reply's `tool_calls`, verbatim, when the model called tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
+    /// The kept reply's per-token logprobs, when the request asked for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<automix_llm::TokenLogprob>>,
     /// The λ the two-model policy decided at (a request's own, else the trained one);
     /// `None` when no λ family decided (threshold rule, cascade, named route).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -365,6 +371,8 @@ impl Router {
             calls: vec![record],
             latency_ms: started.elapsed().as_millis() as u64,
             task_performance: None,
+            tool_calls: call.tool_calls,
+            logprobs: call.logprobs,
             response: call.text,
             lambda: None,
         })
@@ -408,6 +416,10 @@ impl Router {
             let correct = correctness(metric, query, &answer.text);
             let cut_off = if at.model + 1 == models.len() || !at.verify {
                 Some(None)
+            } else if answer.tool_calls.is_some() {
+                // A tool call is an action, not an answer a verifier can judge: the first
+                // model that makes a well-formed one is kept.
+                Some(Some("tool call: kept unverified"))
             } else if trace.escalations >= max_escalations {
                 Some(Some("max_escalations reached"))
             } else if !self.settings.verify {
@@ -418,7 +430,7 @@ impl Router {
             if let Some(reason) = cut_off {
                 trace.kept_unverified(&model.entry.name, &answer.text, reason);
                 self.strategy.observe(&mut state, at.model, None, correct)?;
-                break (at.model, answer.text);
+                break (at.model, answer);
             }
             let score = self
                 .verify_step(model, at.model, query, &answer.text, &mut trace)
@@ -443,7 +455,7 @@ impl Router {
                     trace.escalations += 1;
                     at = next;
                 }
-                None => break (at.model, answer.text),
+                None => break (at.model, answer),
             }
         };
         self.strategy.finish(state)?;
@@ -459,7 +471,7 @@ impl Router {
             query,
             model_name: &model.entry.name,
             api_model: &model.entry.model,
-            task_performance: score_of(metric, query, &response),
+            task_performance: score_of(metric, query, &response.text),
             response,
             route_to_llm: kept != 0,
             decision,
@@ -649,7 +661,7 @@ struct OutcomeParts<'a> {
     query: &'a QueryRow,
     model_name: &'a str,
     api_model: &'a str,
-    response: String,
+    response: AnswerCall,
     task_performance: Option<f64>,
     route_to_llm: bool,
     decision: RouteDecision,
@@ -692,7 +704,9 @@ impl Trace {
             id: parts.query.id.clone(),
             model_name: parts.model_name.to_owned(),
             api_model: parts.api_model.to_owned(),
-            response: parts.response,
+            response: parts.response.text,
+            tool_calls: parts.response.tool_calls,
+            logprobs: parts.response.logprobs,
             slm_answer: self.first_answer.unwrap_or_default(),
             verification_score: self.first_score,
             route_to_llm: parts.route_to_llm,

@@ -1261,3 +1261,101 @@ async fn a_stream_cut_mid_way_ends_in_an_sse_error_event() {
     assert!(!text.contains("127.0.0.1"), "{text}");
     assert_eq!(large.calls(), 1, "a started stream is not retried");
 }
+
+/// A tool-calling conversation as the OpenAI SDK sends it: every field the router does not
+/// interpret reaches the answering model unchanged, messages included (content parts, `null`
+/// content with `tool_calls`, `tool` messages), and the model's tool call comes back whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn uninterpreted_fields_and_tool_calls_pass_through() {
+    let tool_call = json!([{
+        "id": "call_1", "type": "function",
+        "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}
+    }]);
+    let reply = json!({
+        "id": "x", "object": "chat.completion", "created": 1, "model": "api-small",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": null, "tool_calls": tool_call},
+            "finish_reason": "tool_calls"
+        }],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}
+    });
+    let small = FakeOpenAi::start(vec![FakeReply::Raw(reply.to_string())])
+        .await
+        .unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let proxy = start(
+        &small,
+        &large,
+        ProxySettings::default(),
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    let tools = json!([{
+        "type": "function",
+        "function": {"name": "get_weather", "parameters": {"type": "object",
+            "properties": {"city": {"type": "string"}}}}
+    }]);
+    let messages = json!([
+        {"role": "user", "content": [
+            {"type": "text", "text": "Weather in Paris and Rome?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+        ]},
+        {"role": "assistant", "content": null, "tool_calls": [{
+            "id": "call_0", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_0", "content": "sunny"},
+        {"role": "user", "content": "And Paris?"}
+    ]);
+    let body = json!({
+        "model": "automix",
+        "messages": messages,
+        "tools": tools,
+        "tool_choice": "auto",
+        "parallel_tool_calls": false,
+        "response_format": {"type": "json_object"},
+        "top_p": 0.9,
+        "logprobs": true,
+        "top_logprobs": 2,
+        "user": "user-42",
+        "frequency_penalty": 0.5,
+        "metadata": {"trace": "t1"}
+    });
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", proxy.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let out: Value = resp.json().await.unwrap();
+    let seen = small.requests();
+    assert_eq!(seen.len(), 1, "a tool call is kept unverified: {seen:?}");
+    let up = &seen[0];
+    for field in [
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "top_p",
+        "logprobs",
+        "top_logprobs",
+        "user",
+        "frequency_penalty",
+        "metadata",
+    ] {
+        assert_eq!(up[field], body[field], "{field} did not arrive");
+    }
+    assert_eq!(up["messages"], messages, "messages arrive as sent");
+    assert_eq!(up["model"], "api-small");
+    assert!(large.requests().is_empty());
+    let choice = &out["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert_eq!(choice["message"]["content"], Value::Null);
+    assert_eq!(choice["message"]["tool_calls"], tool_call);
+    assert_eq!(
+        out["automix"]["steps"][0]["reason"],
+        "tool call: kept unverified"
+    );
+}

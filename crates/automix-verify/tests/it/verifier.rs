@@ -111,6 +111,7 @@ async fn distinct_seeds_when_the_server_rejects_n() {
 fn logprob_choice(alternatives: &[(&str, f64)]) -> Choice {
     Choice {
         index: 0,
+        tool_calls: None,
         text: alternatives[0].0.trim().to_owned(),
         finish_reason: Some("stop".into()),
         logprobs: Some(vec![TokenLogprob {
