@@ -137,11 +137,19 @@ async fn respond(mut reply: FakeReply, request: &Value) -> Response {
     match reply {
         FakeReply::Echo => {
             let n = request["n"].as_u64().unwrap_or(1).max(1);
-            let last = request["messages"]
-                .as_array()
-                .and_then(|m| m.last())
-                .and_then(|m| m["content"].as_str())
-                .unwrap_or("");
+            // A string, or the text parts of an array of parts (as clients send them).
+            let last = match request["messages"].as_array().and_then(|m| m.last()) {
+                Some(m) => match &m["content"] {
+                    Value::String(s) => s.clone(),
+                    Value::Array(parts) => parts
+                        .iter()
+                        .filter_map(|p| p["text"].as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    _ => String::new(),
+                },
+                None => String::new(),
+            };
             let seed = request["seed"]
                 .as_u64()
                 .map_or("none".to_owned(), |s| s.to_string());
