@@ -132,18 +132,22 @@ fn demo(root: &Path) -> Result<()> {
 }
 
 fn e2e(root: &Path) -> Result<()> {
+    let openai = python::openai_venv(root)?;
     let models: Vec<String> = E2E_MODELS.iter().map(|m| (*m).to_owned()).collect();
     llms::up(root, &models)?;
     let result = run(Command::new(env!("CARGO"))
         .current_dir(root)
         .env("AUTOMIX_REQUIRE_LLMS", "1")
+        .env("AUTOMIX_OPENAI_PYTHON", &openai)
         .args([
             "test",
             "--workspace",
             "--all-features",
             "--test",
             "it",
+            "--",
             "real_llama",
+            "openai_sdk",
         ]));
     llms::down(root)?;
     result

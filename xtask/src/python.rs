@@ -21,6 +21,14 @@ pub fn parity_venv(root: &Path) -> Result<PathBuf> {
     venv(root, "venv-parity", PARITY_PACKAGES)
 }
 
+/// The official OpenAI Python SDK, for the e2e test that drives `automix serve` with it.
+const OPENAI_PACKAGES: &[&str] = &["openai==3.54.0"];
+
+/// Creates (once) `.cache/venv-openai` and returns its interpreter.
+pub fn openai_venv(root: &Path) -> Result<PathBuf> {
+    venv(root, "venv-openai", OPENAI_PACKAGES)
+}
+
 /// Creates `.cache/<name>` with `packages` installed, unless its marker says they already are.
 pub fn venv(root: &Path, name: &str, packages: &[&str]) -> Result<PathBuf> {
     let dir = root.join(".cache").join(name);

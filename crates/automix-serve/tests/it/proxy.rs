@@ -36,12 +36,12 @@ fn handle(name: &str, price: f64, base: String, attempts: u32, timeout: Duration
     }
 }
 
-struct Proxy {
-    base: String,
+pub struct Proxy {
+    pub base: String,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn start(
+pub async fn start(
     small: &FakeOpenAi,
     large: &FakeOpenAi,
     settings: ProxySettings,
