@@ -1359,3 +1359,112 @@ async fn uninterpreted_fields_and_tool_calls_pass_through() {
         "tool call: kept unverified"
     );
 }
+
+/// A policy file that breaks while serving (truncated, wrong version, bad index) fails the
+/// reload with the file and field named, and the server keeps routing on the old policy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_policy_on_reload_keeps_the_old_one() {
+    use crate::support::{Run, training_row};
+    use automix::training::{RouterPolicy, train_policy};
+    let config = Config::parse(
+        "automix:\n  verification_samples: 2\nhparam:\n  routing_method: Threshold\n",
+        Path::new("proxy.yaml"),
+    )
+    .unwrap();
+    let rows: Vec<_> = (0..60)
+        .map(|i| {
+            let runs = [
+                Run {
+                    model: "small",
+                    right: i % 2 == 0,
+                    cost: 1.0,
+                    confidence: Some(if i % 2 == 0 { 1.0 } else { 0.0 }),
+                },
+                Run {
+                    model: "large",
+                    right: true,
+                    cost: 10.0,
+                    confidence: None,
+                },
+            ];
+            training_row(i, "mmlu", &runs)
+        })
+        .collect();
+    let policy = train_policy(&config, &rows, "small", "large").unwrap();
+    let dir = std::env::temp_dir().join(format!("automix-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("policy.json");
+    policy.save(&path).unwrap();
+    let good = std::fs::read_to_string(&path).unwrap();
+
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let handles = vec![
+        handle("small", 1.0, small.base_url(), 1, Duration::from_secs(10)),
+        handle("large", 10.0, large.base_url(), 1, Duration::from_secs(10)),
+    ];
+    let models = ModelSet::new(handles).unwrap();
+    let loader: automix_serve::RouterLoader = {
+        let (path, config, models) = (path.clone(), config.clone(), models.clone());
+        Box::new(move || {
+            let policy = RouterPolicy::load(&path)?;
+            Router::new(
+                &config,
+                models.clone(),
+                Arc::new(PromptSet::builtin()),
+                Some(policy),
+            )
+        })
+    };
+    let router = loader().unwrap();
+    let settings = ProxySettings {
+        admin_keys: vec!["admin-key".into()],
+        ..ProxySettings::default()
+    };
+    let state = ProxyState::new(router, Some(loader), settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, state.clone(), async {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::new();
+    let ask = || {
+        client
+            .post(format!("{base}/v1/chat/completions"))
+            .json(&openai_body("still there?"))
+            .send()
+    };
+    assert_eq!(ask().await.unwrap().status(), 200);
+    let bad_version = good.replacen("\"format_version\":", "\"format_version\": 99, \"x\":", 1);
+    let corruptions = [
+        ("truncated", good[..good.len() / 2].to_owned()),
+        ("wrong version", bad_version),
+        (
+            "bad index",
+            good.replace("\"large_model\": \"large\"", "\"large_model\": \"gone\""),
+        ),
+    ];
+    for (what, text) in corruptions {
+        std::fs::write(&path, text).unwrap();
+        let err = state.reload().unwrap_err().to_string();
+        assert!(
+            err.contains("policy.json") || err.contains("gone"),
+            "{what}: {err}"
+        );
+        let resp = client
+            .post(format!("{base}/admin/reload"))
+            .bearer_auth("admin-key")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 500, "{what}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "reload_failed", "{what}");
+        let routed = ask().await.unwrap();
+        assert_eq!(routed.status(), 200, "{what}: the old policy keeps routing");
+    }
+    std::fs::write(&path, &good).unwrap();
+    assert!(state.reload().is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
