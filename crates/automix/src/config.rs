@@ -94,8 +94,9 @@ pub enum VerifierSignal {
 #[serde(deny_unknown_fields, default)]
 pub struct HParams {
     /// Threshold | DoubleThreshold | TripleThreshold | SelfConsistency | POMDPSimple |
-    /// GreedyPOMDP | POMDP | ExactPOMDP.
-    pub routing_method: String,
+    /// GreedyPOMDP | POMDP | ExactPOMDP | Calibrated | auto (case-insensitive), parsed at load.
+    #[serde(with = "method_name")]
+    pub routing_method: MethodKind,
     /// Grid resolution of the meta-verifier.
     pub num_bins: usize,
     /// Relative cost of a small-model call.
@@ -110,8 +111,8 @@ pub struct HParams {
     pub cost_constraint: Option<[f64; 2]>,
     /// Concurrent queries in `route_batch` and `collect`.
     pub max_workers: usize,
-    /// Accepted for LLMRouter compatibility; everything runs on the CPU.
-    pub device: String,
+    /// LLMRouter's key; only `cpu` (every solver here is CPU code), checked at load.
+    pub device: Device,
     /// `relative` (default) or `tokens`.
     pub cost_mode: CostMode,
     /// `delta_ibc` (default), `net_utility`, `cost_budget`, `escalation_budget`, `max_quality`.
@@ -119,7 +120,8 @@ pub struct HParams {
     /// λ for `net_utility`; budget for `cost_budget` or `escalation_budget`.
     pub objective_value: Option<f64>,
     /// `escalate` (default) or `keep` when the verifier gave no usable verdict.
-    pub unknown_confidence: String,
+    #[serde(with = "decision_name")]
+    pub unknown_confidence: Decision,
     /// Small-model answers that always escalate (FixedAnswerRouting).
     pub fixed_answers: Vec<String>,
     /// `samples` (default) or `logprob`.
@@ -131,7 +133,7 @@ pub struct HParams {
 impl Default for HParams {
     fn default() -> Self {
         Self {
-            routing_method: "POMDP".into(),
+            routing_method: MethodKind::PaperPomdp,
             num_bins: 8,
             small_model_cost: 1.0,
             large_model_cost: 50.0,
@@ -139,14 +141,78 @@ impl Default for HParams {
             verbose: false,
             cost_constraint: None,
             max_workers: 4,
-            device: "cpu".into(),
+            device: Device::Cpu,
             cost_mode: CostMode::Relative,
             objective: "delta_ibc".into(),
             objective_value: None,
-            unknown_confidence: "escalate".into(),
+            unknown_confidence: Decision::Escalate,
             fixed_answers: Vec::new(),
             verifier_signal: VerifierSignal::Samples,
             per_task_prior: false,
+        }
+    }
+}
+
+/// Where the meta-verifier runs (LLMRouter's `hparam.device`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// The only one: a policy decides in nanoseconds and every solver is small CPU code.
+    #[default]
+    Cpu,
+}
+
+impl<'de> Deserialize<'de> for Device {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        // LLMRouter's routers may run on a GPU; ours would silently ignore one, so say why.
+        if name.eq_ignore_ascii_case("cpu") {
+            Ok(Self::Cpu)
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "hparam.device: {name:?} is not supported: AutoMix's meta-verifiers and solvers run on the CPU \
+                 (use `cpu`); the models' own devices are the servers' business"
+            )))
+        }
+    }
+}
+
+/// `routing_method` as its name: parsed case-insensitively (with the paper's aliases).
+mod method_name {
+    use automix_core::MethodKind;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &MethodKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(m.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MethodKind, D::Error> {
+        let name = String::deserialize(d)?;
+        MethodKind::parse(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "hparam.routing_method: unknown method {name:?}; known: {}",
+                MethodKind::ALL.map(MethodKind::name).join(", ")
+            ))
+        })
+    }
+}
+
+/// `unknown_confidence` as `escalate` or `keep`.
+mod decision_name {
+    use automix_core::Decision;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Decision, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if d.escalates() { "escalate" } else { "keep" })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decision, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "escalate" => Ok(Decision::Escalate),
+            "keep" => Ok(Decision::Keep),
+            other => Err(serde::de::Error::custom(format!(
+                "hparam.unknown_confidence: {other:?} is neither \"escalate\" nor \"keep\""
+            ))),
         }
     }
 }
@@ -304,17 +370,6 @@ impl AutomixSettings {
 }
 
 impl HParams {
-    /// The routing method.
-    pub fn method(&self) -> Result<MethodKind> {
-        MethodKind::parse(&self.routing_method).ok_or_else(|| {
-            AutomixError::Invalid(format!(
-                "hparam.routing_method: unknown method {:?}; known: {}",
-                self.routing_method,
-                MethodKind::ALL.map(MethodKind::name).join(", ")
-            ))
-        })
-    }
-
     /// The training objective.
     pub fn objective(&self) -> Result<Objective> {
         let value = |what: &str| {
@@ -345,17 +400,6 @@ impl HParams {
             }
         })
     }
-
-    /// The decision for an unknown verifier score.
-    pub fn unknown_decision(&self) -> Result<Decision> {
-        match self.unknown_confidence.as_str() {
-            "escalate" => Ok(Decision::Escalate),
-            "keep" => Ok(Decision::Keep),
-            other => Err(AutomixError::Invalid(format!(
-                "hparam.unknown_confidence: {other:?} is neither \"escalate\" nor \"keep\""
-            ))),
-        }
-    }
 }
 
 impl Config {
@@ -382,26 +426,10 @@ impl Config {
             message: format!("{key}: {message}"),
         };
         let h = &self.hparam;
-        h.method()
-            .map_err(|e| fail("routing_method", e.to_string()))?;
         h.objective()
             .map_err(|e| fail("objective", e.to_string()))?;
-        h.unknown_decision()
-            .map_err(|e| fail("unknown_confidence", e.to_string()))?;
         if h.num_bins == 0 {
             return Err(fail("num_bins", "must be at least 1".into()));
-        }
-        // LLMRouter's key: its routers may run on a GPU; every solver here is small CPU code
-        // (a policy decides in nanoseconds), so any other device would be silently ignored.
-        if !h.device.eq_ignore_ascii_case("cpu") {
-            return Err(fail(
-                "device",
-                format!(
-                    "{:?} is not supported: AutoMix's meta-verifiers and solvers run on the CPU \
-                     (use `cpu`); the models' own devices are the servers' business",
-                    h.device
-                ),
-            ));
         }
         if h.max_workers == 0 {
             return Err(fail("max_workers", "must be at least 1".into()));
@@ -493,6 +521,15 @@ fn key_on_line(text: &str, line: u64) -> Option<String> {
 fn yaml_error(e: &serde_saphyr::Error, text: &str, path: &Path) -> AutomixError {
     let mut line = e.location().map_or(0, |l| l.line());
     let raw = strip_location(&e.to_string());
+    // Our own value checks (`hparam.routing_method: …`) carry no location: find the key.
+    if line == 0
+        && let Some((key, _)) = raw.split_once(": ")
+        && let Some(field) = key.rsplit('.').next()
+        && let Some(i) = (0..text.lines().count())
+            .find(|&i| key_on_line(text, i as u64 + 1).as_deref() == Some(field))
+    {
+        line = i as u64 + 1;
+    }
     let message = if let Some(field) = unknown_field(&raw) {
         // The parser may point at the previous entry; the key's own line is the useful one.
         let from = usize::try_from(line).unwrap_or(0).saturating_sub(1);

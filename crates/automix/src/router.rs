@@ -209,7 +209,7 @@ impl RouterSettings {
             max_escalations: a.max_escalations,
             threshold: ThresholdRule {
                 threshold: a.verification_threshold,
-                unknown: config.hparam.unknown_decision()?,
+                unknown: config.hparam.unknown_confidence,
             },
             max_workers: config.hparam.max_workers.max(1),
         })

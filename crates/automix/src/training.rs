@@ -224,11 +224,11 @@ pub fn method_spec(config: &Config, kind: MethodKind) -> MethodSpec {
 /// The method spec and training options the config asks for.
 pub fn method_and_options(config: &Config) -> Result<(MethodSpec, TrainOptions)> {
     let h = &config.hparam;
-    let spec = method_spec(config, h.method()?);
+    let spec = method_spec(config, h.routing_method);
     let options = TrainOptions {
         objective: h.objective()?,
         cost_constraint: h.cost_constraint.map(|[a, b]| (a, b)),
-        unknown_confidence: h.unknown_decision()?,
+        unknown_confidence: h.unknown_confidence,
         fixed_answers: h.fixed_answers.clone(),
     };
     Ok((spec, options))

@@ -10,20 +10,26 @@ fn parse(text: &str) -> Result<Config, String> {
 fn the_shipped_configs_load_with_paths_resolved() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs");
     let c = Config::load(&dir.join("local.yaml")).unwrap();
-    assert_eq!(c.hparam.routing_method, "auto");
+    assert_eq!(c.hparam.routing_method, automix_core::MethodKind::Auto);
     assert_eq!(c.automix.verification_samples, 3);
     let llm = c.data_path.llm_data.unwrap();
     assert!(llm.starts_with(&dir), "{}", llm.display());
     assert!(llm.ends_with("../.cache/llms/llm_data.json"));
     let llmrouter = Config::load(&dir.join("llmrouter_automix.yaml")).unwrap();
-    assert_eq!(llmrouter.hparam.routing_method, "POMDP");
+    assert_eq!(
+        llmrouter.hparam.routing_method,
+        automix_core::MethodKind::PaperPomdp
+    );
     assert_eq!(llmrouter.hparam.large_model_cost, 50.0);
 }
 
 #[test]
 fn defaults_follow_llmrouter_and_semantic_router() {
     let c = parse("{}").unwrap();
-    assert_eq!(c.hparam.routing_method, "POMDP");
+    assert_eq!(
+        c.hparam.routing_method,
+        automix_core::MethodKind::PaperPomdp
+    );
     assert_eq!(c.hparam.num_bins, 8);
     assert_eq!(
         (
@@ -77,7 +83,7 @@ fn type_errors_name_line_and_key() {
 fn invalid_values_name_the_key() {
     let err = parse("hparam:\n  routing_method: Magic\n").unwrap_err();
     assert!(
-        err.starts_with("cfg.yaml:2: routing_method: hparam.routing_method: unknown method \"Magic\"; known: Threshold"),
+        err.starts_with("cfg.yaml:2: key `routing_method`: hparam.routing_method: unknown method \"Magic\"; known: Threshold"),
         "{err}"
     );
     let err = parse("automix:\n  verification_threshold: 1.5\n").unwrap_err();
@@ -87,11 +93,15 @@ fn invalid_values_name_the_key() {
     let err = parse("hparam:\n  cost_constraint: [5, 1]\n").unwrap_err();
     assert_eq!(err, "cfg.yaml:2: cost_constraint: min 5 > max 1");
     let err = parse("hparam:\n  unknown_confidence: maybe\n").unwrap_err();
-    assert!(err.contains("neither \"escalate\" nor \"keep\""), "{err}");
+    assert!(
+        err.starts_with("cfg.yaml:2: key `unknown_confidence`:")
+            && err.contains("neither \"escalate\" nor \"keep\""),
+        "{err}"
+    );
     // LLMRouter's `device: cuda` is refused with the reason, not ignored.
     let err = parse("hparam:\n  device: cuda\n").unwrap_err();
     assert!(
-        err.starts_with("cfg.yaml:2: device: \"cuda\" is not supported"),
+        err.starts_with("cfg.yaml:2: key `device`: hparam.device: \"cuda\" is not supported"),
         "{err}"
     );
     assert!(parse("hparam:\n  device: CPU\n").is_ok());

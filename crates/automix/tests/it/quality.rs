@@ -33,7 +33,7 @@ fn anlp_rows() -> Vec<TrainingRow> {
 #[test]
 fn the_default_is_not_below_threshold_on_any_development_dataset() {
     let config = Config::load(&repo("configs/anlp.yaml")).unwrap();
-    assert_eq!(config.hparam.routing_method, "auto");
+    assert_eq!(config.hparam.routing_method, automix_core::MethodKind::Auto);
     let rows = anlp_rows();
     let mut means = (0.0, 0.0);
     for task in ["cnli", "coqa", "narrative_qa", "qasper"] {
