@@ -634,17 +634,18 @@ fn print_resplits(lines: &[automix::evaluate::ResplitLine]) {
 
 fn print_lines(lines: &[automix::evaluate::EvalLine]) {
     println!(
-        "{:<24} {:>8} {:>9} {:>10} {:>9}  detail",
-        "method", "quality", "cost", "escalated", "ΔIBC"
+        "{:<24} {:>8} {:>9} {:>10} {:>9} {:>7}  detail",
+        "method", "quality", "cost", "escalated", "ΔIBC", "score"
     );
     for l in lines {
         println!(
-            "{:<24} {:>8.3} {:>9} {:>9.1}% {:>9}  {}",
+            "{:<24} {:>8.3} {:>9} {:>9.1}% {:>9} {:>7.3}  {}",
             l.name,
             l.quality,
             fmt_cost(l.cost),
             100.0 * l.escalation_rate,
             fmt_opt(l.delta_ibc),
+            l.score,
             l.delta_ibc_note.as_deref().unwrap_or(&l.detail)
         );
     }

@@ -245,6 +245,16 @@ impl Default for MetricWeights {
     }
 }
 
+impl MetricWeights {
+    /// LLMRouter's combined score: `performance · quality − cost · cost / large_cost` (cost
+    /// in units of always calling the large model, so the two terms are comparable). The
+    /// LLM-judge term is always 0 here: load refuses a non-zero `llm_judge` weight.
+    pub fn score(&self, quality: f64, cost: f64, large_cost: f64) -> f64 {
+        let unit = if large_cost > 0.0 { large_cost } else { 1.0 };
+        self.performance * quality - self.cost * cost / unit
+    }
+}
+
 fn default_weights() -> MetricWeights {
     MetricWeights {
         performance: 1.0,
@@ -430,6 +440,24 @@ impl Config {
             .map_err(|e| fail("objective", e.to_string()))?;
         if h.num_bins == 0 {
             return Err(fail("num_bins", "must be at least 1".into()));
+        }
+        let w = &self.metric.weights;
+        if let Some((key, v)) = [("performance", w.performance), ("cost", w.cost)]
+            .into_iter()
+            .find(|(_, v)| !(v.is_finite() && *v >= 0.0))
+        {
+            return Err(fail(
+                key,
+                format!("weight {v} must be a finite number >= 0"),
+            ));
+        }
+        // Nothing here judges answers with an LLM: a weight on it would be silently unused.
+        if w.llm_judge != 0.0 {
+            return Err(fail(
+                "llm_judge",
+                "AutoMix has no LLM judge (answers are scored by the task metric); set it to 0"
+                    .into(),
+            ));
         }
         if h.max_workers == 0 {
             return Err(fail("max_workers", "must be at least 1".into()));

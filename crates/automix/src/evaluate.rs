@@ -30,6 +30,9 @@ pub struct EvalLine {
     pub delta_ibc_note: Option<String>,
     /// The component the union picked, or the training note.
     pub detail: String,
+    /// LLMRouter's combined score under `metric.weights` (see [`crate::config::MetricWeights::score`]).
+    #[serde(default)]
+    pub score: f64,
 }
 
 /// The evaluation report.
@@ -68,6 +71,7 @@ fn line(name: &str, data: &Dataset, o: Outcome, detail: String) -> EvalLine {
         delta_ibc: lift.value(),
         delta_ibc_note: lift.value().is_none().then(|| lift.to_string()),
         detail,
+        score: f64::NAN,
     }
 }
 
@@ -107,6 +111,7 @@ pub fn evaluate(
                     delta_ibc: None,
                     delta_ibc_note: None,
                     detail: format!("not trained: {e}"),
+                    score: f64::NAN,
                 });
                 continue;
             }
@@ -210,6 +215,12 @@ pub fn evaluate(
     );
     let oracle_delta_ibc = oracle_line.delta_ibc;
     lines.push(oracle_line);
+    for l in &mut lines {
+        l.score = config
+            .metric
+            .weights
+            .score(l.quality, l.cost, base.large_cost);
+    }
     let mut all_points = points;
     all_points.extend(sweep.iter().copied());
     all_points.push(small_only.into());

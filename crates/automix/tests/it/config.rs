@@ -105,6 +105,14 @@ fn invalid_values_name_the_key() {
         "{err}"
     );
     assert!(parse("hparam:\n  device: CPU\n").is_ok());
+    // metric.weights: an LLM-judge weight would be silently unused, so it is refused.
+    let err = parse("metric:\n  weights:\n    llm_judge: 0.3\n").unwrap_err();
+    assert!(
+        err.starts_with("cfg.yaml:3: llm_judge: AutoMix has no LLM judge"),
+        "{err}"
+    );
+    let err = parse("metric:\n  weights:\n    cost: -1\n").unwrap_err();
+    assert!(err.starts_with("cfg.yaml:3: cost: weight -1"), "{err}");
 }
 
 #[test]

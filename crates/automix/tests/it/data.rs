@@ -197,6 +197,28 @@ fn train_save_load_and_evaluate_on_rows() {
     ] {
         assert!(names.contains(&want), "{names:?}");
     }
+    // metric.weights: the default scores quality alone; a cost weight charges the cost in
+    // units of always calling the large model.
+    let large = report
+        .lines
+        .iter()
+        .find(|l| l.name == "always-large")
+        .unwrap();
+    for l in report.lines.iter().filter(|l| l.quality.is_finite()) {
+        assert_eq!(l.score, l.quality, "{}", l.name);
+    }
+    let mut weighted = config.clone();
+    weighted.metric.weights.cost = 0.5;
+    let report_w = evaluate(&weighted, &train, &test, "small", "large").unwrap();
+    for l in report_w.lines.iter().filter(|l| l.quality.is_finite()) {
+        let want = l.quality - 0.5 * l.cost / large.cost;
+        assert!(
+            (l.score - want).abs() < 1e-12,
+            "{}: {} vs {want}",
+            l.name,
+            l.score
+        );
+    }
     let oracle = report.lines.iter().find(|l| l.name == "oracle").unwrap();
     for l in report.lines.iter().filter(|l| l.quality.is_finite()) {
         assert!(
