@@ -112,6 +112,16 @@ pub struct ModelEntry {
 }
 
 impl ModelEntry {
+    /// The one order of models everywhere (routing, training pairs, collection): by price
+    /// (input + output per token), then by parameter count. The small model is the first.
+    pub fn cost_order(&self, other: &ModelEntry) -> std::cmp::Ordering {
+        (self.input_price + self.output_price)
+            .total_cmp(&(other.input_price + other.output_price))
+            .then(self.parameters.total_cmp(&other.parameters))
+    }
+}
+
+impl ModelEntry {
     /// Money cost of `usage` at this model's prices.
     pub fn cost(&self, usage: Usage) -> f64 {
         (usage.prompt_tokens as f64 * self.input_price
@@ -281,22 +291,22 @@ impl Catalogue {
             })
     }
 
-    /// The smallest model by size (ties: first in file order).
-    pub fn smallest(&self) -> &ModelEntry {
+    /// The cheapest model in [`ModelEntry::cost_order`] (ties: first in file order).
+    pub fn cheapest(&self) -> &ModelEntry {
         let mut best = &self.models[0];
         for m in &self.models[1..] {
-            if m.parameters < best.parameters {
+            if m.cost_order(best).is_lt() {
                 best = m;
             }
         }
         best
     }
 
-    /// The largest model by size (ties: first in file order).
-    pub fn largest(&self) -> &ModelEntry {
+    /// The most expensive model in [`ModelEntry::cost_order`] (ties: first in file order).
+    pub fn costliest(&self) -> &ModelEntry {
         let mut best = &self.models[0];
         for m in &self.models[1..] {
-            if m.parameters > best.parameters {
+            if m.cost_order(best).is_gt() {
                 best = m;
             }
         }
@@ -360,7 +370,7 @@ mod tests {
     }
 
     #[test]
-    fn smallest_and_largest_with_ties_in_file_order() {
+    fn cheapest_and_costliest_with_ties_in_file_order() {
         let c = Catalogue::from_json(
             r#"{"a": {"size": "7B", "input_price": 0.2, "output_price": 0.2, "model": "m/a"},
                 "b": {"size": "1B", "input_price": 0.1, "output_price": 0.1, "model": "m/b"},
@@ -369,8 +379,8 @@ mod tests {
             "t.json",
         )
         .unwrap();
-        assert_eq!(c.smallest().name, "b");
-        assert_eq!(c.largest().name, "a");
+        assert_eq!(c.cheapest().name, "b");
+        assert_eq!(c.costliest().name, "a");
         assert!(
             (c.get("a").unwrap().cost(Usage {
                 prompt_tokens: 1_000_000,

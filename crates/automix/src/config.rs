@@ -61,9 +61,9 @@ pub struct ModelPaths {
     pub save_model_path: Option<PathBuf>,
     /// Where `route`/`eval` read it (default: `save_model_path`).
     pub load_model_path: Option<PathBuf>,
-    /// The small model's llm_data name (default: the smallest by `size`).
+    /// The small model's llm_data name (default: the cheapest, in the router's price-then-size order).
     pub engine_small: Option<String>,
-    /// The large model's llm_data name (default: the largest by `size`).
+    /// The large model's llm_data name (default: the most expensive in that order).
     pub engine_large: Option<String>,
 }
 
@@ -332,7 +332,7 @@ impl Default for AutomixSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CollectSettings {
-    /// Models that answer every query, by llm_data name (default: all, by size).
+    /// Models that answer every query, by llm_data name (default: all, price then size).
     pub models: Vec<String>,
     /// Queries per task (taken in file order after a seeded shuffle).
     pub per_task: Option<usize>,

@@ -32,9 +32,6 @@ pub struct ModelSet {
 }
 
 /// Price of a typical call (prompt and completion weighted equally), then size: the order.
-fn cost_key(e: &ModelEntry) -> (f64, f64) {
-    (e.input_price + e.output_price, e.parameters)
-}
 
 /// Per-model upstream limits: concurrent calls, and how long a call may wait for a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,10 +58,7 @@ impl ModelSet {
         if models.is_empty() {
             return Err(AutomixError::Invalid("no models configured".into()));
         }
-        models.sort_by(|a, b| {
-            let (ka, kb) = (cost_key(&a.entry), cost_key(&b.entry));
-            ka.0.total_cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
-        });
+        models.sort_by(|a, b| a.entry.cost_order(&b.entry));
         Ok(Self { models })
     }
 
@@ -128,7 +122,8 @@ impl ModelSet {
     }
 }
 
-/// The small and large model names: explicit, else smallest and largest by `size`.
+/// The small and large model names: explicit, else the cheapest and the most expensive in
+/// [`ModelEntry::cost_order`], the order the router uses.
 pub fn small_and_large(
     catalogue: &Catalogue,
     small: Option<&str>,
@@ -136,11 +131,11 @@ pub fn small_and_large(
 ) -> Result<(String, String)> {
     let small = match small {
         Some(n) => catalogue.get(n)?.name.clone(),
-        None => catalogue.smallest().name.clone(),
+        None => catalogue.cheapest().name.clone(),
     };
     let large = match large {
         Some(n) => catalogue.get(n)?.name.clone(),
-        None => catalogue.largest().name.clone(),
+        None => catalogue.costliest().name.clone(),
     };
     if small == large {
         return Err(AutomixError::Invalid(format!(
