@@ -31,8 +31,6 @@ pub struct ModelSet {
     models: Vec<ModelHandle>,
 }
 
-/// Price of a typical call (prompt and completion weighted equally), then size: the order.
-
 /// Per-model upstream limits: concurrent calls, and how long a call may wait for a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamLimits {
