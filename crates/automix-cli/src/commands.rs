@@ -693,7 +693,7 @@ pub async fn serve(config: Config, args: &ServeArgs) -> Result<()> {
     let reload_config = config.clone();
     let loader: automix_serve::RouterLoader = Box::new(move || {
         build_router(&reload_config, no_policy, limits)
-            .map_err(|e| automix::AutomixError::Invalid(format!("{e:#}")))
+            .map_err(|e| automix::AutomixError::Reload(format!("{e:#}")))
     });
     // Client keys come from the environment, never from files or flags (they would leak
     // into shell history and process lists).

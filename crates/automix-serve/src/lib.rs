@@ -225,7 +225,7 @@ impl ProxyState {
     /// Rebuilds the router; requests in flight keep the one they started with.
     pub fn reload(&self) -> automix::Result<()> {
         let loader = self.loader.as_ref().ok_or_else(|| {
-            AutomixError::Invalid("this proxy has no policy file to reload".into())
+            AutomixError::Reload("this proxy has no policy file to reload".into())
         })?;
         let fresh = Arc::new(loader()?);
         if let Ok(mut r) = self.router.write() {

@@ -32,11 +32,9 @@ pub fn cascade_rows(
             let runs = models
                 .iter()
                 .map(|m| {
-                    row.run(m).ok_or_else(|| {
-                        AutomixError::Invalid(format!(
-                            "row {} has no answer from model {m}",
-                            row.id
-                        ))
+                    row.run(m).ok_or_else(|| AutomixError::MissingRun {
+                        row: row.id.clone(),
+                        model: m.clone(),
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -67,7 +65,7 @@ pub fn cost_unit(rows: &[TrainingRow], largest: &str) -> Result<f64> {
     if unit > 0.0 && unit.is_finite() {
         Ok(unit)
     } else {
-        Err(AutomixError::Invalid(format!(
+        Err(AutomixError::InsufficientRows(format!(
             "model {largest} has no positive answer cost in the rows; costs need llm_data prices"
         )))
     }
@@ -193,9 +191,11 @@ pub fn train_cascade(
     rows: &[TrainingRow],
     models: &[String],
 ) -> Result<TrainedCascade> {
-    let largest = models
-        .last()
-        .ok_or_else(|| AutomixError::Invalid("no cascade models".into()))?;
+    let largest = models.last().ok_or(AutomixError::TooFewModels {
+        what: "a cascade",
+        needed: 1,
+        got: 0,
+    })?;
     let unit = cost_unit(rows, largest)?;
     let crows = cascade_rows(rows, models, config.hparam.verifier_signal, unit)?;
     let lambda = config.automix.lambda();
@@ -317,7 +317,7 @@ pub fn evaluate_cascade(
     let rows = cascade_rows(test, models, signal, unit)?;
     let train_rows = cascade_rows(train, models, signal, unit)?;
     if rows.is_empty() {
-        return Err(AutomixError::Invalid(
+        return Err(AutomixError::InsufficientRows(
             "no held-out rows for the cascade".into(),
         ));
     }

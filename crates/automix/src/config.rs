@@ -383,11 +383,9 @@ impl HParams {
     /// The training objective.
     pub fn objective(&self) -> Result<Objective> {
         let value = |what: &str| {
-            self.objective_value.ok_or_else(|| {
-                AutomixError::Invalid(format!(
-                    "hparam.objective {:?} needs hparam.objective_value ({what})",
-                    self.objective
-                ))
+            self.objective_value.ok_or_else(|| AutomixError::Setting {
+                key: "hparam.objective",
+                message: format!("{:?} needs hparam.objective_value ({what})", self.objective),
             })
         };
         Ok(match self.objective.as_str() {
@@ -403,10 +401,13 @@ impl HParams {
                 max_rate: value("the largest escalation rate")?,
             },
             other => {
-                return Err(AutomixError::Invalid(format!(
-                    "hparam.objective: unknown objective {other:?}; known: delta_ibc, \
-                     net_utility, cost_budget, escalation_budget, max_quality"
-                )));
+                return Err(AutomixError::Setting {
+                    key: "hparam.objective",
+                    message: format!(
+                        "unknown objective {other:?}; known: delta_ibc, net_utility, \
+                         cost_budget, escalation_budget, max_quality"
+                    ),
+                });
             }
         })
     }

@@ -331,8 +331,10 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
 pub fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
     let mut out = Vec::new();
     for row in rows {
-        serde_json::to_writer(&mut out, row)
-            .map_err(|e| AutomixError::Invalid(format!("cannot serialise a row: {e}")))?;
+        serde_json::to_writer(&mut out, row).map_err(|source| AutomixError::Serialise {
+            what: "a row",
+            source,
+        })?;
         out.push(b'\n');
     }
     write_atomic(path, &out)

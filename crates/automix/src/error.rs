@@ -59,9 +59,65 @@ pub enum AutomixError {
     /// Training or policy errors from the core.
     #[error(transparent)]
     Core(#[from] automix_core::CoreError),
-    /// A setting is inconsistent with the others.
+    /// Fewer models than the operation needs.
+    #[error("{what} needs at least {needed} models; {got} configured")]
+    TooFewModels {
+        /// What needs them.
+        what: &'static str,
+        /// How many it needs.
+        needed: usize,
+        /// How many there are.
+        got: usize,
+    },
+    /// A model named by a policy, a route or a flag is not among the configured ones.
+    #[error("model {name} is not among the configured models ({known})")]
+    UnknownModel {
+        /// The name asked for.
+        name: String,
+        /// The configured names.
+        known: String,
+    },
+    /// The policy cannot be used with these settings or models (and would otherwise be
+    /// silently ignored).
+    #[error("the policy cannot route here: {reason}")]
+    PolicyUnusable {
+        /// Why.
+        reason: String,
+    },
+    /// A training row lacks a model's answer.
+    #[error("training row {row} has no answer from model {model}")]
+    MissingRun {
+        /// The row's position and id.
+        row: String,
+        /// The model.
+        model: String,
+    },
+    /// Rows that cannot support the requested computation.
     #[error("{0}")]
-    Invalid(String),
+    InsufficientRows(String),
+    /// A config value that is invalid together with another (the file and line are given
+    /// by the caller that knows them).
+    #[error("{key}: {message}")]
+    Setting {
+        /// The key, e.g. `hparam.objective`.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value could not be written as JSON.
+    #[error("cannot serialise {what}: {source}")]
+    Serialise {
+        /// What was being written.
+        what: &'static str,
+        /// The serde error.
+        source: serde_json::Error,
+    },
+    /// Reloading the router failed (the old one keeps serving).
+    #[error("reload failed: {0}")]
+    Reload(String),
+    /// The step runner reached a state it never should (a bug, reported, not routed on).
+    #[error("internal routing error: {0}")]
+    Internal(String),
 }
 
 /// Result with [`AutomixError`].

@@ -84,7 +84,7 @@ pub fn evaluate(
     large: &str,
 ) -> Result<EvalReport> {
     if train.is_empty() || test.is_empty() {
-        return Err(AutomixError::Invalid(format!(
+        return Err(AutomixError::InsufficientRows(format!(
             "eval needs train and test rows; got {} and {}",
             train.len(),
             test.len()

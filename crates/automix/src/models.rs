@@ -54,7 +54,11 @@ impl ModelSet {
     /// Models from given handles, sorted by price then size (stable: ties keep file order).
     pub fn new(mut models: Vec<ModelHandle>) -> Result<Self> {
         if models.is_empty() {
-            return Err(AutomixError::Invalid("no models configured".into()));
+            return Err(AutomixError::TooFewModels {
+                what: "a model set",
+                needed: 1,
+                got: 0,
+            });
         }
         models.sort_by(|a, b| a.entry.cost_order(&b.entry));
         Ok(Self { models })
@@ -136,10 +140,13 @@ pub fn small_and_large(
         None => catalogue.costliest().name.clone(),
     };
     if small == large {
-        return Err(AutomixError::Invalid(format!(
-            "the small and the large model are both {small}; name two different models \
-             (model_path.engine_small / engine_large) or add one to llm_data"
-        )));
+        return Err(AutomixError::Setting {
+            key: "model_path.engine_small",
+            message: format!(
+                "the small and the large model are both {small}; name two different models \
+                 (model_path.engine_small / engine_large) or add one to llm_data"
+            ),
+        });
     }
     Ok((small, large))
 }

@@ -240,9 +240,11 @@ impl Router {
         policy: Option<RouterPolicy>,
     ) -> Result<Self> {
         if models.len() < 2 {
-            return Err(AutomixError::Invalid(
-                "routing needs at least two models".into(),
-            ));
+            return Err(AutomixError::TooFewModels {
+                what: "routing",
+                needed: 2,
+                got: models.len(),
+            });
         }
         let settings = RouterSettings::resolve(config, policy.as_ref())?;
         let policy = policy.filter(|_| config.automix.use_pomdp_router);
@@ -260,6 +262,14 @@ impl Router {
             settings,
             collect: config.collect.clone(),
         })
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.models
+            .models()
+            .iter()
+            .map(|m| m.entry.name.as_str())
+            .collect()
     }
 
     /// The models, cheapest first.
@@ -310,7 +320,10 @@ impl Router {
             .models()
             .iter()
             .find(|m| m.entry.name == name)
-            .ok_or_else(|| AutomixError::Invalid(format!("model {name} is not configured")))
+            .ok_or_else(|| AutomixError::UnknownModel {
+                name: name.to_owned(),
+                known: self.names().join(", "),
+            })
     }
 
     /// A named route, streamed: `request` straight to the configured model `name`, its
@@ -554,18 +567,21 @@ fn strategy_for(
         .map(|m| m.entry.name.as_str())
         .collect();
     let index_of = |name: &str| {
-        names.iter().position(|n| *n == name).ok_or_else(|| {
-            AutomixError::Invalid(format!(
-                "the policy is for model {name}, which is not among the router's models ({})",
-                names.join(", ")
-            ))
-        })
+        names
+            .iter()
+            .position(|n| *n == name)
+            .ok_or_else(|| AutomixError::PolicyUnusable {
+                reason: format!(
+                    "it is for model {name}, which is not among the router's models ({})",
+                    names.join(", ")
+                ),
+            })
     };
     let Some(p) = policy else {
         if config.automix.online_belief && config.automix.use_pomdp_router {
-            return Err(AutomixError::Invalid(
-                "automix.online_belief needs a policy trained with --cascade".into(),
-            ));
+            return Err(AutomixError::PolicyUnusable {
+                reason: "automix.online_belief needs a policy trained with --cascade".into(),
+            });
         }
         return Ok(Strategy::Threshold(threshold));
     };
@@ -592,11 +608,13 @@ fn strategy_for(
     // The policy decides at the first (cheapest) model only: a policy whose small model
     // sorts elsewhere would silently never decide.
     if small != 0 {
-        return Err(AutomixError::Invalid(format!(
-            "the policy's small model {} is not the router's first (cheapest) model {}; \
-             models are ordered by llm_data price, then size",
-            p.small_model, names[0]
-        )));
+        return Err(AutomixError::PolicyUnusable {
+            reason: format!(
+                "its small model {} is not the router's first (cheapest) model {}; models \
+                 are ordered by llm_data price, then size",
+                p.small_model, names[0]
+            ),
+        });
     }
     Ok(Strategy::TwoModel {
         policy: Box::new(p.policy),
@@ -608,13 +626,14 @@ fn strategy_for(
 
 /// The online belief of `plan`, started from its trained rates.
 fn online_belief(config: &Config, plan: &CascadePlan) -> Result<OnlineCascade> {
-    let rates = plan.rates.as_ref().ok_or_else(|| {
-        AutomixError::Invalid(
-            "automix.online_belief needs a policy trained with --cascade by this version (it \
-             carries the model rates the belief starts from)"
+    let rates = plan
+        .rates
+        .as_ref()
+        .ok_or_else(|| AutomixError::PolicyUnusable {
+            reason: "automix.online_belief needs a policy trained with --cascade by this \
+                     version (it carries the model rates the belief starts from)"
                 .into(),
-        )
-    })?;
+        })?;
     let m = &plan.policy.model;
     Ok(OnlineCascade::warm(
         plan.models.clone(),

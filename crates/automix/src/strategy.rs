@@ -319,5 +319,5 @@ fn plan_index(index: &[usize], model: usize) -> Result<usize> {
     index
         .iter()
         .position(|&i| i == model)
-        .ok_or_else(|| AutomixError::Invalid(format!("model {model} is not in the cascade plan")))
+        .ok_or_else(|| AutomixError::Internal(format!("model {model} is not in the cascade plan")))
 }

@@ -70,8 +70,11 @@ impl CascadePlan {
 impl RouterPolicy {
     /// Writes the policy atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self)
-            .map_err(|e| AutomixError::Invalid(format!("cannot serialise the policy: {e}")))?;
+        let text =
+            serde_json::to_string_pretty(self).map_err(|source| AutomixError::Serialise {
+                what: "the policy",
+                source,
+            })?;
         write_atomic(path, text.as_bytes())
     }
 
@@ -175,12 +178,9 @@ pub fn routing_records(
     rows.iter()
         .enumerate()
         .map(|(i, row)| {
-            let missing = |m: &str| {
-                AutomixError::Invalid(format!(
-                    "training row {} ({}) has no answer from model {m}",
-                    i + 1,
-                    row.id
-                ))
+            let missing = |m: &str| AutomixError::MissingRun {
+                row: format!("{} ({})", i + 1, row.id),
+                model: m.to_owned(),
             };
             let s = row.run(small).ok_or_else(|| missing(small))?;
             let l = row.run(large).ok_or_else(|| missing(large))?;
@@ -327,8 +327,9 @@ pub fn model_rates(
         let (mut right, mut n) = (0.0, 0.0);
         let (mut pos_right, mut n_right, mut pos_wrong, mut n_wrong) = (0.0, 0.0, 0.0, 0.0);
         for row in rows {
-            let run = row.run(m).ok_or_else(|| {
-                AutomixError::Invalid(format!("row {} has no answer from model {m}", row.id))
+            let run = row.run(m).ok_or_else(|| AutomixError::MissingRun {
+                row: row.id.clone(),
+                model: m.clone(),
             })?;
             let ok = run.score >= automix_core::VERDICT_CUT;
             n += 1.0;
