@@ -4,8 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use automix_core::{
-    Dataset, FrontierMetrics, MethodKind, OperatingPoint, Outcome, QueryEvidence, VerifierScore,
-    frontier, frontier_metrics,
+    Dataset, FrontierMetrics, MethodKind, OperatingPoint, Outcome, frontier, frontier_metrics,
 };
 
 use crate::config::Config;
@@ -75,6 +74,144 @@ fn line(name: &str, data: &Dataset, o: Outcome, detail: String) -> EvalLine {
     }
 }
 
+/// The rows of one evaluation, resolved once: records, costs, the held-out dataset.
+struct EvalData {
+    train: Vec<automix_core::RoutingRecord>,
+    test: Dataset,
+    costs: automix_core::CostModel,
+    options: automix_core::TrainOptions,
+}
+
+impl EvalData {
+    /// The held-out outcome of `rule` under the same unknown-score and fixed-answer rules the
+    /// router applies (`automix_core::decisions`).
+    fn outcome_of(&self, rule: &automix_core::DecisionRule) -> Result<Outcome> {
+        let candidate = automix_core::Candidate {
+            method: MethodKind::Threshold,
+            rule: rule.clone(),
+            lambda: None,
+        };
+        let flags = automix_core::decisions(
+            &self.test,
+            &candidate,
+            self.options.unknown_confidence,
+            &self.options.fixed_answers,
+        );
+        Ok(self.test.evaluate(&flags)?)
+    }
+
+    /// `kind` trained on the train rows, measured on the held-out rows.
+    fn method_line(
+        &self,
+        config: &Config,
+        kind: MethodKind,
+    ) -> Result<(EvalLine, Option<Outcome>)> {
+        let spec = method_spec(config, kind);
+        let policy = match automix_core::train(&self.train, &self.costs, &spec, &self.options) {
+            Ok(p) => p,
+            Err(e) => {
+                let failed = EvalLine {
+                    name: kind.name().to_owned(),
+                    quality: f64::NAN,
+                    cost: f64::NAN,
+                    escalation_rate: f64::NAN,
+                    delta_ibc: None,
+                    delta_ibc_note: None,
+                    detail: format!("not trained: {e}"),
+                    score: f64::NAN,
+                };
+                return Ok((failed, None));
+            }
+        };
+        let o = self.outcome_of(&policy.rule)?;
+        let mut detail = policy.rule.describe();
+        if policy.chosen_component != kind {
+            detail = format!("chose {}: {detail}", policy.chosen_component.name());
+        }
+        if let Some(note) = &policy.summary.note {
+            detail = format!("{detail}; {note}");
+        }
+        Ok((line(kind.name(), &self.test, o, detail), Some(o)))
+    }
+
+    /// The configured method's family, fitted on train, measured on test: the calibrated
+    /// curves' cut sweep when it has them, else the ExactPOMDP λ sweep; and what the
+    /// configured method's cross-validation chose.
+    fn sweep(
+        &self,
+        config: &Config,
+    ) -> Result<(Vec<OperatingPoint>, Option<automix_core::CvSummary>)> {
+        let (configured, _) = method_and_options(config)?;
+        let policy = automix_core::train(&self.train, &self.costs, &configured, &self.options).ok();
+        let cross_validation = policy
+            .as_ref()
+            .and_then(|p| p.summary.cross_validation.clone());
+        let rules: Vec<automix_core::DecisionRule> = match policy.and_then(|p| p.calibration) {
+            Some(c) => c.model.sweep().into_iter().map(|(_, rule)| rule).collect(),
+            None => {
+                let train_data = Dataset::new(&self.train, &self.costs)?;
+                let spec = method_spec(config, MethodKind::ExactPomdp);
+                automix_core::candidates(&spec, &train_data)?
+                    .into_iter()
+                    .map(|c| c.rule)
+                    .collect()
+            }
+        };
+        let sweep = rules
+            .iter()
+            .map(|rule| self.outcome_of(rule).map(OperatingPoint::from))
+            .collect::<Result<_>>()?;
+        Ok((sweep, cross_validation))
+    }
+
+    /// Always-small, always-large, verify-and-never/always-escalate and the oracle.
+    fn baseline_lines(&self) -> Result<Vec<EvalLine>> {
+        let n = self.test.len();
+        let base = self.test.baseline();
+        let small_only = Outcome {
+            quality: base.small_quality,
+            cost: base.small_cost,
+            escalation_rate: 0.0,
+        };
+        let large_only = Outcome {
+            quality: base.large_quality,
+            cost: base.large_cost,
+            escalation_rate: 1.0,
+        };
+        let lines = [
+            ("always-small", small_only, "no verification"),
+            ("always-large", large_only, "large model only"),
+            (
+                "verify, never escalate",
+                self.test.evaluate(&vec![false; n])?,
+                "",
+            ),
+            (
+                "verify, always escalate",
+                self.test.evaluate(&vec![true; n])?,
+                "",
+            ),
+            (
+                "oracle",
+                self.test.evaluate(&self.test.oracle())?,
+                "escalate iff large scores higher",
+            ),
+        ];
+        Ok(lines
+            .into_iter()
+            .map(|(name, o, detail)| line(name, &self.test, o, detail.into()))
+            .collect())
+    }
+}
+
+fn point(l: &EvalLine) -> OperatingPoint {
+    OperatingPoint {
+        cost: l.cost,
+        quality: l.quality,
+        escalation_rate: l.escalation_rate,
+    }
+}
+
 /// Trains every method on `train` and evaluates on `test`.
 pub fn evaluate(
     config: &Config,
@@ -92,141 +229,34 @@ pub fn evaluate(
     }
     let signal = config.hparam.verifier_signal;
     let costs = cost_model(config);
-    let train_records = routing_records(train, small, large, signal)?;
     let test_records = routing_records(test, small, large, signal)?;
-    let test_data = Dataset::new(&test_records, &costs)?;
-    let (_, options) = method_and_options(config)?;
+    let data = EvalData {
+        train: routing_records(train, small, large, signal)?,
+        test: Dataset::new(&test_records, &costs)?,
+        costs,
+        options: method_and_options(config)?.1,
+    };
     let mut lines = Vec::new();
     let mut points = Vec::new();
     for kind in MethodKind::ALL {
-        let spec = method_spec(config, kind);
-        let policy = match automix_core::train(&train_records, &costs, &spec, &options) {
-            Ok(p) => p,
-            Err(e) => {
-                lines.push(EvalLine {
-                    name: kind.name().to_owned(),
-                    quality: f64::NAN,
-                    cost: f64::NAN,
-                    escalation_rate: f64::NAN,
-                    delta_ibc: None,
-                    delta_ibc_note: None,
-                    detail: format!("not trained: {e}"),
-                    score: f64::NAN,
-                });
-                continue;
-            }
-        };
-        let escalate: Vec<bool> = test_records
-            .iter()
-            .map(|r| {
-                policy
-                    .decide_for(&QueryEvidence {
-                        verifier: r.verifier,
-                        task_name: r.task_name.as_deref(),
-                        small_answer: r.small_answer.as_deref(),
-                    })
-                    .escalates()
-            })
-            .collect();
-        let o = test_data.evaluate(&escalate)?;
-        points.push(OperatingPoint::from(o));
-        let mut detail = policy.rule.describe();
-        if policy.chosen_component != kind {
-            detail = format!("chose {}: {detail}", policy.chosen_component.name());
-        }
-        if let Some(note) = &policy.summary.note {
-            detail = format!("{detail}; {note}");
-        }
-        lines.push(line(kind.name(), &test_data, o, detail));
+        let (l, o) = data.method_line(config, kind)?;
+        lines.push(l);
+        points.extend(o.map(OperatingPoint::from));
     }
-    // The configured method's family, fitted on train, measured on test: the calibrated
-    // curves' cut sweep when it has them, else the ExactPOMDP λ sweep.
-    let (configured, _) = method_and_options(config)?;
-    let default_policy = automix_core::train(&train_records, &costs, &configured, &options).ok();
-    let cross_validation = default_policy
-        .as_ref()
-        .and_then(|p| p.summary.cross_validation.clone());
-    let rules: Vec<automix_core::DecisionRule> = match default_policy.and_then(|p| p.calibration) {
-        Some(c) => c.model.sweep().into_iter().map(|(_, rule)| rule).collect(),
-        None => {
-            let train_data = Dataset::new(&train_records, &costs)?;
-            let spec = method_spec(config, MethodKind::ExactPomdp);
-            automix_core::candidates(&spec, &train_data)?
-                .into_iter()
-                .map(|c| c.rule)
-                .collect()
-        }
-    };
-    let mut sweep = Vec::new();
-    for rule in rules {
-        let escalate: Vec<bool> = test_records
-            .iter()
-            .map(|r| match r.verifier {
-                VerifierScore::Known(p) => rule.escalates(p, r.task_name.as_deref()),
-                VerifierScore::Unknown => options.unknown_confidence.escalates(),
-            })
-            .collect();
-        sweep.push(OperatingPoint::from(test_data.evaluate(&escalate)?));
-    }
-    let n = test_records.len();
-    let none = test_data.evaluate(&vec![false; n])?;
-    let all = test_data.evaluate(&vec![true; n])?;
-    let oracle = test_data.evaluate(&test_data.oracle())?;
-    let base = test_data.baseline();
-    let small_only = Outcome {
-        quality: base.small_quality,
-        cost: base.small_cost,
-        escalation_rate: 0.0,
-    };
-    let large_only = Outcome {
-        quality: base.large_quality,
-        cost: base.large_cost,
-        escalation_rate: 1.0,
-    };
-    lines.push(line(
-        "always-small",
-        &test_data,
-        small_only,
-        "no verification".into(),
-    ));
-    lines.push(line(
-        "always-large",
-        &test_data,
-        large_only,
-        "large model only".into(),
-    ));
-    lines.push(line(
-        "verify, never escalate",
-        &test_data,
-        none,
-        String::new(),
-    ));
-    lines.push(line(
-        "verify, always escalate",
-        &test_data,
-        all,
-        String::new(),
-    ));
-    let oracle_line = line(
-        "oracle",
-        &test_data,
-        oracle,
-        "escalate iff large scores higher".into(),
-    );
-    let oracle_delta_ibc = oracle_line.delta_ibc;
-    lines.push(oracle_line);
+    let (sweep, cross_validation) = data.sweep(config)?;
+    let baselines = data.baseline_lines()?;
+    let oracle_delta_ibc = baselines.last().and_then(|l| l.delta_ibc);
+    // Always-small and always-large anchor the frontier.
+    points.extend(baselines[..2].iter().map(point));
+    points.extend(sweep.iter().copied());
+    lines.extend(baselines);
+    let base = data.test.baseline();
     for l in &mut lines {
         l.score = config
             .metric
             .weights
             .score(l.quality, l.cost, base.large_cost);
     }
-    let mut all_points = points;
-    all_points.extend(sweep.iter().copied());
-    all_points.push(small_only.into());
-    all_points.push(large_only.into());
-    let hull = frontier(&all_points);
-    let metrics = frontier_metrics(&all_points, &base, base.small_cost, base.large_cost);
     Ok(EvalReport {
         train_rows: train.len(),
         test_rows: test.len(),
@@ -236,8 +266,8 @@ pub fn evaluate(
         oracle_delta_ibc,
         sweep,
         cross_validation,
-        frontier: hull,
-        frontier_metrics: metrics,
+        frontier: frontier(&points),
+        frontier_metrics: frontier_metrics(&points, &base, base.small_cost, base.large_cost),
     })
 }
 
