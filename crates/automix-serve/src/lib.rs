@@ -719,42 +719,72 @@ fn parse_message(i: usize, m: &Value) -> Result<ChatMessage, FieldError> {
     })
 }
 
+/// A request that passed every check: what it asks and how to route it.
+struct Admitted {
+    client: String,
+    request: ChatRequest,
+    question: String,
+    stream: bool,
+    router: Arc<Router>,
+    options: RouteOptions,
+    /// A named route (a configured model's name instead of `automix`).
+    direct: bool,
+}
+
 async fn chat_completions(
     State(state): State<Arc<ProxyState>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     let started = Instant::now();
-    let client = match authorise(&state, &headers) {
-        Ok(c) => c,
+    let a = match admit(&state, &headers, &body) {
+        Ok(a) => a,
         Err(r) => return *r,
     };
-    let client_error = |message: String, code: &str, status: StatusCode| {
-        state.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
-        error_response(status, "invalid_request_error", code, &message)
+    let slot = state.client_slot(&a.client);
+    let Ok(_permit) = slot.try_acquire() else {
+        return client_error(
+            &state,
+            "too many concurrent requests for this client".into(),
+            "rate_limit_exceeded",
+            StatusCode::TOO_MANY_REQUESTS,
+        );
     };
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return client_error(
-                format!("request body is not valid JSON: {e}"),
-                "invalid_json",
-                StatusCode::BAD_REQUEST,
-            );
-        }
-    };
-    let (request, question, stream) = match parse_chat_request(&value) {
-        Ok(p) => p,
-        Err(e) => return field_response(&state, &e),
-    };
-    let Some(router) = state.router() else {
-        return error_response(
+    // Live streams carry text deltas; a request with tools is answered whole (buffered) so
+    // that tool calls reach the client intact.
+    if a.direct && a.stream && !a.request.extra.contains_key("tools") {
+        return live_stream(&state, &a.router, a.request, started).await;
+    }
+    routed_reply(&state, a, started).await
+}
+
+/// A client error (4xx) in OpenAI form, counted.
+fn client_error(state: &ProxyState, message: String, code: &str, status: StatusCode) -> Response {
+    state.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
+    error_response(status, "invalid_request_error", code, &message)
+}
+
+/// Authorises and parses a request; the error is the response to send.
+fn admit(state: &ProxyState, headers: &HeaderMap, body: &[u8]) -> Result<Admitted, Box<Response>> {
+    let client = authorise(state, headers)?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        Box::new(client_error(
+            state,
+            format!("request body is not valid JSON: {e}"),
+            "invalid_json",
+            StatusCode::BAD_REQUEST,
+        ))
+    })?;
+    let (request, question, stream) =
+        parse_chat_request(&value).map_err(|e| Box::new(field_response(state, &e)))?;
+    let router = state.router().ok_or_else(|| {
+        Box::new(error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
             "router_unavailable",
             "router unavailable",
-        );
-    };
+        ))
+    })?;
     // "automix" routes; a configured model's llm_data name is a named route straight to it.
     let direct = request.model != "automix";
     let family = if direct {
@@ -762,71 +792,62 @@ async fn chat_completions(
     } else {
         router.lambda_family()
     };
-    let options = match route_options(&headers, &value, family) {
-        Ok(o) => o,
-        Err(e) => return field_response(&state, &e),
-    };
-    if direct
-        && !router
-            .models()
-            .models()
-            .iter()
-            .any(|m| m.entry.name == request.model)
-    {
-        let served: Vec<&str> = std::iter::once("automix")
-            .chain(
-                router
-                    .models()
-                    .models()
-                    .iter()
-                    .map(|m| m.entry.name.as_str()),
-            )
-            .collect();
-        return client_error(
+    let options =
+        route_options(headers, &value, family).map_err(|e| Box::new(field_response(state, &e)))?;
+    let names: Vec<&str> = router
+        .models()
+        .models()
+        .iter()
+        .map(|m| m.entry.name.as_str())
+        .collect();
+    if direct && !names.contains(&request.model.as_str()) {
+        return Err(Box::new(client_error(
+            state,
             format!(
-                "model {:?} is not served here; served: {}",
+                "model {:?} is not served here; served: automix, {}",
                 request.model,
-                served.join(", ")
+                names.join(", ")
             ),
             "model_not_found",
             StatusCode::NOT_FOUND,
-        );
+        )));
     }
-    let slot = state.client_slot(&client);
-    let Ok(_permit) = slot.try_acquire() else {
-        return client_error(
-            "too many concurrent requests for this client".into(),
-            "rate_limit_exceeded",
-            StatusCode::TOO_MANY_REQUESTS,
-        );
-    };
+    Ok(Admitted {
+        client,
+        request,
+        question,
+        stream,
+        router,
+        options,
+        direct,
+    })
+}
+
+/// Routes an admitted request (or sends it down its named route) and builds the reply.
+async fn routed_reply(state: &ProxyState, a: Admitted, started: Instant) -> Response {
     let query = QueryRow {
-        id: query_id("chat", &question),
+        id: query_id("chat", &a.question),
         task_name: "chat".into(),
-        query: question,
+        query: a.question,
         ground_truth: None,
         metric: None,
         choices: Vec::new(),
         task_id: None,
         context: None,
     };
-    // Live streams carry text deltas; a request with tools is answered whole (buffered) so
-    // that tool calls reach the client intact.
-    if direct && stream && !request.extra.contains_key("tools") {
-        return live_stream(&state, &router, request, started).await;
-    }
+    let (router, request) = (a.router, a.request);
     let routed = tokio::time::timeout(state.settings.request_timeout, async {
-        if direct {
+        if a.direct {
             let name = request.model.clone();
             router.direct(&query, &name, request).await
         } else {
-            router.route_chat_with(&query, request, &options).await
+            router.route_chat_with(&query, request, &a.options).await
         }
     })
     .await;
     let outcome = match routed {
         Ok(Ok(o)) => o,
-        Ok(Err(e)) => return upstream_failure(&state, &e),
+        Ok(Err(e)) => return upstream_failure(state, &e),
         Err(_) => {
             state
                 .metrics
@@ -841,8 +862,8 @@ async fn chat_completions(
         }
     };
     state.metrics.record(&outcome, started.elapsed());
-    let (id, created) = completion_id(&state);
-    let mut response = if stream {
+    let (id, created) = completion_id(state);
+    let mut response = if a.stream {
         stream_response(&id, created, &outcome)
     } else {
         axum::Json(completion_json(&id, created, &outcome)).into_response()
