@@ -894,6 +894,55 @@ fn clearly_better(challenger: &CvScore, incumbent: &CvScore) -> bool {
     mean > 0.0 && mean > sd / (diffs.len() as f64).sqrt()
 }
 
+/// Every κ's curves fitted on all rows, and the out-of-fold outcomes of their cuts (and of
+/// the in-sample `challenger`, if any) over the seeded fold assignments: one pass over the
+/// rows per assignment, shared by every κ and the challenger.
+fn cross_validate_arms(
+    data: &Dataset,
+    (cells, stats, g): (&Cells, &Stats<'_>, &GainCells),
+    config: &CalibratedConfig,
+    folds: usize,
+    challenger: Option<&MethodSpec>,
+    options: &TrainOptions,
+) -> Result<(Vec<CalibratedArm>, Vec<Outcome>)> {
+    let mut arms: Vec<CalibratedArm> = config
+        .shrinkages(stats.task_names.len())
+        .into_iter()
+        .filter_map(|kappa| {
+            let model = g.fit(&stats.sums, stats.task_names, kappa)?;
+            let cuts = candidate_cuts(&model);
+            Some(CalibratedArm {
+                kappa,
+                model,
+                cuts,
+                outcomes: Vec::new(),
+            })
+        })
+        .collect();
+    let mut challenger_outcomes = Vec::new();
+    for assignment in fold_assignments(data.len(), folds, config.repeats, config.seed) {
+        let fold_sums = data.fold_sums(cells, &assignment, folds);
+        for arm in &mut arms {
+            let entries = out_of_fold_entries(
+                stats,
+                cells,
+                g,
+                &fold_sums,
+                arm.kappa,
+                options.unknown_confidence,
+            );
+            arm.outcomes
+                .push(outcomes_for_cuts(entries, stats.uniform, &arm.cuts));
+        }
+        if let Some(spec) = challenger {
+            challenger_outcomes.push(out_of_fold_outcome(
+                stats, cells, &fold_sums, spec, options,
+            )?);
+        }
+    }
+    Ok((arms, challenger_outcomes))
+}
+
 /// Trains a cross-validated method ([`MethodKind::Calibrated`] or [`MethodKind::Auto`]):
 /// one pass over the rows per fold assignment, shared by every κ and by the Threshold
 /// challenger; everything else reads cells.
@@ -917,93 +966,55 @@ pub(crate) fn train_cross_validated(
     }
     // Fewer rows than 2 per fold cannot be cross-validated meaningfully.
     let folds = config.folds.min(known / 2).max(2);
-    let assignments = fold_assignments(data.len(), folds, config.repeats, config.seed);
-    let mut arms: Vec<CalibratedArm> = config
-        .shrinkages(stats.task_names.len())
-        .into_iter()
-        .filter_map(|kappa| {
-            let model = g.fit(&stats.sums, stats.task_names, kappa)?;
-            let cuts = candidate_cuts(&model);
-            Some(CalibratedArm {
-                kappa,
-                model,
-                cuts,
-                outcomes: Vec::new(),
-            })
-        })
-        .collect();
     let threshold = MethodSpec::new(MethodKind::Threshold, spec.num_bins);
-    let mut threshold_outcomes = Vec::new();
-    for assignment in &assignments {
-        let fold_sums = data.fold_sums(&cells, assignment, folds);
-        for arm in &mut arms {
-            let entries = out_of_fold_entries(
-                &stats,
-                &cells,
-                &g,
-                &fold_sums,
-                arm.kappa,
-                options.unknown_confidence,
-            );
-            arm.outcomes
-                .push(outcomes_for_cuts(entries, stats.uniform, &arm.cuts));
-        }
-        if spec.kind == MethodKind::Auto {
-            threshold_outcomes.push(out_of_fold_outcome(
-                &stats, &cells, &fold_sums, &threshold, options,
-            )?);
-        }
-    }
+    let challenger = (spec.kind == MethodKind::Auto).then_some(&threshold);
+    let (arms, threshold_outcomes) = cross_validate_arms(
+        data,
+        (&cells, &stats, &g),
+        config,
+        folds,
+        challenger,
+        options,
+    )?;
     let fit = choose_calibrated(arms, &base, folds, config.repeats, used, options)?;
-    let mut cv = fit.cv.clone();
-    let mut chosen = Candidate {
-        method: MethodKind::Calibrated,
-        rule: fit.rule.clone(),
-        lambda: Some(fit.cut),
-    };
     let unit = if base.large_cost > 0.0 {
         base.large_cost
     } else {
         1.0
     };
-    let mut calibration = Some(Calibration {
-        lambdas: lambda_table(&stats, &g, &fit.model, options.unknown_confidence, unit),
-        model: fit.model.clone(),
-        cut: fit.cut,
-        kappa: fit.kappa,
-        unit,
-    });
-    if let Some(score) = CvScore::of(&base, &threshold_outcomes, used, options) {
-        let (mean, sd) = mean_sd(&score.values);
-        cv.alternatives.push(CvAlternative {
-            name: "Threshold".into(),
-            mean,
-            sd,
-        });
-        if clearly_better(&score, &fit.score) {
-            let (candidate, _) = train_stats(&stats, &threshold, options)?;
-            chosen = candidate;
-            calibration = None;
-            cv.mean = mean;
-            cv.sd = sd;
-            cv.outcome = score.outcome;
-            cv.chosen = format!("Threshold, {}", chosen.rule.describe());
-        }
-    }
-    let train = stats.outcome_of(&chosen.rule, options.unknown_confidence);
+    let calibrated = Calibrated {
+        candidate: Candidate {
+            method: MethodKind::Calibrated,
+            rule: fit.rule.clone(),
+            lambda: Some(fit.cut),
+        },
+        calibration: Some(Calibration {
+            lambdas: lambda_table(&stats, &g, &fit.model, options.unknown_confidence, unit),
+            model: fit.model.clone(),
+            cut: fit.cut,
+            kappa: fit.kappa,
+            unit,
+        }),
+        cv: fit.cv.clone(),
+    };
+    let challenge = CvScore::of(&base, &threshold_outcomes, used, options);
+    let chosen = settle(calibrated, &fit.score, challenge, || {
+        Ok(train_stats(&stats, &threshold, options)?.0)
+    })?;
+    let train = stats.outcome_of(&chosen.candidate.rule, options.unknown_confidence);
     let oracle = stats.oracle();
-    let tried = cv.alternatives.len();
+    let tried = chosen.cv.alternatives.len();
     Ok(Policy {
         format_version: POLICY_FORMAT_VERSION,
         method: spec.clone(),
-        chosen_component: chosen.method,
-        rule: chosen.rule,
+        chosen_component: chosen.candidate.method,
+        rule: chosen.candidate.rule,
         fixed_answers: options.fixed_answers.clone(),
         unknown_confidence: options.unknown_confidence,
         costs: *cost_model,
         objective: options.objective,
         cost_constraint: options.cost_constraint,
-        calibration,
+        calibration: chosen.calibration,
         summary: TrainingSummary {
             rows: data.len(),
             candidates: tried,
@@ -1015,9 +1026,50 @@ pub(crate) fn train_cross_validated(
             baseline: base,
             oracle,
             oracle_lift: lift(&base, &oracle),
-            lambda: chosen.lambda,
-            cross_validation: Some(cv),
+            lambda: chosen.candidate.lambda,
+            cross_validation: Some(chosen.cv),
         },
+    })
+}
+
+/// What a cross-validated training keeps: the rule, the curves (if calibrated), the CV record.
+struct Calibrated {
+    candidate: Candidate,
+    calibration: Option<Calibration>,
+    cv: CvSummary,
+}
+
+/// `auto`'s choice: the calibrated fit, unless the paper's Threshold (`challenge`, trained
+/// by `threshold` when needed) is clearly better out of fold. Either way the challenger's
+/// score is recorded among the alternatives.
+fn settle(
+    mut calibrated: Calibrated,
+    score: &CvScore,
+    challenge: Option<CvScore>,
+    threshold: impl FnOnce() -> Result<Candidate>,
+) -> Result<Calibrated> {
+    let Some(challenge) = challenge else {
+        return Ok(calibrated);
+    };
+    let (mean, sd) = mean_sd(&challenge.values);
+    calibrated.cv.alternatives.push(CvAlternative {
+        name: "Threshold".into(),
+        mean,
+        sd,
+    });
+    if !clearly_better(&challenge, score) {
+        return Ok(calibrated);
+    }
+    let candidate = threshold()?;
+    let mut cv = calibrated.cv;
+    cv.mean = mean;
+    cv.sd = sd;
+    cv.outcome = challenge.outcome;
+    cv.chosen = format!("Threshold, {}", candidate.rule.describe());
+    Ok(Calibrated {
+        candidate,
+        calibration: None,
+        cv,
     })
 }
 
