@@ -191,8 +191,14 @@ async fn run_collect(
     bar.finish_and_clear();
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
-        return Ok(());
+    } else {
+        print_collect_summary(&summary, output);
     }
+    Ok(())
+}
+
+/// What `collect` did, for people: rows, quality per task, verifier calibration, tokens.
+fn print_collect_summary(summary: &automix::collect::CollectSummary, output: &Path) {
     println!(
         "rows: {} ({} resumed, {} added, {} failed) in {:.0} s → {}",
         summary.total,
@@ -222,7 +228,6 @@ async fn run_collect(
         );
     }
     println!("\ntokens: {:?}", summary.tokens);
-    Ok(())
 }
 
 /// `0.123` or `—`.
