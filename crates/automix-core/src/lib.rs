@@ -39,6 +39,7 @@ mod metrics;
 mod policy;
 pub mod pomdp;
 mod record;
+pub mod replay;
 mod rule;
 pub(crate) mod stats;
 pub mod synthetic;

@@ -1,6 +1,7 @@
 //! The N-model cascade on training rows: estimate, solve, replay on held-out rows, and
 //! compare with every fixed model, the simple threshold rule and the oracle.
 
+use automix_core::replay::{fixed_replay, oracle_replay, threshold_replay};
 use serde::{Deserialize, Serialize};
 
 use automix_core::cascade::{
@@ -175,14 +176,6 @@ fn out_of_fold_net(
         .collect()
 }
 
-/// Net `quality − λ·cost` of always calling model `j`.
-fn fixed_net(rows: &[CascadeRow], j: usize, lambda: f64) -> f64 {
-    rows.iter()
-        .map(|r| r.scores[j] - lambda * r.answer_costs[j])
-        .sum::<f64>()
-        / rows.len().max(1) as f64
-}
-
 /// Estimates and solves the cascade on training rows, the solver's λ chosen by K-fold
 /// cross-validation for the config's `quality − λ·cost`. When no solver λ beats the best
 /// fixed model out of fold, the cascade falls back to that model alone and says so.
@@ -220,7 +213,10 @@ pub fn train_cascade(
     }
     let (solver_lambda, mean, sd) = best.unwrap_or((lambda, f64::NEG_INFINITY, 0.0));
     let (best_j, best_fixed) = (0..models.len())
-        .map(|j| (j, fixed_net(&crows, j, lambda)))
+        .map(|j| {
+            let fixed = fixed_replay(&crows, j, models.len());
+            (j, fixed.quality - lambda * fixed.cost)
+        })
         .fold((0, f64::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
     let mut policy = solve_on(config, models, &crows, solver_lambda)?;
     // "Cannot beat" includes a tie up to summation order: the fixed model is simpler.
@@ -336,19 +332,21 @@ pub fn evaluate_cascade(
         None => "POMDP cascade".into(),
     };
     lines.push(line(name, out.quality, out.cost, out.reached));
-    let (q, c, reached) = threshold_cascade(config, &rows, models.len());
+    let n = models.len();
     let threshold = config.automix.verification_threshold;
-    lines.push(line(format!("threshold {threshold}"), q, c, reached));
-    let len = rows.len() as f64;
+    let t = threshold_replay(&rows, n, threshold, config.automix.max_escalations);
+    lines.push(line(
+        format!("threshold {threshold}"),
+        t.quality,
+        t.cost,
+        t.reached,
+    ));
     for (j, name) in models.iter().enumerate() {
-        let quality = rows.iter().map(|r| r.scores[j]).sum::<f64>() / len;
-        let cost = rows.iter().map(|r| r.answer_costs[j]).sum::<f64>() / len;
-        let mut reached = vec![0.0; models.len()];
-        reached[j] = 1.0;
-        lines.push(line(format!("only {name}"), quality, cost, reached));
+        let f = fixed_replay(&rows, j, n);
+        lines.push(line(format!("only {name}"), f.quality, f.cost, f.reached));
     }
-    let (q, c, reached) = oracle_cascade(&rows, models.len());
-    lines.push(line("oracle".into(), q, c, reached));
+    let o = oracle_replay(&rows, n);
+    lines.push(line("oracle".into(), o.quality, o.cost, o.reached));
     let sweep = SWEEP_LAMBDAS
         .iter()
         .map(|&l| {
@@ -400,49 +398,6 @@ pub fn evaluate_cascade(
         frontier_metrics: frontier_metrics(&points, &base, base.small_cost, base.large_cost),
         sweep,
     })
-}
-
-/// Semantic Router's simple rule: escalate to the next model while confidence < threshold.
-fn threshold_cascade(config: &Config, rows: &[CascadeRow], n: usize) -> (f64, f64, Vec<f64>) {
-    let threshold = config.automix.verification_threshold;
-    let len = rows.len() as f64;
-    let (mut q, mut c, mut reached) = (0.0, 0.0, vec![0.0; n]);
-    for r in rows {
-        let mut i = 0;
-        let mut escalations = 0;
-        loop {
-            reached[i] += 1.0 / len;
-            c += r.answer_costs[i];
-            if i + 1 == n || escalations >= config.automix.max_escalations {
-                break;
-            }
-            c += r.verify_costs[i];
-            if r.confidences[i].is_some_and(|p| p >= threshold) {
-                break;
-            }
-            i += 1;
-            escalations += 1;
-        }
-        q += r.scores[i];
-    }
-    (q / len, c / len, reached)
-}
-
-/// The oracle calls only the cheapest model that is right (the first one if none is).
-fn oracle_cascade(rows: &[CascadeRow], n: usize) -> (f64, f64, Vec<f64>) {
-    let len = rows.len() as f64;
-    let (mut q, mut c, mut reached) = (0.0, 0.0, vec![0.0; n]);
-    for r in rows {
-        let j = r
-            .scores
-            .iter()
-            .position(|s| *s >= automix_core::VERDICT_CUT)
-            .unwrap_or(0);
-        q += r.scores.iter().copied().fold(0.0, f64::max);
-        c += r.answer_costs[j];
-        reached[j] += 1.0 / len;
-    }
-    (q / len, c / len, reached)
 }
 
 /// One cascade line over many re-splits.

@@ -313,46 +313,14 @@ pub fn train_cascade_plan(
     })
 }
 
-/// Laplace-smoothed success rate and verifier true/false-positive rates (verdict positive
-/// when the confidence is ≥ 0.5) per model.
+/// Laplace-smoothed success rate and verifier true/false-positive rates per model
+/// ([`automix_core::replay::model_rates`] on the rows' scores and confidences).
 pub fn model_rates(
     rows: &[TrainingRow],
     models: &[String],
     signal: VerifierSignal,
 ) -> Result<automix_core::belief::ModelRates> {
-    let mut theta = Vec::new();
-    let mut tpr = Vec::new();
-    let mut fpr = Vec::new();
-    for m in models {
-        let (mut right, mut n) = (0.0, 0.0);
-        let (mut pos_right, mut n_right, mut pos_wrong, mut n_wrong) = (0.0, 0.0, 0.0, 0.0);
-        for row in rows {
-            let run = row.run(m).ok_or_else(|| AutomixError::MissingRun {
-                row: row.id.clone(),
-                model: m.clone(),
-            })?;
-            let ok = run.score >= automix_core::VERDICT_CUT;
-            n += 1.0;
-            right += f64::from(ok);
-            if let Some(p) = verifier_score(run.verification.as_ref(), signal).known() {
-                let positive = f64::from(p >= automix_core::VERDICT_CUT);
-                if ok {
-                    pos_right += positive;
-                    n_right += 1.0;
-                } else {
-                    pos_wrong += positive;
-                    n_wrong += 1.0;
-                }
-            }
-        }
-        theta.push((right + 1.0) / (n + 2.0));
-        tpr.push((pos_right + 1.0) / (n_right + 2.0));
-        fpr.push((pos_wrong + 1.0) / (n_wrong + 2.0));
-    }
-    Ok(automix_core::belief::ModelRates {
-        theta,
-        tpr,
-        fpr,
-        evidence: rows.len(),
-    })
+    // Costs do not enter the rates: any positive unit will do.
+    let crows = crate::cascade::cascade_rows(rows, models, signal, 1.0)?;
+    Ok(automix_core::replay::model_rates(&crows, models.len()))
 }
