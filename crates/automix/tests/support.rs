@@ -1,6 +1,9 @@
 //! Shared builders for the integration tests of the runtime and of `automix-serve` (one file,
 //! included by both test binaries).
 
+// Each binary uses a part of this file.
+#![allow(dead_code)]
+
 use automix::dataset::{ModelRun, Tokens, TrainingRow, VerificationRecord};
 
 /// One model's part of a synthetic training row.
@@ -54,5 +57,113 @@ pub fn training_row(id: usize, task: &str, runs: &[Run<'_>]) -> TrainingRow {
         ground_truth: "B".into(),
         split: "train".into(),
         models,
+    }
+}
+
+/// Rows of a small and a large model: the small one is right on even rows and its verifier
+/// says so (confidence 1 or 0; or `confidence` for every row when given), the large one is
+/// always right at ten times the cost.
+pub fn two_model_rows(
+    n: usize,
+    small: &str,
+    large: &str,
+    confidence: Option<f64>,
+) -> Vec<TrainingRow> {
+    (0..n)
+        .map(|i| {
+            let right = i % 2 == 0;
+            let runs = [
+                Run {
+                    model: small,
+                    right,
+                    cost: 1.0,
+                    confidence: Some(confidence.unwrap_or(if right { 1.0 } else { 0.0 })),
+                },
+                Run {
+                    model: large,
+                    right: true,
+                    cost: 10.0,
+                    confidence: None,
+                },
+            ];
+            training_row(i, "mmlu", &runs)
+        })
+        .collect()
+}
+
+/// A multiple-choice query of task `mmlu` whose right answer is "B".
+pub fn mc_query(q: &str) -> automix::dataset::QueryRow {
+    automix::dataset::QueryRow {
+        id: automix::dataset::query_id("mmlu", q),
+        task_name: "mmlu".into(),
+        query: q.into(),
+        ground_truth: Some("B".into()),
+        metric: Some("em_mc".into()),
+        choices: vec![("A".into(), "one".into()), ("B".into(), "two".into())],
+        task_id: None,
+        context: None,
+    }
+}
+
+/// An llm_data entry priced `price` per token (and `price` billion parameters).
+pub fn entry(name: &str, price: f64, api_endpoint: Option<String>) -> automix::llm::ModelEntry {
+    automix::llm::ModelEntry {
+        name: name.into(),
+        parameters: price * 1e9,
+        input_price: price,
+        output_price: price,
+        model: format!("api/{name}"),
+        service: None,
+        api_endpoint,
+        api_key_env: None,
+    }
+}
+
+/// A scripted model answering `answer`; its self-verification answers `verdicts` (cycled
+/// over the samples).
+pub fn scripted_model(
+    name: &str,
+    price: f64,
+    answer: &'static str,
+    verdicts: &'static [&'static str],
+) -> (
+    automix::ModelHandle,
+    std::sync::Arc<automix::llm::ScriptedProvider>,
+) {
+    use automix::llm::{ScriptedProvider, Usage, response};
+    let provider = std::sync::Arc::new(ScriptedProvider::from_fn(move |req| {
+        let verifying = req
+            .messages
+            .iter()
+            .any(|m| m.content.contains("AI generated answer"));
+        let texts: Vec<&str> = if verifying {
+            (0..req.n as usize)
+                .map(|i| verdicts[i % verdicts.len()])
+                .collect()
+        } else {
+            vec![answer]
+        };
+        let usage = Usage {
+            prompt_tokens: 100,
+            completion_tokens: 10,
+        };
+        Ok(response(&req.model, &texts, usage))
+    }));
+    let handle = automix::ModelHandle {
+        entry: entry(name, price, None),
+        provider: provider.clone(),
+    };
+    (handle, provider)
+}
+
+/// A local llama.cpp server at `base` as a model named (and served as) `name`.
+pub fn local_model(name: &str, price: f64, base: String) -> automix::ModelHandle {
+    use automix::llm::{EndpointConfig, OpenAiBackend};
+    let mut entry = entry(name, price, Some(base.clone()));
+    entry.model = name.into();
+    let backend = OpenAiBackend::new(EndpointConfig::new(base)).unwrap();
+    automix::ModelHandle {
+        entry,
+        provider: std::sync::Arc::new(backend),
     }
 }

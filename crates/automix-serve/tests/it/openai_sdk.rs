@@ -8,7 +8,7 @@ use automix::llm::fake_server::{FakeOpenAi, FakeReply};
 use automix_serve::ProxySettings;
 use serde_json::{Value, json};
 
-use crate::proxy::start;
+use crate::proxy::{start, tool_call_reply};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_openai_sdk_sends_every_field_through_the_proxy() {
@@ -20,14 +20,7 @@ async fn the_openai_sdk_sends_every_field_through_the_proxy() {
         eprintln!("skipped: AUTOMIX_OPENAI_PYTHON is not set (cargo xtask e2e sets it)");
         return;
     };
-    let tool_reply = json!({
-        "id": "x", "object": "chat.completion", "created": 1, "model": "api-small",
-        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-            "role": "assistant", "content": null, "tool_calls": [{
-                "id": "call_1", "type": "function",
-                "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}}],
-        "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}
-    });
+    let tool_reply = tool_call_reply();
     let small = FakeOpenAi::start(vec![FakeReply::Raw(tool_reply.to_string())])
         .await
         .unwrap();

@@ -1267,19 +1267,8 @@ async fn a_stream_cut_mid_way_ends_in_an_sse_error_event() {
 /// content with `tool_calls`, `tool` messages), and the model's tool call comes back whole.
 #[tokio::test(flavor = "multi_thread")]
 async fn uninterpreted_fields_and_tool_calls_pass_through() {
-    let tool_call = json!([{
-        "id": "call_1", "type": "function",
-        "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}
-    }]);
-    let reply = json!({
-        "id": "x", "object": "chat.completion", "created": 1, "model": "api-small",
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": null, "tool_calls": tool_call},
-            "finish_reason": "tool_calls"
-        }],
-        "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}
-    });
+    let reply = tool_call_reply();
+    let tool_call = reply["choices"][0]["message"]["tool_calls"].clone();
     let small = FakeOpenAi::start(vec![FakeReply::Raw(reply.to_string())])
         .await
         .unwrap();
@@ -1364,32 +1353,13 @@ async fn uninterpreted_fields_and_tool_calls_pass_through() {
 /// reload with the file and field named, and the server keeps routing on the old policy.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_policy_on_reload_keeps_the_old_one() {
-    use crate::support::{Run, training_row};
     use automix::training::{RouterPolicy, train_policy};
     let config = Config::parse(
         "automix:\n  verification_samples: 2\nhparam:\n  routing_method: Threshold\n",
         Path::new("proxy.yaml"),
     )
     .unwrap();
-    let rows: Vec<_> = (0..60)
-        .map(|i| {
-            let runs = [
-                Run {
-                    model: "small",
-                    right: i % 2 == 0,
-                    cost: 1.0,
-                    confidence: Some(if i % 2 == 0 { 1.0 } else { 0.0 }),
-                },
-                Run {
-                    model: "large",
-                    right: true,
-                    cost: 10.0,
-                    confidence: None,
-                },
-            ];
-            training_row(i, "mmlu", &runs)
-        })
-        .collect();
+    let rows = crate::support::two_model_rows(60, "small", "large", None);
     let policy = train_policy(&config, &rows, "small", "large").unwrap();
     let dir = std::env::temp_dir().join(format!("automix-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -1467,4 +1437,16 @@ async fn a_corrupt_policy_on_reload_keeps_the_old_one() {
     std::fs::write(&path, &good).unwrap();
     assert!(state.reload().is_ok());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An upstream reply that calls `get_weather` for Paris (the body as OpenAI sends it).
+pub fn tool_call_reply() -> Value {
+    json!({
+        "id": "x", "object": "chat.completion", "created": 1, "model": "api-small",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": null, "tool_calls": [{
+                "id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}
+    })
 }

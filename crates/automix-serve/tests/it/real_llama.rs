@@ -4,27 +4,10 @@ use std::sync::Arc;
 
 use automix::config::Config;
 use automix::llm::fake_server::local_server;
-use automix::llm::*;
 use automix::verify::PromptSet;
-use automix::{ModelHandle, ModelSet, Router};
+use automix::{ModelSet, Router};
 
-fn handle(name: &str, price: f64, base: String) -> ModelHandle {
-    let entry = ModelEntry {
-        name: name.into(),
-        parameters: price * 1e10,
-        input_price: price,
-        output_price: price,
-        model: name.into(),
-        service: None,
-        api_endpoint: Some(base.clone()),
-        api_key_env: None,
-    };
-    let backend = OpenAiBackend::new(EndpointConfig::new(base)).unwrap();
-    ModelHandle {
-        entry,
-        provider: Arc::new(backend),
-    }
-}
+use crate::support::local_model as handle;
 
 /// The proxy in front of the real local models: an OpenAI-shaped request in, a chat
 /// completion from whichever model was kept out, with routing headers.

@@ -7,31 +7,14 @@ use std::sync::Arc;
 use automix::config::Config;
 use automix::dataset::query_from_json;
 use automix::llm::fake_server::local_server;
-use automix::llm::*;
 use automix::training::train_policy;
 use automix::verify::PromptSet;
-use automix::{ModelHandle, ModelSet, Router};
+use automix::{ModelSet, Router};
 use automix_core::{QueryEvidence, VerifierScore};
 
 use crate::data::fixture_rows;
 
-fn handle(name: &str, price: f64, base: String) -> ModelHandle {
-    let entry = ModelEntry {
-        name: name.into(),
-        parameters: price * 1e10,
-        input_price: price,
-        output_price: price,
-        model: name.into(),
-        service: None,
-        api_endpoint: Some(base.clone()),
-        api_key_env: None,
-    };
-    let backend = OpenAiBackend::new(EndpointConfig::new(base)).unwrap();
-    ModelHandle {
-        entry,
-        provider: Arc::new(backend),
-    }
-}
+use crate::support::local_model as handle;
 
 #[tokio::test]
 async fn routes_real_queries_through_both_local_models() {

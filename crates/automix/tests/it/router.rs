@@ -2,60 +2,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use automix::config::Config;
-use automix::dataset::{QueryRow, query_id};
+use automix::dataset::query_id;
 use automix::llm::*;
 use automix::verify::PromptSet;
 use automix::{ModelHandle, ModelSet, Router};
 use automix_core::Decision;
 
-fn entry(name: &str, price: f64) -> ModelEntry {
-    ModelEntry {
-        name: name.into(),
-        parameters: price * 1e9,
-        input_price: price,
-        output_price: price,
-        model: format!("api/{name}"),
-        service: None,
-        api_endpoint: None,
-        api_key_env: None,
-    }
-}
+use crate::support::{entry as priced, mc_query as query, scripted_model as model};
 
-/// A model that answers `answer` and verifies with `verdicts` (cycled over samples).
-fn model(
-    name: &str,
-    price: f64,
-    answer: &'static str,
-    verdicts: &'static [&'static str],
-) -> (ModelHandle, Arc<ScriptedProvider>) {
-    let provider = Arc::new(ScriptedProvider::from_fn(move |req| {
-        let verifying = req
-            .messages
-            .iter()
-            .any(|m| m.content.contains("AI generated answer"));
-        let texts: Vec<&str> = if verifying {
-            (0..req.n as usize)
-                .map(|i| verdicts[i % verdicts.len()])
-                .collect()
-        } else {
-            vec![answer]
-        };
-        Ok(response(
-            &req.model,
-            &texts,
-            Usage {
-                prompt_tokens: 100,
-                completion_tokens: 10,
-            },
-        ))
-    }));
-    (
-        ModelHandle {
-            entry: entry(name, price),
-            provider: provider.clone(),
-        },
-        provider,
-    )
+fn entry(name: &str, price: f64) -> ModelEntry {
+    priced(name, price, None)
 }
 
 fn failing(name: &str, price: f64) -> ModelHandle {
@@ -77,19 +33,6 @@ fn config(extra: &str) -> Config {
     let text =
         format!("automix:\n  verification_samples: 3\n  verification_threshold: 0.7\n{extra}");
     Config::parse(&text, Path::new("test.yaml")).unwrap()
-}
-
-fn query(q: &str) -> QueryRow {
-    QueryRow {
-        id: query_id("mmlu", q),
-        task_name: "mmlu".into(),
-        query: q.into(),
-        ground_truth: Some("B".into()),
-        metric: Some("em_mc".into()),
-        choices: vec![("A".into(), "one".into()), ("B".into(), "two".into())],
-        task_id: None,
-        context: None,
-    }
 }
 
 fn router(config: &Config, small: ModelHandle, large: ModelHandle) -> Router {
@@ -440,26 +383,7 @@ async fn a_logprob_fallback_is_not_read_as_a_logprob() {
 /// an error at start, not a silent switch to the threshold rule.
 #[tokio::test]
 async fn a_policy_for_another_small_model_is_refused() {
-    use crate::support::{Run, training_row};
-    let rows: Vec<_> = (0..60)
-        .map(|i| {
-            let runs = [
-                Run {
-                    model: "small",
-                    right: i % 2 == 0,
-                    cost: 1.0,
-                    confidence: Some(0.5),
-                },
-                Run {
-                    model: "large",
-                    right: true,
-                    cost: 10.0,
-                    confidence: None,
-                },
-            ];
-            training_row(i, "mmlu", &runs)
-        })
-        .collect();
+    let rows = crate::support::two_model_rows(60, "small", "large", Some(0.5));
     let cfg = config("hparam:\n  routing_method: Threshold\n  verifier_signal: samples\n");
     // Trained as if "large" were the small model.
     let policy = automix::training::train_policy(&cfg, &rows, "large", "small").unwrap();

@@ -5,14 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use automix::config::Config;
-use automix::dataset::{QueryRow, TrainingRow, query_id};
-use automix::llm::*;
+use automix::dataset::TrainingRow;
+use automix::llm::ScriptedProvider;
 use automix::router::RouteDecision;
 use automix::training::{RouterPolicy, train_cascade_plan, train_policy};
 use automix::verify::PromptSet;
-use automix::{ModelHandle, ModelSet, Router};
+use automix::{ModelSet, Router};
 
-use crate::support::{Run, training_row};
+use crate::support::{Run, mc_query as query, scripted_model, training_row};
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -80,48 +80,6 @@ fn policy(kind: Kind, rows: &[TrainingRow]) -> Option<RouterPolicy> {
     }
 }
 
-/// A model answering `answer` whose self-verification says `verdict` to every sample.
-fn model(
-    name: &str,
-    price: f64,
-    answer: &'static str,
-    verdict: &'static str,
-) -> (ModelHandle, Arc<ScriptedProvider>) {
-    let provider = Arc::new(ScriptedProvider::from_fn(move |req| {
-        let verifying = req
-            .messages
-            .iter()
-            .any(|m| m.content.contains("AI generated answer"));
-        let texts: Vec<&str> = if verifying {
-            vec![verdict; req.n as usize]
-        } else {
-            vec![answer]
-        };
-        let usage = Usage {
-            prompt_tokens: 10,
-            completion_tokens: 1,
-        };
-        Ok(response(&req.model, &texts, usage))
-    }));
-    let entry = ModelEntry {
-        name: name.into(),
-        parameters: price * 1e9,
-        input_price: price,
-        output_price: price,
-        model: format!("api/{name}"),
-        service: None,
-        api_endpoint: None,
-        api_key_env: None,
-    };
-    (
-        ModelHandle {
-            entry,
-            provider: provider.clone(),
-        },
-        provider,
-    )
-}
-
 struct Setup {
     router: Router,
     tiny: Arc<ScriptedProvider>,
@@ -129,16 +87,16 @@ struct Setup {
 }
 
 /// `kind`'s router with routing keys `extra`; the tiny model answers `answer` and its
-/// verifier says `verdict`.
+/// verifier says `verdicts`.
 fn setup(
     kind: Kind,
     rows: &[TrainingRow],
     extra: &str,
     answer: &'static str,
-    verdict: &'static str,
+    verdicts: &'static [&'static str],
 ) -> Setup {
-    let (tiny_m, tiny) = model("tiny", 1.0, answer, verdict);
-    let (big_m, big) = model("big", 10.0, "B", "Correct");
+    let (tiny_m, tiny) = scripted_model("tiny", 1.0, answer, verdicts);
+    let (big_m, big) = scripted_model("big", 10.0, "B", &["Correct"]);
     let models = ModelSet::new(vec![big_m, tiny_m]).unwrap();
     let router = Router::new(
         &config(kind, extra),
@@ -148,19 +106,6 @@ fn setup(
     )
     .unwrap();
     Setup { router, tiny, big }
-}
-
-fn query(q: &str) -> QueryRow {
-    QueryRow {
-        id: query_id("mmlu", q),
-        task_name: "mmlu".into(),
-        query: q.into(),
-        ground_truth: Some("B".into()),
-        metric: Some("em_mc".into()),
-        choices: vec![("A".into(), "one".into()), ("B".into(), "two".into())],
-        task_id: None,
-        context: None,
-    }
 }
 
 fn informative() -> Vec<TrainingRow> {
@@ -176,7 +121,7 @@ async fn verification_off_keeps_the_start_answer_in_every_strategy() {
             &rows,
             "  enable_self_verification: false\n",
             "A",
-            "Incorrect",
+            &["Incorrect"],
         );
         let out = s.router.route_single(&query("off")).await.unwrap();
         assert_eq!(out.escalation_path, ["tiny"], "{kind:?}");
@@ -198,19 +143,19 @@ async fn max_escalations_caps_every_strategy() {
     let rows = informative();
     for kind in ALL {
         // A rejected answer escalates with the default cap...
-        let s = setup(kind, &rows, "", "A", "Incorrect");
+        let s = setup(kind, &rows, "", "A", &["Incorrect"]);
         let out = s.router.route_single(&query("cap")).await.unwrap();
         assert_eq!(out.escalation_path, ["tiny", "big"], "{kind:?}");
         assert_eq!(out.decision, RouteDecision::Escalated, "{kind:?}");
         assert!(out.route_to_llm, "{kind:?}");
         // ...and not with a cap of 0 from the config...
-        let s = setup(kind, &rows, "  max_escalations: 0\n", "A", "Incorrect");
+        let s = setup(kind, &rows, "  max_escalations: 0\n", "A", &["Incorrect"]);
         let out = s.router.route_single(&query("cap")).await.unwrap();
         assert_eq!(out.escalation_path, ["tiny"], "{kind:?}");
         assert_eq!(out.steps[0].reason, "max_escalations reached", "{kind:?}");
         assert!(s.big.requests().is_empty(), "{kind:?}");
         // ...or from the request.
-        let s = setup(kind, &rows, "", "A", "Incorrect");
+        let s = setup(kind, &rows, "", "A", &["Incorrect"]);
         let options = automix::router::RouteOptions {
             max_escalations: Some(0),
             ..Default::default()
@@ -228,7 +173,7 @@ async fn max_escalations_caps_every_strategy() {
 async fn an_unknown_score_is_decided_by_each_strategys_rule_and_says_so() {
     let rows = informative();
     for kind in ALL {
-        let s = setup(kind, &rows, "", "B", "???");
+        let s = setup(kind, &rows, "", "B", &["???"]);
         let out = s.router.route_single(&query("unknown")).await.unwrap();
         assert_eq!(out.verification_score, None, "{kind:?}");
         let reason = &out.steps[0].reason;
@@ -242,7 +187,7 @@ async fn an_unknown_score_is_decided_by_each_strategys_rule_and_says_so() {
 async fn a_preselected_start_is_a_fact_of_the_outcome() {
     let rows = rows(|_| false);
     for kind in [Kind::Cascade, Kind::OnlineCascade] {
-        let s = setup(kind, &rows, "", "A", "Incorrect");
+        let s = setup(kind, &rows, "", "A", &["Incorrect"]);
         let out = s.router.route_single(&query("pre")).await.unwrap();
         assert_eq!(out.escalation_path, ["big"], "{kind:?}");
         assert_eq!(out.decision, RouteDecision::Preselected, "{kind:?}");
