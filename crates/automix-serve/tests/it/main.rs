@@ -6,5 +6,5 @@ mod fuzz;
 mod openai_sdk;
 mod proxy;
 mod real_llama;
-#[path = "../../../automix/tests/support.rs"]
+#[path = "../../../automix/tests/shared/support.rs"]
 mod support;

@@ -8,6 +8,6 @@ mod quality;
 mod real_llama;
 mod router;
 mod strategies;
-#[path = "../support.rs"]
+#[path = "../shared/support.rs"]
 mod support;
 mod tidy;
