@@ -31,13 +31,20 @@ const ALL: [Kind; 4] = [
 
 const BASE: &str = "automix:\n  verification_samples: 3\n  cost_lambda: 0.02\n";
 
-fn config(kind: Kind, extra: &str) -> Config {
+/// `kind`'s config with routing keys `extra`, reading the verifier `signal`
+/// (`samples` or `logprob`).
+fn config(kind: Kind, extra: &str, signal: &str) -> Config {
     let online = match kind {
         Kind::OnlineCascade => "  online_belief: true\n",
         _ => "",
     };
+    let logprob = if signal == "logprob" {
+        "  use_logprob_verification: true\n"
+    } else {
+        ""
+    };
     let text = format!(
-        "{BASE}{online}{extra}hparam:\n  routing_method: Threshold\n  verifier_signal: samples\n"
+        "{BASE}{online}{logprob}{extra}hparam:\n  routing_method: Threshold\n  verifier_signal: {signal}\n"
     );
     Config::parse(&text, Path::new("test.yaml")).unwrap()
 }
@@ -66,8 +73,8 @@ fn rows(tiny_right: impl Fn(usize) -> bool) -> Vec<TrainingRow> {
         .collect()
 }
 
-fn policy(kind: Kind, rows: &[TrainingRow]) -> Option<RouterPolicy> {
-    let c = config(kind, "");
+fn policy(kind: Kind, rows: &[TrainingRow], signal: &str) -> Option<RouterPolicy> {
+    let c = config(kind, "", signal);
     match kind {
         Kind::Threshold => None,
         Kind::TwoModel => Some(train_policy(&c, rows, "tiny", "big").unwrap()),
@@ -95,14 +102,26 @@ fn setup(
     answer: &'static str,
     verdicts: &'static [&'static str],
 ) -> Setup {
+    setup_read(kind, rows, extra, answer, verdicts, "samples")
+}
+
+/// [`setup`] with policies trained on, and routing reading, the verifier `signal`.
+fn setup_read(
+    kind: Kind,
+    rows: &[TrainingRow],
+    extra: &str,
+    answer: &'static str,
+    verdicts: &'static [&'static str],
+    signal: &str,
+) -> Setup {
     let (tiny_m, tiny) = scripted_model("tiny", 1.0, answer, verdicts);
     let (big_m, big) = scripted_model("big", 10.0, "B", &["Correct"]);
     let models = ModelSet::new(vec![big_m, tiny_m]).unwrap();
     let router = Router::new(
-        &config(kind, extra),
+        &config(kind, extra, signal),
         models,
         Arc::new(PromptSet::builtin()),
-        policy(kind, rows),
+        policy(kind, rows, signal),
     )
     .unwrap();
     Setup { router, tiny, big }
@@ -194,5 +213,36 @@ async fn a_preselected_start_is_a_fact_of_the_outcome() {
         assert!(out.route_to_llm, "{kind:?}");
         assert!(s.tiny.requests().is_empty(), "{kind:?}");
         assert_eq!(out.decision.label(), "preselect");
+    }
+}
+
+/// Policies trained on logprob confidences; live, the logprob verification falls back to
+/// sampled votes (the scripted upstream returns no logprobs). A vote fraction is not a
+/// logprob: every strategy sees an unknown score and says so.
+#[tokio::test]
+async fn a_logprob_fallback_is_an_unknown_score_in_every_strategy() {
+    let rows: Vec<TrainingRow> = informative()
+        .into_iter()
+        .map(|mut r| {
+            for run in &mut r.models {
+                if let Some(v) = &mut run.verification {
+                    v.logprob_p = v.p_ver;
+                    v.logprob_source = "logprobs".into();
+                }
+            }
+            r
+        })
+        .collect();
+    for kind in ALL {
+        let s = setup_read(kind, &rows, "", "B", &["Correct"], "logprob");
+        let out = s.router.route_single(&query("fallback")).await.unwrap();
+        assert_eq!(out.verification_score, None, "{kind:?}");
+        let reason = &out.steps[0].reason;
+        assert!(reason.starts_with("unknown score"), "{kind:?}: {reason}");
+        assert_eq!(
+            out.signal,
+            Some(automix::config::VerifierSignal::Logprob),
+            "{kind:?}"
+        );
     }
 }
