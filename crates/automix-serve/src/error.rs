@@ -3,11 +3,73 @@
 //! stays free of HTTP concerns.
 
 use automix::AutomixError;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An error as the client sees it: the HTTP status and OpenAI's error body. Every error the
+/// proxy sends is one of these, so the status and the body cannot disagree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// OpenAI's `type` (`invalid_request_error`, `upstream_error`, `server_error`).
+    pub kind: &'static str,
+    /// OpenAI's `code`.
+    pub code: String,
+    /// What went wrong, safe to show (no upstream URL, body or key).
+    pub message: String,
+    /// The request field at fault, if one is.
+    pub param: Option<String>,
+}
+
+impl ApiError {
+    /// An error without a field.
+    pub fn new(status: StatusCode, kind: &'static str, code: &str, message: &str) -> Self {
+        Self {
+            status,
+            kind,
+            code: code.to_owned(),
+            message: message.to_owned(),
+            param: None,
+        }
+    }
+
+    /// A failed route: the status, code and client-safe message of the runtime error.
+    pub fn routing(e: &AutomixError) -> Self {
+        let (status, code, message) = for_client(e);
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let kind = if status == StatusCode::BAD_REQUEST {
+            "invalid_request_error"
+        } else {
+            "upstream_error"
+        };
+        Self::new(status, kind, code, &message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {
+            "message": self.message, "type": self.kind, "param": self.param, "code": self.code
+        }});
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS
+            || self.status == StatusCode::SERVICE_UNAVAILABLE
+        {
+            // Our own limits clear as requests finish; a second is a fair first wait.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
 
 /// The HTTP status, OpenAI error `code` and client-facing message of this error when a
 /// proxied request fails. The message names the model and what went wrong upstream but
 /// never an upstream URL or body (those stay in the server log).
-pub(crate) fn for_client(e: &AutomixError) -> (u16, &'static str, String) {
+fn for_client(e: &AutomixError) -> (u16, &'static str, String) {
     use automix_llm::LlmError;
     fn upstream(e: &LlmError) -> (u16, &'static str, String) {
         match e {

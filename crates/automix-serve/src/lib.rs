@@ -29,7 +29,7 @@ use automix::router::{RouteOptions, RouteOutcome, Router};
 use automix::sync::lock;
 
 mod error;
-use error::for_client;
+pub use error::ApiError;
 
 /// Limits and auth of the proxy.
 #[derive(Debug, Clone)]
@@ -275,27 +275,13 @@ pub fn app(state: Arc<ProxyState>) -> axum::Router {
 const ANONYMOUS: &str = "anonymous";
 
 /// An OpenAI-style error response.
-pub fn error_response(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
-    param_error(status, kind, code, message, None)
-}
-
-/// An OpenAI-style error response naming the request field at fault.
-fn param_error(
+pub fn error_response(
     status: StatusCode,
-    kind: &str,
+    kind: &'static str,
     code: &str,
     message: &str,
-    param: Option<&str>,
 ) -> Response {
-    let body = json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
-    let mut response = (status, axum::Json(body)).into_response();
-    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
-        // Our own limits clear as requests finish; a second is a fair first wait.
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    response
+    ApiError::new(status, kind, code, message).into_response()
 }
 
 /// Rewrites the framework's plain-text or empty 404, 405 and 413 into OpenAI error form.
@@ -549,13 +535,16 @@ fn validate_sampling(body: &Value) -> Result<(), FieldError> {
 /// The 400 of a request field at fault, counted as a client error.
 fn field_response(state: &ProxyState, e: &FieldError) -> Response {
     state.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
-    param_error(
-        StatusCode::BAD_REQUEST,
-        "invalid_request_error",
-        "invalid_request",
-        &e.message,
-        Some(&e.param),
-    )
+    ApiError {
+        param: Some(e.param.clone()),
+        ..ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+            &e.message,
+        )
+    }
+    .into_response()
 }
 
 /// A request's own operating point: `automix.lambda` in the body or `x-automix-lambda`
@@ -873,21 +862,14 @@ async fn routed_reply(state: &ProxyState, a: Admitted, started: Instant) -> Resp
 }
 
 /// A failed routing in OpenAI form, counted. The full error (with upstream URLs) goes to
-/// the server log only; the client gets [`error::for_client`].
+/// the server log only; the client gets [`ApiError::routing`].
 fn upstream_failure(state: &ProxyState, e: &AutomixError) -> Response {
     state
         .metrics
         .upstream_errors
         .fetch_add(1, Ordering::Relaxed);
     eprintln!("automix serve: request failed: {e}");
-    let (status, code, message) = for_client(e);
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let kind = if status == StatusCode::BAD_REQUEST {
-        "invalid_request_error"
-    } else {
-        "upstream_error"
-    };
-    error_response(status, kind, code, &message)
+    ApiError::routing(e).into_response()
 }
 
 /// A named route with `stream: true`: the model's deltas go to the client as they arrive.
