@@ -1,9 +1,12 @@
 //! Offline replays of cascade rules on recorded rows, and the per-model rates the online
 //! belief starts from: pure statistics shared by training, evaluation and the router.
 
+use std::collections::BTreeMap;
+
 use crate::belief::ModelRates;
-use crate::cascade::CascadeRow;
+use crate::cascade::{CascadeRow, CascadeSettings, StartChoice, estimate_cascade, solve_cascade};
 use crate::confidence::VERDICT_CUT;
+use crate::error::Result;
 
 /// What a rule did on a set of rows: mean quality and cost, and the share of rows that
 /// reached each model.
@@ -113,6 +116,24 @@ pub fn model_rates(rows: &[CascadeRow], n: usize) -> ModelRates {
         rates.fpr.push((pos_wrong + 1.0) / (n_wrong + 2.0));
     }
     rates
+}
+
+/// The start each task's own rows choose: the cascade estimated and solved on that task
+/// alone. Tasks with fewer than `min_rows` rows are left out (they keep the global start).
+pub fn task_starts(
+    models: &[String],
+    by_task: &BTreeMap<String, Vec<CascadeRow>>,
+    num_bins: usize,
+    smoothing: f64,
+    settings: CascadeSettings,
+    min_rows: usize,
+) -> Result<BTreeMap<String, StartChoice>> {
+    let mut starts = BTreeMap::new();
+    for (task, rows) in by_task.iter().filter(|(_, rows)| rows.len() >= min_rows) {
+        let model = estimate_cascade(models, rows, num_bins, smoothing)?;
+        starts.insert(task.clone(), solve_cascade(&model, settings)?.start);
+    }
+    Ok(starts)
 }
 
 #[cfg(test)]

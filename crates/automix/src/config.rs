@@ -116,7 +116,7 @@ pub struct HParams {
     /// `relative` (default) or `tokens`.
     pub cost_mode: CostMode,
     /// `delta_ibc` (default), `net_utility`, `cost_budget`, `escalation_budget`, `max_quality`.
-    pub objective: String,
+    pub objective: ObjectiveName,
     /// λ for `net_utility`; budget for `cost_budget` or `escalation_budget`.
     pub objective_value: Option<f64>,
     /// `escalate` (default) or `keep` when the verifier gave no usable verdict.
@@ -143,7 +143,7 @@ impl Default for HParams {
             max_workers: 4,
             device: Device::Cpu,
             cost_mode: CostMode::Relative,
-            objective: "delta_ibc".into(),
+            objective: ObjectiveName::DeltaIbc,
             objective_value: None,
             unknown_confidence: Decision::Escalate,
             fixed_answers: Vec::new(),
@@ -151,6 +151,24 @@ impl Default for HParams {
             per_task_prior: false,
         }
     }
+}
+
+/// `hparam.objective`: what training maximises (its value, where it takes one, is
+/// `hparam.objective_value`; [`HParams::objective`] puts the two together).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectiveName {
+    /// ΔIBC (the paper).
+    #[default]
+    DeltaIbc,
+    /// Quality − λ·cost; λ is the value.
+    NetUtility,
+    /// Highest quality within a mean-cost budget (the value).
+    CostBudget,
+    /// Highest quality within an escalation-rate budget (the value).
+    EscalationBudget,
+    /// Highest quality, then lowest cost.
+    MaxQuality,
 }
 
 /// Where the meta-verifier runs (LLMRouter's `hparam.device`).
@@ -388,27 +406,18 @@ impl HParams {
                 message: format!("{:?} needs hparam.objective_value ({what})", self.objective),
             })
         };
-        Ok(match self.objective.as_str() {
-            "delta_ibc" => Objective::DeltaIbc,
-            "max_quality" => Objective::MaxQuality,
-            "net_utility" => Objective::NetUtility {
+        Ok(match self.objective {
+            ObjectiveName::DeltaIbc => Objective::DeltaIbc,
+            ObjectiveName::MaxQuality => Objective::MaxQuality,
+            ObjectiveName::NetUtility => Objective::NetUtility {
                 lambda: value("λ")?,
             },
-            "cost_budget" => Objective::CostBudget {
+            ObjectiveName::CostBudget => Objective::CostBudget {
                 max_mean_cost: value("the mean cost budget")?,
             },
-            "escalation_budget" => Objective::EscalationBudget {
+            ObjectiveName::EscalationBudget => Objective::EscalationBudget {
                 max_rate: value("the largest escalation rate")?,
             },
-            other => {
-                return Err(AutomixError::Setting {
-                    key: "hparam.objective",
-                    message: format!(
-                        "unknown objective {other:?}; known: delta_ibc, net_utility, \
-                         cost_budget, escalation_budget, max_quality"
-                    ),
-                });
-            }
         })
     }
 }

@@ -276,32 +276,20 @@ pub fn train_cascade_plan(
     let mut task_starts = std::collections::BTreeMap::new();
     // A fallback was validated for every task together; per-task starts were not.
     if config.hparam.per_task_prior && trained.cv.fallback.is_none() {
-        let mut tasks: Vec<&str> = rows.iter().map(|r| r.task_name.as_str()).collect();
-        tasks.sort_unstable();
-        tasks.dedup();
-        for task in tasks {
-            let task_rows: Vec<TrainingRow> = rows
-                .iter()
-                .filter(|r| r.task_name == task)
-                .cloned()
-                .collect();
-            if task_rows.len() < TASK_START_MIN_ROWS {
-                continue;
-            }
-            let signal = config.hparam.verifier_signal;
-            let crows = crate::cascade::cascade_rows(&task_rows, models, signal, cost_unit)?;
-            let model = automix_core::cascade::estimate_cascade(
-                models,
-                &crows,
-                config.hparam.num_bins,
-                crate::cascade::CASCADE_SMOOTHING,
-            )?;
-            let solved = automix_core::cascade::solve_cascade(
-                &model,
-                crate::cascade::cascade_settings(config, trained.cv.solver_lambda),
-            )?;
-            task_starts.insert(task.to_owned(), solved.start);
+        let signal = config.hparam.verifier_signal;
+        let crows = crate::cascade::cascade_rows(rows, models, signal, cost_unit)?;
+        let mut by_task: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+        for (row, crow) in rows.iter().zip(crows) {
+            by_task.entry(row.task_name.clone()).or_default().push(crow);
         }
+        task_starts = automix_core::replay::task_starts(
+            models,
+            &by_task,
+            config.hparam.num_bins,
+            crate::cascade::CASCADE_SMOOTHING,
+            crate::cascade::cascade_settings(config, trained.cv.solver_lambda),
+            TASK_START_MIN_ROWS,
+        )?;
     }
     Ok(CascadePlan {
         models: models.to_vec(),

@@ -90,6 +90,11 @@ fn invalid_values_name_the_key() {
     assert_eq!(err, "cfg.yaml:2: verification_threshold: must be in [0, 1]");
     let err = parse("hparam:\n  objective: net_utility\n").unwrap_err();
     assert!(err.contains("needs hparam.objective_value"), "{err}");
+    let err = parse("hparam:\n  objective: cheapest\n").unwrap_err();
+    assert!(
+        err.starts_with("cfg.yaml:2: key `objective`") && err.contains("net_utility"),
+        "{err}"
+    );
     let err = parse("hparam:\n  cost_constraint: [5, 1]\n").unwrap_err();
     assert_eq!(err, "cfg.yaml:2: cost_constraint: min 5 > max 1");
     let err = parse("hparam:\n  unknown_confidence: maybe\n").unwrap_err();
