@@ -57,7 +57,7 @@ pub use metrics::{
 pub use policy::{POLICY_FORMAT_VERSION, Policy, QueryEvidence};
 pub use pomdp::{ExactPomdpConfig, PomdpModel};
 pub use record::{Category, RoutingRecord, validate_all};
-pub use rule::{DecisionRule, TableLookup};
+pub use rule::{DecisionRule, MAX_TABLE_BINS, TableLookup};
 pub use train::{
     Objective, ScoredCandidate, TrainOptions, TrainingSummary, decisions, score_candidates, select,
     train, train_on,

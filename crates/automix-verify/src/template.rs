@@ -1,4 +1,5 @@
-//! Prompt templates, loaded from files under `configs/prompts/`.
+//! Prompt templates, loaded from files like those in `prompts/` (also reachable as
+//! `configs/prompts/` at the workspace root).
 //!
 //! A template file has a `[system]` section (optional) and a `[user]` section. Placeholders
 //! are `{{name}}`; double braces keep LaTeX such as `\boxed{x}` literal. Every placeholder
@@ -226,27 +227,27 @@ const FILES: &[(&str, &[&str], &[&str])] = &[
 const BUILTIN: &[(&str, &str)] = &[
     (
         "verify_closed_book",
-        include_str!("../../../configs/prompts/verify_closed_book.txt"),
+        include_str!("../prompts/verify_closed_book.txt"),
     ),
     (
         "verify_with_context",
-        include_str!("../../../configs/prompts/verify_with_context.txt"),
+        include_str!("../prompts/verify_with_context.txt"),
     ),
     (
         "answer_multiple_choice",
-        include_str!("../../../configs/prompts/answer_multiple_choice.txt"),
+        include_str!("../prompts/answer_multiple_choice.txt"),
     ),
     (
         "answer_short",
-        include_str!("../../../configs/prompts/answer_short.txt"),
+        include_str!("../prompts/answer_short.txt"),
     ),
     (
         "answer_with_context",
-        include_str!("../../../configs/prompts/answer_with_context.txt"),
+        include_str!("../prompts/answer_with_context.txt"),
     ),
     (
         "answer_math",
-        include_str!("../../../configs/prompts/answer_math.txt"),
+        include_str!("../prompts/answer_math.txt"),
     ),
 ];
 
@@ -292,7 +293,7 @@ fn options_block(options: &[(String, String)]) -> String {
 }
 
 impl PromptSet {
-    /// The templates shipped in `configs/prompts/`, compiled in.
+    /// The templates shipped in this crate's `prompts/` (`configs/prompts/`), compiled in.
     pub fn builtin() -> Self {
         let templates = FILES
             .iter()
