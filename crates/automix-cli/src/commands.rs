@@ -78,6 +78,10 @@ pub struct RouteArgs {
     /// Most escalations per query.
     #[arg(long)]
     pub max_escalations: Option<usize>,
+    /// Also ask the cheapest and the most expensive model alone for every query (extra
+    /// calls), and compare quality and cost with routing.
+    #[arg(long)]
+    pub compare: bool,
 }
 
 /// Arguments of `automix calibrate`.
@@ -780,7 +784,11 @@ pub async fn route(config: &Config, json: bool, args: &RouteArgs) -> Result<()> 
             vec![single_query(text.trim())]
         }
     };
-    let items = router.route_batch_with(&queries, &options).await;
+    let items = if json || queries.len() < 2 {
+        router.route_batch_with(&queries, &options).await
+    } else {
+        route_with_progress(&router, &queries, &options, config.hparam.max_workers).await
+    };
     if json {
         for item in &items {
             println!("{}", serde_json::to_string(item)?);
@@ -809,11 +817,103 @@ pub async fn route(config: &Config, json: bool, args: &RouteArgs) -> Result<()> 
     }
     if !json && items.len() > 1 {
         print_route_summary(&items);
+        if args.compare {
+            print_comparison(&router, &queries, &items, config.hparam.max_workers).await;
+        }
     }
     if items.iter().all(|i| i.error.is_some()) {
         bail!("every query failed");
     }
     Ok(())
+}
+
+/// [`Router::route_batch_with`] under a progress bar (routing real models takes a while).
+async fn route_with_progress(
+    router: &Router,
+    queries: &[QueryRow],
+    options: &automix::RouteOptions,
+    workers: usize,
+) -> Vec<automix::BatchItem> {
+    use futures::StreamExt;
+    let bar = indicatif::ProgressBar::new(queries.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let items = futures::stream::iter(queries.chunks(1).map(|q| {
+        let bar = bar.clone();
+        async move {
+            let item = router.route_batch_with(q, options).await.remove(0);
+            bar.inc(1);
+            if let Some(o) = &item.outcome {
+                bar.set_message(format!("{} → {}", o.id, o.model_name));
+            }
+            item
+        }
+    }))
+    .buffered(workers.max(1))
+    .collect()
+    .await;
+    bar.finish_and_clear();
+    items
+}
+
+/// Always-small and always-large on the same queries (each model asked alone), against what
+/// routing did: the saving in cost and the change in quality.
+async fn print_comparison(
+    router: &Router,
+    queries: &[QueryRow],
+    items: &[automix::BatchItem],
+    workers: usize,
+) {
+    use futures::StreamExt;
+    let models = router.models();
+    let (small, large) = (&models.first().entry.name, &models.last().entry.name);
+    let mean = |outcomes: &[&automix::RouteOutcome]| {
+        let n = outcomes.len().max(1) as f64;
+        let q: Vec<f64> = outcomes.iter().filter_map(|o| o.task_performance).collect();
+        let quality = (!q.is_empty()).then(|| q.iter().sum::<f64>() / q.len() as f64);
+        (
+            quality,
+            outcomes.iter().map(|o| o.total_cost).sum::<f64>() / n,
+        )
+    };
+    let routed: Vec<&automix::RouteOutcome> =
+        items.iter().filter_map(|i| i.outcome.as_ref()).collect();
+    let (rq, rc) = mean(&routed);
+    println!("\ncompared on the same {} queries:", routed.len());
+    println!(
+        "  {:<24} quality {:>6}  cost/query {}",
+        "AutoMix",
+        fmt_opt(rq),
+        fmt_cost(rc)
+    );
+    for name in [small, large] {
+        let alone: Vec<_> = futures::stream::iter(queries.iter().map(|q| router.alone(q, name)))
+            .buffered(workers.max(1))
+            .collect()
+            .await;
+        let failed = alone.iter().filter(|r| r.is_err()).count();
+        let ok: Vec<&automix::RouteOutcome> =
+            alone.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let (q, c) = mean(&ok);
+        let saved = if c > 0.0 {
+            format!("  (AutoMix costs {:.0}% of it)", 100.0 * rc / c)
+        } else {
+            String::new()
+        };
+        let failed = if failed > 0 {
+            format!("  [{failed} failed]")
+        } else {
+            String::new()
+        };
+        println!(
+            "  {:<24} quality {:>6}  cost/query {}{saved}{failed}",
+            format!("always {name}"),
+            fmt_opt(q),
+            fmt_cost(c)
+        );
+    }
 }
 
 /// What routing a batch did: the share answered by each model, escalations, cost, and the

@@ -237,18 +237,12 @@ const BUILTIN: &[(&str, &str)] = &[
         "answer_multiple_choice",
         include_str!("../prompts/answer_multiple_choice.txt"),
     ),
-    (
-        "answer_short",
-        include_str!("../prompts/answer_short.txt"),
-    ),
+    ("answer_short", include_str!("../prompts/answer_short.txt")),
     (
         "answer_with_context",
         include_str!("../prompts/answer_with_context.txt"),
     ),
-    (
-        "answer_math",
-        include_str!("../prompts/answer_math.txt"),
-    ),
+    ("answer_math", include_str!("../prompts/answer_math.txt")),
 ];
 
 /// All prompts AutoMix sends: answer prompts per task kind and the two verification prompts.

@@ -358,15 +358,26 @@ impl Router {
         name: &str,
         request: ChatRequest,
     ) -> Result<RouteOutcome> {
+        self.one_model(query, name, Some(request)).await
+    }
+
+    /// The configured model `name` alone, asked with the answer templates and scored against
+    /// the query's ground truth: what always calling that model would give (for comparisons).
+    pub async fn alone(&self, query: &QueryRow, name: &str) -> Result<RouteOutcome> {
+        self.one_model(query, name, None).await
+    }
+
+    async fn one_model(
+        &self,
+        query: &QueryRow,
+        name: &str,
+        request: Option<ChatRequest>,
+    ) -> Result<RouteOutcome> {
         let started = Instant::now();
         let model = self.model_named(name)?;
-        let call = answer(
-            model,
-            &self.prompts,
-            query,
-            &AnswerSource::Chat(Box::new(request)),
-        )
-        .await?;
+        let metric = query.metric.as_deref().map(TaskMetric::parse).transpose()?;
+        let source = self.source(metric, request);
+        let call = answer(model, &self.prompts, query, &source).await?;
         let record = CallRecord::answer(name, &call);
         Ok(RouteOutcome {
             id: query.id.clone(),
@@ -383,7 +394,7 @@ impl Router {
             total_cost: record.cost,
             calls: vec![record],
             latency_ms: started.elapsed().as_millis() as u64,
-            task_performance: None,
+            task_performance: score_of(metric, query, &call.text),
             tool_calls: call.tool_calls,
             logprobs: call.logprobs,
             response: call.text,

@@ -252,6 +252,7 @@ async fn route_a_batch_against_fake_openai_servers() {
                 "--no-policy",
                 "--batch",
                 "q.jsonl",
+                "--compare",
             ],
             &dir3,
         )
@@ -267,6 +268,16 @@ async fn route_a_batch_against_fake_openai_servers() {
         text.contains("on the 2 queries with ground truth"),
         "{text}"
     );
+    // --compare asks each model alone on the same queries and sets routing against them.
+    assert!(text.contains("compared on the same 2 queries:"), "{text}");
+    for line in ["AutoMix", "always small", "always large"] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(line) && l.contains("cost/query")),
+            "{line}: {text}"
+        );
+    }
+    assert!(text.contains("AutoMix costs"), "{text}");
 }
 
 /// `automix serve` as its own process: 100 concurrent requests from this process over
