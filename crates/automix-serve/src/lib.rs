@@ -25,8 +25,9 @@ use automix_llm::{ChatMessage, ChatRequest};
 
 use automix::AutomixError;
 use automix::dataset::{QueryRow, query_id};
-use automix::router::{RouteOptions, RouteOutcome, Router};
+use automix::router::{RouteOptions, RouteOutcome, Routed, Router};
 use automix::sync::lock;
+use futures::StreamExt;
 
 mod error;
 pub use error::ApiError;
@@ -50,6 +51,9 @@ pub struct ProxySettings {
     /// Longest wait for a request's headers (also between requests on a kept-alive
     /// connection): a client that never finishes them is disconnected.
     pub header_read_timeout: Duration,
+    /// While a streamed request is being verified, an SSE comment goes out this often so
+    /// clients and intermediaries do not time the stream out.
+    pub stream_keepalive: Duration,
 }
 
 impl Default for ProxySettings {
@@ -62,6 +66,7 @@ impl Default for ProxySettings {
             request_timeout: Duration::from_secs(300),
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
+            stream_keepalive: Duration::from_secs(2),
         }
     }
 }
@@ -741,8 +746,11 @@ async fn chat_completions(
     };
     // Live streams carry text deltas; a request with tools is answered whole (buffered) so
     // that tool calls reach the client intact.
-    if a.direct && a.stream && !a.request.extra.contains_key("tools") {
-        return live_stream(&state, &a.router, a.request, started).await;
+    if a.stream && !a.request.extra.contains_key("tools") {
+        if a.direct {
+            return live_stream(&state, &a.router, a.request, started).await;
+        }
+        return routed_stream(state.clone(), a, started);
     }
     routed_reply(&state, a, started).await
 }
@@ -812,18 +820,147 @@ fn admit(state: &ProxyState, headers: &HeaderMap, body: &[u8]) -> Result<Admitte
     })
 }
 
-/// Routes an admitted request (or sends it down its named route) and builds the reply.
-async fn routed_reply(state: &ProxyState, a: Admitted, started: Instant) -> Response {
-    let query = QueryRow {
-        id: query_id("chat", &a.question),
+/// What the verifier sees of a chat request: its last user message.
+fn chat_query(question: String) -> QueryRow {
+    QueryRow {
+        id: query_id("chat", &question),
         task_name: "chat".into(),
-        query: a.question,
+        query: question,
         ground_truth: None,
         metric: None,
         choices: Vec::new(),
         task_id: None,
         context: None,
+    }
+}
+
+/// A routed request with `stream: true`. The SSE response starts at once; while earlier
+/// answers are verified, keep-alive comments flow. An answer kept unverified (the last
+/// model, a pre-selected start) streams live as the model sends it; a verified answer is
+/// sent whole once kept. What routing decided (model, path, decision) goes in the final
+/// chunk's `automix` field, since the headers have gone by then.
+fn routed_stream(state: Arc<ProxyState>, a: Admitted, started: Instant) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
+    tokio::spawn(async move {
+        let query = chat_query(a.question);
+        let routing = a.router.route_chat_streaming(&query, a.request, &a.options);
+        let routing = tokio::time::timeout(state.settings.request_timeout, routing);
+        tokio::pin!(routing);
+        let mut tick = tokio::time::interval(state.settings.stream_keepalive);
+        tick.tick().await;
+        let routed = loop {
+            tokio::select! {
+                r = &mut routing => break r,
+                _ = tick.tick() => {
+                    if tx.send(": keep-alive\n\n".into()).await.is_err() {
+                        return; // the client left
+                    }
+                }
+            }
+        };
+        let (id, created) = completion_id(&state);
+        let events = match routed {
+            Ok(Ok(Routed::Whole(o))) => {
+                state.metrics.record(&o, started.elapsed());
+                futures::stream::iter(outcome_events(&id, created, &o)).boxed()
+            }
+            Ok(Ok(Routed::Live { outcome, stream })) => {
+                state.metrics.record(&outcome, started.elapsed());
+                let summary = metadata_json(&outcome);
+                live_events(id, created, outcome.api_model, summary, stream)
+            }
+            Ok(Err(e)) => {
+                state
+                    .metrics
+                    .upstream_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                eprintln!("automix serve: request failed: {e}");
+                futures::stream::iter([sse_error(&ApiError::routing(&e))]).boxed()
+            }
+            Err(_) => {
+                state
+                    .metrics
+                    .upstream_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                let e = ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_error",
+                    "upstream_timeout",
+                    "routing timed out",
+                );
+                futures::stream::iter([sse_error(&e)]).boxed()
+            }
+        };
+        let mut events = events;
+        while let Some(event) = events.next().await {
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// An error inside an SSE stream (the status line has gone): OpenAI's error body as an
+/// event, then the end of the stream.
+fn sse_error(e: &ApiError) -> String {
+    let body = json!({"error": {"message": e.message, "type": e.kind, "param": e.param,
+        "code": e.code}});
+    format!("data: {body}\n\ndata: [DONE]\n\n")
+}
+
+/// A model's deltas as chunks as they arrive, then the `automix` summary (usage is null:
+/// OpenAI-compatible upstreams do not report it in streams).
+fn live_events(
+    id: String,
+    created: u64,
+    model: String,
+    summary: Value,
+    deltas: automix_llm::DeltaStream,
+) -> futures::stream::BoxStream<'static, String> {
+    let chunk = {
+        let (id, model) = (id.clone(), model.clone());
+        move |delta: Value, finish: Value| sse_chunk(&id, created, &model, delta, finish)
     };
+    let first = futures::stream::once({
+        let chunk = chunk.clone();
+        async move { chunk(json!({"role": "assistant", "content": ""}), Value::Null) }
+    });
+    let body = deltas.scan(false, move |done, item| {
+        let event = match (*done, item) {
+            (true, _) => None,
+            (false, Ok(d)) => {
+                let finish = d.finish_reason.map_or(Value::Null, Value::String);
+                Some(chunk(json!({"content": d.content}), finish))
+            }
+            (false, Err(e)) => {
+                *done = true;
+                eprintln!("automix serve: upstream stream broke: {e}");
+                let err = json!({"error": {"message": "the upstream stream broke",
+                        "type": "upstream_error", "param": null, "code": "upstream_error"}});
+                Some(format!("data: {err}\n\n"))
+            }
+        };
+        futures::future::ready(event)
+    });
+    let tail = futures::stream::once(async move {
+        let last = json!({"id": id, "object": "chat.completion.chunk", "created": created,
+            "model": model, "choices": [], "usage": null, "automix": summary});
+        format!("data: {last}\n\ndata: [DONE]\n\n")
+    });
+    first.chain(body).chain(tail).boxed()
+}
+
+/// Routes an admitted request (or sends it down its named route) and builds the reply.
+async fn routed_reply(state: &ProxyState, a: Admitted, started: Instant) -> Response {
+    let query = chat_query(a.question);
     let (router, request) = (a.router, a.request);
     let routed = tokio::time::timeout(state.settings.request_timeout, async {
         if a.direct {
@@ -891,39 +1028,9 @@ async fn live_stream(
     state.metrics.requests.fetch_add(1, Ordering::Relaxed);
     state.metrics.observe_latency(started.elapsed());
     let (id, created) = completion_id(state);
-    let chunk = {
-        let (id, api_model) = (id.clone(), api_model.clone());
-        move |delta: Value, finish: Value| sse_chunk(&id, created, &api_model, delta, finish)
-    };
-    let first = futures::stream::once({
-        let chunk = chunk.clone();
-        async move { chunk(json!({"role": "assistant", "content": ""}), Value::Null) }
-    });
     let summary =
         json!({"model_name": name, "models_tried": [name], "decision": "direct", "lambda": null});
-    let body = deltas.scan(false, move |done, item| {
-        let event = match (*done, item) {
-            (true, _) => None,
-            (false, Ok(d)) => {
-                let finish = d.finish_reason.map_or(Value::Null, Value::String);
-                Some(chunk(json!({"content": d.content}), finish))
-            }
-            (false, Err(e)) => {
-                *done = true;
-                eprintln!("automix serve: upstream stream broke: {e}");
-                let err = json!({"error": {"message": "the upstream stream broke",
-                        "type": "upstream_error", "param": null, "code": "upstream_error"}});
-                Some(format!("data: {err}\n\n"))
-            }
-        };
-        futures::future::ready(event)
-    });
-    let tail = futures::stream::once(async move {
-        let last = json!({"id": id, "object": "chat.completion.chunk", "created": created,
-            "model": api_model, "choices": [], "usage": null, "automix": summary});
-        format!("data: {last}\n\ndata: [DONE]\n\n")
-    });
-    let events = first.chain(body).chain(tail).map(Ok::<_, Infallible>);
+    let events = live_events(id, created, api_model, summary, deltas).map(Ok::<_, Infallible>);
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
@@ -1053,6 +1160,21 @@ fn sse_chunk(id: &str, created: u64, model: &str, delta: Value, finish: Value) -
 }
 
 fn stream_response(id: &str, created: u64, o: &RouteOutcome) -> Response {
+    let stream = futures::stream::iter(
+        outcome_events(id, created, o)
+            .into_iter()
+            .map(Ok::<_, Infallible>),
+    );
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A whole outcome as SSE events: the role, the answer in word-sized pieces, tool calls,
+/// the final chunk with usage and the `automix` summary, `[DONE]`.
+fn outcome_events(id: &str, created: u64, o: &RouteOutcome) -> Vec<String> {
     let chunk = |delta: Value, finish: Value| sse_chunk(id, created, &o.api_model, delta, finish);
     let mut events = vec![chunk(
         json!({"role": "assistant", "content": ""}),
@@ -1083,12 +1205,7 @@ fn stream_response(id: &str, created: u64, o: &RouteOutcome) -> Response {
     });
     events.push(format!("data: {last}\n\n"));
     events.push("data: [DONE]\n\n".into());
-    let stream = futures::stream::iter(events.into_iter().map(Ok::<_, Infallible>));
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    events
 }
 
 fn add_headers(headers: &mut HeaderMap, o: &RouteOutcome) {

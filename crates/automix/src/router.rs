@@ -165,6 +165,30 @@ impl RouteDecision {
     }
 }
 
+/// A routed chat whose kept answer may still be arriving.
+pub enum Routed {
+    /// The whole answer (it was verified, or the route was asked not to stream).
+    Whole(RouteOutcome),
+    /// The kept model answers unverified and its tokens stream as they arrive: `outcome`
+    /// has everything decided (path, steps, decision, the calls before this one; its
+    /// `response` is empty and the streamed call's usage is unknown).
+    Live {
+        /// The route so far.
+        outcome: RouteOutcome,
+        /// The kept model's deltas.
+        stream: automix_llm::DeltaStream,
+    },
+}
+
+impl Routed {
+    /// The outcome of a route asked not to stream (a live stream cannot occur then).
+    fn into_whole(self) -> RouteOutcome {
+        match self {
+            Self::Whole(o) | Self::Live { outcome: o, .. } => o,
+        }
+    }
+}
+
 /// A batch entry: the outcome, or the error that query hit (the batch goes on).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BatchItem {
@@ -279,7 +303,9 @@ impl Router {
 
     /// Routes one query.
     pub async fn route_single(&self, query: &QueryRow) -> Result<RouteOutcome> {
-        self.route_with(query, None, &RouteOptions::default()).await
+        self.route_with(query, None, &RouteOptions::default(), false)
+            .await
+            .map(Routed::into_whole)
     }
 
     /// Routes one query at the request's own operating point.
@@ -288,14 +314,17 @@ impl Router {
         query: &QueryRow,
         options: &RouteOptions,
     ) -> Result<RouteOutcome> {
-        self.route_with(query, None, options).await
+        self.route_with(query, None, options, false)
+            .await
+            .map(Routed::into_whole)
     }
 
     /// Routes a client's chat request: `query` holds the question the verifier sees (the last
     /// user message); every model is asked with `request` itself.
     pub async fn route_chat(&self, query: &QueryRow, request: ChatRequest) -> Result<RouteOutcome> {
-        self.route_with(query, Some(request), &RouteOptions::default())
+        self.route_with(query, Some(request), &RouteOptions::default(), false)
             .await
+            .map(Routed::into_whole)
     }
 
     /// [`Router::route_chat`] at the request's own operating point.
@@ -305,7 +334,9 @@ impl Router {
         request: ChatRequest,
         options: &RouteOptions,
     ) -> Result<RouteOutcome> {
-        self.route_with(query, Some(request), options).await
+        self.route_with(query, Some(request), options, false)
+            .await
+            .map(Routed::into_whole)
     }
 
     /// The trained λ of the two-model policy when requests may choose their own: a
@@ -415,13 +446,16 @@ impl Router {
         }
     }
 
-    /// The step runner: every strategy's route goes through here.
+    /// The step runner: every strategy's route goes through here. With `live`, an answer
+    /// that will be kept unverified (the last model, a start the policy does not verify, the
+    /// escalation cap, verification off) is not awaited: its stream is returned instead.
     async fn route_with(
         &self,
         query: &QueryRow,
         request: Option<ChatRequest>,
         options: &RouteOptions,
-    ) -> Result<RouteOutcome> {
+        live: bool,
+    ) -> Result<Routed> {
         let started = Instant::now();
         let metric = query.metric.as_deref().map(TaskMetric::parse).transpose()?;
         let source = self.source(metric, request);
@@ -435,15 +469,9 @@ impl Router {
         let mut trace = Trace::default();
         let (kept, response) = loop {
             let model = &models[at.model];
-            let answer = answer(model, &self.prompts, query, &source).await?;
-            trace.answered(&model.entry.name, &answer);
-            let correct = correctness(metric, query, &answer.text);
-            let cut_off = if at.model + 1 == models.len() || !at.verify {
+            // Known before the answer: it will be kept without verifying.
+            let unverified = if at.model + 1 == models.len() || !at.verify {
                 Some(None)
-            } else if answer.tool_calls.is_some() {
-                // A tool call is an action, not an answer a verifier can judge: the first
-                // model that makes a well-formed one is kept.
-                Some(Some("tool call: kept unverified"))
             } else if trace.escalations >= max_escalations {
                 Some(Some("max_escalations reached"))
             } else if !self.settings.verify {
@@ -451,6 +479,34 @@ impl Router {
             } else {
                 None
             };
+            if let (true, Some(reason), AnswerSource::Chat(request)) = (live, unverified, &source) {
+                let stream = self.open_stream(model, request).await?;
+                trace.streaming(&model.entry.name, reason);
+                self.strategy.observe(&mut state, at.model, None, None)?;
+                self.strategy.finish(state)?;
+                let partial = AnswerCall {
+                    text: String::new(),
+                    usage: automix_llm::Usage::default(),
+                    cost: 0.0,
+                    latency_ms: 0,
+                    finish_reason: None,
+                    tool_calls: None,
+                    logprobs: None,
+                };
+                let outcome = self.finish(query, metric, start, at.model, partial, trace, started);
+                return Ok(Routed::Live { outcome, stream });
+            }
+            let answer = answer(model, &self.prompts, query, &source).await?;
+            trace.answered(&model.entry.name, &answer);
+            let correct = correctness(metric, query, &answer.text);
+            // A tool call is an action, not an answer a verifier can judge: the first model
+            // that makes a well-formed one is kept.
+            let cut_off = unverified.or_else(|| {
+                answer
+                    .tool_calls
+                    .is_some()
+                    .then_some(Some("tool call: kept unverified"))
+            });
             if let Some(reason) = cut_off {
                 trace.kept_unverified(&model.entry.name, &answer.text, reason);
                 self.strategy.observe(&mut state, at.model, None, correct)?;
@@ -483,6 +539,23 @@ impl Router {
             }
         };
         self.strategy.finish(state)?;
+        Ok(Routed::Whole(self.finish(
+            query, metric, start, kept, response, trace, started,
+        )))
+    }
+
+    /// The outcome of a route that kept model `kept`'s `response`.
+    #[allow(clippy::too_many_arguments)] // the runner's state at the end, in one place
+    fn finish(
+        &self,
+        query: &QueryRow,
+        metric: Option<TaskMetric>,
+        start: crate::strategy::Start,
+        kept: usize,
+        response: AnswerCall,
+        trace: Trace,
+        started: Instant,
+    ) -> RouteOutcome {
         let decision = if trace.escalations > 0 {
             RouteDecision::Escalated
         } else if start.model != 0 || !start.verify {
@@ -490,8 +563,8 @@ impl Router {
         } else {
             RouteDecision::Kept
         };
-        let model = &models[kept];
-        Ok(trace.outcome(OutcomeParts {
+        let model = &self.models.models()[kept];
+        trace.outcome(OutcomeParts {
             query,
             model_name: &model.entry.name,
             api_model: &model.entry.model,
@@ -501,7 +574,40 @@ impl Router {
             decision,
             signal: self.settings.signal,
             started,
-        }))
+        })
+    }
+
+    /// `request` to `model` as a stream of one choice.
+    async fn open_stream(
+        &self,
+        model: &ModelHandle,
+        request: &ChatRequest,
+    ) -> Result<automix_llm::DeltaStream> {
+        let request = ChatRequest {
+            model: model.entry.model.clone(),
+            n: 1,
+            ..request.clone()
+        };
+        model
+            .provider
+            .chat_stream(&request)
+            .await
+            .map_err(|source| AutomixError::Model {
+                model: model.entry.name.clone(),
+                source,
+            })
+    }
+
+    /// Routes a client's chat request for a streaming reply: when the answer the client gets
+    /// will not be verified, its tokens stream as the model sends them
+    /// ([`Routed::Live`]); otherwise the whole verified answer ([`Routed::Whole`]).
+    pub async fn route_chat_streaming(
+        &self,
+        query: &QueryRow,
+        request: ChatRequest,
+        options: &RouteOptions,
+    ) -> Result<Routed> {
+        self.route_with(query, Some(request), options, true).await
     }
 
     /// Verifies `answer` of model `index` and records the call; the score under the
@@ -704,6 +810,13 @@ impl Trace {
         self.path.push(model.to_owned());
         self.calls.push(CallRecord::answer(model, answer));
         self.first_answer.get_or_insert_with(|| answer.text.clone());
+    }
+
+    /// Model `model` answers as a live stream, kept unverified.
+    fn streaming(&mut self, model: &str, reason: Option<&str>) {
+        self.path.push(model.to_owned());
+        self.first_answer.get_or_insert_with(String::new);
+        self.kept_unverified(model, "", reason);
     }
 
     fn kept_unverified(&mut self, model: &str, answer: &str, reason: Option<&str>) {

@@ -222,9 +222,10 @@ async fn a_rejected_answer_is_escalated_and_streams_as_sse() {
     ])
     .await
     .unwrap();
-    let large = FakeOpenAi::start(vec![FakeReply::Completion {
-        texts: vec!["The answer is 4.".into()],
-        logprobs: false,
+    // The last model is not verified, so it is asked for a stream.
+    let large = FakeOpenAi::start(vec![FakeReply::Stream {
+        chunks: vec!["The answer ".into(), "is 4.".into()],
+        complete: true,
     }])
     .await
     .unwrap();
@@ -246,12 +247,17 @@ async fn a_rejected_answer_is_escalated_and_streams_as_sse() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    assert_eq!(resp.headers()["x-automix-decision"], "escalate");
-    assert_eq!(resp.headers()["x-automix-models-tried"], "small,large");
     let text = resp.text().await.unwrap();
+    // Routing decided after the headers went: the decision is in the final chunk.
+    let (_, summary) = sse_content(&text);
+    assert_eq!(summary["decision"], "escalate");
+    assert_eq!(summary["models_tried"], json!(["small", "large"]));
     let mut content = String::new();
     let mut finished = false;
-    for line in text.lines().filter(|l| !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with(':'))
+    {
         let data = line.strip_prefix("data: ").unwrap();
         if data == "[DONE]" {
             finished = true;
@@ -1449,4 +1455,145 @@ pub fn tool_call_reply() -> Value {
                 "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}}],
         "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}
     })
+}
+
+/// Reads an SSE body to the end: the text, and when the first content delta and `[DONE]`
+/// arrived.
+async fn read_sse(
+    resp: reqwest::Response,
+    first_content: &str,
+) -> (String, std::time::Instant, std::time::Instant) {
+    use futures::StreamExt;
+    let mut bytes = resp.bytes_stream();
+    let (mut text, mut first, mut done) = (String::new(), None, None);
+    while let Some(piece) = bytes.next().await {
+        text.push_str(&String::from_utf8_lossy(&piece.unwrap()));
+        if first.is_none() && text.contains(first_content) {
+            first = Some(std::time::Instant::now());
+        }
+        if done.is_none() && text.contains("[DONE]") {
+            done = Some(std::time::Instant::now());
+        }
+    }
+    let first = first.unwrap_or_else(|| panic!("no {first_content} in {text}"));
+    (text, first, done.unwrap())
+}
+
+/// The content deltas of an SSE body, concatenated, and its `automix` summary.
+fn sse_content(text: &str) -> (String, Value) {
+    let mut content = String::new();
+    let mut summary = Value::Null;
+    for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if line == "[DONE]" {
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(line).unwrap();
+        if let Some(c) = chunk["choices"][0]["delta"]["content"].as_str() {
+            content.push_str(c);
+        }
+        if chunk["automix"].is_object() {
+            summary = chunk["automix"].clone();
+        }
+    }
+    (content, summary)
+}
+
+/// A routed stream whose kept answer is the last model's (the small answer's verdict was
+/// unusable, so the router escalated): nothing is left to verify, so its tokens reach the
+/// client as the upstream sends them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_model_of_a_route_streams_live() {
+    let small = FakeOpenAi::start(vec![
+        FakeReply::Completion {
+            texts: vec!["Lyon".into()],
+            logprobs: false,
+        },
+        FakeReply::Completion {
+            texts: vec!["Incorrect".into(), "Incorrect".into()],
+            logprobs: false,
+        },
+    ])
+    .await
+    .unwrap();
+    let chunks: Vec<String> = ["Paris ", "is ", "the ", "capital", "."]
+        .map(String::from)
+        .to_vec();
+    let large = FakeOpenAi::start(vec![FakeReply::PacedStream {
+        chunks: chunks.clone(),
+        gap: Duration::from_millis(100),
+    }])
+    .await
+    .unwrap();
+    let proxy = start_default(&small, &large, ProxySettings::default()).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", proxy.base))
+        .json(&json!({"model": "automix", "stream": true,
+            "messages": [{"role": "user", "content": "Capital of France?"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (text, first, done) = read_sse(resp, "\"content\":\"Paris \"").await;
+    // The first token arrived while the upstream was still sending the other four, 100 ms
+    // apart; a buffered reply would deliver them together.
+    let spread = done - first;
+    assert!(
+        spread >= Duration::from_millis(200),
+        "streamed over only {spread:?}"
+    );
+    let (content, summary) = sse_content(&text);
+    assert_eq!(content, chunks.concat());
+    assert_eq!(summary["model_name"], "large");
+    assert_eq!(summary["decision"], "escalate");
+    assert_eq!(summary["models_tried"], json!(["small", "large"]));
+    assert_eq!(
+        large.calls(),
+        1,
+        "the last model was asked once, as a stream"
+    );
+}
+
+/// A routed stream whose answer must be verified first stays alive with SSE comments while
+/// the small model is slow, then streams the kept answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verified_stream_stays_alive_then_streams_the_kept_answer() {
+    let small = FakeOpenAi::start(vec![
+        FakeReply::Delay(
+            Duration::from_millis(700),
+            Box::new(FakeReply::Completion {
+                texts: vec!["Paris is the capital.".into()],
+                logprobs: false,
+            }),
+        ),
+        FakeReply::Completion {
+            texts: vec!["Correct".into(), "Correct".into()],
+            logprobs: false,
+        },
+    ])
+    .await
+    .unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let settings = ProxySettings {
+        stream_keepalive: Duration::from_millis(100),
+        ..ProxySettings::default()
+    };
+    let proxy = start_default(&small, &large, settings).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", proxy.base))
+        .json(&json!({"model": "automix", "stream": true,
+            "messages": [{"role": "user", "content": "Capital of France?"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (text, _, _) = read_sse(resp, "\"content\":\"Paris ").await;
+    let comments = text.lines().filter(|l| *l == ": keep-alive").count();
+    assert!(comments >= 2, "no keep-alive while verifying: {text}");
+    let first_data = text.find("data: ").unwrap();
+    assert!(text[..first_data].contains(": keep-alive"), "{text}");
+    let (content, summary) = sse_content(&text);
+    assert_eq!(content, "Paris is the capital.");
+    assert_eq!(summary["decision"], "keep");
+    assert_eq!(summary["model_name"], "small");
+    assert!(large.calls() == 0);
 }
