@@ -298,7 +298,36 @@ pub struct CascadeSweepPoint {
 }
 
 /// Solver λ of the frontier sweep (quality per largest-model call).
-const SWEEP_LAMBDAS: [f64; 10] = [0.0, 0.003, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 3.0];
+/// The λ grid of the cascade's sweep and of its per-request family (quality per cost unit).
+pub const SWEEP_LAMBDAS: [f64; 10] = [0.0, 0.003, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 3.0];
+
+/// One table of the cascade's λ family: what a request choosing `lambda` routes with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LambdaTable {
+    /// Quality per cost unit (one answer of the most expensive model).
+    pub lambda: f64,
+    /// The table solved at `lambda`.
+    pub policy: CascadePolicy,
+}
+
+/// The cascade solved at every λ of [`SWEEP_LAMBDAS`] on `rows`, for per-request λ.
+pub fn lambda_family(
+    config: &Config,
+    rows: &[TrainingRow],
+    models: &[String],
+    unit: f64,
+) -> Result<Vec<LambdaTable>> {
+    let crows = cascade_rows(rows, models, config.hparam.verifier_signal, unit)?;
+    SWEEP_LAMBDAS
+        .iter()
+        .map(|&lambda| {
+            Ok(LambdaTable {
+                lambda,
+                policy: solve_on(config, models, &crows, lambda)?,
+            })
+        })
+        .collect()
+}
 
 /// Trains on `train` (solver λ by cross-validation), replays on `test`; adds the λ sweep.
 pub fn evaluate_cascade(

@@ -464,9 +464,21 @@ impl Router {
             .unwrap_or(self.settings.max_escalations);
         let models = self.models.models();
         let mut state = RouteState::default();
-        let start = self.strategy.start(&query.task_name, &mut state);
+        if options.lambda.is_some() && self.strategy.trained_lambda().is_none() {
+            return Err(AutomixError::PolicyUnusable {
+                reason: "a request λ needs a policy with a λ family (a calibrated two-model \
+                         policy, or a cascade plan trained by this version)"
+                    .into(),
+            });
+        }
+        let (start, lambda) = self
+            .strategy
+            .start(&query.task_name, options.lambda, &mut state);
         let mut at = start;
-        let mut trace = Trace::default();
+        let mut trace = Trace {
+            lambda,
+            ..Trace::default()
+        };
         let (kept, response) = loop {
             let model = &models[at.model];
             // Known before the answer: it will be kept without verifying.
@@ -713,7 +725,13 @@ fn strategy_for(
         } else {
             None
         };
+        let family = plan
+            .lambda_family
+            .iter()
+            .map(|t| (t.lambda, Arc::new(t.policy.clone())))
+            .collect();
         return Ok(Strategy::Cascade {
+            family,
             table: Arc::new(plan.policy.clone()),
             plan: Box::new(plan),
             index,

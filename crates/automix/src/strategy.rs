@@ -132,6 +132,8 @@ pub enum Strategy {
         index: Vec<usize>,
         /// The online belief, whose live table decides when present (shared by clones).
         online: Option<Arc<Mutex<OnlineCascade>>>,
+        /// The plan's tables over a λ grid, ascending (empty for plans without one).
+        family: Vec<(f64, Arc<CascadePolicy>)>,
     },
 }
 
@@ -144,18 +146,46 @@ pub struct RouteState {
 }
 
 impl Strategy {
-    /// Where `task`'s queries start.
-    pub fn start(&self, task: &str, state: &mut RouteState) -> Start {
+    /// Where `task`'s queries start, and the λ the route runs at when the request chose
+    /// one (a cascade routes the whole query with the family's table nearest to it; the
+    /// two-model policy applies it at its step).
+    pub fn start(
+        &self,
+        task: &str,
+        lambda: Option<f64>,
+        state: &mut RouteState,
+    ) -> (Start, Option<f64>) {
         match self {
-            Self::Threshold(_) | Self::TwoModel { .. } => Start {
-                model: 0,
-                verify: true,
-            },
+            Self::Threshold(_) | Self::TwoModel { .. } => (
+                Start {
+                    model: 0,
+                    verify: true,
+                },
+                None,
+            ),
+            Self::Cascade { index, family, .. } if lambda.is_some() && !family.is_empty() => {
+                let wanted = lambda.unwrap_or_default();
+                let (used, table) = family
+                    .iter()
+                    .min_by(|a, b| (a.0 - wanted).abs().total_cmp(&(b.0 - wanted).abs()))
+                    .map(|(l, t)| (*l, t.clone()))
+                    .unwrap_or_else(|| (wanted, Arc::clone(&family[0].1)));
+                let start = table.start;
+                state.table = Some(table);
+                (
+                    Start {
+                        model: index[start.model],
+                        verify: start.verify,
+                    },
+                    Some(used),
+                )
+            }
             Self::Cascade {
                 plan,
                 table,
                 index,
                 online,
+                ..
             } => {
                 let table = current_table(table, online.as_ref());
                 // The online table has one global start; the plan may start per task.
@@ -164,10 +194,13 @@ impl Strategy {
                     None => plan.start_for(task),
                 };
                 state.table = Some(table);
-                Start {
-                    model: index[start.model],
-                    verify: start.verify,
-                }
+                (
+                    Start {
+                        model: index[start.model],
+                        verify: start.verify,
+                    },
+                    None,
+                )
             }
         }
     }
@@ -296,10 +329,14 @@ impl Strategy {
         Ok(())
     }
 
-    /// The λ family requests may choose from: a calibrated two-model policy's.
+    /// The trained λ when requests may choose their own: a calibrated two-model policy, or
+    /// a cascade plan with a λ family.
     pub fn trained_lambda(&self) -> Option<f64> {
         match self {
             Self::TwoModel { policy, .. } => policy.trained_lambda(),
+            Self::Cascade { table, family, .. } if !family.is_empty() => {
+                Some(table.settings.lambda)
+            }
             _ => None,
         }
     }

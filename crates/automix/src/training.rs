@@ -55,6 +55,10 @@ pub struct CascadePlan {
     /// What the cascade's cross-validation chose, and any fallback to a single model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cross_validation: Option<crate::cascade::CascadeCv>,
+    /// Tables solved over a λ grid, ascending: a request's own λ routes with the nearest
+    /// (`x-automix-lambda`, `automix route --lambda`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lambda_family: Vec<crate::cascade::LambdaTable>,
 }
 
 impl CascadePlan {
@@ -131,6 +135,25 @@ impl RouterPolicy {
                 "cascade.models",
                 format!("{} names for a {n}-model policy", plan.models.len()),
             ));
+        }
+        let mut last = f64::NEG_INFINITY;
+        for t in &plan.lambda_family {
+            if !(t.lambda.is_finite() && t.lambda >= 0.0 && t.lambda > last) {
+                return Err((
+                    "cascade.lambda_family",
+                    format!("λ {} must be finite, >= 0 and ascending", t.lambda),
+                ));
+            }
+            last = t.lambda;
+            t.policy
+                .validate()
+                .map_err(|e| ("cascade.lambda_family", e.to_string()))?;
+            if t.policy.model.len() != n {
+                return Err((
+                    "cascade.lambda_family",
+                    format!("a {}-model table in a {n}-model plan", t.policy.model.len()),
+                ));
+            }
         }
         if !(plan.cost_unit.is_finite() && plan.cost_unit > 0.0) {
             return Err((
@@ -297,6 +320,7 @@ pub fn train_cascade_plan(
         policy,
         task_starts,
         rates: Some(model_rates(rows, models, config.hparam.verifier_signal)?),
+        lambda_family: crate::cascade::lambda_family(config, rows, models, cost_unit)?,
         cross_validation: Some(trained.cv),
     })
 }

@@ -246,3 +246,53 @@ async fn a_logprob_fallback_is_an_unknown_score_in_every_strategy() {
         );
     }
 }
+
+/// A request's λ picks the cascade table solved nearest to it: at λ = 0 (cost does not
+/// matter) the big model answers; at λ = 3 (an escalation must buy three times its cost in
+/// quality) the tiny one does. The λ used is in the outcome. A policy without a λ family
+/// refuses a request λ rather than ignoring it.
+#[tokio::test]
+async fn a_request_lambda_moves_a_cascade_between_its_tables() {
+    let rows = informative();
+    for kind in [Kind::Cascade, Kind::OnlineCascade] {
+        let s = setup(kind, &rows, "", "A", &["Incorrect"]);
+        let at = |lambda: f64| automix::router::RouteOptions {
+            lambda: Some(lambda),
+            ..Default::default()
+        };
+        assert!(s.router.lambda_family().is_some(), "{kind:?}");
+        let free = s
+            .router
+            .route_single_with(&query("free"), &at(0.0))
+            .await
+            .unwrap();
+        assert_eq!(
+            free.model_name, "big",
+            "{kind:?}: {:?}",
+            free.escalation_path
+        );
+        assert_eq!(free.lambda, Some(0.0));
+        let dear = s
+            .router
+            .route_single_with(&query("dear"), &at(2.5))
+            .await
+            .unwrap();
+        assert_eq!(
+            dear.model_name, "tiny",
+            "{kind:?}: {:?}",
+            dear.escalation_path
+        );
+        assert_eq!(dear.lambda, Some(3.0), "the nearest table's λ is reported");
+    }
+    let s = setup(Kind::Threshold, &rows, "", "A", &["Incorrect"]);
+    let options = automix::router::RouteOptions {
+        lambda: Some(0.1),
+        ..Default::default()
+    };
+    let err = s
+        .router
+        .route_single_with(&query("no family"), &options)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("λ family"), "{err}");
+}
