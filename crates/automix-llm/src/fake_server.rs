@@ -80,6 +80,9 @@ impl FakeOpenAi {
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(handle))
+            // Anthropic's Messages API, for its dialect's tests (script its replies: the
+            // default echo answers in OpenAI's shape).
+            .route("/v1/messages", post(handle))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

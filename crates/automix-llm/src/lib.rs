@@ -14,6 +14,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod anthropic;
 mod catalogue;
 mod error;
 #[cfg(feature = "test-support")]
@@ -25,7 +26,7 @@ mod types;
 
 pub use catalogue::{ApiKey, Catalogue, CatalogueError, ModelEntry, parse_size};
 pub use error::{LlmError, Result};
-pub use openai::{EndpointConfig, OpenAiBackend, sse_deltas};
+pub use openai::{Dialect, EndpointConfig, OpenAiBackend, sse_deltas};
 pub use provider::{ChatProvider, DeltaStream};
 pub use scripted::{ScriptedProvider, response};
 pub use types::{

@@ -81,8 +81,20 @@ impl EndpointConfig {
     }
 }
 
-/// A chat-completion client for one OpenAI-compatible endpoint.
+/// The wire format an HTTP backend speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI's `/chat/completions` (also llama.cpp, vLLM, most gateways).
+    OpenAi,
+    /// Anthropic's `/messages` (see [`crate::anthropic`]).
+    Anthropic,
+}
+
+/// A chat-completion client for one HTTP endpoint: OpenAI-compatible by default, or the
+/// Anthropic Messages API ([`OpenAiBackend::anthropic`]). Retries, backoff, deadlines,
+/// concurrency, bounded reads and key redaction are the same for both.
 pub struct OpenAiBackend {
+    dialect: Dialect,
     config: EndpointConfig,
     client: reqwest::Client,
     permits: Arc<Semaphore>,
@@ -93,6 +105,7 @@ pub struct OpenAiBackend {
 impl std::fmt::Debug for OpenAiBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpenAiBackend")
+            .field("dialect", &self.dialect)
             .field("base_url", &self.config.base_url)
             .field("supports_n", &self.supports_n.load(Ordering::Relaxed))
             .finish_non_exhaustive()
@@ -100,8 +113,20 @@ impl std::fmt::Debug for OpenAiBackend {
 }
 
 impl OpenAiBackend {
-    /// A backend for `config`.
+    /// An OpenAI-compatible backend for `config`.
     pub fn new(config: EndpointConfig) -> Result<Self> {
+        Self::with_dialect(config, Dialect::OpenAi)
+    }
+
+    /// A backend speaking the Anthropic Messages API at `config.base_url` (e.g.
+    /// `https://api.anthropic.com/v1`); the key goes in `x-api-key`. The API has no `n`, so
+    /// `n` choices are `n` requests.
+    pub fn anthropic(config: EndpointConfig) -> Result<Self> {
+        Self::with_dialect(config, Dialect::Anthropic)
+    }
+
+    /// A backend for `config` speaking `dialect`.
+    pub fn with_dialect(config: EndpointConfig, dialect: Dialect) -> Result<Self> {
         let client = reqwest::Client::builder()
             .build()
             .map_err(|e| LlmError::Connection {
@@ -110,10 +135,11 @@ impl OpenAiBackend {
             })?;
         let permits = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
         Ok(Self {
+            dialect,
             config,
             client,
             permits,
-            supports_n: AtomicBool::new(true),
+            supports_n: AtomicBool::new(dialect == Dialect::OpenAi),
         })
     }
 
@@ -172,6 +198,9 @@ impl OpenAiBackend {
     }
 
     fn body(&self, request: &ChatRequest, n: u32, seed: Option<u64>, stream: bool) -> Value {
+        if self.dialect == Dialect::Anthropic {
+            return crate::anthropic::body(request);
+        }
         // The client's uninterpreted fields first: the ones we set below win.
         let mut body = Value::Object(request.extra.clone());
         let obj = body.as_object_mut().expect("an object");
@@ -206,12 +235,23 @@ impl OpenAiBackend {
 
     /// One HTTP attempt up to a success status (body not yet read).
     async fn attempt(&self, body: &Value) -> Result<reqwest::Response, AttemptFailure> {
+        let path = match self.dialect {
+            Dialect::OpenAi => "chat/completions",
+            Dialect::Anthropic => "messages",
+        };
         let mut req = self
             .client
-            .post(format!("{}/chat/completions", self.config.base_url))
+            .post(format!("{}/{path}", self.config.base_url))
             .json(body);
-        if let Some(key) = &self.config.api_key {
-            req = req.bearer_auth(key.expose());
+        match (self.dialect, &self.config.api_key) {
+            (Dialect::OpenAi, Some(key)) => req = req.bearer_auth(key.expose()),
+            (Dialect::Anthropic, key) => {
+                req = req.header("anthropic-version", crate::anthropic::ANTHROPIC_VERSION);
+                if let Some(key) = key {
+                    req = req.header("x-api-key", key.expose());
+                }
+            }
+            (Dialect::OpenAi, None) => {}
         }
         let resp = req.send().await.map_err(|e| self.transport_error(&e))?;
         let status = resp.status();
@@ -370,6 +410,9 @@ impl OpenAiBackend {
     }
 
     fn parse(&self, bytes: &Bytes) -> Result<ChatResponse> {
+        if self.dialect == Dialect::Anthropic {
+            return crate::anthropic::parse(bytes, self.endpoint(), |t| self.excerpt(t));
+        }
         let wire: WireResponse =
             serde_json::from_slice(bytes).map_err(|e| LlmError::Malformed {
                 endpoint: self.endpoint(),
@@ -483,6 +526,12 @@ impl ChatProvider for OpenAiBackend {
     }
 
     async fn chat_stream(&self, request: &ChatRequest) -> Result<DeltaStream> {
+        if self.dialect == Dialect::Anthropic {
+            // Its event stream is not parsed here yet: callers fall back to a whole answer.
+            return Err(LlmError::Unsupported(
+                "streaming from the Anthropic Messages API".into(),
+            ));
+        }
         let body = self.body(request, 1, request.seed, true);
         let permit = self.slot().await?;
         // Only the connection phase is retried: once deltas flow, a retry could duplicate text.

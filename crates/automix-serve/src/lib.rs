@@ -820,6 +820,17 @@ fn admit(state: &ProxyState, headers: &HeaderMap, body: &[u8]) -> Result<Admitte
     })
 }
 
+/// The text of the last user message of `request`.
+fn last_user_text(request: &ChatRequest) -> String {
+    request
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .map(|m| m.content.clone())
+        .unwrap_or_default()
+}
+
 /// What the verifier sees of a chat request: its last user message.
 fn chat_query(question: String) -> QueryRow {
     QueryRow {
@@ -1021,8 +1032,25 @@ async fn live_stream(
 ) -> Response {
     use futures::StreamExt;
     let name = request.model.clone();
-    let (api_model, deltas) = match router.direct_stream(&name, request).await {
+    let (api_model, deltas) = match router.direct_stream(&name, request.clone()).await {
         Ok(s) => s,
+        // A backend that cannot stream answers whole, sent as chunks.
+        Err(AutomixError::Model {
+            source: automix_llm::LlmError::Unsupported(_),
+            ..
+        }) => {
+            let query = chat_query(last_user_text(&request));
+            return match router.direct(&query, &name, request).await {
+                Ok(o) => {
+                    state.metrics.record(&o, started.elapsed());
+                    let (id, created) = completion_id(state);
+                    let mut response = stream_response(&id, created, &o);
+                    add_headers(response.headers_mut(), &o);
+                    response
+                }
+                Err(e) => upstream_failure(state, &e),
+            };
+        }
         Err(e) => return upstream_failure(state, &e),
     };
     state.metrics.requests.fetch_add(1, Ordering::Relaxed);

@@ -79,13 +79,21 @@ impl ModelSet {
                     model: name.clone(),
                     source,
                 })?;
-            let backend = OpenAiBackend::new(EndpointConfig {
-                max_concurrency: limits.max_concurrency.max(1),
-                queue_timeout: limits.queue_timeout,
-                request_timeout: Duration::from_secs(180),
-                deadline: Duration::from_secs(600),
-                ..config
-            })
+            // llm_data's `service` picks the wire format: `anthropic` speaks the Messages API.
+            let dialect = match entry.service.as_deref() {
+                Some(s) if s.eq_ignore_ascii_case("anthropic") => automix_llm::Dialect::Anthropic,
+                _ => automix_llm::Dialect::OpenAi,
+            };
+            let backend = OpenAiBackend::with_dialect(
+                EndpointConfig {
+                    max_concurrency: limits.max_concurrency.max(1),
+                    queue_timeout: limits.queue_timeout,
+                    request_timeout: Duration::from_secs(180),
+                    deadline: Duration::from_secs(600),
+                    ..config
+                },
+                dialect,
+            )
             .map_err(|source| AutomixError::Model {
                 model: name.clone(),
                 source,

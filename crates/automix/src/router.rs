@@ -491,8 +491,16 @@ impl Router {
             } else {
                 None
             };
-            if let (true, Some(reason), AnswerSource::Chat(request)) = (live, unverified, &source) {
-                let stream = self.open_stream(model, request).await?;
+            let live_request = match (live, unverified, &source) {
+                (true, Some(_), AnswerSource::Chat(request)) => Some(request),
+                _ => None,
+            };
+            // A backend that cannot stream (e.g. the Anthropic dialect) answers whole.
+            let stream = match live_request {
+                Some(request) => self.open_stream(model, request).await?,
+                None => None,
+            };
+            if let (Some(stream), Some(reason)) = (stream, unverified) {
                 trace.streaming(&model.entry.name, reason);
                 self.strategy.observe(&mut state, at.model, None, None)?;
                 self.strategy.finish(state)?;
@@ -589,25 +597,25 @@ impl Router {
         })
     }
 
-    /// `request` to `model` as a stream of one choice.
+    /// `request` to `model` as a stream of one choice; `None` when its backend cannot stream.
     async fn open_stream(
         &self,
         model: &ModelHandle,
         request: &ChatRequest,
-    ) -> Result<automix_llm::DeltaStream> {
+    ) -> Result<Option<automix_llm::DeltaStream>> {
         let request = ChatRequest {
             model: model.entry.model.clone(),
             n: 1,
             ..request.clone()
         };
-        model
-            .provider
-            .chat_stream(&request)
-            .await
-            .map_err(|source| AutomixError::Model {
+        match model.provider.chat_stream(&request).await {
+            Ok(stream) => Ok(Some(stream)),
+            Err(automix_llm::LlmError::Unsupported(_)) => Ok(None),
+            Err(source) => Err(AutomixError::Model {
                 model: model.entry.name.clone(),
                 source,
-            })
+            }),
+        }
     }
 
     /// Routes a client's chat request for a streaming reply: when the answer the client gets

@@ -3,4 +3,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod faults;
+mod providers;
 mod real_llama;
