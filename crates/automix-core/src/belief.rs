@@ -390,6 +390,11 @@ impl OnlineCascade {
         self.policy.clone()
     }
 
+    /// Queries observed so far.
+    pub fn updates(&self) -> usize {
+        self.updates
+    }
+
     /// The belief.
     pub fn belief(&self) -> &ParticleBelief {
         &self.belief

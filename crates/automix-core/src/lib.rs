@@ -41,6 +41,7 @@ pub mod pomdp;
 mod record;
 pub mod replay;
 mod rule;
+pub mod shared_belief;
 pub(crate) mod stats;
 pub mod synthetic;
 mod train;

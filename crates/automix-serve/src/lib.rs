@@ -261,12 +261,11 @@ pub fn app(state: Arc<ProxyState>) -> axum::Router {
     axum::Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
-        .route(
-            "/health",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
-        )
+        .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(reload))
+        .route("/admin/belief", get(admin_belief))
+        .route("/v1/automix/feedback", post(feedback))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::map_response(openai_error_form))
         .layer(axum::middleware::from_fn_with_state(
@@ -399,6 +398,100 @@ async fn reload(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Res
     }
 }
 
+/// `ok`, or `degraded` while the shared belief's store does not answer (routing goes on
+/// with the last table).
+async fn health(State(state): State<Arc<ProxyState>>) -> Response {
+    let store_down = state
+        .router()
+        .and_then(|r| r.belief_healthy())
+        .is_some_and(|healthy| !healthy);
+    let body = if store_down {
+        json!({"status": "degraded", "belief_store": "unreachable"})
+    } else {
+        json!({"status": "ok"})
+    };
+    axum::Json(body).into_response()
+}
+
+/// The online belief: store, health, updates, posterior per model, the table (admin key).
+async fn admin_belief(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorise_admin(&state, &headers) {
+        return *r;
+    }
+    let snapshot = match state.router() {
+        Some(router) => router.belief_snapshot().await,
+        None => None,
+    };
+    match snapshot {
+        Some(s) => axum::Json(s).into_response(),
+        None => error_response(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "no_online_belief",
+            "this server has no online belief (automix.online_belief is off)",
+        ),
+    }
+}
+
+/// `POST /v1/automix/feedback` `{"id": <completion id or x-automix-request-id>, "score":
+/// <0..1 or a boolean>}`: credits the model that answered, once.
+async fn feedback(
+    State(state): State<Arc<ProxyState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorise(&state, &headers) {
+        return *r;
+    }
+    let field = |param: &str, message: &str| field_response(&state, &field_error(param, message));
+    let Ok(value) = serde_json::from_slice::<Value>(&body) else {
+        return field("body", "the body must be JSON: {\"id\": …, \"score\": …}");
+    };
+    let Some(id) = value["id"].as_str() else {
+        return field(
+            "id",
+            "`id` must be the completion id or x-automix-request-id",
+        );
+    };
+    let score = match &value["score"] {
+        Value::Bool(b) => f64::from(u8::from(*b)),
+        Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+        _ => f64::NAN,
+    };
+    let Some(router) = state.router() else {
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "router_unavailable",
+            "router unavailable",
+        );
+    };
+    let route = id.strip_prefix("chatcmpl-").unwrap_or(id);
+    use automix::feedback::FeedbackError as E;
+    match router.feedback(route, score).await {
+        Ok(()) => axum::Json(json!({"accepted": true, "id": id})).into_response(),
+        Err(e @ E::BadScore(_)) => field("score", &e.to_string()),
+        Err(e @ E::Unknown(_)) => error_response(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "unknown_id",
+            &e.to_string(),
+        ),
+        Err(e @ E::AlreadyScored(_)) => error_response(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            "already_scored",
+            &e.to_string(),
+        ),
+        Err(e @ E::NoBelief) => error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "feedback_unsupported",
+            &e.to_string(),
+        ),
+    }
+}
+
 async fn metrics(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
     // Metrics name models and volumes: with auth on they need a key (client or admin).
     if !state.settings.client_keys.is_empty()
@@ -407,11 +500,15 @@ async fn metrics(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Re
     {
         return *r;
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    let mut text = state.metrics.render();
+    if let Some(healthy) = state.router().and_then(|r| r.belief_healthy()) {
+        text.push_str(&format!(
+            "# HELP automix_belief_store_healthy Whether the shared belief's store answers.\n\
+             # TYPE automix_belief_store_healthy gauge\nautomix_belief_store_healthy {}\n",
+            u8::from(healthy)
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn models(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
@@ -869,7 +966,11 @@ fn routed_stream(state: Arc<ProxyState>, a: Admitted, started: Instant) -> Respo
                 }
             }
         };
-        let (id, created) = completion_id(&state);
+        let route_id = match &routed {
+            Ok(Ok(Routed::Whole(o) | Routed::Live { outcome: o, .. })) => o.route_id.clone(),
+            _ => String::new(),
+        };
+        let (id, created) = completion_id(&state, &route_id);
         let events = match routed {
             Ok(Ok(Routed::Whole(o))) => {
                 state.metrics.record(&o, started.elapsed());
@@ -999,7 +1100,7 @@ async fn routed_reply(state: &ProxyState, a: Admitted, started: Instant) -> Resp
         }
     };
     state.metrics.record(&outcome, started.elapsed());
-    let (id, created) = completion_id(state);
+    let (id, created) = completion_id(state, &outcome.route_id);
     let mut response = if a.stream {
         stream_response(&id, created, &outcome)
     } else {
@@ -1043,7 +1144,7 @@ async fn live_stream(
             return match router.direct(&query, &name, request).await {
                 Ok(o) => {
                     state.metrics.record(&o, started.elapsed());
-                    let (id, created) = completion_id(state);
+                    let (id, created) = completion_id(state, &o.route_id);
                     let mut response = stream_response(&id, created, &o);
                     add_headers(response.headers_mut(), &o);
                     response
@@ -1055,7 +1156,7 @@ async fn live_stream(
     };
     state.metrics.requests.fetch_add(1, Ordering::Relaxed);
     state.metrics.observe_latency(started.elapsed());
-    let (id, created) = completion_id(state);
+    let (id, created) = completion_id(state, "");
     let summary =
         json!({"model_name": name, "models_tried": [name], "decision": "direct", "lambda": null});
     let events = live_events(id, created, api_model, summary, deltas).map(Ok::<_, Infallible>);
@@ -1167,11 +1268,16 @@ pub fn completion_json(id: &str, created: u64, o: &RouteOutcome) -> Value {
 }
 
 /// A fresh completion id and creation time.
-fn completion_id(state: &ProxyState) -> (String, u64) {
-    let id = format!(
-        "chatcmpl-automix-{}",
-        state.next_id.fetch_add(1, Ordering::Relaxed)
-    );
+fn completion_id(state: &ProxyState, route_id: &str) -> (String, u64) {
+    // A routed reply is named by its route, so feedback can find it; others by a counter.
+    let id = if route_id.is_empty() {
+        format!(
+            "chatcmpl-automix-{}",
+            state.next_id.fetch_add(1, Ordering::Relaxed)
+        )
+    } else {
+        format!("chatcmpl-{route_id}")
+    };
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -1242,6 +1348,9 @@ fn add_headers(headers: &mut HeaderMap, o: &RouteOutcome) {
             headers.insert(name, v);
         }
     };
+    if !o.route_id.is_empty() {
+        put("x-automix-request-id", o.route_id.clone());
+    }
     put("x-automix-model", o.model_name.clone());
     put("x-automix-models-tried", o.escalation_path.join(","));
     put(

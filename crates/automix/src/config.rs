@@ -312,6 +312,14 @@ pub struct AutomixSettings {
     pub online_belief: bool,
     /// Re-solve the online decision table every this many updates.
     pub belief_refresh_every: usize,
+    /// Where the online belief lives: `memory` (this process, a particle filter) or a Redis
+    /// URL (`redis://host:port/db`) shared by every replica that names it.
+    pub belief_store: String,
+    /// Key prefix in the shared store (default: one per trained plan, so two policies never
+    /// share counts).
+    pub belief_key_prefix: Option<String>,
+    /// Time limit of one store call; past it the replica routes on its last table.
+    pub belief_store_timeout_ms: u64,
     /// λ in quality − λ·cost.
     pub cost_lambda: Option<f64>,
     /// A separate verifier endpoint (OpenAI-compatible base URL).
@@ -338,6 +346,9 @@ impl Default for AutomixSettings {
             belief_particles: 100,
             online_belief: false,
             belief_refresh_every: 10,
+            belief_store: "memory".into(),
+            belief_key_prefix: None,
+            belief_store_timeout_ms: 300,
             cost_lambda: None,
             verifier_server_url: None,
             verifier_model: None,
@@ -491,6 +502,13 @@ impl Config {
             return Err(fail(
                 "belief_particles",
                 "must be at least 1 with online_belief".into(),
+            ));
+        }
+        let store = a.belief_store.as_str();
+        if !(store == "memory" || store.starts_with("redis://") || store.starts_with("rediss://")) {
+            return Err(fail(
+                "belief_store",
+                format!("{store:?} is neither `memory` nor a redis:// URL"),
             ));
         }
         if a.verification_samples == 0 {

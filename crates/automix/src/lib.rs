@@ -3,12 +3,14 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod belief_store;
 pub mod cascade;
 pub mod collect;
 pub mod config;
 pub mod dataset;
 mod error;
 pub mod evaluate;
+pub mod feedback;
 pub mod models;
 pub mod pipeline;
 pub mod router;

@@ -2,7 +2,7 @@
 //! the answer or escalate to the next model, up to `max_escalations`.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -12,14 +12,19 @@ use automix_core::{Decision, VerifierScore};
 use automix_llm::ChatRequest;
 use automix_verify::{PromptSet, TaskKind, Verifier, normalise_answer};
 
+use crate::belief_store::{BeliefStore, RedisStore, SharedBelief, TableInputs};
 use crate::config::{CollectSettings, Config, VerifierSignal};
 use crate::dataset::{QueryRow, Tokens, VerificationRecord};
 use crate::error::{AutomixError, Result};
+use crate::feedback::{FeedbackError, RecentRoutes};
 use crate::models::{ModelHandle, ModelSet};
 use crate::pipeline::{
     AnswerCall, AnswerSource, VerifyModes, answer, answer_budget, verifier_for, verify,
 };
-use crate::strategy::{Evidence, RouteState, Step, Strategy, ThresholdRule, VERDICT_CUT};
+use crate::strategy::{
+    Evidence, OnlineBelief, RouteState, Step, Strategy, ThresholdRule, VERDICT_CUT,
+};
+use crate::sync::lock;
 use crate::task_metric::TaskMetric;
 use crate::training::{CascadePlan, RouterPolicy, verifier_score};
 
@@ -109,6 +114,9 @@ pub struct RouteOutcome {
     pub route_to_llm: bool,
     /// How the route ended.
     pub decision: RouteDecision,
+    /// This route's id (unique per router): what feedback names.
+    #[serde(default)]
+    pub route_id: String,
     /// The verifier signal the decisions read (`None` when nothing was verified).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<VerifierSignal>,
@@ -251,6 +259,11 @@ pub struct Router {
     strategy: Strategy,
     settings: RouterSettings,
     collect: CollectSettings,
+    /// Recent routes that may still get feedback (only with an online belief).
+    recent: Option<Arc<Mutex<RecentRoutes>>>,
+    /// Route ids: unique per router (a random prefix) and in order.
+    route_prefix: String,
+    route_seq: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Router {
@@ -278,6 +291,9 @@ impl Router {
             .iter()
             .map(|m| verifier_for(m, prompts.clone(), &config.automix))
             .collect::<Result<_>>()?;
+        let recent = strategy
+            .online()
+            .map(|_| Arc::new(Mutex::new(RecentRoutes::default())));
         Ok(Self {
             models,
             prompts,
@@ -285,6 +301,9 @@ impl Router {
             strategy,
             settings,
             collect: config.collect.clone(),
+            recent,
+            route_prefix: route_prefix(),
+            route_seq: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         })
     }
 
@@ -418,6 +437,7 @@ impl Router {
             verification_score: None,
             route_to_llm: false,
             decision: RouteDecision::Direct,
+            route_id: String::new(),
             signal: None,
             escalation_path: vec![name.to_owned()],
             steps: Vec::new(),
@@ -457,6 +477,12 @@ impl Router {
         live: bool,
     ) -> Result<Routed> {
         let started = Instant::now();
+        let route_id = format!(
+            "{}-{}",
+            self.route_prefix,
+            self.route_seq
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let metric = query.metric.as_deref().map(TaskMetric::parse).transpose()?;
         let source = self.source(metric, request);
         let max_escalations = options
@@ -503,7 +529,8 @@ impl Router {
             if let (Some(stream), Some(reason)) = (stream, unverified) {
                 trace.streaming(&model.entry.name, reason);
                 self.strategy.observe(&mut state, at.model, None, None)?;
-                self.strategy.finish(state)?;
+                self.remember(&route_id, &state);
+                self.strategy.finish(state).await?;
                 let partial = AnswerCall {
                     text: String::new(),
                     usage: automix_llm::Usage::default(),
@@ -513,7 +540,9 @@ impl Router {
                     tool_calls: None,
                     logprobs: None,
                 };
-                let outcome = self.finish(query, metric, start, at.model, partial, trace, started);
+                let mut outcome =
+                    self.finish(query, metric, start, at.model, partial, trace, started);
+                outcome.route_id = route_id;
                 return Ok(Routed::Live { outcome, stream });
             }
             let answer = answer(model, &self.prompts, query, &source).await?;
@@ -558,10 +587,58 @@ impl Router {
                 None => break (at.model, answer),
             }
         };
-        self.strategy.finish(state)?;
-        Ok(Routed::Whole(self.finish(
-            query, metric, start, kept, response, trace, started,
-        )))
+        self.remember(&route_id, &state);
+        self.strategy.finish(state).await?;
+        let mut outcome = self.finish(query, metric, start, kept, response, trace, started);
+        outcome.route_id = route_id;
+        Ok(Routed::Whole(outcome))
+    }
+
+    /// Remembers route `id` for feedback (with an online belief).
+    fn remember(&self, id: &str, state: &RouteState) {
+        if let (Some(recent), Some(kept)) = (&self.recent, state.kept()) {
+            lock(recent).remember(id.to_owned(), kept, Instant::now());
+        }
+    }
+
+    /// A client's score (in [0, 1]; ≥ 0.5 counts as correct) for the answer of route `id`:
+    /// the model that gave it is credited once, in the online belief (shared by replicas when
+    /// the belief lives in a store).
+    pub async fn feedback(&self, id: &str, score: f64) -> Result<(), FeedbackError> {
+        let (Some(recent), Some(online)) = (&self.recent, self.strategy.online()) else {
+            return Err(FeedbackError::NoBelief);
+        };
+        let observation = lock(recent).score(id, score, Instant::now())?;
+        // Learning cannot fail a feedback the route memory accepted: a store that is down
+        // keeps the count for later (see `belief_store`).
+        if let Err(e) = online.observe(&[observation]).await {
+            eprintln!("automix: folding feedback into the belief failed: {e}");
+        }
+        Ok(())
+    }
+
+    /// The online belief as operators see it (synced with its store first); `None` without
+    /// one.
+    pub async fn belief_snapshot(&self) -> Option<serde_json::Value> {
+        match self.strategy.online()?.as_ref() {
+            OnlineBelief::Shared(s) => serde_json::to_value(s.snapshot().await).ok(),
+            OnlineBelief::Local(o) => {
+                let o = lock(o);
+                let (theta, tpr, fpr) = o.belief().mean();
+                Some(serde_json::json!({
+                    "store": "memory", "healthy": true, "updates": o.updates(),
+                    "theta": theta, "tpr": tpr, "fpr": fpr, "table": &*o.policy(),
+                }))
+            }
+        }
+    }
+
+    /// Whether the online belief's store answers (`None` without a shared belief).
+    pub fn belief_healthy(&self) -> Option<bool> {
+        match self.strategy.online()?.as_ref() {
+            OnlineBelief::Shared(s) => Some(s.healthy()),
+            OnlineBelief::Local(_) => None,
+        }
     }
 
     /// The outcome of a route that kept model `kept`'s `response`.
@@ -729,7 +806,7 @@ fn strategy_for(
             .map(|m| index_of(m))
             .collect::<Result<Vec<_>>>()?;
         let online = if config.automix.online_belief {
-            Some(Arc::new(Mutex::new(online_belief(config, &plan)?)))
+            Some(Arc::new(online_belief(config, &plan)?))
         } else {
             None
         };
@@ -767,8 +844,57 @@ fn strategy_for(
     })
 }
 
-/// The online belief of `plan`, started from its trained rates.
-fn online_belief(config: &Config, plan: &CascadePlan) -> Result<OnlineCascade> {
+/// The online belief of `plan`, started from its trained rates: in this process, or shared
+/// through the configured store.
+fn online_belief(config: &Config, plan: &CascadePlan) -> Result<OnlineBelief> {
+    let rates = plan
+        .rates
+        .as_ref()
+        .ok_or_else(|| AutomixError::PolicyUnusable {
+            reason: "automix.online_belief needs a policy trained with --cascade by this \
+                     version (it carries the model rates the belief starts from)"
+                .into(),
+        })?;
+    let store: Arc<dyn BeliefStore> = match config.automix.belief_store.as_str() {
+        "memory" => return Ok(OnlineBelief::Local(Mutex::new(local_belief(config, plan)?))),
+        url => {
+            let prefix = config
+                .automix
+                .belief_key_prefix
+                .clone()
+                .unwrap_or_else(|| format!("automix:belief:{}", plan_fingerprint(plan)));
+            let timeout = Duration::from_millis(config.automix.belief_store_timeout_ms.max(1));
+            Arc::new(
+                RedisStore::new(url, &prefix, timeout).map_err(|e| AutomixError::Setting {
+                    key: "automix.belief_store",
+                    message: e.to_string(),
+                })?,
+            )
+        }
+    };
+    let m = &plan.policy.model;
+    let inputs = TableInputs {
+        names: plan.models.clone(),
+        answer_cost: m.answer_cost.clone(),
+        verify_cost: m.verify_cost.clone(),
+        settings: plan.policy.settings,
+        prior: rates.clone(),
+    };
+    Ok(OnlineBelief::Shared(SharedBelief::new(store, inputs)?))
+}
+
+/// A stable name for `plan`'s shared counts: two policies never share counts.
+fn plan_fingerprint(plan: &CascadePlan) -> String {
+    // FNV-1a over the plan's models and trained table: stable across processes and builds.
+    let text = serde_json::to_string(&(&plan.models, &plan.policy)).unwrap_or_default();
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// The particle belief of `plan`, started from its trained rates.
+fn local_belief(config: &Config, plan: &CascadePlan) -> Result<OnlineCascade> {
     let rates = plan
         .rates
         .as_ref()
@@ -880,6 +1006,7 @@ impl Trace {
             verification_score: self.first_score,
             route_to_llm: parts.route_to_llm,
             decision: parts.decision,
+            route_id: String::new(),
             signal: self.verified.then_some(parts.signal),
             escalation_path: self.path,
             total_tokens: self
@@ -895,4 +1022,12 @@ impl Trace {
             lambda: self.lambda,
         }
     }
+}
+
+/// A random-enough prefix for route ids: unique per router.
+fn route_prefix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
 }

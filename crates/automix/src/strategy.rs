@@ -17,6 +17,7 @@ use automix_core::belief::{OnlineCascade, StepObservation};
 use automix_core::cascade::{CascadeAction, CascadePolicy};
 use automix_core::{Decision, Policy, QueryEvidence, VerifierScore};
 
+use crate::belief_store::SharedBelief;
 use crate::error::{AutomixError, Result};
 use crate::sync::lock;
 use crate::training::CascadePlan;
@@ -131,7 +132,7 @@ pub enum Strategy {
         /// Router index of each of the plan's models.
         index: Vec<usize>,
         /// The online belief, whose live table decides when present (shared by clones).
-        online: Option<Arc<Mutex<OnlineCascade>>>,
+        online: Option<Arc<OnlineBelief>>,
         /// The plan's tables over a λ grid, ascending (empty for plans without one).
         family: Vec<(f64, Arc<CascadePolicy>)>,
     },
@@ -143,6 +144,14 @@ pub struct RouteState {
     history: Vec<(usize, usize)>,
     table: Option<Arc<CascadePolicy>>,
     observed: Vec<StepObservation>,
+}
+
+impl RouteState {
+    /// What the route observed of the answer it kept (its model and verdict), when an
+    /// online belief records observations.
+    pub fn kept(&self) -> Option<StepObservation> {
+        self.observed.last().copied()
+    }
 }
 
 impl Strategy {
@@ -319,14 +328,22 @@ impl Strategy {
     }
 
     /// Folds a finished route into the online belief, if there is one.
-    pub fn finish(&self, state: RouteState) -> Result<()> {
+    pub async fn finish(&self, state: RouteState) -> Result<()> {
         if let Self::Cascade {
             online: Some(o), ..
         } = self
         {
-            lock(o).observe(&state.observed)?;
+            o.observe(&state.observed).await?;
         }
         Ok(())
+    }
+
+    /// The online belief, if the strategy has one.
+    pub fn online(&self) -> Option<&Arc<OnlineBelief>> {
+        match self {
+            Self::Cascade { online, .. } => online.as_ref(),
+            _ => None,
+        }
     }
 
     /// The trained λ when requests may choose their own: a calibrated two-model policy, or
@@ -345,9 +362,40 @@ impl Strategy {
 /// The table deciding now: the online belief's, else the plan's.
 fn current_table(
     plan: &Arc<CascadePolicy>,
-    online: Option<&Arc<Mutex<OnlineCascade>>>,
+    online: Option<&Arc<OnlineBelief>>,
 ) -> Arc<CascadePolicy> {
-    online.map_or_else(|| plan.clone(), |o| lock(o).policy())
+    online.map_or_else(|| plan.clone(), |o| o.table())
+}
+
+/// The online belief of a cascade: a particle filter in this process (`belief_store:
+/// memory`, the default), or counts shared by replicas through a store (`redis://…`).
+#[derive(Debug)]
+pub enum OnlineBelief {
+    /// Particles, this process only.
+    Local(Mutex<OnlineCascade>),
+    /// Counts in a shared store.
+    Shared(SharedBelief),
+}
+
+impl OnlineBelief {
+    /// The table to route with now.
+    pub fn table(&self) -> Arc<CascadePolicy> {
+        match self {
+            Self::Local(o) => lock(o).policy(),
+            Self::Shared(s) => s.table(),
+        }
+    }
+
+    /// Learns from one routed query (or one client's feedback).
+    pub async fn observe(&self, observations: &[StepObservation]) -> Result<()> {
+        match self {
+            Self::Local(o) => Ok(lock(o).observe(observations)?),
+            Self::Shared(s) => {
+                s.observe(observations).await;
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The plan's index of router model `model`. The runner only steps models the strategy sent
