@@ -132,7 +132,7 @@ impl BeliefCounts {
     /// The posterior mean rates: `prior` as at most [`MAX_PRIOR_ROWS`] pseudo-rows, plus the
     /// counts.
     pub fn posterior(&self, prior: &ModelRates) -> ModelRates {
-        let w = (prior.evidence as f64).min(MAX_PRIOR_ROWS).max(1.0);
+        let w = (prior.evidence as f64).clamp(1.0, MAX_PRIOR_ROWS);
         let mean = |p: f64, yes: u64, no: u64| (p * w + yes as f64) / (w + (yes + no) as f64);
         let mut out = ModelRates {
             theta: Vec::new(),
