@@ -138,7 +138,39 @@ fn demo(root: &Path) -> Result<()> {
     result
 }
 
+/// Installs `redis-server` from the Debian package when it is missing (the shared-belief
+/// tests run a real one).
+fn ensure_redis() -> Result<()> {
+    let present = || {
+        Command::new("redis-server")
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if present() {
+        return Ok(());
+    }
+    eprintln!("installing redis-server (Debian package)");
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !apt(&["install", "-y", "-q", "redis-server"]) {
+        apt(&["update", "-q"]);
+        apt(&["install", "-y", "-q", "redis-server"]);
+    }
+    if !present() {
+        bail!("redis-server is not installed and apt-get could not install it");
+    }
+    Ok(())
+}
+
 fn e2e(root: &Path) -> Result<()> {
+    ensure_redis()?;
     let openai = python::openai_venv(root)?;
     let models: Vec<String> = E2E_MODELS.iter().map(|m| (*m).to_owned()).collect();
     llms::up(root, &models)?;
@@ -146,6 +178,7 @@ fn e2e(root: &Path) -> Result<()> {
         .current_dir(root)
         .env("AUTOMIX_REQUIRE_LLMS", "1")
         .env("AUTOMIX_OPENAI_PYTHON", &openai)
+        .env("AUTOMIX_REQUIRE_REDIS", "1")
         .args([
             "test",
             "--workspace",
@@ -155,6 +188,7 @@ fn e2e(root: &Path) -> Result<()> {
             "--",
             "real_llama",
             "openai_sdk",
+            "redis::",
         ]));
     llms::down(root)?;
     result

@@ -6,5 +6,6 @@ mod fuzz;
 mod openai_sdk;
 mod proxy;
 mod real_llama;
+mod redis;
 #[path = "../../../automix/tests/shared/support.rs"]
 mod support;

@@ -12,7 +12,13 @@ use automix::{ModelHandle, ModelSet, Router};
 use automix_serve::{ProxySettings, ProxyState, serve};
 use serde_json::{Value, json};
 
-fn handle(name: &str, price: f64, base: String, attempts: u32, timeout: Duration) -> ModelHandle {
+pub fn handle(
+    name: &str,
+    price: f64,
+    base: String,
+    attempts: u32,
+    timeout: Duration,
+) -> ModelHandle {
     let entry = ModelEntry {
         name: name.into(),
         parameters: price * 1e9,
