@@ -82,6 +82,13 @@ pub struct RouteArgs {
     /// calls), and compare quality and cost with routing.
     #[arg(long)]
     pub compare: bool,
+    /// With --batch: route only shard I of N (1-based) of the queries, by a stable hash of
+    /// the query id (run one shard per machine).
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Write the routed items as JSONL to this file (atomically) instead of stdout.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
 }
 
 /// Arguments of `automix calibrate`.
@@ -775,8 +782,22 @@ pub async fn route(config: &Config, json: bool, args: &RouteArgs) -> Result<()> 
         lambda: args.lambda,
         max_escalations: args.max_escalations,
     };
+    let shard = args
+        .shard
+        .as_deref()
+        .map(automix::shard::Shard::parse)
+        .transpose()?;
+    if shard.is_some() && args.batch.is_none() {
+        bail!("--shard splits a --batch file; there is no batch to split");
+    }
     let queries: Vec<QueryRow> = match (&args.batch, &args.query) {
-        (Some(path), _) => read_queries(path)?,
+        (Some(path), _) => {
+            let all = read_queries(path)?;
+            match shard {
+                Some(s) => s.select(all),
+                None => all,
+            }
+        }
         (None, Some(q)) => vec![single_query(q)],
         (None, None) => {
             let mut text = String::new();
@@ -789,7 +810,12 @@ pub async fn route(config: &Config, json: bool, args: &RouteArgs) -> Result<()> 
     } else {
         route_with_progress(&router, &queries, &options, config.hparam.max_workers).await
     };
-    if json {
+    if let Some(path) = &args.output {
+        automix::dataset::write_jsonl(path, &items)?;
+        if !json {
+            println!("{} routed items → {}", items.len(), path.display());
+        }
+    } else if json {
         for item in &items {
             println!("{}", serde_json::to_string(item)?);
         }

@@ -10,8 +10,9 @@ use clap::{Parser, Subcommand};
 use automix::ModelSet;
 use automix::collect::{CollectEvent, CollectJob, collect, select_queries};
 use automix::config::Config;
-use automix::dataset::read_queries;
+use automix::dataset::{read_queries, write_jsonl};
 use automix::llm::Catalogue;
+use automix::shard::{Shard, merge_rows, shard_path};
 use automix::verify::PromptSet;
 
 mod commands;
@@ -47,6 +48,25 @@ enum Command {
         /// Comma-separated tasks (default: collect.tasks, or all supported).
         #[arg(long)]
         tasks: Option<String>,
+        /// Collect only shard I of N (1-based) of the selected queries, by a stable hash of
+        /// the query id; the default output gets a `.shard-I-of-N` suffix. `automix merge`
+        /// joins the shards.
+        #[arg(long)]
+        shard: Option<String>,
+    },
+    /// Merge shard row files (from `collect --shard`) into one, checking for duplicates
+    /// and, with --queries, for queries no shard collected.
+    Merge {
+        /// The merged rows JSONL.
+        #[arg(long)]
+        output: PathBuf,
+        /// The query JSONL the shards were collected from (default:
+        /// data_path.query_data_train): every selected query must have a row.
+        #[arg(long)]
+        queries: Option<PathBuf>,
+        /// Shard row files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// Train the meta-verifier on the training rows; write the policy file.
     Train(commands::TrainArgs),
@@ -79,9 +99,23 @@ fn run(cli: Cli) -> Result<()> {
             output,
             per_task,
             tasks,
-        } => runtime.block_on(run_collect(
-            &config, cli.json, queries, output, per_task, tasks,
-        )),
+            shard,
+        } => {
+            let shard = shard.as_deref().map(Shard::parse).transpose()?;
+            let args = CollectArgs {
+                queries,
+                output,
+                per_task,
+                tasks,
+                shard,
+            };
+            runtime.block_on(run_collect(&config, cli.json, args))
+        }
+        Command::Merge {
+            output,
+            queries,
+            files,
+        } => run_merge(&config, cli.json, &output, queries.as_deref(), &files),
         Command::Train(args) => commands::train(&config, cli.json, &args),
         Command::Eval(args) => commands::eval(&config, cli.json, &args),
         Command::Route(args) => runtime.block_on(commands::route(&config, cli.json, &args)),
@@ -118,14 +152,23 @@ fn required<'a>(value: Option<&'a Path>, what: &str) -> Result<&'a Path> {
     value.with_context(|| format!("{what} is not set (in the config or on the command line)"))
 }
 
-async fn run_collect(
-    config: &Config,
-    json: bool,
+/// `automix collect`'s arguments.
+struct CollectArgs {
     queries: Option<PathBuf>,
     output: Option<PathBuf>,
     per_task: Option<usize>,
     tasks: Option<String>,
-) -> Result<()> {
+    shard: Option<Shard>,
+}
+
+async fn run_collect(config: &Config, json: bool, args: CollectArgs) -> Result<()> {
+    let CollectArgs {
+        queries,
+        output,
+        per_task,
+        tasks,
+        shard,
+    } = args;
     let mut settings = config.collect.clone();
     if per_task.is_some() {
         settings.per_task = per_task;
@@ -139,12 +182,18 @@ async fn run_collect(
             .or(config.data_path.query_data_train.as_deref()),
         "data_path.query_data_train",
     )?;
+    let output_given = output.is_some();
     let output = required(
         output
             .as_deref()
             .or(config.data_path.routing_data_train.as_deref()),
         "data_path.routing_data_train",
     )?;
+    let output = match shard {
+        Some(s) if !output_given => shard_path(output, s),
+        _ => output.to_path_buf(),
+    };
+    let output = output.as_path();
     let catalogue = catalogue(config)?;
     let names: Vec<String> = if settings.models.is_empty() {
         catalogue.models().iter().map(|m| m.name.clone()).collect()
@@ -157,6 +206,10 @@ async fn run_collect(
         automix::UpstreamLimits::batch(config.hparam.max_workers),
     )?;
     let (selected, skipped) = select_queries(read_queries(queries_path)?, &settings);
+    let selected = match shard {
+        Some(s) => s.select(selected),
+        None => selected,
+    };
     for (task, why) in &skipped {
         eprintln!("skipping task {task}: {why}");
     }
@@ -228,6 +281,36 @@ fn print_collect_summary(summary: &automix::collect::CollectSummary, output: &Pa
         );
     }
     println!("\ntokens: {:?}", summary.tokens);
+}
+
+/// `automix merge`: shard row files into one, every selected query once.
+fn run_merge(
+    config: &Config,
+    json: bool,
+    output: &Path,
+    queries: Option<&Path>,
+    files: &[PathBuf],
+) -> Result<()> {
+    let expected = match queries.or(config.data_path.query_data_train.as_deref()) {
+        Some(path) => Some(select_queries(read_queries(path)?, &config.collect).0),
+        None => None,
+    };
+    let rows = merge_rows(files, expected.as_deref())?;
+    write_jsonl(output, &rows)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"rows": rows.len(), "output": output})
+        );
+    } else {
+        println!(
+            "merged {} rows from {} shard files → {}",
+            rows.len(),
+            files.len(),
+            output.display()
+        );
+    }
+    Ok(())
 }
 
 /// `0.123` or `—`.

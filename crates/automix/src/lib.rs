@@ -14,6 +14,7 @@ pub mod feedback;
 pub mod models;
 pub mod pipeline;
 pub mod router;
+pub mod shard;
 pub mod strategy;
 pub mod sync;
 pub mod task_metric;

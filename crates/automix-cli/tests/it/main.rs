@@ -527,3 +527,130 @@ fn png_ink(bytes: &[u8]) -> impl Fn(std::ops::Range<usize>, std::ops::Range<usiz
         n
     }
 }
+
+/// The rows of a JSONL file without wall-clock fields, by id: what two runs must agree on.
+fn rows_by_id(path: &Path) -> Vec<Value> {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.remove("latency_ms");
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut rows: Vec<Value> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            strip(&mut v);
+            v
+        })
+        .collect();
+    rows.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    rows
+}
+
+/// Collection split over two shards and merged gives the rows of one unsharded run (on the
+/// bundled query set against scripted upstreams); overlapping shards are refused; routing a
+/// batch by shards covers every query once.
+#[tokio::test(flavor = "multi_thread")]
+async fn sharded_collection_merges_into_the_unsharded_rows() {
+    use automix_llm::fake_server::FakeOpenAi;
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let dir = temp("shards");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::write(
+        dir.join("llm.json"),
+        json!({
+            "small": {"size": "1B", "input_price": 1.0, "output_price": 2.0, "model": "m-small", "api_endpoint": small.base_url()},
+            "large": {"size": "9B", "input_price": 5.0, "output_price": 5.0, "model": "m-large", "api_endpoint": large.base_url()}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let queries = root.join("data/llmrouter_query_train.jsonl");
+    std::fs::write(
+        dir.join("automix.yaml"),
+        format!(
+            "data_path:\n  llm_data: llm.json\n  query_data_train: {}\n  routing_data_train: rows.jsonl\n\
+             automix:\n  verification_samples: 2\ncollect:\n  per_task: 3\n",
+            queries.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: Vec<String>| {
+        let dir = dir.clone();
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                automix(&args, &dir)
+            })
+            .await
+            .unwrap();
+            (
+                out.status.success(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            )
+        }
+    };
+    let cmd = |s: &str| -> Vec<String> {
+        ["--config", "automix.yaml"]
+            .into_iter()
+            .chain(s.split(' '))
+            .map(String::from)
+            .collect()
+    };
+    for args in [
+        "collect --output full.jsonl",
+        "collect --shard 1/2",
+        "collect --shard 2/2",
+        "merge --output merged.jsonl rows.shard-1-of-2.jsonl rows.shard-2-of-2.jsonl",
+    ] {
+        let (ok, log) = run(cmd(args)).await;
+        assert!(ok, "{args}: {log}");
+    }
+    let full = rows_by_id(&dir.join("full.jsonl"));
+    let one = rows_by_id(&dir.join("rows.shard-1-of-2.jsonl"));
+    let two = rows_by_id(&dir.join("rows.shard-2-of-2.jsonl"));
+    assert!(full.len() >= 20, "{} rows", full.len());
+    assert!(!one.is_empty() && !two.is_empty() && one.len() + two.len() == full.len());
+    assert_eq!(rows_by_id(&dir.join("merged.jsonl")), full);
+    // A shard merged twice overlaps: refused, naming both files.
+    let (ok, log) = run(cmd(
+        "merge --output bad.jsonl rows.shard-1-of-2.jsonl full.jsonl",
+    ))
+    .await;
+    assert!(!ok && log.contains("in both"), "{log}");
+    // A missing shard: refused, counting what is missing.
+    let (ok, log) = run(cmd("merge --output bad.jsonl rows.shard-1-of-2.jsonl")).await;
+    assert!(!ok && log.contains("have no row in the shards"), "{log}");
+    // Routing a batch by shards covers every query once.
+    let demo = root.join("data/demo_queries.jsonl").display().to_string();
+    let mut ids = Vec::new();
+    for s in ["1/2", "2/2"] {
+        let args = format!(
+            "route --no-policy --batch {demo} --shard {s} --output routed-{}.jsonl",
+            &s[..1]
+        );
+        let (ok, log) = run(cmd(&args)).await;
+        assert!(ok, "{args}: {log}");
+        let path = dir.join(format!("routed-{}.jsonl", &s[..1]));
+        ids.extend(
+            rows_by_id(&path)
+                .into_iter()
+                .map(|r| r["id"].as_str().unwrap().to_owned()),
+        );
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((ids.len(), unique.len()), (8, 8), "{ids:?}");
+}
