@@ -188,7 +188,7 @@ fn e2e(root: &Path) -> Result<()> {
             "--",
             "real_llama",
             "openai_sdk",
-            "redis::",
+            "redis",
         ]));
     llms::down(root)?;
     result

@@ -2,6 +2,9 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[path = "../../../automix/tests/shared/support.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -653,4 +656,126 @@ async fn sharded_collection_merges_into_the_unsharded_rows() {
     unique.sort();
     unique.dedup();
     assert_eq!((ids.len(), unique.len()), (8, 8), "{ids:?}");
+}
+
+/// Three `automix serve` processes on loopback share one online belief through a real
+/// redis-server: traffic and feedback go through the first only, and all three report the
+/// same update count and decision table. (Skipped without redis-server unless
+/// `AUTOMIX_REQUIRE_REDIS` is set; `cargo xtask e2e` installs it.)
+#[tokio::test(flavor = "multi_thread")]
+async fn three_serve_processes_share_one_belief_through_redis() {
+    use automix_llm::fake_server::FakeOpenAi;
+    let Some(redis) = support::Redis::start() else {
+        return;
+    };
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let dir = temp("replicas");
+    std::fs::write(
+        dir.join("llm.json"),
+        json!({
+            "small": {"size": "1B", "input_price": 1.0, "output_price": 1.0, "model": "m-small", "api_endpoint": small.base_url()},
+            "large": {"size": "9B", "input_price": 5.0, "output_price": 5.0, "model": "m-large", "api_endpoint": large.base_url()}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    write_rows(&dir.join("rows.jsonl"));
+    std::fs::write(
+        dir.join("automix.yaml"),
+        format!(
+            "data_path:\n  llm_data: llm.json\n  routing_data_train: rows.jsonl\n\
+             model_path:\n  save_model_path: policy.json\n  engine_small: small\n  engine_large: large\n\
+             automix:\n  verification_samples: 2\n  online_belief: true\n  belief_store: {}\n\
+             hparam:\n  routing_method: Threshold\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let out = automix(&["--config", "automix.yaml", "train", "--cascade"], &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut children = Vec::new();
+    let mut bases = Vec::new();
+    for _ in 0..3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_automix"))
+            .args([
+                "--config",
+                "automix.yaml",
+                "serve",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .current_dir(&dir)
+            .env("AUTOMIX_ADMIN_KEYS", "admin")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        children.push(child);
+        bases.push(format!("http://127.0.0.1:{port}"));
+    }
+    let client = reqwest::Client::new();
+    for base in &bases {
+        let mut up = false;
+        for _ in 0..200 {
+            if client.get(format!("{base}/health")).send().await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(up, "{base} did not come up");
+    }
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let resp = client
+            .post(format!("{}/v1/chat/completions", bases[0]))
+            .json(&json!({"model": "automix", "messages": [{"role": "user", "content": format!("q{i}")}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let v: Value = resp.json().await.unwrap();
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let resp = client
+            .post(format!("{}/v1/automix/feedback", bases[0]))
+            .json(&json!({"id": id, "score": 0}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let mut views = Vec::new();
+    for base in &bases {
+        let v: Value = client
+            .get(format!("{base}/admin/belief"))
+            .bearer_auth("admin")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["store"], "redis", "{v}");
+        assert_eq!(v["updates"], 5, "{base}: {v}");
+        views.push(v);
+    }
+    assert_eq!(views[0]["table"], views[1]["table"]);
+    assert_eq!(views[0]["table"], views[2]["table"]);
+    for mut child in children {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    }
 }

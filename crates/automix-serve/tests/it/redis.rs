@@ -3,7 +3,6 @@
 //! `AUTOMIX_REQUIRE_REDIS` is set). Each replica is its own router and proxy on loopback.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,79 +15,7 @@ use automix_serve::{ProxySettings, ProxyState, serve};
 use serde_json::{Value, json};
 
 use crate::proxy::handle;
-use crate::support::{Run, training_row};
-
-/// A redis-server on a free loopback port, stopped on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Option<Self> {
-        let bin = std::env::var("AUTOMIX_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let found = Command::new(&bin)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            assert!(
-                std::env::var_os("AUTOMIX_REQUIRE_REDIS").is_none(),
-                "redis-server not found ({bin})"
-            );
-            eprintln!("skipped: no redis-server (cargo xtask e2e installs it)");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let up = (0..100).any(|_| {
-            std::thread::sleep(Duration::from_millis(50));
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up, "redis-server did not start on {port}");
-        Some(Self { child, port })
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// Stops answering without losing data (SIGSTOP), like a stalled or partitioned server.
-    fn pause(&self) {
-        signal(&self.child, "-STOP");
-    }
-
-    fn resume(&self) {
-        signal(&self.child, "-CONT");
-    }
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill {sig} failed");
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.resume();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::{Redis, Run, training_row};
 
 /// A tiny model right on even rows (its verifier says so) and a big one always right.
 fn plan(config: &Config) -> RouterPolicy {

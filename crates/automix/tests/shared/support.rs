@@ -167,3 +167,75 @@ pub fn local_model(name: &str, price: f64, base: String) -> automix::ModelHandle
         provider: std::sync::Arc::new(backend),
     }
 }
+
+/// A redis-server on a free loopback port, stopped on drop.
+pub struct Redis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Option<Self> {
+        let bin = std::env::var("AUTOMIX_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let found = std::process::Command::new(&bin)
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            assert!(
+                std::env::var_os("AUTOMIX_REQUIRE_REDIS").is_none(),
+                "redis-server not found ({bin})"
+            );
+            eprintln!("skipped: no redis-server (cargo xtask e2e installs it)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(&bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let up = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "redis-server did not start on {port}");
+        Some(Self { child, port })
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Stops answering without losing data (SIGSTOP), like a stalled or partitioned server.
+    pub fn pause(&self) {
+        signal(&self.child, "-STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(&self.child, "-CONT");
+    }
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} failed");
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.resume();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
