@@ -856,7 +856,10 @@ fn online_belief(config: &Config, plan: &CascadePlan) -> Result<OnlineBelief> {
                 .into(),
         })?;
     let store: Arc<dyn BeliefStore> = match config.automix.belief_store.as_str() {
-        "memory" => return Ok(OnlineBelief::Local(Mutex::new(local_belief(config, plan)?))),
+        "memory" => {
+            let local = local_belief(config, plan, rates)?;
+            return Ok(OnlineBelief::Local(Mutex::new(local)));
+        }
         url => {
             let prefix = config
                 .automix
@@ -887,22 +890,15 @@ fn online_belief(config: &Config, plan: &CascadePlan) -> Result<OnlineBelief> {
 fn plan_fingerprint(plan: &CascadePlan) -> String {
     // FNV-1a over the plan's models and trained table: stable across processes and builds.
     let text = serde_json::to_string(&(&plan.models, &plan.policy)).unwrap_or_default();
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("{hash:016x}")
+    format!("{:016x}", crate::dataset::fnv1a(text.as_bytes()))
 }
 
 /// The particle belief of `plan`, started from its trained rates.
-fn local_belief(config: &Config, plan: &CascadePlan) -> Result<OnlineCascade> {
-    let rates = plan
-        .rates
-        .as_ref()
-        .ok_or_else(|| AutomixError::PolicyUnusable {
-            reason: "automix.online_belief needs a policy trained with --cascade by this \
-                     version (it carries the model rates the belief starts from)"
-                .into(),
-        })?;
+fn local_belief(
+    config: &Config,
+    plan: &CascadePlan,
+    rates: &automix_core::belief::ModelRates,
+) -> Result<OnlineCascade> {
     let m = &plan.policy.model;
     Ok(OnlineCascade::warm(
         plan.models.clone(),

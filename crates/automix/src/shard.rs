@@ -37,9 +37,7 @@ impl Shard {
     /// Whether query `id` belongs to this shard: by a stable hash of the id, so every
     /// machine computes the same slices whatever the file order.
     pub fn contains(&self, id: &str) -> bool {
-        let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+        let h = crate::dataset::fnv1a(id.as_bytes());
         (h % self.count as u64) as usize == self.index - 1
     }
 

@@ -18,6 +18,23 @@ fn automix(args: &[&str], cwd: &Path) -> Output {
         .unwrap()
 }
 
+/// llm_data naming two scripted upstreams: `small` (cheaper) and `large`.
+fn write_llm_data(
+    dir: &Path,
+    small: &automix_llm::fake_server::FakeOpenAi,
+    large: &automix_llm::fake_server::FakeOpenAi,
+) {
+    let entry = |model: &str, size: &str, price: f64, base: String| {
+        json!({"size": size, "input_price": price, "output_price": price, "model": model,
+            "api_endpoint": base})
+    };
+    let data = json!({
+        "small": entry("m-small", "1B", 1.0, small.base_url()),
+        "large": entry("m-large", "9B", 5.0, large.base_url()),
+    });
+    std::fs::write(dir.join("llm.json"), data.to_string()).unwrap();
+}
+
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("automix-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -187,15 +204,7 @@ async fn route_a_batch_against_fake_openai_servers() {
     let small = FakeOpenAi::start(vec![]).await.unwrap();
     let large = FakeOpenAi::start(vec![]).await.unwrap();
     let dir = temp("route");
-    std::fs::write(
-        dir.join("llm.json"),
-        json!({
-            "small": {"size": "1B", "input_price": 1.0, "output_price": 2.0, "model": "m-small", "api_endpoint": small.base_url()},
-            "large": {"size": "9B", "input_price": 5.0, "output_price": 5.0, "model": "m-large", "api_endpoint": large.base_url()}
-        })
-        .to_string(),
-    )
-    .unwrap();
+    write_llm_data(&dir, &small, &large);
     std::fs::write(
         dir.join("q.jsonl"),
         "{\"task_name\":\"mmlu\",\"query\":\"Pick one\",\"ground_truth\":\"A\",\"metric\":\"em_mc\",\"choices\":\"['x','y']\"}\n{\"task_name\":\"trivia_qa\",\"query\":\"Capital of France?\",\"ground_truth\":\"Paris\",\"metric\":\"f1_score\"}\n",
@@ -292,15 +301,7 @@ async fn serve_as_a_second_process_under_load_then_reload_and_drain() {
     let small = FakeOpenAi::start(vec![]).await.unwrap();
     let large = FakeOpenAi::start(vec![]).await.unwrap();
     let dir = temp("serve");
-    std::fs::write(
-        dir.join("llm.json"),
-        json!({
-            "small": {"size": "1B", "input_price": 1.0, "output_price": 1.0, "model": "m-small", "api_endpoint": small.base_url()},
-            "large": {"size": "9B", "input_price": 5.0, "output_price": 5.0, "model": "m-large", "api_endpoint": large.base_url()}
-        })
-        .to_string(),
-    )
-    .unwrap();
+    write_llm_data(&dir, &small, &large);
     std::fs::write(
         dir.join("automix.yaml"),
         "data_path:\n  llm_data: llm.json\nautomix:\n  verification_samples: 2\n",
@@ -566,15 +567,7 @@ async fn sharded_collection_merges_into_the_unsharded_rows() {
     let large = FakeOpenAi::start(vec![]).await.unwrap();
     let dir = temp("shards");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    std::fs::write(
-        dir.join("llm.json"),
-        json!({
-            "small": {"size": "1B", "input_price": 1.0, "output_price": 2.0, "model": "m-small", "api_endpoint": small.base_url()},
-            "large": {"size": "9B", "input_price": 5.0, "output_price": 5.0, "model": "m-large", "api_endpoint": large.base_url()}
-        })
-        .to_string(),
-    )
-    .unwrap();
+    write_llm_data(&dir, &small, &large);
     let queries = root.join("data/llmrouter_query_train.jsonl");
     std::fs::write(
         dir.join("automix.yaml"),
@@ -671,15 +664,7 @@ async fn three_serve_processes_share_one_belief_through_redis() {
     let small = FakeOpenAi::start(vec![]).await.unwrap();
     let large = FakeOpenAi::start(vec![]).await.unwrap();
     let dir = temp("replicas");
-    std::fs::write(
-        dir.join("llm.json"),
-        json!({
-            "small": {"size": "1B", "input_price": 1.0, "output_price": 1.0, "model": "m-small", "api_endpoint": small.base_url()},
-            "large": {"size": "9B", "input_price": 5.0, "output_price": 5.0, "model": "m-large", "api_endpoint": large.base_url()}
-        })
-        .to_string(),
-    )
-    .unwrap();
+    write_llm_data(&dir, &small, &large);
     write_rows(&dir.join("rows.jsonl"));
     std::fs::write(
         dir.join("automix.yaml"),

@@ -73,7 +73,7 @@ async fn start_with(handles: Vec<ModelHandle>, settings: ProxySettings) -> Proxy
     start_routed(handles, settings, &config, None).await
 }
 
-async fn start_routed(
+pub async fn start_routed(
     handles: Vec<ModelHandle>,
     settings: ProxySettings,
     config: &Config,

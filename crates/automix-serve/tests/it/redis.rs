@@ -3,18 +3,15 @@
 //! `AUTOMIX_REQUIRE_REDIS` is set). Each replica is its own router and proxy on loopback.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use automix::config::Config;
 use automix::llm::fake_server::FakeOpenAi;
 use automix::training::{RouterPolicy, train_cascade_plan, train_policy};
-use automix::verify::PromptSet;
-use automix::{ModelSet, Router};
-use automix_serve::{ProxySettings, ProxyState, serve};
+use automix_serve::ProxySettings;
 use serde_json::{Value, json};
 
-use crate::proxy::handle;
+use crate::proxy::{Proxy, handle, start_routed};
 use crate::support::{Redis, Run, training_row};
 
 /// A tiny model right on even rows (its verifier says so) and a big one always right.
@@ -54,10 +51,7 @@ fn config(redis_url: &str) -> Config {
     Config::parse(&text, Path::new("replica.yaml")).unwrap()
 }
 
-struct Replica {
-    base: String,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
-}
+type Replica = Proxy;
 
 async fn replica(
     config: &Config,
@@ -66,33 +60,15 @@ async fn replica(
     large: &FakeOpenAi,
 ) -> Replica {
     let t = Duration::from_secs(5);
-    let models = ModelSet::new(vec![
+    let handles = vec![
         handle("small", 1.0, small.base_url(), 1, t),
         handle("large", 10.0, large.base_url(), 1, t),
-    ])
-    .unwrap();
-    let router = Router::new(
-        config,
-        models,
-        Arc::new(PromptSet::builtin()),
-        Some(policy.clone()),
-    )
-    .unwrap();
+    ];
     let settings = ProxySettings {
         admin_keys: vec!["admin".into()],
         ..ProxySettings::default()
     };
-    let state = ProxyState::new(router, None, settings);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, state, async {
-        let _ = rx.await;
-    }));
-    Replica {
-        base,
-        _shutdown: tx,
-    }
+    start_routed(handles, settings, config, Some(policy.clone())).await
 }
 
 async fn ask(client: &reqwest::Client, r: &Replica, q: &str) -> String {
@@ -134,17 +110,23 @@ async fn belief(client: &reqwest::Client, r: &Replica) -> Value {
     resp.json().await.unwrap()
 }
 
-/// Traffic and feedback through the first replica only; all three report the same count
-/// and solve the same table, because they read the same counts.
-#[tokio::test(flavor = "multi_thread")]
-async fn three_replicas_share_one_belief() {
-    let Some(redis) = Redis::start() else {
-        return;
-    };
+/// A running redis-server, the config pointing at it, a trained cascade and two upstreams.
+async fn setup() -> Option<(Redis, Config, RouterPolicy, FakeOpenAi, FakeOpenAi)> {
+    let redis = Redis::start()?;
     let config = config(&redis.url());
     let policy = plan(&config);
     let small = FakeOpenAi::start(vec![]).await.unwrap();
     let large = FakeOpenAi::start(vec![]).await.unwrap();
+    Some((redis, config, policy, small, large))
+}
+
+/// Traffic and feedback through the first replica only; all three report the same count
+/// and solve the same table, because they read the same counts.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_share_one_belief() {
+    let Some((_redis, config, policy, small, large)) = setup().await else {
+        return;
+    };
     let mut replicas = Vec::new();
     for _ in 0..3 {
         replicas.push(replica(&config, &policy, &small, &large).await);
@@ -193,13 +175,9 @@ async fn futures_join(client: &reqwest::Client, replicas: &[Replica]) -> Vec<Val
 /// degraded, feedback is kept; when Redis answers again the counts arrive, each once.
 #[tokio::test(flavor = "multi_thread")]
 async fn routing_survives_the_store_going_away_and_catches_up() {
-    let Some(redis) = Redis::start() else {
+    let Some((redis, config, policy, small, large)) = setup().await else {
         return;
     };
-    let config = config(&redis.url());
-    let policy = plan(&config);
-    let small = FakeOpenAi::start(vec![]).await.unwrap();
-    let large = FakeOpenAi::start(vec![]).await.unwrap();
     let a = replica(&config, &policy, &small, &large).await;
     let b = replica(&config, &policy, &small, &large).await;
     let client = reqwest::Client::new();
