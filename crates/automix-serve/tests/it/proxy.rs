@@ -1184,7 +1184,6 @@ async fn lambda_is_refused_where_the_policy_has_no_family() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_named_route_streams_tokens_as_the_upstream_sends_them() {
-    use futures::StreamExt;
     let small = FakeOpenAi::start(vec![]).await.unwrap();
     let chunks: Vec<String> = ["The ", "answer ", "is ", "four", ", ", "surely."]
         .map(String::from)
@@ -1206,38 +1205,17 @@ async fn a_named_route_streams_tokens_as_the_upstream_sends_them() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-automix-decision"], "direct");
     assert_eq!(resp.headers()["x-automix-model"], "large");
-    let mut bytes = resp.bytes_stream();
-    let (mut text, mut first_content, mut done) = (String::new(), None, None);
-    while let Some(piece) = bytes.next().await {
-        text.push_str(&String::from_utf8_lossy(&piece.unwrap()));
-        if first_content.is_none() && text.contains("\"content\":\"The \"") {
-            first_content = Some(std::time::Instant::now());
-        }
-        if text.contains("[DONE]") {
-            done = Some(std::time::Instant::now());
-        }
-    }
+    let (text, first, done) = read_sse(resp, "\"content\":\"The \"").await;
     // The first token reached the client while the upstream was still sending the other
     // five (100 ms apart); a buffered reply would deliver them all at once.
-    let spread = done.unwrap() - first_content.unwrap();
+    let spread = done - first;
     assert!(
         spread >= Duration::from_millis(250),
         "streamed over only {spread:?}"
     );
-    let mut content = String::new();
-    for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
-        if line == "[DONE]" {
-            continue;
-        }
-        let chunk: Value = serde_json::from_str(line).unwrap();
-        assert_eq!(chunk["model"], "api-large");
-        if let Some(c) = chunk["choices"][0]["delta"]["content"].as_str() {
-            content.push_str(c);
-        }
-        if chunk["automix"].is_object() {
-            assert_eq!(chunk["automix"]["decision"], "direct");
-        }
-    }
+    assert!(text.contains("\"model\":\"api-large\""));
+    let (content, summary) = sse_content(&text);
+    assert_eq!(summary["decision"], "direct");
     assert_eq!(content, chunks.concat());
     assert!(text.contains("\"finish_reason\":\"stop\""));
     assert_eq!(large.calls(), 1);
