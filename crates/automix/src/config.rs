@@ -505,10 +505,12 @@ impl Config {
             ));
         }
         let store = a.belief_store.as_str();
-        if !(store == "memory" || store.starts_with("redis://") || store.starts_with("rediss://")) {
+        if !(store == "memory" || store.starts_with("redis://")) {
+            // Not echoed: a URL may carry a password. rediss:// (TLS) is not built in.
             return Err(fail(
                 "belief_store",
-                format!("{store:?} is neither `memory` nor a redis:// URL"),
+                "must be `memory` or a redis://host:port/db URL (TLS rediss:// is not supported)"
+                    .into(),
             ));
         }
         if a.verification_samples == 0 {
