@@ -390,6 +390,11 @@ impl OnlineCascade {
         self.policy.clone()
     }
 
+    /// The models, cheapest first.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
     /// Queries observed so far.
     pub fn updates(&self) -> usize {
         self.updates

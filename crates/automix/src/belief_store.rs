@@ -282,7 +282,7 @@ pub struct SharedBelief {
     errors: AtomicU64,
 }
 
-/// What `/admin/belief` shows.
+/// What `/admin/belief` shows, for the shared belief and the in-process one alike.
 #[derive(Debug, Clone, Serialize)]
 pub struct BeliefSnapshot {
     /// `memory` or `redis`.
@@ -440,19 +440,8 @@ impl SharedBelief {
             outbox.buffer.updates + outbox.in_flight.as_ref().map_or(0, |(_, b)| b.updates)
         };
         let view = lock(&self.view);
-        let posterior = view.totals.posterior(&self.inputs.prior);
-        let models = self
-            .inputs
-            .names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| ModelPosterior {
-                name: name.clone(),
-                theta: posterior.theta[i],
-                tpr: posterior.tpr[i],
-                fpr: posterior.fpr[i],
-            })
-            .collect();
+        let p = view.totals.posterior(&self.inputs.prior);
+        let models = posteriors(&self.inputs.names, &p.theta, &p.tpr, &p.fpr);
         BeliefSnapshot {
             store: self.store.kind(),
             healthy: self.healthy(),
@@ -463,6 +452,25 @@ impl SharedBelief {
             table: (*view.table).clone(),
         }
     }
+}
+
+/// Per model, its posterior mean rates (for a [`BeliefSnapshot`] of either belief).
+pub fn posteriors(
+    names: &[String],
+    theta: &[f64],
+    tpr: &[f64],
+    fpr: &[f64],
+) -> Vec<ModelPosterior> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| ModelPosterior {
+            name: name.clone(),
+            theta: theta[i],
+            tpr: tpr[i],
+            fpr: fpr[i],
+        })
+        .collect()
 }
 
 fn solve(inputs: &TableInputs, totals: &BeliefCounts) -> automix_core::Result<CascadePolicy> {

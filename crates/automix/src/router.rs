@@ -12,7 +12,9 @@ use automix_core::{Decision, VerifierScore};
 use automix_llm::ChatRequest;
 use automix_verify::{PromptSet, TaskKind, Verifier, normalise_answer};
 
-use crate::belief_store::{BeliefStore, RedisStore, SharedBelief, TableInputs};
+use crate::belief_store::{
+    BeliefSnapshot, BeliefStore, RedisStore, SharedBelief, TableInputs, posteriors,
+};
 use crate::config::{CollectSettings, Config, VerifierSignal};
 use crate::dataset::{QueryRow, Tokens, VerificationRecord};
 use crate::error::{AutomixError, Result};
@@ -619,18 +621,23 @@ impl Router {
 
     /// The online belief as operators see it (synced with its store first); `None` without
     /// one.
-    pub async fn belief_snapshot(&self) -> Option<serde_json::Value> {
-        match self.strategy.online()?.as_ref() {
-            OnlineBelief::Shared(s) => serde_json::to_value(s.snapshot().await).ok(),
+    pub async fn belief_snapshot(&self) -> Option<BeliefSnapshot> {
+        Some(match self.strategy.online()?.as_ref() {
+            OnlineBelief::Shared(s) => s.snapshot().await,
             OnlineBelief::Local(o) => {
                 let o = lock(o);
                 let (theta, tpr, fpr) = o.belief().mean();
-                Some(serde_json::json!({
-                    "store": "memory", "healthy": true, "updates": o.updates(),
-                    "theta": theta, "tpr": tpr, "fpr": fpr, "table": &*o.policy(),
-                }))
+                BeliefSnapshot {
+                    store: "memory",
+                    healthy: true,
+                    updates: o.updates() as u64,
+                    pending: 0,
+                    store_errors: 0,
+                    models: posteriors(o.names(), &theta, &tpr, &fpr),
+                    table: (*o.policy()).clone(),
+                }
             }
-        }
+        })
     }
 
     /// Whether the online belief's store answers (`None` without a shared belief).
