@@ -35,6 +35,42 @@ fn write_llm_data(
     std::fs::write(dir.join("llm.json"), data.to_string()).unwrap();
 }
 
+/// `automix serve --config automix.yaml` in `dir` on a free loopback port, with `extra`
+/// arguments and one environment variable; its base URL once `/health` answers.
+async fn spawn_serve(
+    dir: &Path,
+    extra: &[&str],
+    (key, value): (&str, &str),
+    stderr: std::process::Stdio,
+) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_automix"))
+        .args(["--config", "automix.yaml", "serve", "--bind", &bind])
+        .args(extra)
+        .current_dir(dir)
+        .env(key, value)
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let base = format!("http://{bind}");
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if client.get(format!("{base}/health")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "automix serve at {base} did not come up");
+    (child, base)
+}
+
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("automix-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -307,36 +343,14 @@ async fn serve_as_a_second_process_under_load_then_reload_and_drain() {
         "data_path:\n  llm_data: llm.json\nautomix:\n  verification_samples: 2\n",
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_automix"))
-        .args([
-            "--config",
-            "automix.yaml",
-            "serve",
-            "--no-policy",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .current_dir(&dir)
-        .env("AUTOMIX_PROXY_KEYS", "k1,k2")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let (child, base) = spawn_serve(
+        &dir,
+        &["--no-policy"],
+        ("AUTOMIX_PROXY_KEYS", "k1,k2"),
+        std::process::Stdio::piped(),
+    )
+    .await;
     let client = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..200 {
-        if client.get(format!("{base}/health")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(up, "automix serve did not come up");
     let tasks: Vec<_> = (0..100)
         .map(|i| {
             let client = client.clone();
@@ -686,39 +700,17 @@ async fn three_serve_processes_share_one_belief_through_redis() {
     let mut children = Vec::new();
     let mut bases = Vec::new();
     for _ in 0..3 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_automix"))
-            .args([
-                "--config",
-                "automix.yaml",
-                "serve",
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .current_dir(&dir)
-            .env("AUTOMIX_ADMIN_KEYS", "admin")
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let (child, base) = spawn_serve(
+            &dir,
+            &[],
+            ("AUTOMIX_ADMIN_KEYS", "admin"),
+            std::process::Stdio::null(),
+        )
+        .await;
         children.push(child);
-        bases.push(format!("http://127.0.0.1:{port}"));
+        bases.push(base);
     }
     let client = reqwest::Client::new();
-    for base in &bases {
-        let mut up = false;
-        for _ in 0..200 {
-            if client.get(format!("{base}/health")).send().await.is_ok() {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        assert!(up, "{base} did not come up");
-    }
     let mut ids = Vec::new();
     for i in 0..5 {
         let resp = client
