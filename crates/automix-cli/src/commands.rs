@@ -131,6 +131,20 @@ pub struct ServeArgs {
     /// Longest wait in milliseconds for a request's headers before the connection is closed.
     #[arg(long, default_value_t = 10_000)]
     pub header_read_timeout_ms: u64,
+    /// Longest wait in milliseconds for a request's whole body once its headers are in; a
+    /// stalled body gets 408 and its connection is closed.
+    #[arg(long, default_value_t = 30_000)]
+    pub body_read_timeout_ms: u64,
+    /// Feedback requests per minute per client key (429 with Retry-After past it).
+    #[arg(long, default_value_t = 60)]
+    pub feedback_per_minute: u32,
+    /// Scores one client key may fold into the online belief per
+    /// `--feedback-window-secs`; past it, 429 `feedback_quota_exceeded`.
+    #[arg(long, default_value_t = 100)]
+    pub feedback_weight_per_window: u32,
+    /// The window of `--feedback-weight-per-window`, seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub feedback_window_secs: u64,
 }
 
 impl ServeArgs {
@@ -716,6 +730,12 @@ pub async fn serve(config: Config, args: &ServeArgs) -> Result<()> {
         per_client_concurrency: args.per_client_concurrency,
         max_connections: args.max_connections,
         header_read_timeout: std::time::Duration::from_millis(args.header_read_timeout_ms),
+        body_read_timeout: std::time::Duration::from_millis(args.body_read_timeout_ms),
+        feedback: automix_serve::FeedbackLimitSettings {
+            per_minute: args.feedback_per_minute,
+            weight_per_window: args.feedback_weight_per_window,
+            window: std::time::Duration::from_secs(args.feedback_window_secs),
+        },
         ..ProxySettings::default()
     };
     let auth = !settings.client_keys.is_empty();
@@ -781,6 +801,7 @@ pub async fn route(config: &Config, json: bool, args: &RouteArgs) -> Result<()> 
     let options = automix::RouteOptions {
         lambda: args.lambda,
         max_escalations: args.max_escalations,
+        tenant: None,
     };
     let shard = args
         .shard

@@ -15,8 +15,11 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use std::collections::VecDeque;
+
 use crate::error::{LlmError, Result};
-use crate::types::{ChatMessage, ChatRequest, ChatResponse, Choice, Usage};
+use crate::sse::SseEvent;
+use crate::types::{ChatMessage, ChatRequest, ChatResponse, Choice, StreamDelta, Usage};
 
 /// The API version header every request carries.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -174,12 +177,7 @@ pub(crate) fn parse(
             WireBlock::Other => {}
         }
     }
-    let finish_reason = reply.stop_reason.map(|r| match r.as_str() {
-        "end_turn" | "stop_sequence" => "stop".to_owned(),
-        "max_tokens" => "length".to_owned(),
-        "tool_use" => "tool_calls".to_owned(),
-        other => other.to_owned(),
-    });
+    let finish_reason = reply.stop_reason.as_deref().map(finish_reason);
     let usage = reply.usage.map_or_else(Usage::default, |u| Usage {
         prompt_tokens: u.input_tokens,
         completion_tokens: u.output_tokens,
@@ -196,6 +194,67 @@ pub(crate) fn parse(
         usage,
         requests: 1,
     })
+}
+
+/// OpenAI's `finish_reason` for an Anthropic `stop_reason`.
+fn finish_reason(stop_reason: &str) -> String {
+    match stop_reason {
+        "end_turn" | "stop_sequence" => "stop",
+        "max_tokens" => "length",
+        "tool_use" => "tool_calls",
+        other => other,
+    }
+    .to_owned()
+}
+
+/// One event of a streamed `/v1/messages` reply into deltas: `content_block_delta` text is
+/// the answer as it arrives, `message_delta`'s `stop_reason` the finish reason,
+/// `message_stop` the end; an `error` event (e.g. `overloaded_error` mid-stream) ends the
+/// stream with [`LlmError::Stream`]. `ping`, `message_start` and block starts and stops carry
+/// no text. Returns true when the stream is over.
+pub(crate) fn stream_event(
+    event: &SseEvent,
+    endpoint: &str,
+    out: &mut VecDeque<Result<StreamDelta>>,
+) -> bool {
+    let broke = |out: &mut VecDeque<Result<StreamDelta>>, message: String| {
+        out.push_back(Err(LlmError::Stream {
+            endpoint: endpoint.to_owned(),
+            message,
+        }));
+        true
+    };
+    let data: Value = match serde_json::from_str(&event.data) {
+        Ok(v) => v,
+        Err(e) if event.data.trim().is_empty() => return broke(out, format!("empty event: {e}")),
+        Err(e) => return broke(out, format!("unparseable event: {e}")),
+    };
+    let kind = event.event.as_deref().or(data["type"].as_str()).unwrap_or("");
+    let delta = |content: String, finish_reason: Option<String>| StreamDelta {
+        index: 0,
+        content,
+        finish_reason,
+    };
+    match kind {
+        "content_block_delta" => {
+            if let Some(text) = data["delta"]["text"].as_str() {
+                out.push_back(Ok(delta(text.to_owned(), None)));
+            }
+            false
+        }
+        "message_delta" => {
+            if let Some(reason) = data["delta"]["stop_reason"].as_str() {
+                out.push_back(Ok(delta(String::new(), Some(finish_reason(reason)))));
+            }
+            false
+        }
+        "message_stop" => true,
+        "error" => {
+            let what = data["error"]["type"].as_str().unwrap_or("error");
+            broke(out, format!("the upstream sent {what} mid-stream"))
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -275,5 +334,48 @@ mod tests {
         let r = parse(cut.to_string().as_bytes(), "e".into(), |s| s.to_owned()).unwrap();
         assert_eq!(r.choices[0].finish_reason.as_deref(), Some("length"));
         assert!(parse(b"{\"oops\": 1}", "e".into(), |s| s.to_owned()).is_err());
+    }
+
+    /// A recorded Messages API event stream (the API reference's example), split into
+    /// 5-byte chunks: text arrives delta by delta, the stop reason maps, the stream ends at
+    /// `message_stop`.
+    #[tokio::test]
+    async fn a_recorded_event_stream_arrives_as_deltas() {
+        use futures::StreamExt;
+        let raw = include_str!("../tests/it/fixtures/anthropic_stream.txt");
+        let pieces: Vec<std::result::Result<bytes::Bytes, String>> = raw
+            .as_bytes()
+            .chunks(5)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        let deltas: Vec<_> =
+            crate::openai::event_deltas(futures::stream::iter(pieces), "e".into(), stream_event)
+                .collect()
+                .await;
+        let deltas: Vec<StreamDelta> = deltas.into_iter().map(|d| d.unwrap()).collect();
+        let text: String = deltas.iter().map(|d| d.content.as_str()).collect();
+        assert_eq!(text, "Hello! Café 😀 here.");
+        assert!(deltas.iter().filter(|d| !d.content.is_empty()).count() >= 3);
+        assert_eq!(
+            deltas.last().and_then(|d| d.finish_reason.as_deref()),
+            Some("stop")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_error_event_or_a_cut_stream_ends_in_a_stream_error() {
+        use futures::StreamExt;
+        for raw in [
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+        ] {
+            let pieces = vec![Ok::<_, String>(bytes::Bytes::from(raw))];
+            let out: Vec<_> =
+                crate::openai::event_deltas(futures::stream::iter(pieces), "e".into(), stream_event)
+                    .collect()
+                    .await;
+            assert_eq!(out[0].as_ref().unwrap().content, "Hi");
+            assert!(matches!(out.last(), Some(Err(LlmError::Stream { .. }))), "{out:?}");
+        }
     }
 }

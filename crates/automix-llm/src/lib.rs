@@ -22,6 +22,7 @@ pub mod fake_server;
 mod openai;
 mod provider;
 mod scripted;
+pub mod sse;
 mod types;
 
 pub use catalogue::{ApiKey, Catalogue, CatalogueError, ModelEntry, parse_size};

@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use crate::catalogue::{ApiKey, ModelEntry};
 use crate::error::{LlmError, Result};
 use crate::provider::{ChatProvider, DeltaStream};
+use crate::sse::{SseDecoder, SseEvent};
 use crate::types::{
     ChatRequest, ChatResponse, Choice, StreamDelta, TokenLogprob, TopLogprob, Usage,
 };
@@ -526,13 +527,14 @@ impl ChatProvider for OpenAiBackend {
     }
 
     async fn chat_stream(&self, request: &ChatRequest) -> Result<DeltaStream> {
-        if self.dialect == Dialect::Anthropic {
-            // Its event stream is not parsed here yet: callers fall back to a whole answer.
-            return Err(LlmError::Unsupported(
-                "streaming from the Anthropic Messages API".into(),
-            ));
-        }
-        let body = self.body(request, 1, request.seed, true);
+        let mut body = self.body(request, 1, request.seed, true);
+        let parse: EventParser = match self.dialect {
+            Dialect::OpenAi => |event, endpoint, out| openai_event(&event.data, endpoint, out),
+            Dialect::Anthropic => {
+                body["stream"] = json!(true);
+                crate::anthropic::stream_event
+            }
+        };
         let permit = self.slot().await?;
         // Only the connection phase is retried: once deltas flow, a retry could duplicate text.
         let (resp, _) = self.with_retries(|| self.attempt(&body)).await?;
@@ -540,7 +542,7 @@ impl ChatProvider for OpenAiBackend {
         let bytes = resp
             .bytes_stream()
             .map(move |r| r.map_err(|e| error_chain(&e)));
-        let stream = sse_deltas(bytes, endpoint).map(move |item| {
+        let stream = event_deltas(bytes, endpoint, parse).map(move |item| {
             let _held = &permit;
             item
         });
@@ -556,27 +558,48 @@ fn e_attempts(e: &LlmError) -> u32 {
     }
 }
 
-/// Parses an OpenAI SSE byte stream incrementally into deltas. A stream that ends without
-/// `data: [DONE]`, or whose transport fails, yields a final [`LlmError::Stream`].
+/// Parses an OpenAI SSE byte stream incrementally into deltas (through [`SseDecoder`], so
+/// characters split across chunks arrive whole). A stream that ends without `data: [DONE]`,
+/// or whose transport fails, yields a final [`LlmError::Stream`].
 pub fn sse_deltas<S>(bytes: S, endpoint: String) -> impl Stream<Item = Result<StreamDelta>> + Send
+where
+    S: Stream<Item = std::result::Result<Bytes, String>> + Send + 'static,
+{
+    event_deltas(bytes, endpoint, |event, endpoint, out| {
+        openai_event(&event.data, endpoint, out)
+    })
+}
+
+/// What one wire format makes of one SSE event: its deltas (or an error) into the queue;
+/// true when the stream is over.
+pub(crate) type EventParser = fn(&SseEvent, &str, &mut VecDeque<Result<StreamDelta>>) -> bool;
+
+/// An SSE byte stream into deltas, each event read by `parse` (one per wire format). A
+/// stream that ends before `parse` said it is over, or whose transport fails, yields a
+/// final [`LlmError::Stream`].
+pub(crate) fn event_deltas<S>(
+    bytes: S,
+    endpoint: String,
+    parse: EventParser,
+) -> impl Stream<Item = Result<StreamDelta>> + Send
 where
     S: Stream<Item = std::result::Result<Bytes, String>> + Send + 'static,
 {
     struct State<S> {
         bytes: std::pin::Pin<Box<S>>,
-        buffer: String,
+        decoder: SseDecoder,
         pending: VecDeque<Result<StreamDelta>>,
         finished: bool,
         endpoint: String,
     }
     let state = State {
         bytes: Box::pin(bytes),
-        buffer: String::new(),
+        decoder: SseDecoder::default(),
         pending: VecDeque::new(),
         finished: false,
         endpoint,
     };
-    futures::stream::unfold(state, |mut st| async move {
+    futures::stream::unfold(state, move |mut st| async move {
         loop {
             if let Some(item) = st.pending.pop_front() {
                 return Some((item, st));
@@ -584,65 +607,57 @@ where
             if st.finished {
                 return None;
             }
-            match st.bytes.next().await {
+            let failure = match st.bytes.next().await {
                 Some(Ok(chunk)) => {
-                    st.buffer
-                        .push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
-                    while let Some(pos) = st.buffer.find("\n\n") {
-                        let event: String = st.buffer.drain(..pos + 2).collect();
-                        for line in event.lines() {
-                            let Some(data) = line.strip_prefix("data:") else {
-                                continue;
-                            };
-                            let data = data.trim();
-                            if data == "[DONE]" {
-                                st.finished = true;
-                                break;
-                            }
-                            match serde_json::from_str::<WireChunk>(data) {
-                                Ok(chunk) => {
-                                    st.pending.extend(chunk.choices.into_iter().map(|c| {
-                                        Ok(StreamDelta {
-                                            index: c.index,
-                                            content: c
-                                                .delta
-                                                .and_then(|d| d.content)
-                                                .unwrap_or_default(),
-                                            finish_reason: c.finish_reason,
-                                        })
-                                    }))
-                                }
-                                Err(e) => {
-                                    st.pending.push_back(Err(LlmError::Stream {
-                                        endpoint: st.endpoint.clone(),
-                                        message: format!("unparseable event: {e}"),
-                                    }));
-                                    st.finished = true;
-                                }
-                            }
-                        }
+                    for event in st.decoder.push(&chunk) {
                         if st.finished {
                             break;
                         }
+                        st.finished = parse(&event, &st.endpoint, &mut st.pending);
                     }
+                    continue;
                 }
-                Some(Err(message)) => {
-                    st.pending.push_back(Err(LlmError::Stream {
-                        endpoint: st.endpoint.clone(),
-                        message,
-                    }));
-                    st.finished = true;
-                }
-                None => {
-                    st.pending.push_back(Err(LlmError::Stream {
-                        endpoint: st.endpoint.clone(),
-                        message: "stream ended before [DONE]".into(),
-                    }));
-                    st.finished = true;
-                }
-            }
+                Some(Err(message)) => message,
+                None => "stream ended before its end event".into(),
+            };
+            st.pending.push_back(Err(LlmError::Stream {
+                endpoint: st.endpoint.clone(),
+                message: failure,
+            }));
+            st.finished = true;
         }
     })
+}
+
+/// One OpenAI stream event's deltas into `out`; true when the stream is over (`[DONE]`, or
+/// an event that does not parse, which ends it with an error).
+fn openai_event(data: &str, endpoint: &str, out: &mut VecDeque<Result<StreamDelta>>) -> bool {
+    let data = data.trim();
+    if data.is_empty() {
+        return false;
+    }
+    if data == "[DONE]" {
+        return true;
+    }
+    match serde_json::from_str::<WireChunk>(data) {
+        Ok(chunk) => {
+            out.extend(chunk.choices.into_iter().map(|c| {
+                Ok(StreamDelta {
+                    index: c.index,
+                    content: c.delta.and_then(|d| d.content).unwrap_or_default(),
+                    finish_reason: c.finish_reason,
+                })
+            }));
+            false
+        }
+        Err(e) => {
+            out.push_back(Err(LlmError::Stream {
+                endpoint: endpoint.to_owned(),
+                message: format!("unparseable event: {e}"),
+            }));
+            true
+        }
+    }
 }
 
 /// One failed attempt, with the server's `Retry-After` hint when it sent one.

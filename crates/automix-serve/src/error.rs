@@ -21,6 +21,8 @@ pub struct ApiError {
     pub message: String,
     /// The request field at fault, if one is.
     pub param: Option<String>,
+    /// Seconds a 429 or 503 asks the client to wait (`Retry-After`); 1 when unset.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -32,6 +34,7 @@ impl ApiError {
             code: code.to_owned(),
             message: message.to_owned(),
             param: None,
+            retry_after: None,
         }
     }
 
@@ -57,10 +60,12 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::TOO_MANY_REQUESTS
             || self.status == StatusCode::SERVICE_UNAVAILABLE
         {
-            // Our own limits clear as requests finish; a second is a fair first wait.
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            // Our own concurrency limits clear as requests finish: a second is a fair first
+            // wait. A limit with a known reset says when.
+            let wait = self.retry_after.unwrap_or(1).to_string();
+            if let Ok(v) = HeaderValue::from_str(&wait) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
         }
         response
     }

@@ -19,18 +19,22 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use automix_llm::{ChatMessage, ChatRequest};
 
 use automix::AutomixError;
 use automix::dataset::{QueryRow, query_id};
+use automix::feedback::Scorer;
 use automix::router::{RouteOptions, RouteOutcome, Routed, Router};
 use automix::sync::lock;
 use futures::StreamExt;
 
+mod body;
 mod error;
+mod limits;
 pub use error::ApiError;
+pub use limits::{FeedbackLimitSettings, FeedbackLimits, Refusal};
 
 /// Limits and auth of the proxy.
 #[derive(Debug, Clone)]
@@ -54,6 +58,11 @@ pub struct ProxySettings {
     /// While a streamed request is being verified, an SSE comment goes out this often so
     /// clients and intermediaries do not time the stream out.
     pub stream_keepalive: Duration,
+    /// Longest wait for a request's whole body once its headers are in: a client that
+    /// stalls mid-body gets a 408 and its connection is closed.
+    pub body_read_timeout: Duration,
+    /// How much feedback one client key may send and fold into the shared belief.
+    pub feedback: FeedbackLimitSettings,
 }
 
 impl Default for ProxySettings {
@@ -67,6 +76,8 @@ impl Default for ProxySettings {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
             stream_keepalive: Duration::from_secs(2),
+            body_read_timeout: Duration::from_secs(30),
+            feedback: FeedbackLimitSettings::default(),
         }
     }
 }
@@ -82,6 +93,7 @@ pub struct ProxyMetrics {
     upstream_errors: AtomicU64,
     client_errors: AtomicU64,
     panics: Arc<AtomicU64>,
+    feedback_refused: AtomicU64,
     per_model: Mutex<HashMap<String, (u64, u64, f64)>>,
     latency: Mutex<Vec<u64>>,
 }
@@ -156,6 +168,12 @@ impl ProxyMetrics {
         );
         counter(
             &mut out,
+            "automix_feedback_refused_total",
+            "Feedback refused by a key's rate limit or weight cap (429).",
+            self.feedback_refused.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
             "automix_panics_total",
             "Requests answered 500 because a handler panicked.",
             self.panics.load(Ordering::Relaxed),
@@ -211,7 +229,7 @@ pub struct ProxyState {
     /// The metrics `/metrics` serves.
     pub metrics: ProxyMetrics,
     clients: Mutex<HashMap<String, Arc<Semaphore>>>,
-    next_id: AtomicU64,
+    feedback_limits: FeedbackLimits,
 }
 
 impl ProxyState {
@@ -220,10 +238,10 @@ impl ProxyState {
         Arc::new(Self {
             router: RwLock::new(Arc::new(router)),
             loader,
-            settings,
             metrics: ProxyMetrics::default(),
             clients: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
+            feedback_limits: FeedbackLimits::new(settings.feedback),
+            settings,
         })
     }
 
@@ -267,6 +285,13 @@ pub fn app(state: Arc<ProxyState>) -> axum::Router {
         .route("/admin/belief", get(admin_belief))
         .route("/v1/automix/feedback", post(feedback))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            body::BodyRules {
+                timeout: state.settings.body_read_timeout,
+                limit,
+            },
+            body::read_body_within,
+        ))
         .layer(axum::middleware::map_response(openai_error_form))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.panics.clone(),
@@ -342,14 +367,29 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// Equal bytes, compared in time that depends on the lengths only.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The position of `token` in `keys`, every key compared (no early exit on a match).
+fn key_index(keys: &[String], token: &str) -> Option<usize> {
+    keys.iter().enumerate().fold(None, |found, (i, k)| {
+        let hit = constant_time_eq(k.as_bytes(), token.as_bytes());
+        found.or(hit.then_some(i))
+    })
+}
+
+/// The caller's tenant id: `key-<i>` for the i-th configured client key (an identity that
+/// is not the secret, so it may be kept and logged), [`ANONYMOUS`] with auth off.
 fn authorise(state: &ProxyState, headers: &HeaderMap) -> Result<String, Box<Response>> {
     let token = bearer(headers);
     if state.settings.client_keys.is_empty() {
         return Ok(ANONYMOUS.to_owned());
     }
-    match token {
-        Some(t) if state.settings.client_keys.iter().any(|k| k == t) => Ok(t.to_owned()),
-        _ => {
+    match token.and_then(|t| key_index(&state.settings.client_keys, t)) {
+        Some(i) => Ok(format!("key-{i}")),
+        None => {
             state.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
             Err(Box::new(error_response(
                 StatusCode::UNAUTHORIZED,
@@ -372,9 +412,9 @@ fn authorise_admin(state: &ProxyState, headers: &HeaderMap) -> Result<(), Box<Re
             "admin endpoints are disabled: set AUTOMIX_ADMIN_KEYS",
         )));
     }
-    match bearer(headers) {
-        Some(t) if state.settings.admin_keys.iter().any(|k| k == t) => Ok(()),
-        _ => Err(Box::new(error_response(
+    match bearer(headers).and_then(|t| key_index(&state.settings.admin_keys, t)) {
+        Some(_) => Ok(()),
+        None => Err(Box::new(error_response(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             "invalid_api_key",
@@ -433,15 +473,62 @@ async fn admin_belief(State(state): State<Arc<ProxyState>>, headers: HeaderMap) 
     }
 }
 
+/// Who may score: an admin key scores any completion; a client key only its own.
+enum FeedbackCaller {
+    Admin,
+    Tenant(String),
+}
+
+fn feedback_caller(state: &ProxyState, headers: &HeaderMap) -> Result<FeedbackCaller, Box<Response>> {
+    let is_admin = bearer(headers)
+        .is_some_and(|t| key_index(&state.settings.admin_keys, t).is_some());
+    if is_admin {
+        return Ok(FeedbackCaller::Admin);
+    }
+    authorise(state, headers).map(FeedbackCaller::Tenant)
+}
+
+/// A 429 of a feedback limit, with the wait in `Retry-After`.
+fn feedback_refused(state: &ProxyState, refusal: Refusal) -> Response {
+    state.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
+    state.metrics.feedback_refused.fetch_add(1, Ordering::Relaxed);
+    let (code, message, wait) = match refusal {
+        Refusal::Rate { retry_after } => (
+            "feedback_rate_limited",
+            "too many feedback requests for this key",
+            retry_after,
+        ),
+        Refusal::Weight { retry_after } => (
+            "feedback_quota_exceeded",
+            "this key's feedback for the current window is used up",
+            retry_after,
+        ),
+    };
+    ApiError {
+        retry_after: Some(wait.as_secs().max(1)),
+        ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "invalid_request_error", code, message)
+    }
+    .into_response()
+}
+
 /// `POST /v1/automix/feedback` `{"id": <completion id or x-automix-request-id>, "score":
-/// <0..1 or a boolean>}`: credits the model that answered, once.
+/// <0..1 or a boolean>}`: credits the model that answered, once. Only the key that made the
+/// completion (or an admin key) may score it; any other gets the 404 of an unknown id.
+/// Client keys are rate limited and capped in how many scores they fold in per window.
 async fn feedback(
     State(state): State<Arc<ProxyState>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = authorise(&state, &headers) {
-        return *r;
+    let caller = match feedback_caller(&state, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let now = Instant::now();
+    if let FeedbackCaller::Tenant(t) = &caller
+        && let Err(refusal) = state.feedback_limits.request(t, now)
+    {
+        return feedback_refused(&state, refusal);
     }
     let field = |param: &str, message: &str| field_response(&state, &field_error(param, message));
     let Ok(value) = serde_json::from_slice::<Value>(&body) else {
@@ -467,27 +554,37 @@ async fn feedback(
         );
     };
     let route = id.strip_prefix("chatcmpl-").unwrap_or(id);
-    use automix::feedback::FeedbackError as E;
-    match router.feedback(route, score).await {
+    let scorer = match &caller {
+        FeedbackCaller::Admin => Scorer::Admin,
+        FeedbackCaller::Tenant(t) => Scorer::Tenant(Some(t)),
+    };
+    let admit = || match &caller {
+        FeedbackCaller::Admin => Ok(()),
+        FeedbackCaller::Tenant(t) => state.feedback_limits.weigh(t, now),
+    };
+    use automix::feedback::{FeedbackError as E, FeedbackRefused as R};
+    let shown = excerpt(id);
+    match router.feedback(route, score, scorer, admit).await {
         Ok(()) => axum::Json(json!({"accepted": true, "id": id})).into_response(),
-        Err(e @ E::BadScore(_)) => field("score", &e.to_string()),
-        Err(e @ E::Unknown(_)) => error_response(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
+        Err(R::Admission(refusal)) => feedback_refused(&state, refusal),
+        Err(R::Route(e @ E::BadScore(_))) => field("score", &e.to_string()),
+        Err(R::Route(E::Unknown(_))) => client_error(
+            &state,
+            format!("no recent completion has id {shown:?} (unknown, or older than an hour)"),
             "unknown_id",
-            &e.to_string(),
+            StatusCode::NOT_FOUND,
         ),
-        Err(e @ E::AlreadyScored(_)) => error_response(
-            StatusCode::CONFLICT,
-            "invalid_request_error",
+        Err(R::Route(E::AlreadyScored(_))) => client_error(
+            &state,
+            format!("completion {shown:?} was scored already"),
             "already_scored",
-            &e.to_string(),
+            StatusCode::CONFLICT,
         ),
-        Err(e @ E::NoBelief) => error_response(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
+        Err(R::Route(e @ E::NoBelief)) => client_error(
+            &state,
+            e.to_string(),
             "feedback_unsupported",
-            &e.to_string(),
+            StatusCode::BAD_REQUEST,
         ),
     }
 }
@@ -569,7 +666,7 @@ fn validate_sampling(body: &Value) -> Result<(), FieldError> {
             Value::Number(n) if n.as_f64().is_some_and(|x| (lo..=hi).contains(&x)) => Ok(()),
             other => Err(field_error(
                 field,
-                format!("`{field}` must be a number in [{lo}, {hi}], got {other}"),
+                format!("`{field}` must be a number in [{lo}, {hi}], got {}", shown(other)),
             )),
         }
     };
@@ -587,8 +684,9 @@ fn validate_sampling(body: &Value) -> Result<(), FieldError> {
                 return Err(field_error(
                     field,
                     format!(
-                        "`{field}` must be an integer in [1, {}], got {other}",
-                        u32::MAX
+                        "`{field}` must be an integer in [1, {}], got {}",
+                        u32::MAX,
+                        shown(other)
                     ),
                 ));
             }
@@ -599,7 +697,7 @@ fn validate_sampling(body: &Value) -> Result<(), FieldError> {
         Value::Number(n) if n.as_u64() == Some(1) => {}
         other => {
             // One routed answer per request: more would be n separate routings.
-            return Err(field_error("n", format!("`n` must be 1 here, got {other}")));
+            return Err(field_error("n", format!("`n` must be 1 here, got {}", shown(other))));
         }
     }
     match &body["stream"] {
@@ -607,7 +705,7 @@ fn validate_sampling(body: &Value) -> Result<(), FieldError> {
         other => {
             return Err(field_error(
                 "stream",
-                format!("`stream` must be a boolean, got {other}"),
+                format!("`stream` must be a boolean, got {}", shown(other)),
             ));
         }
     }
@@ -617,7 +715,7 @@ fn validate_sampling(body: &Value) -> Result<(), FieldError> {
         other => {
             return Err(field_error(
                 "seed",
-                format!("`seed` must be a non-negative integer, got {other}"),
+                format!("`seed` must be a non-negative integer, got {}", shown(other)),
             ));
         }
     }
@@ -627,7 +725,7 @@ fn validate_sampling(body: &Value) -> Result<(), FieldError> {
         other => {
             return Err(field_error(
                 "stop",
-                format!("`stop` must be a string or up to 4 strings, got {other}"),
+                format!("`stop` must be a string or up to 4 strings, got {}", shown(other)),
             ));
         }
     }
@@ -666,13 +764,26 @@ fn route_options(
         }
     };
     let valid_lambda = |l: f64| l.is_finite() && l >= 0.0;
+    match &body["automix"] {
+        Value::Null if body.get("automix").is_none() => {}
+        Value::Object(_) => {}
+        other => {
+            return Err(field_error(
+                "automix",
+                format!(
+                    "`automix` must be an object such as {{\"lambda\": 0.5}}, got {}",
+                    json_kind(other)
+                ),
+            ));
+        }
+    }
     let from_body = match &body["automix"]["lambda"] {
         Value::Null => None,
         Value::Number(n) if n.as_f64().is_some_and(valid_lambda) => n.as_f64(),
         other => {
             return Err(field_error(
                 "automix.lambda",
-                format!("`automix.lambda` must be a number >= 0, got {other}"),
+                format!("`automix.lambda` must be a number >= 0, got {}", shown(other)),
             ));
         }
     };
@@ -683,7 +794,7 @@ fn route_options(
             _ => {
                 return Err(field_error(
                     "x-automix-lambda",
-                    format!("x-automix-lambda must be a number >= 0, got {text:?}"),
+                    format!("x-automix-lambda must be a number >= 0, got {:?}", excerpt(&text)),
                 ));
             }
         },
@@ -706,14 +817,45 @@ fn route_options(
         Some(text) => Some(text.parse::<usize>().map_err(|_| {
             field_error(
                 "x-automix-max-escalations",
-                format!("x-automix-max-escalations must be an integer >= 0, got {text:?}"),
+                format!(
+                    "x-automix-max-escalations must be an integer >= 0, got {:?}",
+                    excerpt(&text)
+                ),
             )
         })?),
     };
     Ok(RouteOptions {
         lambda,
         max_escalations,
+        tenant: None,
     })
+}
+
+/// The JSON type of `v`, for errors that must not echo what a client sent.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// At most the first 32 characters of a client string, marked when cut: errors name what
+/// the client sent without echoing a megabyte of it back.
+pub fn excerpt(s: &str) -> String {
+    const KEEP: usize = 32;
+    match s.char_indices().nth(KEEP) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &s[..cut], s.len()),
+        None => s.to_owned(),
+    }
+}
+
+/// A client's JSON value in an error: its excerpt.
+fn shown(v: &Value) -> String {
+    excerpt(&v.to_string())
 }
 
 /// The request fields the router interprets; every other field travels to the answering
@@ -833,7 +975,9 @@ async fn chat_completions(
         Err(r) => return *r,
     };
     let slot = state.client_slot(&a.client);
-    let Ok(_permit) = slot.try_acquire() else {
+    // The slot is held until the reply's last byte (or a disconnect): a stream moves it into
+    // its body, so streams count against the limit for as long as they run.
+    let Ok(permit) = slot.try_acquire_owned() else {
         return client_error(
             &state,
             "too many concurrent requests for this client".into(),
@@ -845,11 +989,13 @@ async fn chat_completions(
     // that tool calls reach the client intact.
     if a.stream && !a.request.extra.contains_key("tools") {
         if a.direct {
-            return live_stream(&state, &a.router, a.request, started).await;
+            return live_stream(&state, &a.router, a.request, started, permit).await;
         }
-        return routed_stream(state.clone(), a, started);
+        return routed_stream(state.clone(), a, started, permit);
     }
-    routed_reply(&state, a, started).await
+    let reply = routed_reply(&state, a, started).await;
+    drop(permit);
+    reply
 }
 
 /// A client error (4xx) in OpenAI form, counted.
@@ -886,8 +1032,10 @@ fn admit(state: &ProxyState, headers: &HeaderMap, body: &[u8]) -> Result<Admitte
     } else {
         router.lambda_family()
     };
-    let options =
-        route_options(headers, &value, family).map_err(|e| Box::new(field_response(state, &e)))?;
+    let options = RouteOptions {
+        tenant: Some(client.clone()),
+        ..route_options(headers, &value, family).map_err(|e| Box::new(field_response(state, &e)))?
+    };
     let names: Vec<&str> = router
         .models()
         .models()
@@ -899,7 +1047,7 @@ fn admit(state: &ProxyState, headers: &HeaderMap, body: &[u8]) -> Result<Admitte
             state,
             format!(
                 "model {:?} is not served here; served: automix, {}",
-                request.model,
+                excerpt(&request.model),
                 names.join(", ")
             ),
             "model_not_found",
@@ -947,7 +1095,12 @@ fn chat_query(question: String) -> QueryRow {
 /// model, a pre-selected start) streams live as the model sends it; a verified answer is
 /// sent whole once kept. What routing decided (model, path, decision) goes in the final
 /// chunk's `automix` field, since the headers have gone by then.
-fn routed_stream(state: Arc<ProxyState>, a: Admitted, started: Instant) -> Response {
+fn routed_stream(
+    state: Arc<ProxyState>,
+    a: Admitted,
+    started: Instant,
+    permit: OwnedSemaphorePermit,
+) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
     tokio::spawn(async move {
         let query = chat_query(a.question);
@@ -970,7 +1123,7 @@ fn routed_stream(state: Arc<ProxyState>, a: Admitted, started: Instant) -> Respo
             Ok(Ok(Routed::Whole(o) | Routed::Live { outcome: o, .. })) => o.route_id.clone(),
             _ => String::new(),
         };
-        let (id, created) = completion_id(&state, &route_id);
+        let (id, created) = completion_id(&route_id);
         let events = match routed {
             Ok(Ok(Routed::Whole(o))) => {
                 state.metrics.record(&o, started.elapsed());
@@ -1010,8 +1163,10 @@ fn routed_stream(state: Arc<ProxyState>, a: Admitted, started: Instant) -> Respo
             }
         }
     });
-    let body = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    let body = futures::stream::unfold((rx, permit), |(mut rx, permit)| async move {
+        rx.recv()
+            .await
+            .map(|e| (Ok::<_, Infallible>(e), (rx, permit)))
     });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
@@ -1100,7 +1255,7 @@ async fn routed_reply(state: &ProxyState, a: Admitted, started: Instant) -> Resp
         }
     };
     state.metrics.record(&outcome, started.elapsed());
-    let (id, created) = completion_id(state, &outcome.route_id);
+    let (id, created) = completion_id(&outcome.route_id);
     let mut response = if a.stream {
         stream_response(&id, created, &outcome)
     } else {
@@ -1130,6 +1285,7 @@ async fn live_stream(
     router: &Router,
     request: ChatRequest,
     started: Instant,
+    permit: OwnedSemaphorePermit,
 ) -> Response {
     use futures::StreamExt;
     let name = request.model.clone();
@@ -1144,7 +1300,7 @@ async fn live_stream(
             return match router.direct(&query, &name, request).await {
                 Ok(o) => {
                     state.metrics.record(&o, started.elapsed());
-                    let (id, created) = completion_id(state, &o.route_id);
+                    let (id, created) = completion_id(&o.route_id);
                     let mut response = stream_response(&id, created, &o);
                     add_headers(response.headers_mut(), &o);
                     response
@@ -1156,10 +1312,13 @@ async fn live_stream(
     };
     state.metrics.requests.fetch_add(1, Ordering::Relaxed);
     state.metrics.observe_latency(started.elapsed());
-    let (id, created) = completion_id(state, "");
+    let (id, created) = completion_id("");
     let summary =
         json!({"model_name": name, "models_tried": [name], "decision": "direct", "lambda": null});
-    let events = live_events(id, created, api_model, summary, deltas).map(Ok::<_, Infallible>);
+    let events = live_events(id, created, api_model, summary, deltas).map(move |e| {
+        let _held = &permit;
+        Ok::<_, Infallible>(e)
+    });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
@@ -1268,13 +1427,11 @@ pub fn completion_json(id: &str, created: u64, o: &RouteOutcome) -> Value {
 }
 
 /// A fresh completion id and creation time.
-fn completion_id(state: &ProxyState, route_id: &str) -> (String, u64) {
-    // A routed reply is named by its route, so feedback can find it; others by a counter.
+fn completion_id(route_id: &str) -> (String, u64) {
+    // A routed reply is named by its route (128 random bits), so feedback can find it;
+    // others by 128 fresh random bits: no id tells anything about another.
     let id = if route_id.is_empty() {
-        format!(
-            "chatcmpl-automix-{}",
-            state.next_id.fetch_add(1, Ordering::Relaxed)
-        )
+        format!("chatcmpl-{:032x}", rand::random::<u128>())
     } else {
         format!("chatcmpl-{route_id}")
     };

@@ -29,10 +29,34 @@ pub enum FeedbackError {
     BadScore(f64),
 }
 
-/// One remembered route: the model whose answer the client got, and its verdict.
-#[derive(Debug, Clone, Copy)]
+/// Who sends a score: the tenant that made the completion may score it; an operator
+/// (admin key) may score any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scorer<'a> {
+    /// A client, by its tenant id (what [`crate::RouteOptions::tenant`] was for the route).
+    Tenant(Option<&'a str>),
+    /// An operator: may score any route.
+    Admin,
+}
+
+/// Why [`crate::Router::feedback`] did not credit a score: the route memory's reason, or the
+/// caller's own admission check (a quota) refusing it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FeedbackRefused<E> {
+    /// The route memory refused it.
+    #[error(transparent)]
+    Route(#[from] FeedbackError),
+    /// The caller's admission check refused it; the route keeps its one score.
+    #[error("feedback not admitted")]
+    Admission(E),
+}
+
+/// One remembered route: the model whose answer the client got, its verdict, and the
+/// tenant that made it.
+#[derive(Debug, Clone)]
 struct Remembered {
     answered: StepObservation,
+    tenant: Option<String>,
     at: Instant,
     scored: bool,
 }
@@ -45,9 +69,15 @@ pub struct RecentRoutes {
 }
 
 impl RecentRoutes {
-    /// Remembers that route `id` kept the answer of `answered.model`, whose verdict was
-    /// `answered.verdict`.
-    pub fn remember(&mut self, id: String, answered: StepObservation, now: Instant) {
+    /// Remembers that route `id`, made by `tenant`, kept the answer of `answered.model`,
+    /// whose verdict was `answered.verdict`.
+    pub fn remember(
+        &mut self,
+        id: String,
+        tenant: Option<String>,
+        answered: StepObservation,
+        now: Instant,
+    ) {
         while self.order.len() >= REMEMBERED_ROUTES {
             if let Some(old) = self.order.pop_front() {
                 self.by_id.remove(&old);
@@ -58,18 +88,21 @@ impl RecentRoutes {
             id,
             Remembered {
                 answered,
+                tenant,
                 at: now,
                 scored: false,
             },
         );
     }
 
-    /// The observation a score of route `id` makes (its model's correctness), marking the
-    /// route scored.
+    /// The observation a score of route `id` by `by` makes (its model's correctness),
+    /// marking the route scored. Another tenant's route is [`FeedbackError::Unknown`], the
+    /// same answer as an id that never existed: the reply is no oracle for others' ids.
     pub fn score(
         &mut self,
         id: &str,
         score: f64,
+        by: Scorer<'_>,
         now: Instant,
     ) -> Result<StepObservation, FeedbackError> {
         if !(0.0..=1.0).contains(&score) {
@@ -77,7 +110,11 @@ impl RecentRoutes {
         }
         let unknown = || FeedbackError::Unknown(id.to_owned());
         let route = self.by_id.get_mut(id).ok_or_else(unknown)?;
-        if now.duration_since(route.at) > FEEDBACK_WINDOW {
+        let allowed = match by {
+            Scorer::Admin => true,
+            Scorer::Tenant(t) => t == route.tenant.as_deref(),
+        };
+        if !allowed || now.duration_since(route.at) > FEEDBACK_WINDOW {
             return Err(unknown());
         }
         if route.scored {
@@ -88,6 +125,14 @@ impl RecentRoutes {
             correct: Some(score >= automix_core::VERDICT_CUT),
             ..route.answered
         })
+    }
+
+    /// Un-marks route `id` as scored: a score refused after the lookup (a quota) must not
+    /// use up the route's one score.
+    pub fn unscore(&mut self, id: &str) {
+        if let Some(route) = self.by_id.get_mut(id) {
+            route.scored = false;
+        }
     }
 }
 
@@ -104,30 +149,36 @@ mod tests {
             verdict: Some(true),
             correct: None,
         };
-        recent.remember("a".into(), seen, t0);
-        let o = recent.score("a", 0.0, t0).unwrap();
+        let me = Scorer::Tenant(Some("k1"));
+        recent.remember("a".into(), Some("k1".into()), seen, t0);
+        assert!(matches!(
+            recent.score("a", 0.0, Scorer::Tenant(Some("k2")), t0),
+            Err(FeedbackError::Unknown(_))
+        ));
+        let o = recent.score("a", 0.0, me, t0).unwrap();
         assert_eq!(
             (o.model, o.verdict, o.correct),
             (1, Some(true), Some(false))
         );
         assert_eq!(
-            recent.score("a", 1.0, t0),
+            recent.score("a", 1.0, me, t0),
             Err(FeedbackError::AlreadyScored("a".into()))
         );
         assert!(matches!(
-            recent.score("b", 1.0, t0),
+            recent.score("b", 1.0, me, t0),
             Err(FeedbackError::Unknown(_))
         ));
-        recent.remember("c".into(), seen, t0);
+        recent.remember("c".into(), Some("k1".into()), seen, t0);
         let late = t0 + FEEDBACK_WINDOW + Duration::from_secs(1);
         assert!(matches!(
-            recent.score("c", 1.0, late),
+            recent.score("c", 1.0, Scorer::Admin, late),
             Err(FeedbackError::Unknown(_))
         ));
         assert_eq!(
-            recent.score("c", 1.5, t0),
+            recent.score("c", 1.5, me, t0),
             Err(FeedbackError::BadScore(1.5))
         );
+        assert!(recent.score("c", 1.0, Scorer::Admin, t0).is_ok());
     }
 
     #[test]
@@ -140,12 +191,13 @@ mod tests {
             correct: None,
         };
         for i in 0..=REMEMBERED_ROUTES {
-            recent.remember(i.to_string(), seen, t0);
+            recent.remember(i.to_string(), None, seen, t0);
         }
+        let anyone = Scorer::Tenant(None);
         assert!(matches!(
-            recent.score("0", 1.0, t0),
+            recent.score("0", 1.0, anyone, t0),
             Err(FeedbackError::Unknown(_))
         ));
-        assert!(recent.score("1", 1.0, t0).is_ok());
+        assert!(recent.score("1", 1.0, anyone, t0).is_ok());
     }
 }

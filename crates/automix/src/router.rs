@@ -18,7 +18,7 @@ use crate::belief_store::{
 use crate::config::{CollectSettings, Config, VerifierSignal};
 use crate::dataset::{QueryRow, Tokens, VerificationRecord};
 use crate::error::{AutomixError, Result};
-use crate::feedback::{FeedbackError, RecentRoutes};
+use crate::feedback::{FeedbackError, FeedbackRefused, RecentRoutes, Scorer};
 use crate::models::{ModelHandle, ModelSet};
 use crate::pipeline::{
     AnswerCall, AnswerSource, VerifyModes, answer, answer_budget, verifier_for, verify,
@@ -31,13 +31,16 @@ use crate::task_metric::TaskMetric;
 use crate::training::{CascadePlan, RouterPolicy, verifier_score};
 
 /// A request's own routing settings; `None` fields take the trained or configured value.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RouteOptions {
     /// λ of the two-model calibrated policy: escalate where the expected gain is at least
     /// λ × the cost of an escalation.
     pub lambda: Option<f64>,
     /// Most escalations for this request (0 keeps the first answer).
     pub max_escalations: Option<usize>,
+    /// Who asked (the proxy's client identity, never a key): only this tenant, or an
+    /// operator, may score the route.
+    pub tenant: Option<String>,
 }
 
 /// One model call made while routing.
@@ -263,9 +266,6 @@ pub struct Router {
     collect: CollectSettings,
     /// Recent routes that may still get feedback (only with an online belief).
     recent: Option<Arc<Mutex<RecentRoutes>>>,
-    /// Route ids: unique per router (a random prefix) and in order.
-    route_prefix: String,
-    route_seq: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Router {
@@ -304,8 +304,6 @@ impl Router {
             settings,
             collect: config.collect.clone(),
             recent,
-            route_prefix: route_prefix(),
-            route_seq: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         })
     }
 
@@ -479,12 +477,7 @@ impl Router {
         live: bool,
     ) -> Result<Routed> {
         let started = Instant::now();
-        let route_id = format!(
-            "{}-{}",
-            self.route_prefix,
-            self.route_seq
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
+        let route_id = route_id();
         let metric = query.metric.as_deref().map(TaskMetric::parse).transpose()?;
         let source = self.source(metric, request);
         let max_escalations = options
@@ -531,7 +524,7 @@ impl Router {
             if let (Some(stream), Some(reason)) = (stream, unverified) {
                 trace.streaming(&model.entry.name, reason);
                 self.strategy.observe(&mut state, at.model, None, None)?;
-                self.remember(&route_id, &state);
+                self.remember(&route_id, options.tenant.as_deref(), &state);
                 self.strategy.finish(state).await?;
                 let partial = AnswerCall {
                     text: String::new(),
@@ -589,28 +582,41 @@ impl Router {
                 None => break (at.model, answer),
             }
         };
-        self.remember(&route_id, &state);
+        self.remember(&route_id, options.tenant.as_deref(), &state);
         self.strategy.finish(state).await?;
         let mut outcome = self.finish(query, metric, start, kept, response, trace, started);
         outcome.route_id = route_id;
         Ok(Routed::Whole(outcome))
     }
 
-    /// Remembers route `id` for feedback (with an online belief).
-    fn remember(&self, id: &str, state: &RouteState) {
+    /// Remembers route `id` of `tenant` for feedback (with an online belief).
+    fn remember(&self, id: &str, tenant: Option<&str>, state: &RouteState) {
         if let (Some(recent), Some(kept)) = (&self.recent, state.kept()) {
-            lock(recent).remember(id.to_owned(), kept, Instant::now());
+            lock(recent).remember(id.to_owned(), tenant.map(str::to_owned), kept, Instant::now());
         }
     }
 
     /// A client's score (in [0, 1]; ≥ 0.5 counts as correct) for the answer of route `id`:
     /// the model that gave it is credited once, in the online belief (shared by replicas when
     /// the belief lives in a store).
-    pub async fn feedback(&self, id: &str, score: f64) -> Result<(), FeedbackError> {
+    ///
+    /// `admit` runs after the route is found and before it is credited (the caller's quota):
+    /// when it refuses, the route keeps its one score and its error is returned.
+    pub async fn feedback<E>(
+        &self,
+        id: &str,
+        score: f64,
+        by: Scorer<'_>,
+        admit: impl FnOnce() -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), FeedbackRefused<E>> {
         let (Some(recent), Some(online)) = (&self.recent, self.strategy.online()) else {
-            return Err(FeedbackError::NoBelief);
+            return Err(FeedbackError::NoBelief.into());
         };
-        let observation = lock(recent).score(id, score, Instant::now())?;
+        let observation = lock(recent).score(id, score, by, Instant::now())?;
+        if let Err(e) = admit() {
+            lock(recent).unscore(id);
+            return Err(FeedbackRefused::Admission(e));
+        }
         // Learning cannot fail a feedback the route memory accepted: a store that is down
         // keeps the count for later (see `belief_store`).
         if let Err(e) = online.observe(&[observation]).await {
@@ -1028,9 +1034,8 @@ impl Trace {
 }
 
 /// A random-enough prefix for route ids: unique per router.
-fn route_prefix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+/// A fresh route id: 128 bits from the thread's CSPRNG (ChaCha, seeded from the OS), so ids
+/// cannot be guessed from one another; feedback names a route by it.
+fn route_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }

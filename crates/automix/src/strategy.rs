@@ -154,6 +154,21 @@ impl RouteState {
     }
 }
 
+/// The family's table for a request λ: clamped into the solved range first (above the
+/// largest solved λ is the largest's table, below the smallest the smallest's), then the
+/// nearest. Clamping matters: far above the range every solved λ is equally far in `f64`
+/// (1e17 − 3 == 1e17), and the nearest by distance would be the first, λ 0.
+fn nearest_table(family: &[(f64, Arc<CascadePolicy>)], wanted: f64) -> (f64, Arc<CascadePolicy>) {
+    let lo = family.iter().map(|f| f.0).fold(f64::INFINITY, f64::min);
+    let hi = family.iter().map(|f| f.0).fold(f64::NEG_INFINITY, f64::max);
+    let clamped = wanted.clamp(lo, hi);
+    family
+        .iter()
+        .min_by(|a, b| (a.0 - clamped).abs().total_cmp(&(b.0 - clamped).abs()))
+        .map(|(l, t)| (*l, Arc::clone(t)))
+        .unwrap_or_else(|| (wanted, Arc::clone(&family[0].1)))
+}
+
 impl Strategy {
     /// Where `task`'s queries start, and the λ the route runs at when the request chose
     /// one (a cascade routes the whole query with the family's table nearest to it; the
@@ -173,12 +188,7 @@ impl Strategy {
                 None,
             ),
             Self::Cascade { index, family, .. } if lambda.is_some() && !family.is_empty() => {
-                let wanted = lambda.unwrap_or_default();
-                let (used, table) = family
-                    .iter()
-                    .min_by(|a, b| (a.0 - wanted).abs().total_cmp(&(b.0 - wanted).abs()))
-                    .map(|(l, t)| (*l, t.clone()))
-                    .unwrap_or_else(|| (wanted, Arc::clone(&family[0].1)));
+                let (used, table) = nearest_table(family, lambda.unwrap_or_default());
                 let start = table.start;
                 state.table = Some(table);
                 (
