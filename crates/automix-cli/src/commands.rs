@@ -755,7 +755,7 @@ pub async fn serve(config: Config, args: &ServeArgs) -> Result<()> {
             return;
         };
         while hup.recv().await.is_some() {
-            match reloader.reload() {
+            match reloader.reload().await {
                 Ok(()) => eprintln!("policy reloaded"),
                 Err(e) => eprintln!("reload failed, keeping the old policy: {e}"),
             }

@@ -245,20 +245,24 @@ impl ProxyState {
         })
     }
 
-    /// Rebuilds the router; requests in flight keep the one they started with.
-    pub fn reload(&self) -> automix::Result<()> {
+    /// Rebuilds the router; requests in flight keep the one they started with. Counts the
+    /// old router's shared belief has not yet sent move to the new one (none is lost).
+    pub async fn reload(&self) -> automix::Result<()> {
         let loader = self.loader.as_ref().ok_or_else(|| {
             AutomixError::Reload("this proxy has no policy file to reload".into())
         })?;
         let fresh = Arc::new(loader()?);
-        if let Ok(mut r) = self.router.write() {
-            *r = fresh;
+        if let Some(old) = self.router() {
+            fresh.inherit_belief(&old).await;
         }
+        // A poisoned lock is recovered (the router inside is whole: it is only ever
+        // replaced), never skipped: a reload that reports success has taken effect.
+        *automix::sync::write(&self.router) = fresh;
         Ok(())
     }
 
     fn router(&self) -> Option<Arc<Router>> {
-        self.router.read().ok().map(|r| r.clone())
+        Some(automix::sync::read(&self.router).clone())
     }
 
     /// The concurrency slot of `client`. Only configured keys (and the one anonymous
@@ -427,7 +431,7 @@ async fn reload(State(state): State<Arc<ProxyState>>, headers: HeaderMap) -> Res
     if let Err(r) = authorise_admin(&state, &headers) {
         return *r;
     }
-    match state.reload() {
+    match state.reload().await {
         Ok(()) => axum::Json(json!({"reloaded": true})).into_response(),
         Err(e) => error_response(
             StatusCode::INTERNAL_SERVER_ERROR,

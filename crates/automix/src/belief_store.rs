@@ -8,8 +8,10 @@
 //! reply was lost is re-sent with the same number, so a timeout never double-counts and a
 //! failure never drops counts: new observations wait in a buffer behind the batch in flight.
 //!
-//! **Store down.** Routing goes on with the last table; `healthy` turns false (shown by
-//! `/health` and `/metrics`); buffered counts are sent when the store answers again.
+//! **Store down.** Routing goes on with the last table and never waits on the store (a
+//! background worker talks to it); `healthy` turns false (shown by `/health` and
+//! `/metrics`); buffered counts are sent when the store answers again, and a reload hands
+//! them to the new router's belief.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -122,11 +124,28 @@ return redis.call('HGETALL', KEYS[1])
 ";
 
 impl RedisStore {
-    /// A store at `url` (`redis://host:port/db`) under `prefix`; connects on first use, so a
-    /// replica starts even while Redis is down.
-    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client =
-            redis::Client::open(url).map_err(|e| StoreError::Unreachable(e.to_string()))?;
+    /// A store at `url` (`redis://host:port/db`, or `rediss://` over TLS, verified against
+    /// `ca_pem` when given, else the system's trust store) under `prefix`; connects on first
+    /// use, so a replica starts even while Redis is down.
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+        ca_pem: Option<Vec<u8>>,
+    ) -> Result<Self, StoreError> {
+        // The URL may hold a password: errors are the client's kind, never the URL.
+        let invalid = |e: redis::RedisError| StoreError::Unreachable(format!("{:?}", e.kind()));
+        let client = match ca_pem {
+            Some(root_cert) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            ),
+            None => redis::Client::open(url),
+        }
+        .map_err(invalid)?;
         Ok(Self {
             client,
             conn: tokio::sync::Mutex::new(None),
@@ -254,11 +273,11 @@ pub struct TableInputs {
     pub prior: ModelRates,
 }
 
-/// Batches not yet confirmed by the store.
+/// Batches not yet confirmed by the store, and the replica id they are numbered under.
 #[derive(Debug)]
 struct Outbox {
+    replica: String,
     in_flight: Option<(u64, BeliefCounts)>,
-    buffer: BeliefCounts,
     next_seq: u64,
 }
 
@@ -271,15 +290,30 @@ struct View {
 }
 
 /// A replica's handle on the shared belief.
+///
+/// **Off the request path.** Routing reads the last table and folding an observation in
+/// only adds to a buffer: neither ever waits on the store. A background worker (started by
+/// the first observation, inside the runtime) sends the buffer as numbered batches, re-reads
+/// the totals every [`SYNC_EVERY`], and backs off exponentially (up to [`MAX_BACKOFF`])
+/// while the store fails.
 #[derive(Debug)]
 pub struct SharedBelief {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     store: Arc<dyn BeliefStore>,
-    replica: String,
     inputs: TableInputs,
+    /// New counts: a plain lock, never held across an await.
+    buffer: std::sync::Mutex<BeliefCounts>,
+    /// The batch in flight: held by whoever talks to the store.
     outbox: tokio::sync::Mutex<Outbox>,
     view: std::sync::Mutex<View>,
     healthy: AtomicBool,
     errors: AtomicU64,
+    wake: Arc<tokio::sync::Notify>,
+    worker: std::sync::Once,
 }
 
 /// What `/admin/belief` shows, for the shared belief and the in-process one alike.
@@ -314,8 +348,14 @@ pub struct ModelPosterior {
     pub fpr: f64,
 }
 
-/// How often a replica re-reads the shared counts while routing.
-const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// How often the worker re-reads the shared counts.
+pub const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// The longest wait between store attempts while it fails.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The first wait after a failed store call.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
 impl SharedBelief {
     /// A replica of the belief in `store`, starting from the trained table.
@@ -323,13 +363,13 @@ impl SharedBelief {
         let n = inputs.names.len();
         let totals = BeliefCounts::new(n);
         let table = Arc::new(solve(&inputs, &totals)?);
-        Ok(Self {
+        let inner = Inner {
             store,
-            replica: replica_id(),
             inputs,
+            buffer: std::sync::Mutex::new(BeliefCounts::new(n)),
             outbox: tokio::sync::Mutex::new(Outbox {
+                replica: replica_id(),
                 in_flight: None,
-                buffer: BeliefCounts::new(n),
                 next_seq: 0,
             }),
             view: std::sync::Mutex::new(View {
@@ -339,63 +379,191 @@ impl SharedBelief {
             }),
             healthy: AtomicBool::new(true),
             errors: AtomicU64::new(0),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            worker: std::sync::Once::new(),
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
         })
     }
 
     /// The table to route with now.
     pub fn table(&self) -> Arc<CascadePolicy> {
-        lock(&self.view).table.clone()
+        lock(&self.inner.view).table.clone()
     }
 
     /// Whether the last store call succeeded.
     pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.inner.healthy.load(Ordering::Relaxed)
     }
 
-    /// Counts `observations` (those with known correctness) and sends them to the store.
-    pub async fn observe(&self, observations: &[StepObservation]) {
-        let counted = {
-            let mut outbox = self.outbox.lock().await;
-            outbox.buffer.observe(observations)
-        };
+    /// Counts `observations` (those with known correctness) for the worker to send. Never
+    /// waits on the store.
+    pub fn observe(&self, observations: &[StepObservation]) {
+        let counted = lock(&self.inner.buffer).observe(observations);
+        self.start_worker();
         if counted > 0 {
-            self.flush().await;
-        } else if lock(&self.view).synced.elapsed() >= SYNC_EVERY {
-            self.sync().await;
+            self.inner.wake.notify_one();
         }
     }
 
-    /// Sends what is waiting, then re-reads the totals and re-solves the table.
+    /// Starts the background worker once, where a Tokio runtime runs (a belief used outside
+    /// one is synced by [`Self::sync`] only).
+    fn start_worker(&self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        self.inner.worker.call_once(|| {
+            let weak = Arc::downgrade(&self.inner);
+            let wake = self.inner.wake.clone();
+            tokio::spawn(run_worker(weak, wake));
+        });
+    }
+
+    /// Sends what is waiting, then re-reads the totals and re-solves the table (the admin
+    /// view and tests call this; routing never does).
     pub async fn sync(&self) {
-        self.flush().await;
+        self.inner.sync().await;
+    }
+
+    /// Takes over what `old` (the belief of the router a reload replaces) has not yet sent:
+    /// its buffer, its batch in flight and its batch numbering, so a reload loses no counts
+    /// and the store still applies each batch once. `old` goes on under a fresh replica id
+    /// for whatever requests still in flight fold into it.
+    pub async fn inherit(&self, old: &SharedBelief) {
+        let moved = std::mem::replace(
+            &mut *lock(&old.inner.buffer),
+            BeliefCounts::new(old.inner.inputs.names.len()),
+        );
+        let same_shape = moved.models.len() == self.inner.inputs.names.len();
+        if !same_shape {
+            eprintln!(
+                "automix: the reloaded plan has other models; {} pending counts of the old \
+                 belief stay with it",
+                moved.updates
+            );
+            lock(&old.inner.buffer).merge(&moved);
+            return;
+        }
+        {
+            let mut theirs = old.inner.outbox.lock().await;
+            let mut ours = self.inner.outbox.lock().await;
+            let fresh = Outbox {
+                replica: replica_id(),
+                in_flight: None,
+                next_seq: 0,
+            };
+            let taken = std::mem::replace(&mut *theirs, fresh);
+            if ours.in_flight.is_none() && ours.next_seq == 0 {
+                *ours = taken;
+            } else if let Some((_, batch)) = taken.in_flight {
+                // Never happens in a reload (the new router has sent nothing yet); kept
+                // correct anyway: resent as new counts of ours.
+                lock(&self.inner.buffer).merge(&batch);
+            }
+        }
+        lock(&self.inner.buffer).merge(&moved);
+        self.start_worker();
+        self.inner.wake.notify_one();
+    }
+
+    /// The posterior, the counts and the table, after syncing with the store.
+    pub async fn snapshot(&self) -> BeliefSnapshot {
+        let inner = &self.inner;
+        inner.sync().await;
+        let pending = {
+            let outbox = inner.outbox.lock().await;
+            lock(&inner.buffer).updates + outbox.in_flight.as_ref().map_or(0, |(_, b)| b.updates)
+        };
+        let view = lock(&inner.view);
+        let p = view.totals.posterior(&inner.inputs.prior);
+        let models = posteriors(&inner.inputs.names, &p.theta, &p.tpr, &p.fpr);
+        BeliefSnapshot {
+            store: inner.store.kind(),
+            healthy: self.healthy(),
+            updates: view.totals.updates,
+            pending,
+            store_errors: inner.errors.load(Ordering::Relaxed),
+            models,
+            table: (*view.table).clone(),
+        }
+    }
+}
+
+/// The worker: sends counts when woken (or every [`SYNC_EVERY`], re-reading the totals),
+/// waiting longer after each failure. Ends when the belief is dropped.
+async fn run_worker(weak: std::sync::Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
+    let mut backoff: Option<Duration> = None;
+    loop {
+        match backoff {
+            // While the store fails, new counts do not hurry the next attempt.
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => {
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(SYNC_EVERY) => {}
+                }
+            }
+        }
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        let ok = inner.flush().await && inner.sync_if_due().await;
+        backoff = if ok {
+            None
+        } else {
+            Some(backoff.map_or(MIN_BACKOFF, |b| (b * 2).min(MAX_BACKOFF)))
+        };
+    }
+}
+
+impl Inner {
+    async fn sync(&self) {
+        if self.flush().await {
+            self.load().await;
+        }
+    }
+
+    async fn sync_if_due(&self) -> bool {
+        if lock(&self.view).synced.elapsed() < SYNC_EVERY {
+            return true;
+        }
+        self.load().await
+    }
+
+    async fn load(&self) -> bool {
         match self.store.load(self.inputs.names.len()).await {
             Ok(totals) => {
                 self.healthy.store(true, Ordering::Relaxed);
                 self.adopt(totals);
+                true
             }
-            Err(e) => self.failed(&e),
+            Err(e) => {
+                self.failed(&e);
+                false
+            }
         }
     }
 
     /// Sends the batch in flight (again, with its number, if it failed before), then the
-    /// buffer as the next batch.
-    async fn flush(&self) {
+    /// buffer as the next batch. False when the store failed.
+    async fn flush(&self) -> bool {
         let mut outbox = self.outbox.lock().await;
         loop {
             if outbox.in_flight.is_none() {
-                if outbox.buffer.is_empty() {
-                    return;
-                }
                 let n = self.inputs.names.len();
-                let batch = std::mem::replace(&mut outbox.buffer, BeliefCounts::new(n));
+                let batch = std::mem::replace(&mut *lock(&self.buffer), BeliefCounts::new(n));
+                if batch.is_empty() {
+                    return true;
+                }
                 let seq = outbox.next_seq;
                 outbox.next_seq += 1;
                 outbox.in_flight = Some((seq, batch));
             }
             let Some((seq, batch)) = outbox.in_flight.clone() else {
-                return;
+                return true;
             };
-            match self.store.add(&self.replica, seq, &batch).await {
+            match self.store.add(&outbox.replica, seq, &batch).await {
                 Ok(totals) => {
                     outbox.in_flight = None;
                     self.healthy.store(true, Ordering::Relaxed);
@@ -403,7 +571,7 @@ impl SharedBelief {
                 }
                 Err(e) => {
                     self.failed(&e);
-                    return;
+                    return false;
                 }
             }
         }
@@ -429,27 +597,6 @@ impl SharedBelief {
                 view.totals = totals;
             }
             Err(e) => eprintln!("automix: re-solving the shared table failed: {e}"),
-        }
-    }
-
-    /// The posterior, the counts and the table, after syncing with the store.
-    pub async fn snapshot(&self) -> BeliefSnapshot {
-        self.sync().await;
-        let pending = {
-            let outbox = self.outbox.lock().await;
-            outbox.buffer.updates + outbox.in_flight.as_ref().map_or(0, |(_, b)| b.updates)
-        };
-        let view = lock(&self.view);
-        let p = view.totals.posterior(&self.inputs.prior);
-        let models = posteriors(&self.inputs.names, &p.theta, &p.tpr, &p.fpr);
-        BeliefSnapshot {
-            store: self.store.kind(),
-            healthy: self.healthy(),
-            updates: view.totals.updates,
-            pending,
-            store_errors: self.errors.load(Ordering::Relaxed),
-            models,
-            table: (*view.table).clone(),
         }
     }
 }
@@ -484,12 +631,9 @@ fn solve(inputs: &TableInputs, totals: &BeliefCounts) -> automix_core::Result<Ca
     )
 }
 
-/// An id for this replica's batches: unique per process start.
+/// An id for a replica's batches: 128 random bits, unique per belief.
 fn replica_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{:x}-{:x}", std::process::id(), nanos)
+    format!("{:032x}", rand::random::<u128>())
 }
 
 #[cfg(test)]

@@ -313,8 +313,12 @@ pub struct AutomixSettings {
     /// Re-solve the online decision table every this many updates.
     pub belief_refresh_every: usize,
     /// Where the online belief lives: `memory` (this process, a particle filter) or a Redis
-    /// URL (`redis://host:port/db`) shared by every replica that names it.
+    /// URL (`redis://host:port/db`, or `rediss://` over TLS) shared by every replica that
+    /// names it.
     pub belief_store: String,
+    /// PEM file of the CA that signed the Redis server's certificate (`rediss://` only;
+    /// default: the system's trust store).
+    pub belief_store_ca_file: Option<PathBuf>,
     /// Key prefix in the shared store (default: one per trained plan, so two policies never
     /// share counts).
     pub belief_key_prefix: Option<String>,
@@ -348,6 +352,7 @@ impl Default for AutomixSettings {
             belief_refresh_every: 10,
             belief_store: "memory".into(),
             belief_key_prefix: None,
+            belief_store_ca_file: None,
             belief_store_timeout_ms: 300,
             cost_lambda: None,
             verifier_server_url: None,
@@ -505,12 +510,18 @@ impl Config {
             ));
         }
         let store = a.belief_store.as_str();
-        if !(store == "memory" || store.starts_with("redis://")) {
-            // Not echoed: a URL may carry a password. rediss:// (TLS) is not built in.
+        let tls = store.starts_with("rediss://");
+        if !(store == "memory" || store.starts_with("redis://") || tls) {
+            // Not echoed: a URL may carry a password.
             return Err(fail(
                 "belief_store",
-                "must be `memory` or a redis://host:port/db URL (TLS rediss:// is not supported)"
-                    .into(),
+                "must be `memory`, a redis://host:port/db URL or a rediss:// (TLS) one".into(),
+            ));
+        }
+        if a.belief_store_ca_file.is_some() && !tls {
+            return Err(fail(
+                "belief_store_ca_file",
+                "is for a TLS store only: belief_store must be a rediss:// URL".into(),
             ));
         }
         if a.verification_samples == 0 {
@@ -541,6 +552,7 @@ impl Config {
         ] {
             fix(p);
         }
+        fix(&mut self.automix.belief_store_ca_file);
         fix(&mut self.model_path.save_model_path);
         fix(&mut self.model_path.load_model_path);
     }

@@ -625,6 +625,16 @@ impl Router {
         Ok(())
     }
 
+    /// Hands what `old`'s shared belief has not yet sent to this router's (a reload):
+    /// pending feedback survives the swap and reaches the store once.
+    pub async fn inherit_belief(&self, old: &Router) {
+        if let (Some(new), Some(old)) = (self.strategy.online(), old.strategy.online())
+            && let (OnlineBelief::Shared(new), OnlineBelief::Shared(old)) = (&**new, &**old)
+        {
+            new.inherit(old).await;
+        }
+    }
+
     /// The online belief as operators see it (synced with its store first); `None` without
     /// one.
     pub async fn belief_snapshot(&self) -> Option<BeliefSnapshot> {
@@ -880,8 +890,15 @@ fn online_belief(config: &Config, plan: &CascadePlan) -> Result<OnlineBelief> {
                 .clone()
                 .unwrap_or_else(|| format!("automix:belief:{}", plan_fingerprint(plan)));
             let timeout = Duration::from_millis(config.automix.belief_store_timeout_ms.max(1));
+            let ca = match &config.automix.belief_store_ca_file {
+                Some(path) => Some(std::fs::read(path).map_err(|e| AutomixError::Setting {
+                    key: "automix.belief_store_ca_file",
+                    message: format!("{}: {e}", path.display()),
+                })?),
+                None => None,
+            };
             Arc::new(
-                RedisStore::new(url, &prefix, timeout).map_err(|e| AutomixError::Setting {
+                RedisStore::new(url, &prefix, timeout, ca).map_err(|e| AutomixError::Setting {
                     key: "automix.belief_store",
                     message: e.to_string(),
                 })?,

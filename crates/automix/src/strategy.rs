@@ -401,7 +401,7 @@ impl OnlineBelief {
         match self {
             Self::Local(o) => Ok(lock(o).observe(observations)?),
             Self::Shared(s) => {
-                s.observe(observations).await;
+                s.observe(observations);
                 Ok(())
             }
         }

@@ -1407,7 +1407,7 @@ async fn a_corrupt_policy_on_reload_keeps_the_old_one() {
     ];
     for (what, text) in corruptions {
         std::fs::write(&path, text).unwrap();
-        let err = state.reload().unwrap_err().to_string();
+        let err = state.reload().await.unwrap_err().to_string();
         assert!(
             err.contains("policy.json") || err.contains("gone"),
             "{what}: {err}"
@@ -1425,7 +1425,7 @@ async fn a_corrupt_policy_on_reload_keeps_the_old_one() {
         assert_eq!(routed.status(), 200, "{what}: the old policy keeps routing");
     }
     std::fs::write(&path, &good).unwrap();
-    assert!(state.reload().is_ok());
+    assert!(state.reload().await.is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
