@@ -81,7 +81,11 @@ pub async fn start_routed(
 ) -> Proxy {
     let models = ModelSet::new(handles).unwrap();
     let router = Router::new(config, models, Arc::new(PromptSet::builtin()), policy).unwrap();
-    let state = ProxyState::new(router, None, settings);
+    serve_state(ProxyState::new(router, None, settings)).await
+}
+
+/// Serves `state` on a free loopback port until the returned proxy is dropped.
+pub async fn serve_state(state: Arc<ProxyState>) -> Proxy {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

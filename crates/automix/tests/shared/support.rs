@@ -176,6 +176,12 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// A redis-server with `extra` arguments; with `--tls-port` among them, the port is
+    /// the TLS one and the plain port is off.
+    pub fn start_with(extra: &[String]) -> Option<Self> {
         let bin = std::env::var("AUTOMIX_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         let found = std::process::Command::new(&bin)
             .arg("--version")
@@ -195,8 +201,17 @@ impl Redis {
             .local_addr()
             .unwrap()
             .port();
+        let tls = extra.iter().any(|a| a == "--tls-port");
+        let port_arg = port.to_string();
+        let ports = if tls {
+            vec!["--port", "0", "--tls-port", &port_arg, "--bind", "127.0.0.1"]
+        } else {
+            vec!["--port", &port_arg, "--bind", "127.0.0.1"]
+        };
+        let extra: Vec<&String> = extra.iter().filter(|a| *a != "--tls-port").collect();
         let child = std::process::Command::new(&bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(ports)
+            .args(extra)
             .args(["--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
