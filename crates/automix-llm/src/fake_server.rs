@@ -53,8 +53,37 @@ pub enum FakeReply {
         /// Pause before each event.
         gap: Duration,
     },
+    /// An SSE response written as these raw byte pieces, `gap` apart, each flushed on its
+    /// own: a piece may end inside a UTF-8 character or between `\r` and `\n`, as TCP
+    /// chunks do.
+    RawStream {
+        /// The bytes of the response body, piece by piece.
+        pieces: Vec<Vec<u8>>,
+        /// Pause before each piece.
+        gap: Duration,
+    },
     /// Answer as the server would by default (see [`FakeOpenAi`]).
     Echo,
+}
+
+impl FakeReply {
+    /// A complete OpenAI SSE stream whose content is `text` (one delta per word), written
+    /// one byte per piece: every multi-byte character arrives split.
+    pub fn byte_stream(text: &str) -> Self {
+        let mut body = String::new();
+        for word in text.split_inclusive(' ') {
+            let ev = json!({"object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": null}]});
+            body.push_str(&format!("data: {ev}\r\n\r\n"));
+        }
+        let end = json!({"object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        body.push_str(&format!("data: {end}\n\ndata: [DONE]\n\n"));
+        Self::RawStream {
+            pieces: body.bytes().map(|b| vec![b]).collect(),
+            gap: Duration::from_micros(200),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -192,6 +221,17 @@ async fn respond(mut reply: FakeReply, request: &Value) -> Response {
         FakeReply::PacedStream { chunks, gap } => sse(chunks, true, gap, request),
         FakeReply::Stream { chunks, complete } => {
             sse(chunks, complete, Duration::from_millis(5), request)
+        }
+        FakeReply::RawStream { pieces, gap } => {
+            let stream = futures::StreamExt::then(futures::stream::iter(pieces), move |p| async move {
+                tokio::time::sleep(gap).await;
+                Ok::<_, std::io::Error>(Bytes::from(p))
+            });
+            (
+                [(header::CONTENT_TYPE, "text/event-stream")],
+                Body::from_stream(stream),
+            )
+                .into_response()
         }
         FakeReply::Delay(..) => unreachable!("delays unwrapped above"),
     }

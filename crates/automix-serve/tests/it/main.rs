@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod fuzz;
+mod hostile;
 mod openai_sdk;
 mod proxy;
 mod real_llama;

@@ -15,7 +15,7 @@ use crate::proxy::{Proxy, handle, start_routed};
 use crate::support::{Redis, Run, training_row};
 
 /// A tiny model right on even rows (its verifier says so) and a big one always right.
-fn plan(config: &Config) -> RouterPolicy {
+pub fn plan(config: &Config) -> RouterPolicy {
     let rows: Vec<_> = (0..200)
         .map(|i| {
             let right = i % 2 == 0;
