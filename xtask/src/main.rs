@@ -93,8 +93,10 @@ fn train(root: &Path) -> Result<()> {
 }
 
 /// `cargo xtask load [seconds]`: builds the release binary, then drives it with the load
-/// example (see `crates/automix-cli/examples/load.rs`).
+/// example (and, through a real redis-server, the shared belief answering and stalled) (see `crates/automix-cli/examples/load.rs`).
 fn load(root: &Path, args: &[String]) -> Result<()> {
+    // The shared-belief phases (Redis answering, then stalled) need a real redis-server.
+    ensure_redis()?;
     run(Command::new(env!("CARGO")).current_dir(root).args([
         "build",
         "--quiet",
