@@ -225,7 +225,10 @@ async fn shared_belief_phases(binary: &str, dir: &Path, seconds: u64) -> Result<
                 "output_price": 1.0 + i as f64, "model": name, "api_endpoint": up.base_url()}),
         );
     }
-    std::fs::write(dir.join("llm.json"), serde_json::Value::Object(llm).to_string())?;
+    std::fs::write(
+        dir.join("llm.json"),
+        serde_json::Value::Object(llm).to_string(),
+    )?;
     let rows = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/routing_rows.jsonl");
     std::fs::write(
         dir.join("automix.yaml"),
@@ -247,7 +250,12 @@ async fn shared_belief_phases(binary: &str, dir: &Path, seconds: u64) -> Result<
     if !trained.success() {
         bail!("automix train --cascade failed");
     }
-    let limits = ["--feedback-per-minute", "100000000", "--feedback-weight-per-window", "100000000"];
+    let limits = [
+        "--feedback-per-minute",
+        "100000000",
+        "--feedback-weight-per-window",
+        "100000000",
+    ];
     let (mut child, base) = start_serve(binary, dir, &limits).await?;
     let half = seconds as f64 / 2.0;
     let healthy = drive(&base, half, true).await?;
@@ -257,10 +265,20 @@ async fn shared_belief_phases(binary: &str, dir: &Path, seconds: u64) -> Result<
     let _ = child.kill();
     let _ = child.wait();
     let stalled = stalled?;
-    println!("\n| shared belief in Redis, every 4th reply scored | Redis answering | Redis stalled (SIGSTOP) |");
+    println!(
+        "\n| shared belief in Redis, every 4th reply scored | Redis answering | Redis stalled (SIGSTOP) |"
+    );
     println!("|---|---|---|");
-    println!("| requests | {} | {} |", healthy.latencies.len(), stalled.latencies.len());
-    println!("| throughput | {:.0} req/s | {:.0} req/s |", healthy.throughput(), stalled.throughput());
+    println!(
+        "| requests | {} | {} |",
+        healthy.latencies.len(),
+        stalled.latencies.len()
+    );
+    println!(
+        "| throughput | {:.0} req/s | {:.0} req/s |",
+        healthy.throughput(),
+        stalled.throughput()
+    );
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "| p50 / p99 latency | {:.1} / {:.1} ms | {:.1} / {:.1} ms |",
@@ -270,7 +288,10 @@ async fn shared_belief_phases(binary: &str, dir: &Path, seconds: u64) -> Result<
         ms(stalled.at(0.99))
     );
     println!("| errors | {} | {} |", healthy.errors, stalled.errors);
-    println!("| feedback not accepted | {} | {} |", healthy.feedback_refused, stalled.feedback_refused);
+    println!(
+        "| feedback not accepted | {} | {} |",
+        healthy.feedback_refused, stalled.feedback_refused
+    );
     println!(
         "| stalled / answering throughput | {:.2} | |",
         stalled.throughput() / healthy.throughput()
@@ -294,7 +315,14 @@ impl RedisServer {
             .local_addr()?
             .port();
         let Ok(child) = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .stdout(Stdio::null())
             .spawn()
         else {

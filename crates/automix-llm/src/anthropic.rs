@@ -229,7 +229,11 @@ pub(crate) fn stream_event(
         Err(e) if event.data.trim().is_empty() => return broke(out, format!("empty event: {e}")),
         Err(e) => return broke(out, format!("unparseable event: {e}")),
     };
-    let kind = event.event.as_deref().or(data["type"].as_str()).unwrap_or("");
+    let kind = event
+        .event
+        .as_deref()
+        .or(data["type"].as_str())
+        .unwrap_or("");
     let delta = |content: String, finish_reason: Option<String>| StreamDelta {
         index: 0,
         content,
@@ -370,12 +374,18 @@ mod tests {
             "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
         ] {
             let pieces = vec![Ok::<_, String>(bytes::Bytes::from(raw))];
-            let out: Vec<_> =
-                crate::openai::event_deltas(futures::stream::iter(pieces), "e".into(), stream_event)
-                    .collect()
-                    .await;
+            let out: Vec<_> = crate::openai::event_deltas(
+                futures::stream::iter(pieces),
+                "e".into(),
+                stream_event,
+            )
+            .collect()
+            .await;
             assert_eq!(out[0].as_ref().unwrap().content, "Hi");
-            assert!(matches!(out.last(), Some(Err(LlmError::Stream { .. }))), "{out:?}");
+            assert!(
+                matches!(out.last(), Some(Err(LlmError::Stream { .. }))),
+                "{out:?}"
+            );
         }
     }
 }

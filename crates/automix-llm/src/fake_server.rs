@@ -223,10 +223,11 @@ async fn respond(mut reply: FakeReply, request: &Value) -> Response {
             sse(chunks, complete, Duration::from_millis(5), request)
         }
         FakeReply::RawStream { pieces, gap } => {
-            let stream = futures::StreamExt::then(futures::stream::iter(pieces), move |p| async move {
-                tokio::time::sleep(gap).await;
-                Ok::<_, std::io::Error>(Bytes::from(p))
-            });
+            let stream =
+                futures::StreamExt::then(futures::stream::iter(pieces), move |p| async move {
+                    tokio::time::sleep(gap).await;
+                    Ok::<_, std::io::Error>(Bytes::from(p))
+                });
             (
                 [(header::CONTENT_TYPE, "text/event-stream")],
                 Body::from_stream(stream),

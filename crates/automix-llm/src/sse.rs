@@ -91,7 +91,8 @@ mod tests {
 
     #[test]
     fn events_fields_and_comments() {
-        let raw = b": keep-alive\n\nevent: message_start\ndata: {\"a\":1}\n\ndata: x\ndata: y\r\n\r\n";
+        let raw =
+            b": keep-alive\n\nevent: message_start\ndata: {\"a\":1}\n\ndata: x\ndata: y\r\n\r\n";
         let events = SseDecoder::default().push(raw);
         assert_eq!(
             events,

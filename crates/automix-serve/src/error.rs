@@ -25,6 +25,37 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
+/// The OpenAI error `type` of an error, and so which counter of `/metrics` it adds to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The client's request is at fault (4xx): `invalid_request_error`.
+    InvalidRequest,
+    /// An upstream model failed: `upstream_error`.
+    Upstream,
+    /// This server failed: `server_error`.
+    Server,
+}
+
+impl ErrorKind {
+    /// OpenAI's `type` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request_error",
+            Self::Upstream => "upstream_error",
+            Self::Server => "server_error",
+        }
+    }
+
+    /// The kind a status implies when no upstream is involved.
+    fn of(status: StatusCode) -> Self {
+        if status.is_client_error() {
+            Self::InvalidRequest
+        } else {
+            Self::Server
+        }
+    }
+}
+
 impl ApiError {
     /// An error without a field.
     pub fn new(status: StatusCode, kind: &'static str, code: &str, message: &str) -> Self {
@@ -38,25 +69,96 @@ impl ApiError {
         }
     }
 
-    /// A failed route: the status, code and client-safe message of the runtime error.
+    /// An error of this server (4xx: the client's request; 5xx: ours), its type following
+    /// its status.
+    pub fn status(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self::new(
+            status,
+            ErrorKind::of(status).as_str(),
+            code,
+            &message.into(),
+        )
+    }
+
+    /// A 400 naming the request field at fault.
+    pub fn field(param: &str, message: impl Into<String>) -> Self {
+        Self {
+            param: Some(param.to_owned()),
+            ..Self::status(StatusCode::BAD_REQUEST, "invalid_request", message)
+        }
+    }
+
+    /// An upstream failure (`upstream_error`).
+    pub fn upstream(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self::new(status, ErrorKind::Upstream.as_str(), code, &message.into())
+    }
+
+    /// This error asking the client to wait `seconds` (`Retry-After`).
+    pub fn retry_after(self, seconds: u64) -> Self {
+        Self {
+            retry_after: Some(seconds),
+            ..self
+        }
+    }
+
+    /// The error's kind, from its `type`.
+    pub fn error_kind(&self) -> ErrorKind {
+        match self.kind {
+            "upstream_error" => ErrorKind::Upstream,
+            "server_error" => ErrorKind::Server,
+            _ => ErrorKind::InvalidRequest,
+        }
+    }
+
+    /// A failed route: the status, code and client-safe message of the runtime error. An
+    /// upstream's fault is `upstream_error` (a 400 when the upstream refused the request as
+    /// invalid); anything else is this server's, `server_error`, so type and code agree.
     pub fn routing(e: &AutomixError) -> Self {
         let (status, code, message) = for_client(e);
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-        let kind = if status == StatusCode::BAD_REQUEST {
-            "invalid_request_error"
-        } else {
-            "upstream_error"
-        };
-        Self::new(status, kind, code, &message)
+        match e {
+            AutomixError::Model { .. } if status == StatusCode::BAD_REQUEST => {
+                Self::status(status, code, message)
+            }
+            AutomixError::Model { source, .. } if !is_configuration(source) => {
+                Self::upstream(status, code, message)
+            }
+            _ => Self::status(status, code, message),
+        }
     }
+
+    /// OpenAI's error body.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {
+            "message": self.message, "type": self.kind, "param": self.param, "code": self.code
+        }})
+    }
+
+    /// The error as an event of a stream whose status line has gone: OpenAI's error body
+    /// as one SSE `data` event.
+    pub fn sse_data(&self) -> String {
+        format!("data: {}\n\n", self.body())
+    }
+
+    /// The error as the last event of a stream: [`Self::sse_data`], then `[DONE]`.
+    pub fn sse_event(&self) -> String {
+        format!("{}data: [DONE]\n\n", self.sse_data())
+    }
+}
+
+/// A model that is not configured here (no key, no endpoint) is this server's fault.
+fn is_configuration(e: &automix_llm::LlmError) -> bool {
+    matches!(
+        e,
+        automix_llm::LlmError::MissingApiKey { .. } | automix_llm::LlmError::MissingEndpoint { .. }
+    )
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {
-            "message": self.message, "type": self.kind, "param": self.param, "code": self.code
-        }});
-        let mut response = (self.status, axum::Json(body)).into_response();
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        // What `/metrics` counts the error as: read by the counting layer.
+        response.extensions_mut().insert(self.error_kind());
         if self.status == StatusCode::TOO_MANY_REQUESTS
             || self.status == StatusCode::SERVICE_UNAVAILABLE
         {

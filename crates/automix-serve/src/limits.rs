@@ -75,12 +75,14 @@ impl FeedbackLimits {
 
     fn with<T>(&self, tenant: &str, now: Instant, f: impl FnOnce(&mut TenantBudget) -> T) -> T {
         let mut map = lock(&self.tenants);
-        let budget = map.entry(tenant.to_owned()).or_insert_with(|| TenantBudget {
-            tokens: f64::from(self.settings.per_minute),
-            refilled: now,
-            window_start: now,
-            counted: 0,
-        });
+        let budget = map
+            .entry(tenant.to_owned())
+            .or_insert_with(|| TenantBudget {
+                tokens: f64::from(self.settings.per_minute),
+                refilled: now,
+                window_start: now,
+                counted: 0,
+            });
         f(budget)
     }
 
@@ -141,8 +143,14 @@ mod tests {
         let Err(Refusal::Rate { retry_after }) = limits.request("a", t0) else {
             panic!("a third request in the same instant passed")
         };
-        assert!((29..=30).contains(&retry_after.as_secs()), "{retry_after:?}");
-        assert!(limits.request("b", t0).is_ok(), "tenants have their own buckets");
+        assert!(
+            (29..=30).contains(&retry_after.as_secs()),
+            "{retry_after:?}"
+        );
+        assert!(
+            limits.request("b", t0).is_ok(),
+            "tenants have their own buckets"
+        );
         assert!(limits.request("a", t0 + Duration::from_secs(30)).is_ok());
     }
 

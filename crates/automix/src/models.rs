@@ -111,6 +111,11 @@ impl ModelSet {
         &self.models
     }
 
+    /// The llm_data names, cheapest first.
+    pub fn names(&self) -> Vec<&str> {
+        self.models.iter().map(|m| m.entry.name.as_str()).collect()
+    }
+
     /// The cheapest.
     pub fn first(&self) -> &ModelHandle {
         &self.models[0]

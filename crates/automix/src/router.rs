@@ -307,14 +307,6 @@ impl Router {
         })
     }
 
-    fn names(&self) -> Vec<&str> {
-        self.models
-            .models()
-            .iter()
-            .map(|m| m.entry.name.as_str())
-            .collect()
-    }
-
     /// The models, cheapest first.
     pub fn models(&self) -> &ModelSet {
         &self.models
@@ -372,7 +364,7 @@ impl Router {
             .find(|m| m.entry.name == name)
             .ok_or_else(|| AutomixError::UnknownModel {
                 name: name.to_owned(),
-                known: self.names().join(", "),
+                known: self.models.names().join(", "),
             })
     }
 
@@ -592,7 +584,12 @@ impl Router {
     /// Remembers route `id` of `tenant` for feedback (with an online belief).
     fn remember(&self, id: &str, tenant: Option<&str>, state: &RouteState) {
         if let (Some(recent), Some(kept)) = (&self.recent, state.kept()) {
-            lock(recent).remember(id.to_owned(), tenant.map(str::to_owned), kept, Instant::now());
+            lock(recent).remember(
+                id.to_owned(),
+                tenant.map(str::to_owned),
+                kept,
+                Instant::now(),
+            );
         }
     }
 
@@ -798,11 +795,7 @@ fn strategy_for(
     policy: Option<RouterPolicy>,
     threshold: ThresholdRule,
 ) -> Result<Strategy> {
-    let names: Vec<&str> = models
-        .models()
-        .iter()
-        .map(|m| m.entry.name.as_str())
-        .collect();
+    let names = models.names();
     let index_of = |name: &str| {
         names
             .iter()
@@ -897,12 +890,12 @@ fn online_belief(config: &Config, plan: &CascadePlan) -> Result<OnlineBelief> {
                 })?),
                 None => None,
             };
-            Arc::new(
-                RedisStore::new(url, &prefix, timeout, ca).map_err(|e| AutomixError::Setting {
+            Arc::new(RedisStore::new(url, &prefix, timeout, ca).map_err(|e| {
+                AutomixError::Setting {
                     key: "automix.belief_store",
                     message: e.to_string(),
-                })?,
-            )
+                }
+            })?)
         }
     };
     let m = &plan.policy.model;

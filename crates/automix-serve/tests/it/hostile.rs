@@ -28,11 +28,7 @@ fn keyed(feedback: FeedbackLimitSettings) -> ProxySettings {
 }
 
 /// A proxy over a trained cascade with an in-process online belief (so feedback counts).
-async fn learning_proxy(
-    small: &FakeOpenAi,
-    large: &FakeOpenAi,
-    settings: ProxySettings,
-) -> Proxy {
+async fn learning_proxy(small: &FakeOpenAi, large: &FakeOpenAi, settings: ProxySettings) -> Proxy {
     let text = "automix:\n  verification_samples: 2\n  cost_lambda: 0.02\n  online_belief: true\n\
                 hparam:\n  routing_method: Threshold\n  verifier_signal: samples\n";
     let config = Config::parse(text, Path::new("hostile.yaml")).unwrap();
@@ -117,11 +113,18 @@ async fn completion_ids_are_unguessable() {
     let common = |a: &str, b: &str| a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
     let longest = ids
         .iter()
-        .flat_map(|a| ids.iter().filter(move |b| *b != a).map(move |b| common(a, b)))
+        .flat_map(|a| {
+            ids.iter()
+                .filter(move |b| *b != a)
+                .map(move |b| common(a, b))
+        })
         .max()
         .unwrap();
     // "chatcmpl-" is 9 characters; 20 random ids agree on a few more hex digits at most.
-    assert!(longest < 9 + 6, "ids share {longest} leading characters: {ids:?}");
+    assert!(
+        longest < 9 + 6,
+        "ids share {longest} leading characters: {ids:?}"
+    );
 }
 
 /// One key scoring all of its completions 0 is capped: past `weight_per_window` its scores
@@ -145,14 +148,26 @@ async fn one_key_cannot_outweigh_the_cap() {
         let resp = score(&client, &p, K1, &id, 0.0).await;
         statuses.push(resp.status().as_u16());
         if resp.status() == 429 {
-            let wait: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            let wait: u64 = resp.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
             assert!((3000..=3600).contains(&wait), "{wait}");
             let body: Value = resp.json().await.unwrap();
             assert_eq!(body["error"]["code"], "feedback_quota_exceeded");
         }
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 7, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        7,
+        "{statuses:?}"
+    );
     // What the cap lets through still teaches the shared belief (the point of feedback):
     // five zero scores for the small model send k2's next query straight to the large one
     // (the cascade pre-selects it). The cap
@@ -170,7 +185,10 @@ async fn one_key_cannot_outweigh_the_cap() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("automix_feedback_refused_total 7"), "{metrics}");
+    assert!(
+        metrics.contains("automix_feedback_refused_total 7"),
+        "{metrics}"
+    );
 }
 
 /// The models one probe question of `key` tried.
@@ -182,7 +200,10 @@ async fn probe(client: &reqwest::Client, p: &Proxy, key: &str) -> String {
         .send()
         .await
         .unwrap();
-    resp.headers()["x-automix-models-tried"].to_str().unwrap().to_owned()
+    resp.headers()["x-automix-models-tried"]
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Feedback requests past the per-minute rate get 429 `feedback_rate_limited` with a
@@ -198,14 +219,28 @@ async fn feedback_is_rate_limited_per_key() {
     let p = learning_proxy(&small, &large, keyed(limits)).await;
     let client = reqwest::Client::new();
     for _ in 0..3 {
-        assert_eq!(score(&client, &p, K1, "chatcmpl-x", 1.0).await.status(), 404);
+        assert_eq!(
+            score(&client, &p, K1, "chatcmpl-x", 1.0).await.status(),
+            404
+        );
     }
     let limited = score(&client, &p, K1, "chatcmpl-x", 1.0).await;
     assert_eq!(limited.status(), 429);
-    assert!(limited.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(
+        limited.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
     let body: Value = limited.json().await.unwrap();
     assert_eq!(body["error"]["code"], "feedback_rate_limited");
-    assert_eq!(score(&client, &p, K2, "chatcmpl-x", 1.0).await.status(), 404, "k2 has its own");
+    assert_eq!(
+        score(&client, &p, K2, "chatcmpl-x", 1.0).await.status(),
+        404,
+        "k2 has its own"
+    );
 }
 
 /// "café 中文 😀 ñ" sent one byte per TCP write (every multi-byte character split) arrives
@@ -219,7 +254,14 @@ async fn streams_split_inside_characters_arrive_exact() {
     let large = FakeOpenAi::start(vec![FakeReply::byte_stream(text)])
         .await
         .unwrap();
-    let p = start(&small, &large, ProxySettings::default(), 1, Duration::from_secs(10)).await;
+    let p = start(
+        &small,
+        &large,
+        ProxySettings::default(),
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
     let client = reqwest::Client::new();
     for body in [
         json!({"model": "large", "stream": true, "messages": [{"role": "user", "content": "q"}]}),
@@ -239,7 +281,11 @@ async fn streams_split_inside_characters_arrive_exact() {
             .lines()
             .filter_map(|l| l.strip_prefix("data: "))
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+            .filter_map(|c| {
+                c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .collect();
         assert_eq!(content, text, "{body}: {sse}");
     }
@@ -287,7 +333,11 @@ async fn streams_hold_their_concurrency_slot_until_the_end() {
         let statuses = futures::future::join_all(calls).await;
         let admitted = statuses.iter().filter(|s| **s == 200).count();
         assert_eq!(admitted, 5, "{model}: {statuses:?}");
-        assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 15, "{model}");
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 429).count(),
+            15,
+            "{model}"
+        );
     }
 }
 
@@ -329,7 +379,10 @@ async fn a_request_lambda_is_clamped_into_the_solved_range() {
             assert_eq!(resp.status(), 200);
             let h = resp.headers().clone();
             let used: f64 = h["x-automix-lambda"].to_str().unwrap().parse().unwrap();
-            (h["x-automix-models-tried"].to_str().unwrap().to_owned(), used)
+            (
+                h["x-automix-models-tried"].to_str().unwrap().to_owned(),
+                used,
+            )
         }
     };
     let (at_largest, used) = ask("1e15").await;
@@ -348,7 +401,14 @@ async fn a_request_lambda_is_clamped_into_the_solved_range() {
 async fn the_automix_field_must_be_an_object() {
     let small = FakeOpenAi::start(vec![]).await.unwrap();
     let large = FakeOpenAi::start(vec![]).await.unwrap();
-    let p = start(&small, &large, ProxySettings::default(), 1, Duration::from_secs(10)).await;
+    let p = start(
+        &small,
+        &large,
+        ProxySettings::default(),
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
     let client = reqwest::Client::new();
     for bad in [json!([]), json!("str"), json!(5), json!(null)] {
         let resp = client

@@ -1585,3 +1585,65 @@ async fn a_verified_stream_stays_alive_then_streams_the_kept_answer() {
     assert_eq!(summary["model_name"], "small");
     assert!(large.calls() == 0);
 }
+
+/// Every error response is counted once, by its type: a 401, a 400 naming a field, a 404
+/// model and an admin 401 are client errors; an upstream failure is an upstream error; and
+/// an error's `type` follows who failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_error_is_counted_once_by_its_type() {
+    let small = FakeOpenAi::start(vec![FakeReply::Status {
+        status: 500,
+        body: "boom".into(),
+        retry_after: None,
+    }])
+    .await
+    .unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let settings = ProxySettings {
+        client_keys: vec!["k".into()],
+        admin_keys: vec!["adm".into()],
+        ..ProxySettings::default()
+    };
+    let proxy = start_default(&small, &large, settings).await;
+    let client = reqwest::Client::new();
+    let chat = |key: &'static str, body: Value| {
+        let (client, base) = (&client, &proxy.base);
+        async move {
+            client
+                .post(format!("{base}/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let q = json!([{"role": "user", "content": "q"}]);
+    assert_eq!(chat("wrong", json!({"model": "automix", "messages": q})).await.status(), 401);
+    let bad = chat("k", json!({"model": "automix", "messages": q, "temperature": 9})).await;
+    assert_eq!(bad.status(), 400);
+    assert_eq!(chat("k", json!({"model": "nope", "messages": q})).await.status(), 404);
+    let admin = client
+        .post(format!("{}/admin/reload", proxy.base))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), 401);
+    let failed = chat("k", json!({"model": "small", "messages": q})).await;
+    assert_eq!(failed.status(), 502);
+    let body: Value = failed.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "upstream_error");
+    let metrics = client
+        .get(format!("{}/metrics", proxy.base))
+        .bearer_auth("adm")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("automix_client_errors_total 4"), "{metrics}");
+    assert!(metrics.contains("automix_upstream_errors_total 1"), "{metrics}");
+    assert!(metrics.contains("automix_server_errors_total 0"), "{metrics}");
+}

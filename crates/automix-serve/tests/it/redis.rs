@@ -111,7 +111,11 @@ async fn belief(client: &reqwest::Client, r: &Replica) -> Value {
 }
 
 async fn health_of(client: &reqwest::Client, r: &Replica) -> Value {
-    let resp = client.get(format!("{}/health", r.base)).send().await.unwrap();
+    let resp = client
+        .get(format!("{}/health", r.base))
+        .send()
+        .await
+        .unwrap();
     resp.json().await.unwrap()
 }
 
@@ -275,7 +279,11 @@ fn certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::pat
     let params = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
     std::fs::create_dir_all(dir).unwrap();
-    let paths = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
     std::fs::write(&paths.0, ca.pem()).unwrap();
     std::fs::write(&paths.1, cert.pem()).unwrap();
     std::fs::write(&paths.2, key.serialize_pem()).unwrap();
@@ -410,7 +418,10 @@ async fn no_request_waits_on_a_stalled_store() {
     let statuses = futures::future::join_all(asks).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let health = health_of(&client, &a).await;
-    assert!(health["status"] == "ok" || health["status"] == "degraded", "{health}");
+    assert!(
+        health["status"] == "ok" || health["status"] == "degraded",
+        "{health}"
+    );
     redis.resume();
 }
 
@@ -441,9 +452,16 @@ async fn a_reload_while_the_store_is_down_keeps_pending_feedback() {
         .await
         .unwrap();
     assert_eq!(reloaded.status(), 200);
-    assert_eq!(belief(&client, &a).await["pending"], 5, "kept across the reload");
+    assert_eq!(
+        belief(&client, &a).await["pending"],
+        5,
+        "kept across the reload"
+    );
     redis.resume();
     assert_eq!(settled(&client, &b, 5).await["updates"], 5);
     let after = settled(&client, &a, 5).await;
-    assert_eq!((after["updates"].clone(), after["pending"].clone()), (json!(5), json!(0)));
+    assert_eq!(
+        (after["updates"].clone(), after["pending"].clone()),
+        (json!(5), json!(0))
+    );
 }

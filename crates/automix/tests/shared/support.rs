@@ -204,7 +204,14 @@ impl Redis {
         let tls = extra.iter().any(|a| a == "--tls-port");
         let port_arg = port.to_string();
         let ports = if tls {
-            vec!["--port", "0", "--tls-port", &port_arg, "--bind", "127.0.0.1"]
+            vec![
+                "--port",
+                "0",
+                "--tls-port",
+                &port_arg,
+                "--bind",
+                "127.0.0.1",
+            ]
         } else {
             vec!["--port", &port_arg, "--bind", "127.0.0.1"]
         };

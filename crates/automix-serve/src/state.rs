@@ -1,0 +1,71 @@
+//! What every handler shares: the router (swapped whole on reload), the settings, the
+//! metrics, the per-client slots and the feedback budgets.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::Semaphore;
+
+use automix::AutomixError;
+use automix::router::Router;
+use automix::sync::lock;
+
+use crate::{FeedbackLimits, ProxyMetrics, ProxySettings};
+
+/// Builds a fresh router (from the policy file) for reloads.
+pub type RouterLoader = Box<dyn Fn() -> automix::Result<Router> + Send + Sync>;
+
+/// Shared state of the proxy.
+pub struct ProxyState {
+    router: RwLock<Arc<Router>>,
+    loader: Option<RouterLoader>,
+    pub(crate) settings: ProxySettings,
+    /// The metrics `/metrics` serves.
+    pub metrics: ProxyMetrics,
+    clients: Mutex<HashMap<String, Arc<Semaphore>>>,
+    pub(crate) feedback_limits: FeedbackLimits,
+}
+
+impl ProxyState {
+    /// State around `router`; `loader` (if any) rebuilds it on reload.
+    pub fn new(router: Router, loader: Option<RouterLoader>, settings: ProxySettings) -> Arc<Self> {
+        Arc::new(Self {
+            router: RwLock::new(Arc::new(router)),
+            loader,
+            metrics: ProxyMetrics::new(),
+            clients: Mutex::new(HashMap::new()),
+            feedback_limits: FeedbackLimits::new(settings.feedback),
+            settings,
+        })
+    }
+
+    /// Rebuilds the router; requests in flight keep the one they started with. Counts the
+    /// old router's shared belief has not yet sent move to the new one (none is lost).
+    pub async fn reload(&self) -> automix::Result<()> {
+        let loader = self.loader.as_ref().ok_or_else(|| {
+            AutomixError::Reload("this proxy has no policy file to reload".into())
+        })?;
+        let fresh = Arc::new(loader()?);
+        fresh.inherit_belief(&self.router()).await;
+        // A poisoned lock is recovered (the router inside is whole: it is only ever
+        // replaced), never skipped: a reload that reports success has taken effect.
+        *automix::sync::write(&self.router) = fresh;
+        Ok(())
+    }
+
+    /// The router requests route with now.
+    pub(crate) fn router(&self) -> Arc<Router> {
+        automix::sync::read(&self.router).clone()
+    }
+
+    /// The concurrency slot of `client`. Only configured keys (and the one anonymous
+    /// caller) get slots, so the map is bounded by the key list, whatever tokens arrive.
+    pub(crate) fn client_slot(&self, client: &str) -> Arc<Semaphore> {
+        let mut map = lock(&self.clients);
+        map.entry(client.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(self.settings.per_client_concurrency.max(1)))
+            })
+            .clone()
+    }
+}
