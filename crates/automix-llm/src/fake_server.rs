@@ -1,6 +1,7 @@
 //! An in-process fake OpenAI server (axum on 127.0.0.1:0), scripted per call, for fault
 //! tests. Enabled by the `test-support` feature.
 
+use crate::sync::lock;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -128,16 +129,12 @@ impl FakeOpenAi {
 
     /// Request bodies received, in arrival order.
     pub fn requests(&self) -> Vec<Value> {
-        self.shared
-            .requests
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default()
+        lock(&self.shared.requests).clone()
     }
 
     /// Number of requests received.
     pub fn calls(&self) -> usize {
-        self.shared.requests.lock().map(|r| r.len()).unwrap_or(0)
+        lock(&self.shared.requests).len()
     }
 }
 
@@ -149,15 +146,8 @@ impl Drop for FakeOpenAi {
 
 async fn handle(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if let Ok(mut r) = shared.requests.lock() {
-        r.push(request.clone());
-    }
-    let reply = shared
-        .script
-        .lock()
-        .ok()
-        .and_then(|mut s| s.pop_front())
-        .unwrap_or(FakeReply::Echo);
+    lock(&shared.requests).push(request.clone());
+    let reply = lock(&shared.script).pop_front().unwrap_or(FakeReply::Echo);
     respond(reply, &request).await
 }
 

@@ -23,6 +23,7 @@ mod openai;
 mod provider;
 mod scripted;
 pub mod sse;
+pub mod sync;
 mod types;
 
 pub use catalogue::{ApiKey, Catalogue, CatalogueError, ModelEntry, parse_size};

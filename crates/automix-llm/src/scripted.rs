@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use crate::error::{LlmError, Result};
 use crate::provider::ChatProvider;
+use crate::sync::lock;
 use crate::types::{ChatRequest, ChatResponse, Choice, Usage};
 
 type Responder = Box<dyn Fn(&ChatRequest) -> Result<ChatResponse> + Send + Sync>;
@@ -41,7 +42,7 @@ impl ScriptedProvider {
 
     /// The requests received so far.
     pub fn requests(&self) -> Vec<ChatRequest> {
-        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+        lock(&self.seen).clone()
     }
 }
 
@@ -63,10 +64,8 @@ pub fn response(model: &str, texts: &[&str], usage: Usage) -> ChatResponse {
 #[async_trait]
 impl ChatProvider for ScriptedProvider {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse> {
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.push(request.clone());
-        }
-        let next = self.queue.lock().ok().and_then(|mut q| q.pop_front());
+        lock(&self.seen).push(request.clone());
+        let next = lock(&self.queue).pop_front();
         match (next, &self.fallback) {
             (Some(reply), _) => reply,
             (None, Some(f)) => f(request),

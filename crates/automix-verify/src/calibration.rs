@@ -46,8 +46,10 @@ impl CalibrationReport {
 
 /// Mann–Whitney AUC with ties counted as one half.
 pub fn auc(known: &[(f64, f64)]) -> Option<f64> {
-    // The cut of `automix_core::VERDICT_CUT` (this crate does not depend on the core).
-    let mut sorted: Vec<(f64, bool)> = known.iter().map(|(c, s)| (*c, *s >= 0.5)).collect();
+    let mut sorted: Vec<(f64, bool)> = known
+        .iter()
+        .map(|(c, s)| (*c, *s >= automix_core::VERDICT_CUT))
+        .collect();
     sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
     let positives = sorted.iter().filter(|(_, p)| *p).count();
     let negatives = sorted.len() - positives;

@@ -12,6 +12,7 @@ mod error;
 pub mod evaluate;
 pub mod feedback;
 pub mod models;
+mod outcome;
 pub mod pipeline;
 pub mod router;
 pub mod shard;

@@ -2,21 +2,17 @@
 //! the answer or escalate to the next model, up to `max_escalations`.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 
-use automix_core::belief::{BeliefConfig, OnlineCascade};
-use automix_core::{Decision, VerifierScore};
+use automix_core::VerifierScore;
 use automix_llm::ChatRequest;
 use automix_verify::{PromptSet, TaskKind, Verifier, normalise_answer};
 
-use crate::belief_store::{
-    BeliefSnapshot, BeliefStore, RedisStore, SharedBelief, TableInputs, posteriors,
-};
+use crate::belief_store::{BeliefSnapshot, posteriors};
 use crate::config::{CollectSettings, Config, VerifierSignal};
-use crate::dataset::{QueryRow, Tokens, VerificationRecord};
+use crate::dataset::QueryRow;
 use crate::error::{AutomixError, Result};
 use crate::feedback::{FeedbackError, FeedbackRefused, RecentRoutes, Scorer};
 use crate::models::{ModelHandle, ModelSet};
@@ -24,196 +20,16 @@ use crate::pipeline::{
     AnswerCall, AnswerSource, VerifyModes, answer, answer_budget, verifier_for, verify,
 };
 use crate::strategy::{
-    Evidence, OnlineBelief, RouteState, Step, Strategy, ThresholdRule, VERDICT_CUT,
+    Evidence, OnlineBelief, RouteState, RoutingStrategy, Start, ThresholdRule, VERDICT_CUT,
 };
 use crate::sync::lock;
 use crate::task_metric::TaskMetric;
-use crate::training::{CascadePlan, RouterPolicy, verifier_score};
 
-/// A request's own routing settings; `None` fields take the trained or configured value.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RouteOptions {
-    /// λ of the two-model calibrated policy: escalate where the expected gain is at least
-    /// λ × the cost of an escalation.
-    pub lambda: Option<f64>,
-    /// Most escalations for this request (0 keeps the first answer).
-    pub max_escalations: Option<usize>,
-    /// Who asked (the proxy's client identity, never a key): only this tenant, or an
-    /// operator, may score the route.
-    pub tenant: Option<String>,
-}
-
-/// One model call made while routing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CallRecord {
-    /// llm_data name.
-    pub model: String,
-    /// `answer` or `verify`.
-    pub purpose: String,
-    /// Tokens of the call.
-    pub tokens: Tokens,
-    /// Money at llm_data prices.
-    pub cost: f64,
-    /// Wall time.
-    pub latency_ms: u64,
-    /// The upstream's `finish_reason` of an answer call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finish_reason: Option<String>,
-}
-
-impl CallRecord {
-    fn answer(model: &str, call: &AnswerCall) -> Self {
-        Self {
-            model: model.to_owned(),
-            purpose: "answer".into(),
-            tokens: call.usage.into(),
-            cost: call.cost,
-            latency_ms: call.latency_ms,
-            finish_reason: call.finish_reason.clone(),
-        }
-    }
-
-    fn verify(model: &str, record: &VerificationRecord, started: Instant) -> Self {
-        Self {
-            model: model.to_owned(),
-            purpose: "verify".into(),
-            tokens: record.tokens,
-            cost: record.cost,
-            latency_ms: started.elapsed().as_millis() as u64,
-            finish_reason: None,
-        }
-    }
-}
-
-/// One verification step of the cascade.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepRecord {
-    /// The model whose answer was verified.
-    pub model: String,
-    /// Its answer.
-    pub answer: String,
-    /// The verifier score used; `None` = unknown.
-    pub verification_score: Option<f64>,
-    /// `keep` or `escalate`.
-    pub decision: Decision,
-    /// Why: `policy`, `threshold`, `unknown score`, `max_escalations`, `verification off`.
-    pub reason: String,
-}
-
-/// The result of routing one query (LLMRouter's `route_single` fields and more).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RouteOutcome {
-    /// Query id.
-    pub id: String,
-    /// llm_data name of the model whose answer was kept.
-    pub model_name: String,
-    /// Its API model id.
-    pub api_model: String,
-    /// The kept answer.
-    pub response: String,
-    /// The small (first) model's answer.
-    pub slm_answer: String,
-    /// The verifier's score of the small model's answer; `None` = unknown or not verified.
-    pub verification_score: Option<f64>,
-    /// Whether the kept answer is not the cheapest model's.
-    pub route_to_llm: bool,
-    /// How the route ended.
-    pub decision: RouteDecision,
-    /// This route's id (unique per router): what feedback names.
-    #[serde(default)]
-    pub route_id: String,
-    /// The verifier signal the decisions read (`None` when nothing was verified).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signal: Option<VerifierSignal>,
-    /// Models that answered, in order.
-    pub escalation_path: Vec<String>,
-    /// Every verification step and its decision.
-    pub steps: Vec<StepRecord>,
-    /// Every model call.
-    pub calls: Vec<CallRecord>,
-    /// Total tokens.
-    pub total_tokens: u64,
-    /// Total money at llm_data prices.
-    pub total_cost: f64,
-    /// Wall time of the whole route.
-    pub latency_ms: u64,
-    /// Score against the ground truth, when the query has one and a known metric.
-    pub task_performance: Option<f64>,
-    /// The kept reply's `tool_calls`, verbatim, when the model called tools.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_calls: Option<serde_json::Value>,
-    /// The kept reply's per-token logprobs, when the request asked for them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logprobs: Option<Vec<automix_llm::TokenLogprob>>,
-    /// The λ the two-model policy decided at (a request's own, else the trained one);
-    /// `None` when no λ family decided (threshold rule, cascade, named route).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lambda: Option<f64>,
-}
-
-/// How a route ended: a fact for labels, headers and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RouteDecision {
-    /// The first model's answer was kept.
-    Kept,
-    /// A later model's answer was kept after an escalation.
-    Escalated,
-    /// The policy chose where to start (a model other than the cheapest, or no
-    /// verification) and that answer was kept.
-    Preselected,
-    /// A named route: one model, nothing verified.
-    Direct,
-}
-
-impl RouteDecision {
-    /// The label in headers and the `automix` field.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Kept => "keep",
-            Self::Escalated => "escalate",
-            Self::Preselected => "preselect",
-            Self::Direct => "direct",
-        }
-    }
-}
-
-/// A routed chat whose kept answer may still be arriving.
-pub enum Routed {
-    /// The whole answer (it was verified, or the route was asked not to stream).
-    Whole(RouteOutcome),
-    /// The kept model answers unverified and its tokens stream as they arrive: `outcome`
-    /// has everything decided (path, steps, decision, the calls before this one; its
-    /// `response` is empty and the streamed call's usage is unknown).
-    Live {
-        /// The route so far.
-        outcome: RouteOutcome,
-        /// The kept model's deltas.
-        stream: automix_llm::DeltaStream,
-    },
-}
-
-impl Routed {
-    /// The outcome of a route asked not to stream (a live stream cannot occur then).
-    fn into_whole(self) -> RouteOutcome {
-        match self {
-            Self::Whole(o) | Self::Live { outcome: o, .. } => o,
-        }
-    }
-}
-
-/// A batch entry: the outcome, or the error that query hit (the batch goes on).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BatchItem {
-    /// Query id.
-    pub id: String,
-    /// The outcome.
-    #[serde(flatten)]
-    pub outcome: Option<RouteOutcome>,
-    /// The error, if routing failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+pub use crate::outcome::{
+    BatchItem, CallRecord, RouteDecision, RouteOptions, RouteOutcome, Routed, StepRecord,
+};
+use crate::outcome::{OutcomeParts, Trace};
+use crate::training::{RouterPolicy, verifier_score};
 
 /// The routing settings, resolved from the config once (ripgrep's `HiArgs`): how the keys
 /// interact is decided here, and routing reads only these typed values.
@@ -261,7 +77,7 @@ pub struct Router {
     /// One verifier per model, built once (with its HTTP client when
     /// `verifier_server_url` is set).
     verifiers: Vec<Verifier>,
-    strategy: Strategy,
+    strategy: Arc<dyn RoutingStrategy>,
     settings: RouterSettings,
     collect: CollectSettings,
     /// Recent routes that may still get feedback (only with an online belief).
@@ -286,8 +102,7 @@ impl Router {
             });
         }
         let settings = RouterSettings::resolve(config, policy.as_ref())?;
-        let policy = policy.filter(|_| config.automix.use_pomdp_router);
-        let strategy = strategy_for(config, &models, policy, settings.threshold)?;
+        let strategy = crate::strategy::build(config, &models, policy, settings.threshold)?;
         let verifiers = models
             .models()
             .iter()
@@ -305,6 +120,12 @@ impl Router {
             collect: config.collect.clone(),
             recent,
         })
+    }
+
+    /// What routes: `threshold`, `two-model policy`, `cascade`, `cascade with an online
+    /// belief` or `select (enable_cascade: false)` (see [`crate::strategy`]).
+    pub fn strategy_name(&self) -> &'static str {
+        self.strategy.name()
     }
 
     /// The models, cheapest first.
@@ -468,15 +289,37 @@ impl Router {
         options: &RouteOptions,
         live: bool,
     ) -> Result<Routed> {
-        let started = Instant::now();
-        let route_id = route_id();
-        let metric = query.metric.as_deref().map(TaskMetric::parse).transpose()?;
-        let source = self.source(metric, request);
-        let max_escalations = options
-            .max_escalations
-            .unwrap_or(self.settings.max_escalations);
+        let mut run = self.begin(query, request, options)?;
         let models = self.models.models();
-        let mut state = RouteState::default();
+        loop {
+            let model = &models[run.at.model];
+            let unverified = self.cut_off_before_answer(&run);
+            if live
+                && let (Some(reason), AnswerSource::Chat(request)) = (unverified, &run.source)
+                // A backend that cannot stream (e.g. the Anthropic dialect) answers whole.
+                && let Some(stream) = self.open_stream(model, request).await?
+            {
+                return self.conclude_live(run, reason, stream).await;
+            }
+            let answer = answer(model, &self.prompts, query, &run.source).await?;
+            run.trace.answered(&model.entry.name, &answer);
+            match self.after_answer(&mut run, &answer, unverified).await? {
+                Some(next) => {
+                    run.trace.escalations += 1;
+                    run.at = next;
+                }
+                None => return self.conclude(run, answer).await,
+            }
+        }
+    }
+
+    /// A route's start: its id, metric, answer source, escalation cap and first model.
+    fn begin<'a>(
+        &self,
+        query: &'a QueryRow,
+        request: Option<ChatRequest>,
+        options: &'a RouteOptions,
+    ) -> Result<Run<'a>> {
         if options.lambda.is_some() && self.strategy.trained_lambda().is_none() {
             return Err(AutomixError::PolicyUnusable {
                 reason: "a request λ needs a policy with a λ family (a calibrated two-model \
@@ -484,99 +327,137 @@ impl Router {
                     .into(),
             });
         }
+        let metric = query.metric.as_deref().map(TaskMetric::parse).transpose()?;
+        let mut state = RouteState::default();
         let (start, lambda) = self
             .strategy
             .start(&query.task_name, options.lambda, &mut state);
-        let mut at = start;
-        let mut trace = Trace {
-            lambda,
-            ..Trace::default()
-        };
-        let (kept, response) = loop {
-            let model = &models[at.model];
-            // Known before the answer: it will be kept without verifying.
-            let unverified = if at.model + 1 == models.len() || !at.verify {
-                Some(None)
-            } else if trace.escalations >= max_escalations {
-                Some(Some("max_escalations reached"))
-            } else if !self.settings.verify {
-                Some(Some("verification off"))
-            } else {
-                None
-            };
-            let live_request = match (live, unverified, &source) {
-                (true, Some(_), AnswerSource::Chat(request)) => Some(request),
-                _ => None,
-            };
-            // A backend that cannot stream (e.g. the Anthropic dialect) answers whole.
-            let stream = match live_request {
-                Some(request) => self.open_stream(model, request).await?,
-                None => None,
-            };
-            if let (Some(stream), Some(reason)) = (stream, unverified) {
-                trace.streaming(&model.entry.name, reason);
-                self.strategy.observe(&mut state, at.model, None, None)?;
-                self.remember(&route_id, options.tenant.as_deref(), &state);
-                self.strategy.finish(state).await?;
-                let partial = AnswerCall {
-                    text: String::new(),
-                    usage: automix_llm::Usage::default(),
-                    cost: 0.0,
-                    latency_ms: 0,
-                    finish_reason: None,
-                    tool_calls: None,
-                    logprobs: None,
-                };
-                let mut outcome =
-                    self.finish(query, metric, start, at.model, partial, trace, started);
-                outcome.route_id = route_id;
-                return Ok(Routed::Live { outcome, stream });
-            }
-            let answer = answer(model, &self.prompts, query, &source).await?;
-            trace.answered(&model.entry.name, &answer);
-            let correct = correctness(metric, query, &answer.text);
-            // A tool call is an action, not an answer a verifier can judge: the first model
-            // that makes a well-formed one is kept.
-            let cut_off = unverified.or_else(|| {
-                answer
-                    .tool_calls
-                    .is_some()
-                    .then_some(Some("tool call: kept unverified"))
-            });
-            if let Some(reason) = cut_off {
-                trace.kept_unverified(&model.entry.name, &answer.text, reason);
-                self.strategy.observe(&mut state, at.model, None, correct)?;
-                break (at.model, answer);
-            }
-            let score = self
-                .verify_step(model, at.model, query, &answer.text, &mut trace)
-                .await?;
+        Ok(Run {
+            query,
+            options,
+            started: Instant::now(),
+            route_id: route_id(),
+            metric,
+            source: self.source(metric, request),
+            max_escalations: options
+                .max_escalations
+                .unwrap_or(self.settings.max_escalations),
+            state,
+            start,
+            at: start,
+            trace: Trace {
+                lambda,
+                ..Trace::default()
+            },
+        })
+    }
+
+    /// Known before the answer: it will be kept without verifying, and why (`None` inside
+    /// when the policy itself does not verify it: the last model, an unverified start).
+    fn cut_off_before_answer(&self, run: &Run<'_>) -> Option<Option<&'static str>> {
+        if run.at.model + 1 == self.models.len() || !run.at.verify {
+            Some(None)
+        } else if run.trace.escalations >= run.max_escalations {
+            Some(Some("max_escalations reached"))
+        } else if !self.settings.verify {
+            Some(Some("verification off"))
+        } else {
+            None
+        }
+    }
+
+    /// After an answer: kept unverified (a cut-off, a tool call), or verified and decided by
+    /// the strategy. Returns where to go next, `None` to keep it.
+    async fn after_answer(
+        &self,
+        run: &mut Run<'_>,
+        answer: &AnswerCall,
+        unverified: Option<Option<&'static str>>,
+    ) -> Result<Option<Start>> {
+        let model = &self.models.models()[run.at.model];
+        let correct = correctness(run.metric, run.query, &answer.text);
+        // A tool call is an action, not an answer a verifier can judge: the first model
+        // that makes a well-formed one is kept.
+        let cut_off = unverified.or_else(|| {
+            answer
+                .tool_calls
+                .is_some()
+                .then_some(Some("tool call: kept unverified"))
+        });
+        if let Some(reason) = cut_off {
+            run.trace
+                .kept_unverified(&model.entry.name, &answer.text, reason);
             self.strategy
-                .observe(&mut state, at.model, score.known(), correct)?;
-            let normalised = match metric {
-                Some(m) => m.extract(&answer.text, &query.choices),
-                None => normalise_answer(&answer.text),
-            };
-            let evidence = Evidence {
-                model: at.model,
-                score,
-                task: &query.task_name,
-                normalised_answer: &normalised,
-                lambda: options.lambda,
-            };
-            let step = self.strategy.step(&evidence, models.len(), &mut state)?;
-            trace.decided(&model.entry.name, &answer.text, score, &step);
-            match step.next {
-                Some(next) => {
-                    trace.escalations += 1;
-                    at = next;
-                }
-                None => break (at.model, answer),
-            }
+                .observe(&mut run.state, run.at.model, None, correct)?;
+            return Ok(None);
+        }
+        let score = self
+            .verify_step(model, run.at.model, run.query, &answer.text, &mut run.trace)
+            .await?;
+        self.strategy
+            .observe(&mut run.state, run.at.model, score.known(), correct)?;
+        let normalised = match run.metric {
+            Some(m) => m.extract(&answer.text, &run.query.choices),
+            None => normalise_answer(&answer.text),
         };
-        self.remember(&route_id, options.tenant.as_deref(), &state);
-        self.strategy.finish(state).await?;
-        let mut outcome = self.finish(query, metric, start, kept, response, trace, started);
+        let evidence = Evidence {
+            model: run.at.model,
+            score,
+            task: &run.query.task_name,
+            normalised_answer: &normalised,
+            lambda: run.options.lambda,
+        };
+        let step = self
+            .strategy
+            .step(&evidence, self.models.len(), &mut run.state)?;
+        run.trace
+            .decided(&model.entry.name, &answer.text, score, &step);
+        Ok(step.next)
+    }
+
+    /// A route whose last answer streams: what is known now, and the stream.
+    async fn conclude_live(
+        &self,
+        mut run: Run<'_>,
+        reason: Option<&'static str>,
+        stream: automix_llm::DeltaStream,
+    ) -> Result<Routed> {
+        let name = &self.models.models()[run.at.model].entry.name;
+        run.trace.streaming(name, reason);
+        self.strategy
+            .observe(&mut run.state, run.at.model, None, None)?;
+        let partial = AnswerCall {
+            text: String::new(),
+            usage: automix_llm::Usage::default(),
+            cost: 0.0,
+            latency_ms: 0,
+            finish_reason: None,
+            tool_calls: None,
+            logprobs: None,
+        };
+        let Routed::Whole(outcome) = self.conclude(run, partial).await? else {
+            return Err(AutomixError::Internal(
+                "conclude returned a live route".into(),
+            ));
+        };
+        Ok(Routed::Live { outcome, stream })
+    }
+
+    /// The end of a route: remembered for feedback, folded into the online belief, and its
+    /// outcome with `response` kept.
+    async fn conclude(&self, run: Run<'_>, response: AnswerCall) -> Result<Routed> {
+        self.remember(&run.route_id, run.options.tenant.as_deref(), &run.state);
+        self.strategy.finish(run.state).await?;
+        let (kept, route_id) = (run.at.model, run.route_id);
+        let mut outcome = self.finish(
+            run.query,
+            run.metric,
+            run.start,
+            kept,
+            response,
+            run.trace,
+            run.started,
+        );
         outcome.route_id = route_id;
         Ok(Routed::Whole(outcome))
     }
@@ -616,7 +497,7 @@ impl Router {
         }
         // Learning cannot fail a feedback the route memory accepted: a store that is down
         // keeps the count for later (see `belief_store`).
-        if let Err(e) = online.observe(&[observation]).await {
+        if let Err(e) = online.observe(&[observation]) {
             eprintln!("automix: folding feedback into the belief failed: {e}");
         }
         Ok(())
@@ -667,7 +548,7 @@ impl Router {
         &self,
         query: &QueryRow,
         metric: Option<TaskMetric>,
-        start: crate::strategy::Start,
+        start: Start,
         kept: usize,
         response: AnswerCall,
         trace: Trace,
@@ -788,155 +669,6 @@ impl Router {
     }
 }
 
-/// The strategy of `policy` over `models`, every name in it matched to a model now.
-fn strategy_for(
-    config: &Config,
-    models: &ModelSet,
-    policy: Option<RouterPolicy>,
-    threshold: ThresholdRule,
-) -> Result<Strategy> {
-    let names = models.names();
-    let index_of = |name: &str| {
-        names
-            .iter()
-            .position(|n| *n == name)
-            .ok_or_else(|| AutomixError::PolicyUnusable {
-                reason: format!(
-                    "it is for model {name}, which is not among the router's models ({})",
-                    names.join(", ")
-                ),
-            })
-    };
-    let Some(p) = policy else {
-        if config.automix.online_belief && config.automix.use_pomdp_router {
-            return Err(AutomixError::PolicyUnusable {
-                reason: "automix.online_belief needs a policy trained with --cascade".into(),
-            });
-        }
-        return Ok(Strategy::Threshold(threshold));
-    };
-    if let Some(plan) = p.cascade {
-        let index = plan
-            .models
-            .iter()
-            .map(|m| index_of(m))
-            .collect::<Result<Vec<_>>>()?;
-        let online = if config.automix.online_belief {
-            Some(Arc::new(online_belief(config, &plan)?))
-        } else {
-            None
-        };
-        let family = plan
-            .lambda_family
-            .iter()
-            .map(|t| (t.lambda, Arc::new(t.policy.clone())))
-            .collect();
-        return Ok(Strategy::Cascade {
-            family,
-            table: Arc::new(plan.policy.clone()),
-            plan: Box::new(plan),
-            index,
-            online,
-        });
-    }
-    let small = index_of(&p.small_model)?;
-    let large = index_of(&p.large_model)?;
-    // The policy decides at the first (cheapest) model only: a policy whose small model
-    // sorts elsewhere would silently never decide.
-    if small != 0 {
-        return Err(AutomixError::PolicyUnusable {
-            reason: format!(
-                "its small model {} is not the router's first (cheapest) model {}; models \
-                 are ordered by llm_data price, then size",
-                p.small_model, names[0]
-            ),
-        });
-    }
-    Ok(Strategy::TwoModel {
-        policy: Box::new(p.policy),
-        small,
-        large,
-        fallback: threshold,
-    })
-}
-
-/// The online belief of `plan`, started from its trained rates: in this process, or shared
-/// through the configured store.
-fn online_belief(config: &Config, plan: &CascadePlan) -> Result<OnlineBelief> {
-    let rates = plan
-        .rates
-        .as_ref()
-        .ok_or_else(|| AutomixError::PolicyUnusable {
-            reason: "automix.online_belief needs a policy trained with --cascade by this \
-                     version (it carries the model rates the belief starts from)"
-                .into(),
-        })?;
-    let store: Arc<dyn BeliefStore> = match config.automix.belief_store.as_str() {
-        "memory" => {
-            let local = local_belief(config, plan, rates)?;
-            return Ok(OnlineBelief::Local(Mutex::new(local)));
-        }
-        url => {
-            let prefix = config
-                .automix
-                .belief_key_prefix
-                .clone()
-                .unwrap_or_else(|| format!("automix:belief:{}", plan_fingerprint(plan)));
-            let timeout = Duration::from_millis(config.automix.belief_store_timeout_ms.max(1));
-            let ca = match &config.automix.belief_store_ca_file {
-                Some(path) => Some(std::fs::read(path).map_err(|e| AutomixError::Setting {
-                    key: "automix.belief_store_ca_file",
-                    message: format!("{}: {e}", path.display()),
-                })?),
-                None => None,
-            };
-            Arc::new(RedisStore::new(url, &prefix, timeout, ca).map_err(|e| {
-                AutomixError::Setting {
-                    key: "automix.belief_store",
-                    message: e.to_string(),
-                }
-            })?)
-        }
-    };
-    let m = &plan.policy.model;
-    let inputs = TableInputs {
-        names: plan.models.clone(),
-        answer_cost: m.answer_cost.clone(),
-        verify_cost: m.verify_cost.clone(),
-        settings: plan.policy.settings,
-        prior: rates.clone(),
-    };
-    Ok(OnlineBelief::Shared(SharedBelief::new(store, inputs)?))
-}
-
-/// A stable name for `plan`'s shared counts: two policies never share counts.
-fn plan_fingerprint(plan: &CascadePlan) -> String {
-    // FNV-1a over the plan's models and trained table: stable across processes and builds.
-    let text = serde_json::to_string(&(&plan.models, &plan.policy)).unwrap_or_default();
-    format!("{:016x}", crate::dataset::fnv1a(text.as_bytes()))
-}
-
-/// The particle belief of `plan`, started from its trained rates.
-fn local_belief(
-    config: &Config,
-    plan: &CascadePlan,
-    rates: &automix_core::belief::ModelRates,
-) -> Result<OnlineCascade> {
-    let m = &plan.policy.model;
-    Ok(OnlineCascade::warm(
-        plan.models.clone(),
-        m.answer_cost.clone(),
-        m.verify_cost.clone(),
-        plan.policy.settings,
-        BeliefConfig {
-            particles: config.automix.belief_particles,
-            refresh_every: config.automix.belief_refresh_every,
-            ..BeliefConfig::default()
-        },
-        rates,
-    )?)
-}
-
 /// The query's score of `text` against its ground truth, when it has one and a metric.
 fn score_of(metric: Option<TaskMetric>, query: &QueryRow, text: &str) -> Option<f64> {
     match (metric, &query.ground_truth) {
@@ -950,97 +682,19 @@ fn correctness(metric: Option<TaskMetric>, query: &QueryRow, text: &str) -> Opti
     score_of(metric, query, text).map(|s| s >= VERDICT_CUT)
 }
 
-/// What a route did so far: calls, steps, path.
-#[derive(Debug, Default)]
-struct Trace {
-    calls: Vec<CallRecord>,
-    steps: Vec<StepRecord>,
-    path: Vec<String>,
-    first_answer: Option<String>,
-    first_score: Option<f64>,
-    escalations: usize,
-    lambda: Option<f64>,
-    verified: bool,
-}
-
-/// The parts of an outcome the runner knows at the end.
-struct OutcomeParts<'a> {
+/// One route in progress: what the runner carries from step to step.
+struct Run<'a> {
     query: &'a QueryRow,
-    model_name: &'a str,
-    api_model: &'a str,
-    response: AnswerCall,
-    task_performance: Option<f64>,
-    route_to_llm: bool,
-    decision: RouteDecision,
-    signal: VerifierSignal,
+    options: &'a RouteOptions,
     started: Instant,
-}
-
-impl Trace {
-    fn answered(&mut self, model: &str, answer: &AnswerCall) {
-        self.path.push(model.to_owned());
-        self.calls.push(CallRecord::answer(model, answer));
-        self.first_answer.get_or_insert_with(|| answer.text.clone());
-    }
-
-    /// Model `model` answers as a live stream, kept unverified.
-    fn streaming(&mut self, model: &str, reason: Option<&str>) {
-        self.path.push(model.to_owned());
-        self.first_answer.get_or_insert_with(String::new);
-        self.kept_unverified(model, "", reason);
-    }
-
-    fn kept_unverified(&mut self, model: &str, answer: &str, reason: Option<&str>) {
-        if let Some(reason) = reason {
-            self.steps.push(StepRecord {
-                model: model.to_owned(),
-                answer: answer.to_owned(),
-                verification_score: None,
-                decision: Decision::Keep,
-                reason: reason.to_owned(),
-            });
-        }
-    }
-
-    fn decided(&mut self, model: &str, answer: &str, score: VerifierScore, step: &Step) {
-        self.lambda = self.lambda.or(step.lambda);
-        self.steps.push(StepRecord {
-            model: model.to_owned(),
-            answer: answer.to_owned(),
-            verification_score: score.known(),
-            decision: step.decision,
-            reason: step.reason.clone(),
-        });
-    }
-
-    fn outcome(self, parts: OutcomeParts<'_>) -> RouteOutcome {
-        RouteOutcome {
-            id: parts.query.id.clone(),
-            model_name: parts.model_name.to_owned(),
-            api_model: parts.api_model.to_owned(),
-            response: parts.response.text,
-            tool_calls: parts.response.tool_calls,
-            logprobs: parts.response.logprobs,
-            slm_answer: self.first_answer.unwrap_or_default(),
-            verification_score: self.first_score,
-            route_to_llm: parts.route_to_llm,
-            decision: parts.decision,
-            route_id: String::new(),
-            signal: self.verified.then_some(parts.signal),
-            escalation_path: self.path,
-            total_tokens: self
-                .calls
-                .iter()
-                .map(|c| c.tokens.prompt + c.tokens.completion)
-                .sum(),
-            total_cost: self.calls.iter().map(|c| c.cost).sum(),
-            calls: self.calls,
-            steps: self.steps,
-            latency_ms: parts.started.elapsed().as_millis() as u64,
-            task_performance: parts.task_performance,
-            lambda: self.lambda,
-        }
-    }
+    route_id: String,
+    metric: Option<TaskMetric>,
+    source: AnswerSource,
+    max_escalations: usize,
+    state: RouteState,
+    start: Start,
+    at: Start,
+    trace: Trace,
 }
 
 /// A random-enough prefix for route ids: unique per router.

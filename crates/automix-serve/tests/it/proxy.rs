@@ -1619,10 +1619,24 @@ async fn every_error_is_counted_once_by_its_type() {
         }
     };
     let q = json!([{"role": "user", "content": "q"}]);
-    assert_eq!(chat("wrong", json!({"model": "automix", "messages": q})).await.status(), 401);
-    let bad = chat("k", json!({"model": "automix", "messages": q, "temperature": 9})).await;
+    assert_eq!(
+        chat("wrong", json!({"model": "automix", "messages": q}))
+            .await
+            .status(),
+        401
+    );
+    let bad = chat(
+        "k",
+        json!({"model": "automix", "messages": q, "temperature": 9}),
+    )
+    .await;
     assert_eq!(bad.status(), 400);
-    assert_eq!(chat("k", json!({"model": "nope", "messages": q})).await.status(), 404);
+    assert_eq!(
+        chat("k", json!({"model": "nope", "messages": q}))
+            .await
+            .status(),
+        404
+    );
     let admin = client
         .post(format!("{}/admin/reload", proxy.base))
         .bearer_auth("k")
@@ -1643,7 +1657,16 @@ async fn every_error_is_counted_once_by_its_type() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("automix_client_errors_total 4"), "{metrics}");
-    assert!(metrics.contains("automix_upstream_errors_total 1"), "{metrics}");
-    assert!(metrics.contains("automix_server_errors_total 0"), "{metrics}");
+    assert!(
+        metrics.contains("automix_client_errors_total 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("automix_upstream_errors_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("automix_server_errors_total 0"),
+        "{metrics}"
+    );
 }

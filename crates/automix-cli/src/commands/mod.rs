@@ -1,0 +1,134 @@
+//! `train`, `eval` and `route`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use automix::cascade::{CascadeReport, evaluate_cascade, evaluate_cascade_resplits};
+use automix::config::Config;
+use automix::dataset::{QueryRow, TrainingRow, read_queries, read_training_rows};
+use automix::evaluate::{EvalReport, evaluate, evaluate_resplits};
+use automix::models::small_and_large;
+use automix::training::{RouterPolicy, split, train_cascade_plan, train_policy};
+use automix::{ModelSet, Router, UpstreamLimits};
+
+use crate::{catalogue, fmt_opt, prompts};
+
+mod calibrate;
+mod eval;
+mod route;
+mod serve;
+mod train;
+
+pub(crate) use calibrate::*;
+pub(crate) use eval::*;
+pub(crate) use route::*;
+pub(crate) use serve::*;
+pub(crate) use train::*;
+
+fn rows_path(config: &Config, rows: Option<&PathBuf>) -> Result<PathBuf> {
+    rows.cloned()
+        .or_else(|| config.data_path.routing_data_train.clone())
+        .context("no training rows: set data_path.routing_data_train or pass --rows")
+}
+
+fn pair(config: &Config, rows: &[TrainingRow]) -> Result<(String, String)> {
+    if let (Some(s), Some(l)) = (
+        &config.model_path.engine_small,
+        &config.model_path.engine_large,
+    ) {
+        return Ok((s.clone(), l.clone()));
+    }
+    let has_catalogue = config
+        .data_path
+        .llm_data
+        .as_deref()
+        .is_some_and(Path::exists);
+    match has_catalogue {
+        true => Ok(small_and_large(
+            &catalogue(config)?,
+            config.model_path.engine_small.as_deref(),
+            config.model_path.engine_large.as_deref(),
+        )?),
+        // Without an llm_data file the rows' model order (cheapest first, as collected)
+        // decides; a file that exists but is broken is an error, not this fallback.
+        false => {
+            eprintln!("note: no llm_data file; small and large model taken from the rows' order");
+            let first = rows.first().context("no training rows")?;
+            let names: Vec<&str> = first.models.iter().map(|m| m.model.as_str()).collect();
+            match (names.first(), names.last()) {
+                (Some(s), Some(l)) if s != l => Ok(((*s).to_owned(), (*l).to_owned())),
+                _ => bail!("the rows carry fewer than two models"),
+            }
+        }
+    }
+}
+
+/// Rows of `path`, only those of `task` when given (an unknown task is an error).
+fn read_rows(path: &Path, task: Option<&str>) -> Result<Vec<TrainingRow>> {
+    let mut rows = read_training_rows(path)?;
+    if let Some(task) = task {
+        let mut known: Vec<String> = rows.iter().map(|r| r.task_name.clone()).collect();
+        known.sort_unstable();
+        known.dedup();
+        rows.retain(|r| r.task_name == task);
+        if rows.is_empty() {
+            bail!(
+                "{}: no rows of task {task:?}; tasks here: {}",
+                path.display(),
+                known.join(", ")
+            );
+        }
+    }
+    Ok(rows)
+}
+
+/// The models of the rows, in their order (cheapest first, as collected).
+fn models_in(rows: &[TrainingRow]) -> Vec<String> {
+    rows.first()
+        .map(|r| r.models.iter().map(|m| m.model.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Costs in money are tiny: switch to scientific notation below 0.01.
+fn fmt_cost(c: f64) -> String {
+    if c != 0.0 && c.abs() < 0.01 {
+        format!("{c:.2e}")
+    } else {
+        format!("{c:.3}")
+    }
+}
+
+/// The router the config describes: the saved policy (with its cascade) and live models.
+pub fn build_router(config: &Config, no_policy: bool, limits: UpstreamLimits) -> Result<Router> {
+    let catalogue = catalogue(config)?;
+    let policy =
+        if no_policy {
+            None
+        } else {
+            let path = config
+                .policy_path()
+                .context("no policy: set model_path.save_model_path or pass --no-policy")?;
+            Some(RouterPolicy::load(path).with_context(|| {
+                "loading the policy (train one with `automix train`)".to_string()
+            })?)
+        };
+    let names: Vec<String> = match &policy {
+        Some(p) => match &p.cascade {
+            Some(c) if config.automix.use_pomdp_router => c.models.clone(),
+            _ => vec![p.small_model.clone(), p.large_model.clone()],
+        },
+        None => {
+            let (s, l) = small_and_large(
+                &catalogue,
+                config.model_path.engine_small.as_deref(),
+                config.model_path.engine_large.as_deref(),
+            )?;
+            vec![s, l]
+        }
+    };
+    let models = ModelSet::from_catalogue(&catalogue, &names, limits)?;
+    Ok(Router::new(config, models, prompts(config)?, policy)?)
+}

@@ -1,0 +1,145 @@
+//! `automix train`: a policy (and with `--cascade` a cascade plan) from the training rows.
+
+use super::*;
+
+/// Arguments of `automix train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Training rows (default: data_path.routing_data_train).
+    #[arg(long)]
+    pub rows: Option<PathBuf>,
+    /// Where to write the policy (default: model_path.save_model_path).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Train on every row, not only `split: train`.
+    #[arg(long)]
+    pub all_rows: bool,
+    /// Also solve the N-model cascade over every model in the rows (cheapest first).
+    #[arg(long)]
+    pub cascade: bool,
+    /// Only rows of this task (`task_name`).
+    #[arg(long)]
+    pub task: Option<String>,
+}
+
+/// `automix train`.
+pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
+    let path = rows_path(config, args.rows.as_ref())?;
+    let all = read_rows(&path, args.task.as_deref())?;
+    let rows: Vec<TrainingRow> = if args.all_rows {
+        all.clone()
+    } else {
+        split(&all, "train").into_iter().cloned().collect()
+    };
+    if rows.is_empty() {
+        bail!("{}: no training rows (split: train)", path.display());
+    }
+    let (small, large) = pair(config, &all)?;
+    let mut policy = train_policy(config, &rows, &small, &large)?;
+    if args.cascade {
+        policy.cascade = Some(train_cascade_plan(config, &rows, &models_in(&rows))?);
+    }
+    let out = args
+        .output
+        .clone()
+        .or_else(|| config.model_path.save_model_path.clone())
+        .context("no output: set model_path.save_model_path or pass --output")?;
+    policy.save(&out)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&policy)?);
+        return Ok(());
+    }
+    let s = &policy.policy.summary;
+    println!(
+        "trained {} ({} chose {}) on {} rows: {small} → {large}, signal {:?}",
+        policy.policy.method.kind.name(),
+        policy.policy.method.kind.name(),
+        policy.policy.chosen_component.name(),
+        s.rows,
+        policy.verifier_signal
+    );
+    println!(
+        "  train: quality {:.3}  cost {:.3}  escalation {:.1}%  ΔIBC {}",
+        s.train.quality,
+        s.train.cost,
+        100.0 * s.train.escalation_rate,
+        s.train_lift
+    );
+    println!(
+        "  small {:.3} / large {:.3} quality; oracle ΔIBC {}",
+        s.baseline.small_quality, s.baseline.large_quality, s.oracle_lift
+    );
+    if let Some(note) = &s.note {
+        println!("  note: {note}");
+    }
+    if let Some(cv) = &s.cross_validation {
+        print_cross_validation(cv);
+    }
+    if config.hparam.verbose {
+        print_training_detail(&policy.policy);
+    }
+    if let Some(c) = &policy.cascade {
+        let start = c.policy.start;
+        println!(
+            "  cascade {}: start {} {}, {} decision-table entries, {} per-task starts",
+            c.models.join(" → "),
+            c.models[start.model],
+            if start.verify {
+                "with verification"
+            } else {
+                "without verification"
+            },
+            c.policy.table.len(),
+            c.task_starts.len()
+        );
+    }
+    println!("policy → {}", out.display());
+    Ok(())
+}
+
+/// `hparam.verbose`: the rule in full, the candidates and the λ family, so a user can see
+/// what training weighed.
+pub(crate) fn print_training_detail(policy: &automix::core::Policy) {
+    let s = &policy.summary;
+    println!(
+        "  detail: {} candidates, {} feasible; rule: {}",
+        s.candidates,
+        s.feasible,
+        policy.rule.describe()
+    );
+    if let Some(c) = &policy.calibration {
+        println!(
+            "  λ family (training rows): {} points; trained λ {:.6}; κ {}",
+            c.lambdas.len(),
+            c.trained_lambda(),
+            c.kappa.map_or("pooled".into(), |k| k.to_string())
+        );
+        for p in &c.lambdas {
+            println!(
+                "    λ {:>10.6}  escalated {:>5.1}%  quality {:.3}  cost {}",
+                p.lambda,
+                100.0 * p.escalation_rate,
+                p.quality,
+                fmt_cost(p.cost)
+            );
+        }
+    }
+}
+
+pub(crate) fn print_cross_validation(cv: &automix::core::CvSummary) {
+    println!(
+        "  cross-validation ({} folds × {} seeded assignments, {:?}): chose {}",
+        cv.folds, cv.repeats, cv.objective, cv.chosen
+    );
+    println!(
+        "    out of fold: {:.4} ± {:.4}; quality {:.3}, cost {:.3}, escalation {:.1}%",
+        cv.mean,
+        cv.sd,
+        cv.outcome.quality,
+        cv.outcome.cost,
+        100.0 * cv.outcome.escalation_rate
+    );
+    for a in &cv.alternatives {
+        println!("    {:<24} {:.4} ± {:.4}", a.name, a.mean, a.sd);
+    }
+}

@@ -1,0 +1,589 @@
+//! Cross-validation of the calibrated method and `auto`: seeded fold assignments, the
+//! out-of-fold outcome of each candidate cut and κ, the choice between them and Threshold.
+
+use super::*;
+
+/// What cross-validation found, stored in the policy's training summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CvSummary {
+    /// Folds per assignment.
+    pub folds: usize,
+    /// Seeded fold assignments.
+    pub repeats: usize,
+    /// The objective scored on the out-of-fold decisions.
+    pub objective: Objective,
+    /// The chosen setting's out-of-fold objective, mean over the assignments.
+    pub mean: f64,
+    /// Its standard deviation over the assignments.
+    pub sd: f64,
+    /// Its out-of-fold outcome, averaged over the assignments.
+    pub outcome: Outcome,
+    /// The chosen candidate, in words.
+    pub chosen: String,
+    /// The best out-of-fold mean of every alternative tried, for the report.
+    pub alternatives: Vec<CvAlternative>,
+}
+
+/// One alternative of the cross-validated selection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CvAlternative {
+    /// What it is (e.g. `pooled`, `κ=30`, `Threshold`).
+    pub name: String,
+    /// Best out-of-fold objective mean.
+    pub mean: f64,
+    /// Its standard deviation over the assignments.
+    pub sd: f64,
+}
+
+/// Seeded fold assignments: `assignments[r][row]` is the fold of `row` in repeat `r`.
+pub fn fold_assignments(rows: usize, folds: usize, repeats: usize, seed: u64) -> Vec<Vec<usize>> {
+    (0..repeats)
+        .map(|r| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(r as u64));
+            let mut order: Vec<usize> = (0..rows).collect();
+            order.shuffle(&mut rng);
+            let mut fold = vec![0; rows];
+            for (pos, row) in order.into_iter().enumerate() {
+                fold[row] = pos % folds;
+            }
+            fold
+        })
+        .collect()
+}
+
+/// The decision of a cell that does not depend on a gain: fixed answers escalate, an
+/// unknown confidence follows `unknown`.
+pub(crate) fn forced_decision(key: &CellKey, unknown: Decision) -> Option<bool> {
+    if key.forced {
+        Some(true)
+    } else {
+        match key.score {
+            VerifierScore::Known(_) => None,
+            VerifierScore::Unknown => Some(unknown.escalates()),
+        }
+    }
+}
+
+/// Rows of one cell (of one fold) with the gain predicted for them.
+pub(crate) struct Entry<'a> {
+    pub(crate) sums: &'a CellSums,
+    pub(crate) forced: Option<bool>,
+    pub(crate) predicted: f64,
+}
+
+/// Out-of-fold entries of one fold assignment: each fold's cells with the gain predicted
+/// by the model fitted on the other folds.
+pub(crate) fn out_of_fold_entries<'a>(
+    stats: &Stats<'_>,
+    cells: &Cells,
+    g: &GainCells,
+    fold_sums: &'a [Vec<(u32, CellSums)>],
+    kappa: Option<f64>,
+    unknown: Decision,
+) -> Vec<Entry<'a>> {
+    let mut out = Vec::new();
+    for fold in fold_sums {
+        let model = g.fit(&cells.without(fold), stats.task_names, kappa);
+        for (cell, sums) in fold {
+            let c = *cell as usize;
+            let forced = forced_decision(&stats.keys[c], unknown);
+            // A known confidence without a prediction (its training folds had none)
+            // escalates: the safe side.
+            let predicted = match (&model, forced) {
+                (Some(m), None) => g.predict(m, stats.task_names, c),
+                _ => f64::NAN,
+            };
+            out.push(Entry {
+                sums,
+                forced,
+                predicted,
+            });
+        }
+    }
+    out
+}
+
+/// Outcomes of "escalate where the predicted gain ≥ cut" for every cut (descending cuts),
+/// in one sort and one pass over the entries.
+pub(crate) fn outcomes_for_cuts(
+    entries: Vec<Entry<'_>>,
+    uniform: Option<QueryCosts>,
+    cuts: &[f64],
+) -> Vec<Outcome> {
+    let mut totals = Totals::default();
+    let mut free: Vec<Entry<'_>> = Vec::new();
+    for e in entries {
+        match e.forced {
+            Some(escalate) => totals.add(e.sums, escalate),
+            None if e.predicted.is_nan() => totals.add(e.sums, true),
+            None => {
+                totals.add(e.sums, false);
+                free.push(e);
+            }
+        }
+    }
+    free.sort_by(|a, b| b.predicted.total_cmp(&a.predicted));
+    let mut next = 0;
+    cuts.iter()
+        .map(|&cut| {
+            while next < free.len() && free[next].predicted >= cut {
+                totals.escalate_kept(free[next].sums);
+                next += 1;
+            }
+            totals.outcome(uniform)
+        })
+        .collect()
+}
+
+/// The cuts tried for `model`: above every gain (never escalate), the midpoints between
+/// distinct gains, and below every gain (escalate every known confidence). At most
+/// `MAX_CUTS` (quantiles of the distinct gains when a continuous signal has more).
+pub(crate) fn candidate_cuts(model: &GainModel) -> Vec<f64> {
+    const MAX_CUTS: usize = 256;
+    let mut gains = model.distinct_gains();
+    if gains.len() > MAX_CUTS {
+        let step = gains.len() as f64 / MAX_CUTS as f64;
+        gains = (0..MAX_CUTS)
+            .map(|i| gains[(i as f64 * step) as usize])
+            .collect();
+    }
+    let (Some(&hi), Some(&lo)) = (gains.first(), gains.last()) else {
+        return Vec::new();
+    };
+    let mut cuts = vec![hi + 1.0];
+    cuts.extend(gains.windows(2).map(|w| (w[0] + w[1]) / 2.0));
+    cuts.push(lo - 1.0);
+    cuts
+}
+
+impl GainModel {
+    /// Every distinct rule of the cut sweep, from never to always escalating, with the
+    /// cut each stands for.
+    pub fn sweep(&self) -> Vec<(f64, DecisionRule)> {
+        let mut out: Vec<(f64, DecisionRule)> = Vec::new();
+        for cut in candidate_cuts(self) {
+            let rule = self.rule(cut);
+            if out.last().is_none_or(|(_, r)| *r != rule) {
+                out.push((cut, rule));
+            }
+        }
+        out
+    }
+}
+
+/// Mean and standard deviation (n − 1) of `values`.
+pub fn mean_sd(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// The Student-t interval of the mean of `values` at `level` (e.g. 0.95); `None` with
+/// fewer than two values.
+pub fn t_interval(values: &[f64], level: f64) -> Option<(f64, f64)> {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    if values.len() < 2 || !(0.0..1.0).contains(&level) {
+        return None;
+    }
+    let (mean, sd) = mean_sd(values);
+    let n = values.len() as f64;
+    let t = StudentsT::new(0.0, 1.0, n - 1.0).ok()?;
+    let half = t.inverse_cdf(0.5 + level / 2.0) * sd / n.sqrt();
+    Some((mean - half, mean + half))
+}
+
+/// The averaged outcome of several assignments.
+pub(crate) fn mean_outcome(outcomes: &[Outcome]) -> Outcome {
+    let n = outcomes.len() as f64;
+    Outcome {
+        quality: outcomes.iter().map(|o| o.quality).sum::<f64>() / n,
+        cost: outcomes.iter().map(|o| o.cost).sum::<f64>() / n,
+        escalation_rate: outcomes.iter().map(|o| o.escalation_rate).sum::<f64>() / n,
+    }
+}
+
+/// A candidate's cross-validated score: per-assignment objective values and their mean.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CvScore {
+    pub(crate) values: Vec<f64>,
+    pub(crate) outcome: Outcome,
+}
+
+impl CvScore {
+    /// Scores per-assignment outcomes under `objective`; `None` when infeasible or
+    /// undefined in any assignment.
+    pub(crate) fn of(
+        base: &Baseline,
+        outcomes: &[Outcome],
+        objective: Objective,
+        options: &TrainOptions,
+    ) -> Option<Self> {
+        let values = outcomes
+            .iter()
+            .map(|o| {
+                let l: Lift = lift(base, o);
+                objective_key(objective, o, l, options).map(|k| k.0)
+            })
+            .collect::<Option<Vec<f64>>>()?;
+        Some(Self {
+            values,
+            outcome: mean_outcome(outcomes),
+        })
+    }
+
+    pub(crate) fn mean(&self) -> f64 {
+        mean_sd(&self.values).0
+    }
+
+    /// Larger is better; ties prefer the cheaper.
+    pub(crate) fn beats(&self, other: &CvScore) -> bool {
+        let (a, b) = (self.mean(), other.mean());
+        a > b || (a == b && self.outcome.cost < other.outcome.cost)
+    }
+}
+
+/// One fitted curve family of the cross-validation: κ, the model on every row, the cuts.
+pub(crate) struct CalibratedArm {
+    pub(crate) kappa: Option<f64>,
+    pub(crate) model: GainModel,
+    pub(crate) cuts: Vec<f64>,
+    /// Out-of-fold outcome of every cut, per fold assignment.
+    pub(crate) outcomes: Vec<Vec<Outcome>>,
+}
+
+/// Picks κ and the cut whose out-of-fold scores are best under `objective`.
+pub(crate) fn choose_calibrated(
+    arms: Vec<CalibratedArm>,
+    base: &Baseline,
+    folds: usize,
+    repeats: usize,
+    objective: Objective,
+    options: &TrainOptions,
+) -> Result<CalibratedFit> {
+    let mut best: Option<(CvScore, Option<f64>, f64, GainModel)> = None;
+    let mut alternatives = Vec::new();
+    for arm in arms {
+        let mut best_here: Option<(CvScore, f64)> = None;
+        for (c, &cut) in arm.cuts.iter().enumerate() {
+            let outcomes: Vec<Outcome> = arm.outcomes.iter().map(|o| o[c]).collect();
+            let Some(score) = CvScore::of(base, &outcomes, objective, options) else {
+                continue;
+            };
+            if best_here.as_ref().is_none_or(|(b, _)| score.beats(b)) {
+                best_here = Some((score, cut));
+            }
+        }
+        let Some((score, cut)) = best_here else {
+            continue;
+        };
+        let (mean, sd) = mean_sd(&score.values);
+        alternatives.push(CvAlternative {
+            name: kappa_name(arm.kappa),
+            mean,
+            sd,
+        });
+        if best.as_ref().is_none_or(|(b, ..)| score.beats(b)) {
+            best = Some((score, arm.kappa, cut, arm.model));
+        }
+    }
+    let Some((score, kappa, cut, model)) = best else {
+        return Err(CoreError::NoFeasibleCandidate {
+            method: "Calibrated".into(),
+            constraint: format!("{objective:?} out of fold"),
+            min_cost: f64::NAN,
+            max_cost: f64::NAN,
+            min_rate: f64::NAN,
+            max_rate: f64::NAN,
+        });
+    };
+    let (mean, sd) = mean_sd(&score.values);
+    let rule = model.rule(cut);
+    Ok(CalibratedFit {
+        cv: CvSummary {
+            folds,
+            repeats,
+            objective,
+            mean,
+            sd,
+            outcome: score.outcome,
+            chosen: format!("{}, escalate where E[gain] ≥ {cut:.4}", kappa_name(kappa)),
+            alternatives,
+        },
+        rule,
+        cut,
+        kappa,
+        model,
+        score,
+    })
+}
+
+/// The out-of-fold outcome of `spec` (a method selected in sample) on one fold assignment:
+/// trained on the other folds' cells, decided on the fold's.
+pub(crate) fn out_of_fold_outcome(
+    stats: &Stats<'_>,
+    cells: &Cells,
+    fold_sums: &[Vec<(u32, CellSums)>],
+    spec: &MethodSpec,
+    options: &TrainOptions,
+) -> Result<Outcome> {
+    let mut totals = Totals::default();
+    for fold in fold_sums {
+        let train = Stats {
+            sums: Cow::Owned(cells.without(fold)),
+            ..stats.clone()
+        };
+        let (chosen, _) = train_stats(&train, spec, options)?;
+        for (cell, sums) in fold {
+            let key = &stats.keys[*cell as usize];
+            let escalate = escalates(
+                &chosen.rule,
+                key,
+                stats.task(key),
+                options.unknown_confidence,
+            );
+            totals.add(sums, escalate);
+        }
+    }
+    Ok(totals.outcome(stats.uniform))
+}
+
+/// Out-of-fold outcomes of `spec`, one per seeded assignment of the rows to `folds` folds:
+/// how a method selected in sample generalises. One pass over the rows per assignment;
+/// training and scoring read only the cells.
+pub fn cross_validate(
+    data: &Dataset,
+    spec: &MethodSpec,
+    options: &TrainOptions,
+    folds: usize,
+    repeats: usize,
+    seed: u64,
+) -> Result<Vec<Outcome>> {
+    if spec.kind.cross_validated() {
+        return Err(CoreError::InvalidParameter {
+            name: "method",
+            reason: format!("{} already selects by cross-validation", spec.kind.name()),
+        });
+    }
+    if folds < 2 || folds > data.len() {
+        return Err(CoreError::InvalidParameter {
+            name: "folds",
+            reason: format!("{folds} must be in 2..={}", data.len()),
+        });
+    }
+    let cells = data.cells_for(&options.fixed_answers);
+    let stats = data.stats(&cells);
+    fold_assignments(data.len(), folds, repeats, seed)
+        .iter()
+        .map(|a| {
+            let fold_sums = data.fold_sums(&cells, a, folds);
+            out_of_fold_outcome(&stats, &cells, &fold_sums, spec, options)
+        })
+        .collect()
+}
+
+/// Whether `challenger` beats `incumbent` by more than one standard error of their paired
+/// per-assignment difference. `auto` keeps the calibrated model unless the paper's Threshold
+/// (selected in sample, as the paper does) clearly generalises better out of fold: where the
+/// two are close, the difference is selection noise, and switching on noise made `auto`
+/// worse than either (measured on the development set, see the README).
+pub(crate) fn clearly_better(challenger: &CvScore, incumbent: &CvScore) -> bool {
+    let diffs: Vec<f64> = challenger
+        .values
+        .iter()
+        .zip(&incumbent.values)
+        .map(|(a, b)| a - b)
+        .collect();
+    let (mean, sd) = mean_sd(&diffs);
+    mean > 0.0 && mean > sd / (diffs.len() as f64).sqrt()
+}
+
+/// Every κ's curves fitted on all rows, and the out-of-fold outcomes of their cuts (and of
+/// the in-sample `challenger`, if any) over the seeded fold assignments: one pass over the
+/// rows per assignment, shared by every κ and the challenger.
+pub(crate) fn cross_validate_arms(
+    data: &Dataset,
+    (cells, stats, g): (&Cells, &Stats<'_>, &GainCells),
+    config: &CalibratedConfig,
+    folds: usize,
+    challenger: Option<&MethodSpec>,
+    options: &TrainOptions,
+) -> Result<(Vec<CalibratedArm>, Vec<Outcome>)> {
+    let mut arms: Vec<CalibratedArm> = config
+        .shrinkages(stats.task_names.len())
+        .into_iter()
+        .filter_map(|kappa| {
+            let model = g.fit(&stats.sums, stats.task_names, kappa)?;
+            let cuts = candidate_cuts(&model);
+            Some(CalibratedArm {
+                kappa,
+                model,
+                cuts,
+                outcomes: Vec::new(),
+            })
+        })
+        .collect();
+    let mut challenger_outcomes = Vec::new();
+    for assignment in fold_assignments(data.len(), folds, config.repeats, config.seed) {
+        let fold_sums = data.fold_sums(cells, &assignment, folds);
+        for arm in &mut arms {
+            let entries = out_of_fold_entries(
+                stats,
+                cells,
+                g,
+                &fold_sums,
+                arm.kappa,
+                options.unknown_confidence,
+            );
+            arm.outcomes
+                .push(outcomes_for_cuts(entries, stats.uniform, &arm.cuts));
+        }
+        if let Some(spec) = challenger {
+            challenger_outcomes.push(out_of_fold_outcome(
+                stats, cells, &fold_sums, spec, options,
+            )?);
+        }
+    }
+    Ok((arms, challenger_outcomes))
+}
+
+/// Trains a cross-validated method ([`MethodKind::Calibrated`] or [`MethodKind::Auto`]):
+/// one pass over the rows per fold assignment, shared by every κ and by the Threshold
+/// challenger; everything else reads cells.
+pub(crate) fn train_cross_validated(
+    data: &Dataset,
+    cost_model: &CostModel,
+    spec: &MethodSpec,
+    options: &TrainOptions,
+) -> Result<Policy> {
+    options.objective.validate()?;
+    let config = &spec.calibrated;
+    config.validate()?;
+    let cells = data.cells_for(&options.fixed_answers);
+    let stats = data.stats(&cells);
+    let base = stats.baseline();
+    let used = objective_used(options.objective, base.lift_defined());
+    let g = GainCells::new(&stats);
+    let known = g.known_rows(&stats.sums) as usize;
+    if known == 0 {
+        return Err(no_known_confidence());
+    }
+    // Fewer rows than 2 per fold cannot be cross-validated meaningfully.
+    let folds = config.folds.min(known / 2).max(2);
+    let threshold = MethodSpec::new(MethodKind::Threshold, spec.num_bins);
+    let challenger = (spec.kind == MethodKind::Auto).then_some(&threshold);
+    let (arms, threshold_outcomes) = cross_validate_arms(
+        data,
+        (&cells, &stats, &g),
+        config,
+        folds,
+        challenger,
+        options,
+    )?;
+    let fit = choose_calibrated(arms, &base, folds, config.repeats, used, options)?;
+    let unit = if base.large_cost > 0.0 {
+        base.large_cost
+    } else {
+        1.0
+    };
+    let calibrated = Calibrated {
+        candidate: Candidate {
+            method: MethodKind::Calibrated,
+            rule: fit.rule.clone(),
+            lambda: Some(fit.cut),
+        },
+        calibration: Some(Calibration {
+            lambdas: lambda_table(&stats, &g, &fit.model, options.unknown_confidence, unit),
+            model: fit.model.clone(),
+            cut: fit.cut,
+            kappa: fit.kappa,
+            unit,
+        }),
+        cv: fit.cv.clone(),
+    };
+    let challenge = CvScore::of(&base, &threshold_outcomes, used, options);
+    let chosen = settle(calibrated, &fit.score, challenge, || {
+        Ok(train_stats(&stats, &threshold, options)?.0)
+    })?;
+    let train = stats.outcome_of(&chosen.candidate.rule, options.unknown_confidence);
+    let oracle = stats.oracle();
+    let tried = chosen.cv.alternatives.len();
+    Ok(Policy {
+        format_version: POLICY_FORMAT_VERSION,
+        method: spec.clone(),
+        chosen_component: chosen.candidate.method,
+        rule: chosen.candidate.rule,
+        fixed_answers: options.fixed_answers.clone(),
+        unknown_confidence: options.unknown_confidence,
+        costs: *cost_model,
+        objective: options.objective,
+        cost_constraint: options.cost_constraint,
+        calibration: chosen.calibration,
+        summary: TrainingSummary {
+            rows: data.len(),
+            candidates: tried,
+            feasible: tried,
+            objective_used: used,
+            note: fallback_note(used, options.objective, &base, &oracle),
+            train,
+            train_lift: lift(&base, &train),
+            baseline: base,
+            oracle,
+            oracle_lift: lift(&base, &oracle),
+            lambda: chosen.candidate.lambda,
+            cross_validation: Some(chosen.cv),
+        },
+    })
+}
+
+/// What a cross-validated training keeps: the rule, the curves (if calibrated), the CV record.
+pub(crate) struct Calibrated {
+    pub(crate) candidate: Candidate,
+    pub(crate) calibration: Option<Calibration>,
+    pub(crate) cv: CvSummary,
+}
+
+/// `auto`'s choice: the calibrated fit, unless the paper's Threshold (`challenge`, trained
+/// by `threshold` when needed) is clearly better out of fold. Either way the challenger's
+/// score is recorded among the alternatives.
+pub(crate) fn settle(
+    mut calibrated: Calibrated,
+    score: &CvScore,
+    challenge: Option<CvScore>,
+    threshold: impl FnOnce() -> Result<Candidate>,
+) -> Result<Calibrated> {
+    let Some(challenge) = challenge else {
+        return Ok(calibrated);
+    };
+    let (mean, sd) = mean_sd(&challenge.values);
+    calibrated.cv.alternatives.push(CvAlternative {
+        name: "Threshold".into(),
+        mean,
+        sd,
+    });
+    if !clearly_better(&challenge, score) {
+        return Ok(calibrated);
+    }
+    let candidate = threshold()?;
+    let mut cv = calibrated.cv;
+    cv.mean = mean;
+    cv.sd = sd;
+    cv.outcome = challenge.outcome;
+    cv.chosen = format!("Threshold, {}", candidate.rule.describe());
+    Ok(Calibrated {
+        candidate,
+        calibration: None,
+        cv,
+    })
+}
+
+pub(crate) fn kappa_name(kappa: Option<f64>) -> String {
+    match kappa {
+        None => "pooled".into(),
+        Some(k) => format!("per task, κ={k}"),
+    }
+}
