@@ -101,12 +101,13 @@ pub async fn serve(config: Config, args: &ServeArgs) -> Result<()> {
         ..ProxySettings::default()
     };
     let auth = !settings.client_keys.is_empty();
+    let strategy = router.strategy_name();
     let state = ProxyState::new(router, Some(loader), settings);
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
     eprintln!(
-        "automix proxy on http://{}/v1 (model \"automix\"; client auth {})",
+        "automix proxy on http://{}/v1 (model \"automix\"; routing: {strategy}; client auth {})",
         listener.local_addr()?,
         if auth { "on" } else { "off" }
     );

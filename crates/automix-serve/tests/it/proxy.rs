@@ -1670,3 +1670,42 @@ async fn every_error_is_counted_once_by_its_type() {
         "{metrics}"
     );
 }
+
+/// `enable_cascade: false` through the proxy: one upstream call (the pre-selected model's
+/// answer), no verification call, and the reply says it was pre-selected.
+#[tokio::test(flavor = "multi_thread")]
+async fn select_mode_answers_with_one_model_call_and_no_verification() {
+    let text = "automix:\n  verification_samples: 2\n  cost_lambda: 0.02\n  enable_cascade: false\n\
+                hparam:\n  routing_method: Threshold\n  verifier_signal: samples\n";
+    let config = Config::parse(text, Path::new("select.yaml")).unwrap();
+    let policy = crate::redis::plan(&config);
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let t = Duration::from_secs(5);
+    let handles = vec![
+        handle("small", 1.0, small.base_url(), 1, t),
+        handle("large", 10.0, large.base_url(), 1, t),
+    ];
+    let proxy = start_routed(handles, ProxySettings::default(), &config, Some(policy)).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", proxy.base))
+        .json(&json!({"model": "automix", "messages": [{"role": "user", "content": "q"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-automix-decision"], "preselect");
+    assert_eq!(resp.headers()["x-automix-verification-score"], "unknown");
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("echo")
+    );
+    assert_eq!(
+        small.calls() + large.calls(),
+        1,
+        "one answer, no verification"
+    );
+}

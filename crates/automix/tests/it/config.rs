@@ -128,3 +128,35 @@ fn a_missing_file_is_named() {
         "{err}"
     );
 }
+
+/// `configs/semantic_router.yaml` reproduces Semantic Router's automix block: select mode,
+/// and a router built from it over a plan trained on the bundled rows pre-selects.
+#[test]
+fn the_semantic_router_config_is_select_mode() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let c = Config::load(&dir.join("semantic_router.yaml")).unwrap();
+    assert!(!c.automix.enable_cascade);
+    assert!(c.automix.use_pomdp_router);
+    assert_eq!(c.automix.verification_threshold, 0.7);
+    assert_eq!(c.automix.max_escalations, 2);
+    let rows =
+        automix::dataset::read_training_rows(c.data_path.routing_data_train.as_ref().unwrap())
+            .unwrap();
+    let names: Vec<String> = rows[0].models.iter().map(|m| m.model.clone()).collect();
+    let mut policy =
+        automix::training::train_policy(&c, &rows, &names[0], &names[names.len() - 1]).unwrap();
+    policy.cascade = Some(automix::training::train_cascade_plan(&c, &rows, &names).unwrap());
+    let handles = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| crate::support::scripted_model(n, 1.0 + i as f64, "A", &["Correct"]).0)
+        .collect();
+    let router = automix::Router::new(
+        &c,
+        automix::ModelSet::new(handles).unwrap(),
+        std::sync::Arc::new(automix::verify::PromptSet::builtin()),
+        Some(policy),
+    )
+    .unwrap();
+    assert_eq!(router.strategy_name(), "select (enable_cascade: false)");
+}

@@ -296,3 +296,77 @@ async fn a_request_lambda_moves_a_cascade_between_its_tables() {
         .unwrap_err();
     assert!(err.to_string().contains("λ family"), "{err}");
 }
+
+/// `enable_cascade: false` (Semantic Router's select flow): the plan's pre-selected model
+/// answers and its answer is returned: one call, no verification, no escalation.
+#[tokio::test]
+async fn select_mode_answers_with_one_call_and_no_verification() {
+    let rows = informative();
+    let s = setup(
+        Kind::Cascade,
+        &rows,
+        "  enable_cascade: false\n",
+        "A",
+        &["Incorrect"],
+    );
+    assert!(
+        s.router.strategy_name().starts_with("select"),
+        "{}",
+        s.router.strategy_name()
+    );
+    let out = s.router.route_single(&query("select")).await.unwrap();
+    assert_eq!(out.calls.len(), 1, "{:?}", out.calls);
+    assert_eq!(out.calls[0].purpose, "answer");
+    assert_eq!(s.tiny.requests().len() + s.big.requests().len(), 1);
+    assert_eq!(out.escalation_path.len(), 1);
+    assert_eq!(out.verification_score, None);
+    assert_eq!(out.decision, RouteDecision::Preselected);
+}
+
+/// Select mode needs a plan to pre-select from, and learns nothing: without a cascade plan,
+/// or with `online_belief`, it is refused at load naming the key.
+#[test]
+fn select_mode_without_a_plan_or_with_a_belief_is_refused_naming_the_key() {
+    let rows = informative();
+    for (kind, extra) in [
+        (Kind::Threshold, "  enable_cascade: false\n"),
+        (Kind::TwoModel, "  enable_cascade: false\n"),
+        (Kind::OnlineCascade, "  enable_cascade: false\n"),
+    ] {
+        let (tiny_m, _) = scripted_model("tiny", 1.0, "A", &["Correct"]);
+        let (big_m, _) = scripted_model("big", 10.0, "B", &["Correct"]);
+        let models = ModelSet::new(vec![big_m, tiny_m]).unwrap();
+        let err = Router::new(
+            &config(kind, extra, "samples"),
+            models,
+            Arc::new(PromptSet::builtin()),
+            policy(kind, &rows, "samples"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("automix.enable_cascade"), "{kind:?}: {err}");
+    }
+}
+
+/// `use_pomdp_router: false` with a policy loaded routes by the threshold rule, and every
+/// step says why (the policy is not silently dropped).
+#[tokio::test]
+async fn use_pomdp_router_false_routes_by_the_threshold_and_says_so() {
+    let rows = informative();
+    for kind in [Kind::TwoModel, Kind::Cascade] {
+        let s = setup(
+            kind,
+            &rows,
+            "  use_pomdp_router: false\n",
+            "A",
+            &["Incorrect"],
+        );
+        assert_eq!(s.router.strategy_name(), "threshold", "{kind:?}");
+        let out = s.router.route_single(&query("q")).await.unwrap();
+        let reason = &out.steps[0].reason;
+        assert!(
+            reason.contains("use_pomdp_router: false"),
+            "{kind:?}: {reason}"
+        );
+    }
+}
