@@ -246,3 +246,43 @@ fn crates_depend_only_downward() {
         }
     }
 }
+
+/// ARCHITECTURE.md's code map names every module: each source file of a crate (or xtask) is
+/// named in that crate's section, a folder's `mod.rs` by the folder.
+#[test]
+fn architecture_names_every_module() {
+    let root = workspace();
+    let map = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let mut crates: Vec<(String, PathBuf)> = std::fs::read_dir(root.join("crates"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (format!("### `crates/{}`", p.file_name().unwrap().to_string_lossy()), p))
+        .collect();
+    crates.push(("### `xtask`".into(), root.join("xtask")));
+    let mut missing = Vec::new();
+    for (heading, dir) in crates {
+        let Some(start) = map.find(&heading) else {
+            missing.push(format!("no section {heading}"));
+            continue;
+        };
+        let rest = &map[start + heading.len()..];
+        let section = &rest[..rest.find("\n### ").or(rest.find("\n## ")).unwrap_or(rest.len())];
+        let src = dir.join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        for file in files {
+            let rel = file.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+            let named = match rel.strip_suffix("mod.rs") {
+                Some(folder) => section.contains(&format!("`{folder}`")),
+                None => {
+                    let name = rel.rsplit('/').next().unwrap_or(&rel);
+                    section.contains(&format!("`{name}`")) || section.contains(&format!("`{rel}`"))
+                }
+            };
+            if !named {
+                missing.push(format!("{heading}: {rel}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "ARCHITECTURE.md does not name:\n{}", missing.join("\n"));
+}
