@@ -45,6 +45,7 @@ pub struct ProxyMetrics {
     pub(crate) panics: IntCounter,
     pub(crate) feedback_refused: IntCounter,
     model_calls: IntCounterVec,
+    failed_checks: IntCounterVec,
     tokens: IntCounterVec,
     cost: CounterVec,
     latency: Histogram,
@@ -112,6 +113,16 @@ impl ProxyMetrics {
                 "Feedback refused by a key's rate limit or weight cap (429).",
             ),
             model_calls: per_model("automix_model_calls_total", "Upstream calls per model."),
+            failed_checks: registered(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "automix_answer_checks_failed_total",
+                        "Answers that failed a zero-call check, per check.",
+                    ),
+                    &["check"],
+                ),
+            ),
             tokens: per_model("automix_tokens_total", "Tokens per model."),
             cost: registered(
                 &r,
@@ -150,6 +161,11 @@ impl ProxyMetrics {
             if c.cost.is_finite() && c.cost >= 0.0 {
                 self.cost.with_label_values(&model).inc_by(c.cost);
             }
+        }
+        for f in &outcome.failed_checks {
+            self.failed_checks
+                .with_label_values(&[f.check.name()])
+                .inc();
         }
         self.latency.observe(elapsed.as_secs_f64());
     }

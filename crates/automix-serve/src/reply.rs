@@ -22,6 +22,7 @@ pub(crate) fn metadata_json(o: &RouteOutcome) -> Value {
         "decision": o.decision.label(),
         "cost": o.total_cost,
         "lambda": o.lambda,
+        "answer_checks": o.failed_checks,
         "steps": o.steps,
     })
 }
@@ -131,6 +132,9 @@ pub(crate) fn add_headers(headers: &mut HeaderMap, o: &RouteOutcome) {
             .map_or_else(|| "unknown".into(), |p| format!("{p:.4}")),
     );
     put("x-automix-decision", o.decision.label().into());
+    if let Some(last) = o.failed_checks.last() {
+        put("x-automix-answer-check", last.check.name().into());
+    }
     put("x-automix-cost", format!("{:.9}", o.total_cost));
     if let Some(l) = o.lambda {
         put("x-automix-lambda", format!("{l}"));

@@ -332,6 +332,9 @@ pub struct AutomixSettings {
     pub verifier_model: Option<String>,
     /// Cascade through every model (true) or pre-select one (false).
     pub enable_cascade: bool,
+    /// The zero-call answer checks that escalate a bad answer without a verifier call
+    /// (default: all of `empty`, `truncated`, `invalid_json`, `refusal`; `[]` turns them off).
+    pub answer_checks: Vec<crate::checks::AnswerCheck>,
 }
 
 impl Default for AutomixSettings {
@@ -358,6 +361,7 @@ impl Default for AutomixSettings {
             verifier_server_url: None,
             verifier_model: None,
             enable_cascade: true,
+            answer_checks: crate::checks::ALL_CHECKS.to_vec(),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod belief_store;
 pub mod cascade;
+pub mod checks;
 pub mod collect;
 pub mod config;
 pub mod dataset;
@@ -14,6 +15,7 @@ pub mod feedback;
 pub mod models;
 mod outcome;
 pub mod pipeline;
+pub mod plan;
 pub mod router;
 pub mod shard;
 pub mod strategy;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use automix_core::{Decision, VerifierScore};
 
+use crate::checks::AnswerCheck;
 use crate::config::VerifierSignal;
 use crate::dataset::{QueryRow, Tokens, VerificationRecord};
 use crate::pipeline::AnswerCall;
@@ -131,6 +132,19 @@ pub struct RouteOutcome {
     /// `None` when no λ family decided (threshold rule, cascade, named route).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lambda: Option<f64>,
+    /// The zero-call answer checks that failed, per model, in order (the last one may be
+    /// the kept answer's: reported, not hidden).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_checks: Vec<FailedCheck>,
+}
+
+/// A zero-call answer check a model's answer failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedCheck {
+    /// llm_data name.
+    pub model: String,
+    /// Which check.
+    pub check: AnswerCheck,
 }
 
 /// How a route ended: a fact for labels, headers and metrics.
@@ -208,6 +222,7 @@ pub(crate) struct Trace {
     pub(crate) escalations: usize,
     pub(crate) lambda: Option<f64>,
     pub(crate) verified: bool,
+    pub(crate) failed_checks: Vec<FailedCheck>,
 }
 
 /// The parts of an outcome the runner knows at the end.
@@ -235,6 +250,14 @@ impl Trace {
         self.path.push(model.to_owned());
         self.first_answer.get_or_insert_with(String::new);
         self.kept_unverified(model, "", reason);
+    }
+
+    /// Model `model`'s answer failed `check`.
+    pub(crate) fn check_failed(&mut self, model: &str, check: AnswerCheck) {
+        self.failed_checks.push(FailedCheck {
+            model: model.to_owned(),
+            check,
+        });
     }
 
     pub(crate) fn kept_unverified(&mut self, model: &str, answer: &str, reason: Option<&str>) {
@@ -286,6 +309,7 @@ impl Trace {
             latency_ms: parts.started.elapsed().as_millis() as u64,
             task_performance: parts.task_performance,
             lambda: self.lambda,
+            failed_checks: self.failed_checks,
         }
     }
 }

@@ -6,11 +6,12 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
-use automix_core::VerifierScore;
+use automix_core::{Decision, VerifierScore};
 use automix_llm::ChatRequest;
 use automix_verify::{PromptSet, TaskKind, Verifier, normalise_answer};
 
 use crate::belief_store::{BeliefSnapshot, posteriors};
+use crate::checks::{AnswerCheck, AnswerFacts, first_failed, wants_json};
 use crate::config::{CollectSettings, Config, VerifierSignal};
 use crate::dataset::QueryRow;
 use crate::error::{AutomixError, Result};
@@ -26,7 +27,8 @@ use crate::sync::lock;
 use crate::task_metric::TaskMetric;
 
 pub use crate::outcome::{
-    BatchItem, CallRecord, RouteDecision, RouteOptions, RouteOutcome, Routed, StepRecord,
+    BatchItem, CallRecord, FailedCheck, RouteDecision, RouteOptions, RouteOutcome, Routed,
+    StepRecord,
 };
 use crate::outcome::{OutcomeParts, Trace};
 use crate::training::{RouterPolicy, verifier_score};
@@ -45,6 +47,8 @@ pub struct RouterSettings {
     pub threshold: ThresholdRule,
     /// Concurrent queries of a batch.
     pub max_workers: usize,
+    /// The zero-call answer checks (`automix.answer_checks`).
+    pub checks: Vec<AnswerCheck>,
 }
 
 impl RouterSettings {
@@ -65,6 +69,7 @@ impl RouterSettings {
                 unknown: config.hparam.unknown_confidence,
             },
             max_workers: config.hparam.max_workers.max(1),
+            checks: a.answer_checks.clone(),
         })
     }
 }
@@ -241,29 +246,19 @@ impl Router {
         let metric = query.metric.as_deref().map(TaskMetric::parse).transpose()?;
         let source = self.source(metric, request);
         let call = answer(model, &self.prompts, query, &source).await?;
-        let record = CallRecord::answer(name, &call);
-        Ok(RouteOutcome {
-            id: query.id.clone(),
-            model_name: name.to_owned(),
-            api_model: model.entry.model.clone(),
-            slm_answer: call.text.clone(),
-            verification_score: None,
+        let mut trace = Trace::default();
+        trace.answered(name, &call);
+        Ok(trace.outcome(OutcomeParts {
+            query,
+            model_name: name,
+            api_model: &model.entry.model,
+            task_performance: score_of(metric, query, &call.text),
+            response: call,
             route_to_llm: false,
             decision: RouteDecision::Direct,
-            route_id: String::new(),
-            signal: None,
-            escalation_path: vec![name.to_owned()],
-            steps: Vec::new(),
-            total_tokens: record.tokens.prompt + record.tokens.completion,
-            total_cost: record.cost,
-            calls: vec![record],
-            latency_ms: started.elapsed().as_millis() as u64,
-            task_performance: score_of(metric, query, &call.text),
-            tool_calls: call.tool_calls,
-            logprobs: call.logprobs,
-            response: call.text,
-            lambda: None,
-        })
+            signal: self.settings.signal,
+            started,
+        }))
     }
 
     fn source(&self, metric: Option<TaskMetric>, request: Option<ChatRequest>) -> AnswerSource {
@@ -328,6 +323,11 @@ impl Router {
             });
         }
         let metric = query.metric.as_deref().map(TaskMetric::parse).transpose()?;
+        let source = self.source(metric, request);
+        let wants_json = match &source {
+            AnswerSource::Chat(r) => wants_json(r.extra.get("response_format")),
+            AnswerSource::Templates { .. } => false,
+        };
         let mut state = RouteState::default();
         let (start, lambda) = self
             .strategy
@@ -338,7 +338,8 @@ impl Router {
             started: Instant::now(),
             route_id: route_id(),
             metric,
-            source: self.source(metric, request),
+            source,
+            wants_json,
             max_escalations: options
                 .max_escalations
                 .unwrap_or(self.settings.max_escalations),
@@ -376,6 +377,16 @@ impl Router {
     ) -> Result<Option<Start>> {
         let model = &self.models.models()[run.at.model];
         let correct = correctness(run.metric, run.query, &answer.text);
+        let facts = AnswerFacts {
+            text: &answer.text,
+            finish_reason: answer.finish_reason.as_deref(),
+            tool_call: answer.tool_calls.is_some(),
+            wants_json: run.wants_json,
+        };
+        let failed = first_failed(&self.settings.checks, &facts);
+        if let Some(check) = failed {
+            run.trace.check_failed(&model.entry.name, check);
+        }
         // A tool call is an action, not an answer a verifier can judge: the first model
         // that makes a well-formed one is kept.
         let cut_off = unverified.or_else(|| {
@@ -385,11 +396,25 @@ impl Router {
                 .then_some(Some("tool call: kept unverified"))
         });
         if let Some(reason) = cut_off {
+            // Kept anyway: a failed check is reported, not hidden.
+            let reason = match (failed, reason) {
+                (Some(c), Some(r)) => Some(format!("{r}; answer check failed: {}", c.name())),
+                (Some(c), None) => Some(format!(
+                    "kept unverified; answer check failed: {}",
+                    c.name()
+                )),
+                (None, r) => r.map(str::to_owned),
+            };
             run.trace
-                .kept_unverified(&model.entry.name, &answer.text, reason);
+                .kept_unverified(&model.entry.name, &answer.text, reason.as_deref());
             self.strategy
                 .observe(&mut run.state, run.at.model, None, correct)?;
             return Ok(None);
+        }
+        if let Some(check) = failed {
+            self.strategy
+                .observe(&mut run.state, run.at.model, None, correct)?;
+            return self.escalate_on_check(run, answer, check);
         }
         let score = self
             .verify_step(model, run.at.model, run.query, &answer.text, &mut run.trace)
@@ -412,6 +437,46 @@ impl Router {
             .step(&evidence, self.models.len(), &mut run.state)?;
         run.trace
             .decided(&model.entry.name, &answer.text, score, &step);
+        Ok(step.next)
+    }
+
+    /// A failed answer check where the runner would verify: escalate without the verifier
+    /// call. The strategy picks where to (it sees the lowest confidence, as if the verifier
+    /// had said "incorrect"); if it would keep, the next model in price order answers.
+    fn escalate_on_check(
+        &self,
+        run: &mut Run<'_>,
+        answer: &AnswerCall,
+        check: AnswerCheck,
+    ) -> Result<Option<Start>> {
+        let model = &self.models.models()[run.at.model];
+        let lowest = VerifierScore::from_option(Some(0.0))?;
+        let evidence = Evidence {
+            model: run.at.model,
+            score: lowest,
+            task: &run.query.task_name,
+            normalised_answer: "",
+            lambda: run.options.lambda,
+        };
+        let mut step = self
+            .strategy
+            .step(&evidence, self.models.len(), &mut run.state)?;
+        let next = step.next.unwrap_or(Start {
+            model: run.at.model + 1,
+            verify: true,
+        });
+        step.decision = Decision::Escalate;
+        step.next = Some(next);
+        step.reason = format!(
+            "answer check failed: {} (no verification call)",
+            check.name()
+        );
+        run.trace.decided(
+            &model.entry.name,
+            &answer.text,
+            VerifierScore::Unknown,
+            &step,
+        );
         Ok(step.next)
     }
 
@@ -690,6 +755,8 @@ struct Run<'a> {
     route_id: String,
     metric: Option<TaskMetric>,
     source: AnswerSource,
+    /// The request asked for JSON (`response_format`), for the `invalid_json` check.
+    wants_json: bool,
     max_escalations: usize,
     state: RouteState,
     start: Start,

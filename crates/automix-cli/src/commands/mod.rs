@@ -12,7 +12,7 @@ use automix::dataset::{QueryRow, TrainingRow, read_queries, read_training_rows};
 use automix::evaluate::{EvalReport, evaluate, evaluate_resplits};
 use automix::models::small_and_large;
 use automix::training::{RouterPolicy, split, train_cascade_plan, train_policy};
-use automix::{ModelSet, Router, UpstreamLimits};
+use automix::{Router, UpstreamLimits};
 
 use crate::{catalogue, fmt_opt, prompts};
 
@@ -101,34 +101,26 @@ fn fmt_cost(c: f64) -> String {
     }
 }
 
-/// The router the config describes: the saved policy (with its cascade) and live models.
+/// The router the config describes: the saved policy (with its cascade) and live models,
+/// built through the one routing plan (`automix::plan`).
 pub fn build_router(config: &Config, no_policy: bool, limits: UpstreamLimits) -> Result<Router> {
     let catalogue = catalogue(config)?;
-    let policy =
-        if no_policy {
-            None
-        } else {
-            let path = config
-                .policy_path()
-                .context("no policy: set model_path.save_model_path or pass --no-policy")?;
-            Some(RouterPolicy::load(path).with_context(|| {
-                "loading the policy (train one with `automix train`)".to_string()
-            })?)
-        };
-    let names: Vec<String> = match &policy {
-        Some(p) => match &p.cascade {
-            Some(c) if config.automix.use_pomdp_router => c.models.clone(),
-            _ => vec![p.small_model.clone(), p.large_model.clone()],
-        },
-        None => {
-            let (s, l) = small_and_large(
-                &catalogue,
-                config.model_path.engine_small.as_deref(),
-                config.model_path.engine_large.as_deref(),
-            )?;
-            vec![s, l]
-        }
+    let policy = if no_policy {
+        None
+    } else {
+        let path = config
+            .policy_path()
+            .context("no policy: set model_path.save_model_path or pass --no-policy")?;
+        Some(
+            RouterPolicy::load(path)
+                .context("loading the policy (train one with `automix train`)")?,
+        )
     };
-    let models = ModelSet::from_catalogue(&catalogue, &names, limits)?;
-    Ok(Router::new(config, models, prompts(config)?, policy)?)
+    Ok(automix::plan::router(
+        config,
+        &catalogue,
+        policy,
+        prompts(config)?,
+        limits,
+    )?)
 }

@@ -1709,3 +1709,124 @@ async fn select_mode_answers_with_one_model_call_and_no_verification() {
         "one answer, no verification"
     );
 }
+
+/// The zero-call answer checks: an empty answer, a refusal, a `length`-truncated answer and
+/// non-JSON under `response_format: json_object` from the small model are escalated with no
+/// verification call, and the reply names the check; the large model's own failed check is
+/// reported, not hidden.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_answers_escalate_without_a_verification_call() {
+    let text = |t: &str| FakeReply::Completion {
+        texts: vec![t.into()],
+        logprobs: false,
+    };
+    let cut = raw_completion(json!([{"index": 0, "finish_reason": "length",
+        "message": {"role": "assistant", "content": "The answer is"}}]));
+    let cases = [
+        ("empty", text("  "), json!({})),
+        (
+            "refusal",
+            text("I'm sorry, but I can't help with that request."),
+            json!({}),
+        ),
+        ("truncated", cut, json!({})),
+        (
+            "invalid_json",
+            text("Sure! Here it is."),
+            json!({"response_format": {"type": "json_object"}}),
+        ),
+    ];
+    for (check, small_reply, extra) in cases {
+        let small = FakeOpenAi::start(vec![small_reply]).await.unwrap();
+        let large = FakeOpenAi::start(vec![text("{\"answer\": 4}")])
+            .await
+            .unwrap();
+        let proxy = start_default(&small, &large, ProxySettings::default()).await;
+        let mut body =
+            json!({"model": "automix", "messages": [{"role": "user", "content": "2+2?"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", proxy.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{check}");
+        let h = resp.headers().clone();
+        assert_eq!(h["x-automix-decision"], "escalate", "{check}");
+        assert_eq!(h["x-automix-models-tried"], "small,large", "{check}");
+        assert_eq!(h["x-automix-answer-check"], check, "{check}");
+        let reply: Value = resp.json().await.unwrap();
+        assert_eq!(reply["automix"]["answer_checks"][0]["check"], check);
+        assert_eq!(reply["automix"]["answer_checks"][0]["model"], "small");
+        let reason = reply["automix"]["steps"][0]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(check) && reason.contains("no verification call"),
+            "{reason}"
+        );
+        assert_eq!(small.calls(), 1, "{check}: answered once, never verified");
+        assert_eq!(large.calls(), 1, "{check}");
+        assert_eq!(reply["choices"][0]["message"]["content"], "{\"answer\": 4}");
+    }
+    // The last model's failed check is reported with its answer, not hidden.
+    let small = FakeOpenAi::start(vec![text("")]).await.unwrap();
+    let large = FakeOpenAi::start(vec![text("")]).await.unwrap();
+    let proxy = start_default(&small, &large, ProxySettings::default()).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", proxy.base))
+        .json(&json!({"model": "automix", "messages": [{"role": "user", "content": "q"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-automix-answer-check"], "empty");
+    let reply: Value = resp.json().await.unwrap();
+    let checks = reply["automix"]["answer_checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 2);
+    assert_eq!(checks[1]["model"], "large");
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", proxy.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("automix_answer_checks_failed_total{check=\"empty\"} 2"),
+        "{metrics}"
+    );
+}
+
+/// `automix.answer_checks: []` turns the checks off: an empty answer is verified as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn answer_checks_can_be_turned_off() {
+    let small = FakeOpenAi::start(vec![FakeReply::Completion {
+        texts: vec!["".into()],
+        logprobs: false,
+    }])
+    .await
+    .unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let config = Config::parse(
+        "automix:\n  verification_samples: 2\n  answer_checks: []\n",
+        Path::new("off.yaml"),
+    )
+    .unwrap();
+    let t = Duration::from_secs(5);
+    let handles = vec![
+        handle("small", 1.0, small.base_url(), 1, t),
+        handle("large", 10.0, large.base_url(), 1, t),
+    ];
+    let proxy = start_routed(handles, ProxySettings::default(), &config, None).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", proxy.base))
+        .json(&json!({"model": "automix", "messages": [{"role": "user", "content": "q"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(!resp.headers().contains_key("x-automix-answer-check"));
+    assert_eq!(small.calls(), 2, "answered, then verified");
+}

@@ -256,7 +256,12 @@ fn architecture_names_every_module() {
     let mut crates: Vec<(String, PathBuf)> = std::fs::read_dir(root.join("crates"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .map(|p| (format!("### `crates/{}`", p.file_name().unwrap().to_string_lossy()), p))
+        .map(|p| {
+            (
+                format!("### `crates/{}`", p.file_name().unwrap().to_string_lossy()),
+                p,
+            )
+        })
         .collect();
     crates.push(("### `xtask`".into(), root.join("xtask")));
     let mut missing = Vec::new();
@@ -266,12 +271,19 @@ fn architecture_names_every_module() {
             continue;
         };
         let rest = &map[start + heading.len()..];
-        let section = &rest[..rest.find("\n### ").or(rest.find("\n## ")).unwrap_or(rest.len())];
+        let section = &rest[..rest
+            .find("\n### ")
+            .or(rest.find("\n## "))
+            .unwrap_or(rest.len())];
         let src = dir.join("src");
         let mut files = Vec::new();
         rust_files(&src, &mut files);
         for file in files {
-            let rel = file.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+            let rel = file
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             let named = match rel.strip_suffix("mod.rs") {
                 Some(folder) => section.contains(&format!("`{folder}`")),
                 None => {
@@ -284,5 +296,9 @@ fn architecture_names_every_module() {
             }
         }
     }
-    assert!(missing.is_empty(), "ARCHITECTURE.md does not name:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md does not name:\n{}",
+        missing.join("\n")
+    );
 }
