@@ -55,7 +55,7 @@ pub use metrics::{
     Baseline, Dataset, Decision, FrontierMetrics, Lift, LiftUndefined, OperatingPoint, Outcome,
     frontier, frontier_metrics, frontier_quality_at, lift, mean,
 };
-pub use policy::{POLICY_FORMAT_VERSION, Policy, QueryEvidence};
+pub use policy::{POLICY_FORMAT_VERSION, Policy, QueryEvidence, request_lambda};
 pub use pomdp::{ExactPomdpConfig, PomdpModel};
 pub use record::{Category, RoutingRecord, validate_all};
 pub use rule::{DecisionRule, MAX_TABLE_BINS, TableLookup};

@@ -55,6 +55,19 @@ pub struct Policy {
     pub summary: TrainingSummary,
 }
 
+/// A request's own λ (quality per unit of cost): finite and at least 0. The one check of
+/// it, used by the router, the proxy and the CLI.
+pub fn request_lambda(lambda: f64) -> Result<f64> {
+    if lambda.is_finite() && lambda >= 0.0 {
+        Ok(lambda)
+    } else {
+        Err(CoreError::InvalidParameter {
+            name: "lambda",
+            reason: format!("{lambda} must be a finite number >= 0"),
+        })
+    }
+}
+
 impl Policy {
     /// Decision for a known confidence (the hot path: a comparison or a lookup).
     #[inline]
@@ -89,12 +102,7 @@ impl Policy {
     /// ΔIBC may favour escalating answers whose expected gain is ≤ 0, to amortise the
     /// verifier; requests are held to λ ≥ 0 by the proxy and the CLI.)
     pub fn decide_at_lambda(&self, evidence: &QueryEvidence<'_>, lambda: f64) -> Result<Decision> {
-        if !lambda.is_finite() {
-            return Err(CoreError::InvalidParameter {
-                name: "lambda",
-                reason: format!("{lambda} must be a finite number"),
-            });
-        }
+        let lambda = request_lambda(lambda)?;
         let calibration = self
             .calibration
             .as_ref()

@@ -152,7 +152,7 @@ pub(crate) fn route_options(
                 .map_err(|_| field_error(name, format!("header {name} is not text"))),
         }
     };
-    let valid_lambda = |l: f64| l.is_finite() && l >= 0.0;
+    let valid_lambda = |l: f64| automix::core::request_lambda(l).is_ok();
     match &body["automix"] {
         Value::Null if body.get("automix").is_none() => {}
         Value::Object(_) => {}

@@ -453,10 +453,7 @@ pub fn evaluate_cascade_resplits(
 ) -> Result<Vec<CascadeResplitLine>> {
     let mut acc: Vec<(String, f64, f64, Vec<Option<f64>>)> = Vec::new();
     for seed in 0..seeds {
-        let (test, train): (Vec<TrainingRow>, Vec<TrainingRow>) = rows
-            .iter()
-            .cloned()
-            .partition(|r| crate::collect::split_of(&r.id, seed + 1000, test_share) == "test");
+        let (train, test) = crate::training::resplit(rows, seed, test_share);
         let report = evaluate_cascade(config, &train, &test, models)?;
         for (i, line) in report.lines.into_iter().enumerate() {
             let name = if i == 0 {

@@ -334,10 +334,7 @@ pub fn evaluate_resplits(
 ) -> Result<Vec<ResplitLine>> {
     let mut out: Vec<(ResplitLine, usize)> = Vec::new();
     for seed in 0..seeds {
-        let (test, train): (Vec<TrainingRow>, Vec<TrainingRow>) = rows
-            .iter()
-            .cloned()
-            .partition(|r| crate::collect::split_of(&r.id, seed + 1000, test_share) == "test");
+        let (train, test) = crate::training::resplit(rows, seed, test_share);
         let report = evaluate(config, &train, &test, small, large)?;
         for line in report.lines {
             let index = match out.iter().position(|(s, _)| s.name == line.name) {

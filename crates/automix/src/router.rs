@@ -315,6 +315,9 @@ impl Router {
         request: Option<ChatRequest>,
         options: &'a RouteOptions,
     ) -> Result<Run<'a>> {
+        if let Some(l) = options.lambda {
+            automix_core::request_lambda(l)?;
+        }
         if options.lambda.is_some() && self.strategy.trained_lambda().is_none() {
             return Err(AutomixError::PolicyUnusable {
                 reason: "a request λ needs a policy with a λ family (a calibrated two-model \

@@ -262,6 +262,20 @@ pub fn split<'a>(rows: &'a [TrainingRow], name: &str) -> Vec<&'a TrainingRow> {
     rows.iter().filter(|r| r.split == name).collect()
 }
 
+/// Re-split `seed` of `rows`: (train, test), `test_share` held out by a stable hash of the
+/// id. The one partition every re-split evaluation uses.
+pub fn resplit(
+    rows: &[TrainingRow],
+    seed: u64,
+    test_share: f64,
+) -> (Vec<TrainingRow>, Vec<TrainingRow>) {
+    let (test, train) = rows
+        .iter()
+        .cloned()
+        .partition(|r| crate::collect::split_of(&r.id, seed + 1000, test_share) == "test");
+    (train, test)
+}
+
 /// Trains the configured method on `rows` for the (small, large) pair.
 pub fn train_policy(
     config: &Config,

@@ -5,9 +5,9 @@ use super::*;
 /// Arguments of `automix eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Training rows (default: data_path.routing_data_train, `split: train`).
-    #[arg(long)]
-    pub rows: Option<PathBuf>,
+    /// The rows (`--rows`, `split: train` of them, and `--task`).
+    #[command(flatten)]
+    pub rows: RowsArgs,
     /// Held-out rows (default: data_path.routing_data_test, else `split: test` of --rows).
     #[arg(long)]
     pub test_rows: Option<PathBuf>,
@@ -21,21 +21,17 @@ pub struct EvalArgs {
     /// and the worst split).
     #[arg(long)]
     pub resplits: Option<u64>,
-    /// Only rows of this task (`task_name`).
-    #[arg(long)]
-    pub task: Option<String>,
 }
 
 /// `automix eval`.
 pub fn eval(config: &Config, json: bool, args: &EvalArgs) -> Result<()> {
-    let path = rows_path(config, args.rows.as_ref())?;
-    let all = read_rows(&path, args.task.as_deref())?;
+    let (_, all) = args.rows.read(config)?;
     let test_path = args
         .test_rows
         .clone()
         .or_else(|| config.data_path.routing_data_test.clone());
     let (train_rows, test_rows): (Vec<TrainingRow>, Vec<TrainingRow>) = match test_path {
-        Some(t) => (all.clone(), read_rows(&t, args.task.as_deref())?),
+        Some(t) => (all.clone(), read_rows(&t, args.rows.task.as_deref())?),
         None => (
             split(&all, "train").into_iter().cloned().collect(),
             split(&all, "test").into_iter().cloned().collect(),

@@ -28,10 +28,29 @@ pub(crate) use route::*;
 pub(crate) use serve::*;
 pub(crate) use train::*;
 
-fn rows_path(config: &Config, rows: Option<&PathBuf>) -> Result<PathBuf> {
-    rows.cloned()
-        .or_else(|| config.data_path.routing_data_train.clone())
-        .context("no training rows: set data_path.routing_data_train or pass --rows")
+/// The training rows a command reads: the flag, else the config's path (the one
+/// flag-or-config fallback of the CLI), optionally one task's.
+#[derive(Args, Debug, Default)]
+pub struct RowsArgs {
+    /// Training rows (default: data_path.routing_data_train).
+    #[arg(long)]
+    pub rows: Option<PathBuf>,
+    /// Only rows of this task (`task_name`).
+    #[arg(long)]
+    pub task: Option<String>,
+}
+
+impl RowsArgs {
+    /// The rows' path and the rows (of `--task` when given).
+    pub fn read(&self, config: &Config) -> Result<(PathBuf, Vec<TrainingRow>)> {
+        let path = self
+            .rows
+            .clone()
+            .or_else(|| config.data_path.routing_data_train.clone())
+            .context("no training rows: set data_path.routing_data_train or pass --rows")?;
+        let rows = read_rows(&path, self.task.as_deref())?;
+        Ok((path, rows))
+    }
 }
 
 fn pair(config: &Config, rows: &[TrainingRow]) -> Result<(String, String)> {

@@ -42,7 +42,7 @@ pub async fn route(config: &Config, json: bool, args: &RouteArgs) -> Result<()> 
         UpstreamLimits::batch(config.hparam.max_workers),
     )?;
     if let Some(l) = args.lambda {
-        if !(l.is_finite() && l >= 0.0) {
+        if automix::core::request_lambda(l).is_err() {
             bail!("--lambda {l}: must be a number >= 0");
         }
         if router.lambda_family().is_none() {

@@ -5,9 +5,9 @@ use super::*;
 /// Arguments of `automix train`.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Training rows (default: data_path.routing_data_train).
-    #[arg(long)]
-    pub rows: Option<PathBuf>,
+    /// The rows (`--rows`, `--task`).
+    #[command(flatten)]
+    pub rows: RowsArgs,
     /// Where to write the policy (default: model_path.save_model_path).
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -17,15 +17,11 @@ pub struct TrainArgs {
     /// Also solve the N-model cascade over every model in the rows (cheapest first).
     #[arg(long)]
     pub cascade: bool,
-    /// Only rows of this task (`task_name`).
-    #[arg(long)]
-    pub task: Option<String>,
 }
 
 /// `automix train`.
 pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
-    let path = rows_path(config, args.rows.as_ref())?;
-    let all = read_rows(&path, args.task.as_deref())?;
+    let (path, all) = args.rows.read(config)?;
     let rows: Vec<TrainingRow> = if args.all_rows {
         all.clone()
     } else {
