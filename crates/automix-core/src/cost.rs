@@ -95,6 +95,13 @@ pub struct TokenUsage {
     pub completion_tokens: u64,
 }
 
+impl TokenUsage {
+    /// Prompt plus completion tokens.
+    pub fn total(self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
 impl std::ops::Add for TokenUsage {
     type Output = TokenUsage;
     /// Usage of two calls together.

@@ -1,5 +1,5 @@
 //! The Anthropic Messages API as a wire format of the HTTP backend
-//! ([`crate::OpenAiBackend::anthropic`]): our OpenAI-shaped [`ChatRequest`] to a `/v1/messages`
+//! ([`crate::HttpBackend::anthropic`]): our OpenAI-shaped [`ChatRequest`] to a `/v1/messages`
 //! body, and its reply back to a [`ChatResponse`].
 //!
 //! What maps: system messages become the top-level `system` prompt; user, assistant and tool
@@ -353,7 +353,7 @@ mod tests {
             .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
             .collect();
         let deltas: Vec<_> =
-            crate::openai::event_deltas(futures::stream::iter(pieces), "e".into(), stream_event)
+            crate::sse::event_deltas(futures::stream::iter(pieces), "e".into(), stream_event)
                 .collect()
                 .await;
         let deltas: Vec<StreamDelta> = deltas.into_iter().map(|d| d.unwrap()).collect();
@@ -374,13 +374,10 @@ mod tests {
             "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
         ] {
             let pieces = vec![Ok::<_, String>(bytes::Bytes::from(raw))];
-            let out: Vec<_> = crate::openai::event_deltas(
-                futures::stream::iter(pieces),
-                "e".into(),
-                stream_event,
-            )
-            .collect()
-            .await;
+            let out: Vec<_> =
+                crate::sse::event_deltas(futures::stream::iter(pieces), "e".into(), stream_event)
+                    .collect()
+                    .await;
             assert_eq!(out[0].as_ref().unwrap().content, "Hi");
             assert!(
                 matches!(out.last(), Some(Err(LlmError::Stream { .. }))),

@@ -124,9 +124,11 @@ impl ModelEntry {
 impl ModelEntry {
     /// Money cost of `usage` at this model's prices.
     pub fn cost(&self, usage: Usage) -> f64 {
-        (usage.prompt_tokens as f64 * self.input_price
-            + usage.completion_tokens as f64 * self.output_price)
-            / 1e6
+        automix_core::TokenPrice {
+            input_per_million: self.input_price,
+            output_per_million: self.output_price,
+        }
+        .cost(usage)
     }
 
     /// Reads the key from the variable named by `api_key_env`; `Ok(None)` when none is named.

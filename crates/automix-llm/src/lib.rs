@@ -1,6 +1,6 @@
 //! Model access for AutoMix. Every model call goes through [`ChatProvider`].
 //!
-//! - [`OpenAiBackend`]: any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp server,
+//! - [`HttpBackend`]: any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp server,
 //!   Ollama `/v1`, OpenRouter) with retries (exponential backoff, full jitter,
 //!   `Retry-After`), a per-request timeout and an overall deadline, a concurrency limit,
 //!   `n` samples with a fallback to concurrent single requests with distinct seeds where
@@ -19,7 +19,8 @@ mod catalogue;
 mod error;
 #[cfg(feature = "test-support")]
 pub mod fake_server;
-mod openai;
+mod http;
+pub mod openai;
 mod provider;
 mod scripted;
 pub mod sse;
@@ -28,7 +29,11 @@ mod types;
 
 pub use catalogue::{ApiKey, Catalogue, CatalogueError, ModelEntry, parse_size};
 pub use error::{LlmError, Result};
-pub use openai::{Dialect, EndpointConfig, OpenAiBackend, sse_deltas};
+pub use http::{Dialect, EndpointConfig, HttpBackend};
+pub use openai::sse_deltas;
+
+/// The HTTP backend's former name, kept for existing code: it speaks every wire format.
+pub type OpenAiBackend = HttpBackend;
 pub use provider::{ChatProvider, DeltaStream};
 pub use scripted::{ScriptedProvider, response};
 pub use types::{

@@ -4,6 +4,14 @@
 //! text. A multi-byte UTF-8 character (or a `\r\n`) split across TCP chunks therefore
 //! decodes exactly: line ends are ASCII, so a complete line of valid UTF-8 is valid UTF-8.
 
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+
+use crate::error::{LlmError, Result};
+use crate::types::StreamDelta;
+
 /// One event: its `event:` name (if any) and its `data:` lines joined by `\n`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SseEvent {
@@ -75,6 +83,65 @@ impl SseDecoder {
         }
         None
     }
+}
+
+/// What one wire format makes of one SSE event: its deltas (or an error) into the queue;
+/// true when the stream is over.
+pub(crate) type EventParser = fn(&SseEvent, &str, &mut VecDeque<Result<StreamDelta>>) -> bool;
+
+/// An SSE byte stream into deltas, each event read by `parse` (one per wire format). A
+/// stream that ends before `parse` said it is over, or whose transport fails, yields a
+/// final [`LlmError::Stream`].
+pub(crate) fn event_deltas<S>(
+    bytes: S,
+    endpoint: String,
+    parse: EventParser,
+) -> impl Stream<Item = Result<StreamDelta>> + Send
+where
+    S: Stream<Item = std::result::Result<Bytes, String>> + Send + 'static,
+{
+    struct State<S> {
+        bytes: std::pin::Pin<Box<S>>,
+        decoder: SseDecoder,
+        pending: VecDeque<Result<StreamDelta>>,
+        finished: bool,
+        endpoint: String,
+    }
+    let state = State {
+        bytes: Box::pin(bytes),
+        decoder: SseDecoder::default(),
+        pending: VecDeque::new(),
+        finished: false,
+        endpoint,
+    };
+    futures::stream::unfold(state, move |mut st| async move {
+        loop {
+            if let Some(item) = st.pending.pop_front() {
+                return Some((item, st));
+            }
+            if st.finished {
+                return None;
+            }
+            let failure = match st.bytes.next().await {
+                Some(Ok(chunk)) => {
+                    for event in st.decoder.push(&chunk) {
+                        if st.finished {
+                            break;
+                        }
+                        st.finished = parse(&event, &st.endpoint, &mut st.pending);
+                    }
+                    continue;
+                }
+                Some(Err(message)) => message,
+                None => "stream ended before its end event".into(),
+            };
+            st.pending.push_back(Err(LlmError::Stream {
+                endpoint: st.endpoint.clone(),
+                message: failure,
+            }));
+            st.finished = true;
+        }
+    })
 }
 
 #[cfg(test)]

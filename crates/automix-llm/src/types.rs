@@ -163,32 +163,10 @@ impl Choice {
     }
 }
 
-/// Token usage of a response (all requests summed when `n` fell back to single requests).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    /// Prompt tokens.
-    pub prompt_tokens: u64,
-    /// Completion tokens.
-    pub completion_tokens: u64,
-}
-
-impl std::ops::Add for Usage {
-    type Output = Usage;
-    /// Usage of two calls together.
-    fn add(self, o: Usage) -> Usage {
-        Usage {
-            prompt_tokens: self.prompt_tokens + o.prompt_tokens,
-            completion_tokens: self.completion_tokens + o.completion_tokens,
-        }
-    }
-}
-
-impl Usage {
-    /// Prompt plus completion tokens.
-    pub fn total(self) -> u64 {
-        self.prompt_tokens + self.completion_tokens
-    }
-}
+/// Token usage of a response (all requests summed when `n` fell back to single requests):
+/// the one token-usage type, `automix_core::TokenUsage`. (Training rows keep their own file
+/// shape, `automix::dataset::Tokens`, converted at the edge.)
+pub use automix_core::TokenUsage as Usage;
 
 /// A chat-completion response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

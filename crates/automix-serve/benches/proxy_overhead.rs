@@ -32,7 +32,7 @@ fn handle(name: &str, price: f64, base: String) -> ModelHandle {
     };
     ModelHandle {
         entry,
-        provider: Arc::new(OpenAiBackend::new(EndpointConfig::new(base)).unwrap()),
+        provider: Arc::new(HttpBackend::new(EndpointConfig::new(base)).unwrap()),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use automix_llm::{Catalogue, ChatProvider, EndpointConfig, ModelEntry, OpenAiBackend};
+use automix_llm::{Catalogue, ChatProvider, EndpointConfig, HttpBackend, ModelEntry};
 
 use crate::error::{AutomixError, Result};
 
@@ -84,7 +84,7 @@ impl ModelSet {
                 Some(s) if s.eq_ignore_ascii_case("anthropic") => automix_llm::Dialect::Anthropic,
                 _ => automix_llm::Dialect::OpenAi,
             };
-            let backend = OpenAiBackend::with_dialect(
+            let backend = HttpBackend::with_dialect(
                 EndpointConfig {
                     max_concurrency: limits.max_concurrency.max(1),
                     queue_timeout: limits.queue_timeout,

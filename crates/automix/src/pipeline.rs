@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use automix_llm::{ChatProvider, ChatRequest, EndpointConfig, OpenAiBackend, Usage};
+use automix_llm::{ChatProvider, ChatRequest, EndpointConfig, HttpBackend, Usage};
 use automix_verify::{LogprobSource, PromptSet, QueryText, TaskKind, Verifier, VerifierConfig};
 
 use crate::config::{AutomixSettings, CollectSettings};
@@ -156,13 +156,12 @@ pub fn verifier_for(
     let (provider, model_id): (Arc<dyn ChatProvider>, String) = match &settings.verifier_server_url
     {
         Some(url) => {
-            let backend =
-                OpenAiBackend::new(EndpointConfig::new(url.clone())).map_err(|source| {
-                    AutomixError::Model {
-                        model: format!("verifier at {url}"),
-                        source,
-                    }
-                })?;
+            let backend = HttpBackend::new(EndpointConfig::new(url.clone())).map_err(|source| {
+                AutomixError::Model {
+                    model: format!("verifier at {url}"),
+                    source,
+                }
+            })?;
             (
                 Arc::new(backend),
                 settings

@@ -52,7 +52,7 @@ async fn rate_limit_then_success_is_retried() {
     ])
     .await
     .unwrap();
-    let backend = OpenAiBackend::new(fast(server.base_url())).unwrap();
+    let backend = HttpBackend::new(fast(server.base_url())).unwrap();
     let resp = backend.chat(&req(1)).await.unwrap();
     assert_eq!(resp.choices[0].text, "fine");
     assert_eq!(resp.requests, 2);
@@ -71,7 +71,7 @@ async fn retry_after_is_honoured() {
     ])
     .await
     .unwrap();
-    let backend = OpenAiBackend::new(fast(server.base_url())).unwrap();
+    let backend = HttpBackend::new(fast(server.base_url())).unwrap();
     let started = tokio::time::Instant::now();
     let resp = backend.chat(&req(1)).await.unwrap();
     assert_eq!(resp.choices[0].text, "after");
@@ -84,7 +84,7 @@ async fn persistent_503_exhausts_retries_with_status() {
     let server = FakeOpenAi::start(vec![status(503), status(503), status(503), ok("never")])
         .await
         .unwrap();
-    let backend = OpenAiBackend::new(fast(server.base_url())).unwrap();
+    let backend = HttpBackend::new(fast(server.base_url())).unwrap();
     let err = backend.chat(&req(1)).await.unwrap_err();
     assert!(
         matches!(err, LlmError::RetriesExhausted { attempts: 3, .. }),
@@ -100,7 +100,7 @@ async fn other_4xx_is_not_retried() {
     let server = FakeOpenAi::start(vec![status(401), ok("never")])
         .await
         .unwrap();
-    let backend = OpenAiBackend::new(fast(server.base_url())).unwrap();
+    let backend = HttpBackend::new(fast(server.base_url())).unwrap();
     let err = backend.chat(&req(1)).await.unwrap_err();
     assert!(
         matches!(
@@ -124,7 +124,7 @@ async fn slow_reply_times_out_then_succeeds() {
     ])
     .await
     .unwrap();
-    let backend = OpenAiBackend::new(fast(server.base_url())).unwrap();
+    let backend = HttpBackend::new(fast(server.base_url())).unwrap();
     let resp = backend.chat(&req(1)).await.unwrap();
     assert_eq!(resp.choices[0].text, "quick");
     assert_eq!(resp.requests, 2);
@@ -136,7 +136,7 @@ async fn always_slow_reports_timeout_after_every_attempt() {
     let server = FakeOpenAi::start(vec![slow(), slow(), slow()])
         .await
         .unwrap();
-    let backend = OpenAiBackend::new(fast(server.base_url())).unwrap();
+    let backend = HttpBackend::new(fast(server.base_url())).unwrap();
     let err = backend.chat(&req(1)).await.unwrap_err();
     match err {
         LlmError::RetriesExhausted { attempts: 3, last } => {
@@ -157,7 +157,7 @@ async fn overall_deadline_stops_retrying() {
         max_attempts: 10,
         ..fast(server.base_url())
     };
-    let backend = OpenAiBackend::new(cfg).unwrap();
+    let backend = HttpBackend::new(cfg).unwrap();
     let err = backend.chat(&req(1)).await.unwrap_err();
     assert!(
         matches!(err, LlmError::DeadlineExceeded { attempts: 2, .. }),
@@ -170,7 +170,7 @@ async fn connection_reset_is_retried() {
     let server = FakeOpenAi::start(vec![FakeReply::Reset, ok("recovered")])
         .await
         .unwrap();
-    let backend = OpenAiBackend::new(fast(server.base_url())).unwrap();
+    let backend = HttpBackend::new(fast(server.base_url())).unwrap();
     let resp = backend.chat(&req(1)).await.unwrap();
     assert_eq!(resp.choices[0].text, "recovered");
     assert_eq!(server.calls(), 2);
@@ -181,7 +181,7 @@ async fn refused_connection_is_a_clear_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let backend = OpenAiBackend::new(fast(format!("http://127.0.0.1:{port}/v1"))).unwrap();
+    let backend = HttpBackend::new(fast(format!("http://127.0.0.1:{port}/v1"))).unwrap();
     let err = backend.chat(&req(1)).await.unwrap_err();
     match err {
         LlmError::RetriesExhausted { attempts: 3, last } => {
@@ -196,12 +196,12 @@ async fn malformed_json_is_retried_then_reported() {
     let server = FakeOpenAi::start(vec![FakeReply::Raw("{not json".into()), ok("good")])
         .await
         .unwrap();
-    let backend = OpenAiBackend::new(fast(server.base_url())).unwrap();
+    let backend = HttpBackend::new(fast(server.base_url())).unwrap();
     assert_eq!(backend.chat(&req(1)).await.unwrap().choices[0].text, "good");
 
     let bad = || FakeReply::Raw("<html>gateway</html>".into());
     let server = FakeOpenAi::start(vec![bad(), bad(), bad()]).await.unwrap();
-    let backend = OpenAiBackend::new(fast(server.base_url())).unwrap();
+    let backend = HttpBackend::new(fast(server.base_url())).unwrap();
     let err = backend.chat(&req(1)).await.unwrap_err();
     assert!(
         err.to_string().contains("malformed") && err.to_string().contains("gateway"),
@@ -218,7 +218,7 @@ async fn n_rejected_falls_back_to_distinct_seeds_and_is_remembered() {
     }])
     .await
     .unwrap();
-    let backend = OpenAiBackend::new(fast(server.base_url())).unwrap();
+    let backend = HttpBackend::new(fast(server.base_url())).unwrap();
     let resp = backend.chat(&req(3)).await.unwrap();
     assert_eq!(resp.choices.len(), 3);
     assert_eq!(
@@ -255,7 +255,7 @@ async fn fewer_choices_than_n_are_topped_up() {
     }])
     .await
     .unwrap();
-    let backend = OpenAiBackend::new(fast(server.base_url())).unwrap();
+    let backend = HttpBackend::new(fast(server.base_url())).unwrap();
     let resp = backend.chat(&req(3)).await.unwrap();
     assert_eq!(resp.choices.len(), 3);
     assert_eq!(resp.choices[0].text, "only one");
@@ -277,7 +277,7 @@ async fn logprobs_are_parsed_and_missing_logprobs_are_none() {
     ])
     .await
     .unwrap();
-    let backend = OpenAiBackend::new(fast(server.base_url())).unwrap();
+    let backend = HttpBackend::new(fast(server.base_url())).unwrap();
     let r = ChatRequest {
         logprobs: true,
         top_logprobs: Some(2),
@@ -305,7 +305,7 @@ async fn streaming_yields_deltas_and_reports_a_broken_stream() {
     ])
     .await
     .unwrap();
-    let backend = OpenAiBackend::new(fast(server.base_url())).unwrap();
+    let backend = HttpBackend::new(fast(server.base_url())).unwrap();
     let items: Vec<_> = backend.chat_stream(&req(1)).await.unwrap().collect().await;
     let text: String = items
         .iter()
@@ -361,7 +361,7 @@ async fn concurrency_limit_is_respected() {
         request_timeout: Duration::from_secs(5),
         ..fast(server.base_url())
     };
-    let backend = std::sync::Arc::new(OpenAiBackend::new(cfg).unwrap());
+    let backend = std::sync::Arc::new(HttpBackend::new(cfg).unwrap());
     let started = tokio::time::Instant::now();
     let calls = (0..6).map(|_| {
         let b = backend.clone();
@@ -390,7 +390,7 @@ async fn api_key_is_sent_but_never_shown() {
         api_key: Some(ApiKey::new("sk-test-SECRET")),
         ..fast(server.base_url())
     };
-    let backend = OpenAiBackend::new(cfg).unwrap();
+    let backend = HttpBackend::new(cfg).unwrap();
     let err = backend.chat(&req(1)).await.unwrap_err();
     assert!(!err.to_string().contains("SECRET"), "{err}");
     assert!(!format!("{err:?}").contains("SECRET"));
@@ -420,7 +420,7 @@ async fn a_key_cut_by_the_excerpt_or_echoed_in_part_is_redacted() {
             api_key: Some(ApiKey::new(key)),
             ..fast(server.base_url())
         };
-        let err = OpenAiBackend::new(cfg)
+        let err = HttpBackend::new(cfg)
             .unwrap()
             .chat(&req(1))
             .await

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 const DIALECTS: [Dialect; 2] = [Dialect::OpenAi, Dialect::Anthropic];
 const KEY: &str = "sk-test-0123456789abcdef";
 
-fn backend(dialect: Dialect, server: &FakeOpenAi) -> OpenAiBackend {
+fn backend(dialect: Dialect, server: &FakeOpenAi) -> HttpBackend {
     let config = EndpointConfig {
         api_key: Some(ApiKey::new(KEY)),
         request_timeout: Duration::from_millis(500),
@@ -21,7 +21,7 @@ fn backend(dialect: Dialect, server: &FakeOpenAi) -> OpenAiBackend {
         backoff_max: Duration::from_millis(20),
         ..EndpointConfig::new(server.base_url())
     };
-    OpenAiBackend::with_dialect(config, dialect).unwrap()
+    HttpBackend::with_dialect(config, dialect).unwrap()
 }
 
 /// A successful reply in `dialect`'s shape: `text`, stopped for `why` (`stop`, `length`).

@@ -10,7 +10,7 @@ async fn real_llama_cpp_gives_three_different_samples_with_logprobs() {
     let Some(base) = local_server("smollm2-135m") else {
         return;
     };
-    let backend = OpenAiBackend::new(EndpointConfig::new(base)).unwrap();
+    let backend = HttpBackend::new(EndpointConfig::new(base)).unwrap();
     let request = ChatRequest {
         temperature: Some(1.0),
         max_tokens: Some(24),

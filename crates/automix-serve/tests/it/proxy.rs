@@ -38,7 +38,7 @@ pub fn handle(
     };
     ModelHandle {
         entry,
-        provider: Arc::new(OpenAiBackend::new(config).unwrap()),
+        provider: Arc::new(HttpBackend::new(config).unwrap()),
     }
 }
 
@@ -703,7 +703,7 @@ async fn hung_upstream_calls_do_not_queue_a_request_for_minutes() {
     let large = FakeOpenAi::start(vec![hang(), hang()]).await.unwrap();
     let mut limited = handle("large", 10.0, large.base_url(), 1, Duration::from_secs(10));
     limited.provider = Arc::new(
-        OpenAiBackend::new(EndpointConfig {
+        HttpBackend::new(EndpointConfig {
             max_attempts: 1,
             max_concurrency: 2,
             queue_timeout: Some(Duration::from_millis(300)),
@@ -1007,7 +1007,7 @@ async fn the_fault_suite_sees_exact_outcomes_and_call_counts() {
             Duration::from_millis(300),
         );
         limited.provider = Arc::new(
-            OpenAiBackend::new(EndpointConfig {
+            HttpBackend::new(EndpointConfig {
                 max_attempts: 3,
                 backoff_base: Duration::from_millis(1),
                 request_timeout: Duration::from_millis(300),
@@ -1829,4 +1829,48 @@ async fn answer_checks_can_be_turned_off() {
     assert_eq!(resp.status(), 200);
     assert!(!resp.headers().contains_key("x-automix-answer-check"));
     assert_eq!(small.calls(), 2, "answered, then verified");
+}
+
+/// An Anthropic upstream streams live through a named route: its recorded event stream,
+/// sent a few bytes at a time, arrives as OpenAI chunks with the exact text.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_anthropic_stream_arrives_live_through_a_named_route() {
+    let raw = include_str!("../../../automix-llm/tests/it/fixtures/anthropic_stream.txt");
+    let pieces = raw.as_bytes().chunks(7).map(<[u8]>::to_vec).collect();
+    let claude = FakeOpenAi::start(vec![FakeReply::RawStream {
+        pieces,
+        gap: Duration::from_millis(2),
+    }])
+    .await
+    .unwrap();
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let mut anthropic = handle("claude", 10.0, claude.base_url(), 1, Duration::from_secs(5));
+    let config = EndpointConfig {
+        max_attempts: 1,
+        ..EndpointConfig::new(claude.base_url())
+    };
+    anthropic.provider = Arc::new(HttpBackend::anthropic(config).unwrap());
+    let proxy = start_with(
+        vec![
+            handle("small", 1.0, small.base_url(), 1, Duration::from_secs(5)),
+            anthropic,
+        ],
+        ProxySettings::default(),
+    )
+    .await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", proxy.base))
+        .json(&json!({"model": "claude", "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-automix-decision"], "direct");
+    let text = resp.text().await.unwrap();
+    let (content, summary) = sse_content(&text);
+    assert_eq!(content, "Hello! Café 😀 here.");
+    assert_eq!(summary["decision"], "direct");
+    assert!(text.contains("\"finish_reason\":\"stop\""), "{text}");
+    assert_eq!(claude.requests()[0]["stream"], true);
 }

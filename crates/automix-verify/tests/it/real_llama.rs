@@ -11,7 +11,7 @@ async fn real_model_verifies_with_samples_and_logprobs() {
     let Some(base) = local_server("smollm2-135m") else {
         return;
     };
-    let backend = OpenAiBackend::new(EndpointConfig::new(base)).unwrap();
+    let backend = HttpBackend::new(EndpointConfig::new(base)).unwrap();
     let config = VerifierConfig {
         samples: 3,
         seed: 11,

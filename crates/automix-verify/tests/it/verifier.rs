@@ -89,7 +89,7 @@ async fn distinct_seeds_when_the_server_rejects_n() {
     }])
     .await
     .unwrap();
-    let backend = OpenAiBackend::new(EndpointConfig::new(server.base_url())).unwrap();
+    let backend = HttpBackend::new(EndpointConfig::new(server.base_url())).unwrap();
     let config = VerifierConfig {
         samples: 3,
         seed: 7,

@@ -158,10 +158,10 @@ pub fn scripted_model(
 
 /// A local llama.cpp server at `base` as a model named (and served as) `name`.
 pub fn local_model(name: &str, price: f64, base: String) -> automix::ModelHandle {
-    use automix::llm::{EndpointConfig, OpenAiBackend};
+    use automix::llm::{EndpointConfig, HttpBackend};
     let mut entry = entry(name, price, Some(base.clone()));
     entry.model = name.into();
-    let backend = OpenAiBackend::new(EndpointConfig::new(base)).unwrap();
+    let backend = HttpBackend::new(EndpointConfig::new(base)).unwrap();
     automix::ModelHandle {
         entry,
         provider: std::sync::Arc::new(backend),
