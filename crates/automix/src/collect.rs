@@ -16,7 +16,9 @@ use crate::config::{AutomixSettings, CollectSettings};
 use crate::dataset::{ModelRun, QueryRow, TrainingRow, read_training_rows, write_jsonl};
 use crate::error::{AutomixError, Result};
 use crate::models::ModelSet;
-use crate::pipeline::{VerifyModes, answer_budget, ask, verifier_for, verify};
+use crate::pipeline::{
+    AnswerSource, VerifyModes, add_answer_consistency, answer_budget, ask, verifier_for, verify,
+};
 use crate::task_metric::TaskMetric;
 
 /// What `collect` needs besides the queries.
@@ -104,7 +106,27 @@ pub async fn collect_one(job: &CollectJob, query: &QueryRow) -> Result<TrainingR
                 sampled: true,
                 logprob: true,
             };
-            Some(verify(&verifier, model, query, &call.text, modes).await?)
+            let mut record = verify(&verifier, model, query, &call.text, modes).await?;
+            let k = job.automix.answer_samples();
+            if k > 0 {
+                let source = AnswerSource::Templates {
+                    kind,
+                    max_tokens: answer_budget(kind, &job.collect),
+                };
+                let (t, prompts) = (job.automix.verification_temperature, &job.prompts);
+                add_answer_consistency(
+                    &mut record,
+                    model,
+                    prompts,
+                    query,
+                    &source,
+                    &call.text,
+                    k,
+                    t,
+                )
+                .await?;
+            }
+            Some(record)
         } else {
             None
         };

@@ -87,6 +87,8 @@ pub enum VerifierSignal {
     Samples,
     /// P(correct) from one verdict's logprobs.
     Logprob,
+    /// Share of the modal answer among k sampled answers (see [`crate::consistency`]).
+    AnswerConsistency,
 }
 
 /// LLMRouter's `hparam`, plus our objectives.
@@ -332,6 +334,10 @@ pub struct AutomixSettings {
     pub verifier_model: Option<String>,
     /// Cascade through every model (true) or pre-select one (false).
     pub enable_cascade: bool,
+    /// Answers sampled for the answer-consistency signal (collection, and routing with
+    /// `hparam.verifier_signal: answer_consistency`); default `verification_samples`, 0 off
+    /// in collection.
+    pub answer_samples: Option<u32>,
     /// The zero-call answer checks that escalate a bad answer without a verifier call
     /// (default: all of `empty`, `truncated`, `invalid_json`, `refusal`; `[]` turns them off).
     pub answer_checks: Vec<crate::checks::AnswerCheck>,
@@ -362,6 +368,7 @@ impl Default for AutomixSettings {
             verifier_model: None,
             enable_cascade: true,
             answer_checks: crate::checks::ALL_CHECKS.to_vec(),
+            answer_samples: None,
         }
     }
 }
@@ -404,6 +411,11 @@ impl Default for CollectSettings {
 }
 
 impl AutomixSettings {
+    /// Answers sampled for the answer-consistency signal.
+    pub fn answer_samples(&self) -> u32 {
+        self.answer_samples.unwrap_or(self.verification_samples)
+    }
+
     /// λ: `cost_lambda`, else `cost_quality_tradeoff` mapped as t/(1−t) per unit of the
     /// most expensive model's cost (0 when routing is not cost-aware).
     pub fn lambda(&self) -> f64 {

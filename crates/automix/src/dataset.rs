@@ -367,8 +367,12 @@ impl From<Tokens> for Usage {
     }
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// What one verification of a model's answer found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VerificationRecord {
     /// k: samples drawn.
     pub samples: u32,
@@ -384,6 +388,16 @@ pub struct VerificationRecord {
     pub logprob_p: Option<f64>,
     /// `logprobs`, or `fallback: <reason>` when sampling stood in.
     pub logprob_source: String,
+    /// Share of the modal answer among `answer_samples` sampled answers; `null` = not
+    /// sampled (rows collected before this signal existed load as `null`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_consistency: Option<f64>,
+    /// Entropy (nats) of those answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_entropy: Option<f64>,
+    /// Answers sampled for `answer_consistency`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub answer_samples: u32,
     /// Tokens spent on verification (samples and logprob request).
     pub tokens: Tokens,
     /// Money spent on verification (llm_data prices).

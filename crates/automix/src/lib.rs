@@ -8,6 +8,7 @@ pub mod cascade;
 pub mod checks;
 pub mod collect;
 pub mod config;
+pub mod consistency;
 pub mod dataset;
 mod error;
 pub mod evaluate;

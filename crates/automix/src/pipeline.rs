@@ -48,6 +48,44 @@ pub fn answer_budget(kind: TaskKind, collect: &CollectSettings) -> u32 {
     }
 }
 
+/// The greedy templated answer request of `query` for `model`.
+fn template_request(
+    model: &ModelHandle,
+    prompts: &PromptSet,
+    query: &QueryRow,
+    kind: TaskKind,
+    max_tokens: u32,
+) -> ChatRequest {
+    ChatRequest {
+        temperature: Some(0.0),
+        max_tokens: Some(max_tokens),
+        seed: Some(0),
+        ..ChatRequest::new(
+            model.entry.model.clone(),
+            prompts.answer_messages(kind, &query_text(query)),
+        )
+    }
+}
+
+/// The request `source` asks `model` with (before any sampling settings of a signal).
+pub fn answer_request(
+    model: &ModelHandle,
+    prompts: &PromptSet,
+    query: &QueryRow,
+    source: &AnswerSource,
+) -> ChatRequest {
+    match source {
+        AnswerSource::Templates { kind, max_tokens } => {
+            template_request(model, prompts, query, *kind, *max_tokens)
+        }
+        AnswerSource::Chat(request) => ChatRequest {
+            model: model.entry.model.clone(),
+            n: 1,
+            ..(**request).clone()
+        },
+    }
+}
+
 /// Asks `model` for a greedy answer.
 pub async fn ask(
     model: &ModelHandle,
@@ -56,15 +94,7 @@ pub async fn ask(
     kind: TaskKind,
     max_tokens: u32,
 ) -> Result<AnswerCall> {
-    let request = ChatRequest {
-        temperature: Some(0.0),
-        max_tokens: Some(max_tokens),
-        seed: Some(0),
-        ..ChatRequest::new(
-            model.entry.model.clone(),
-            prompts.answer_messages(kind, &query_text(query)),
-        )
-    };
+    let request = template_request(model, prompts, query, kind, max_tokens);
     let mut call = call(model, &request).await?;
     call.text = call.text.trim().to_owned();
     Ok(call)
@@ -125,17 +155,10 @@ pub async fn answer(
     query: &QueryRow,
     source: &AnswerSource,
 ) -> Result<AnswerCall> {
-    let request = match source {
-        AnswerSource::Templates { kind, max_tokens } => {
-            return ask(model, prompts, query, *kind, *max_tokens).await;
-        }
-        AnswerSource::Chat(request) => ChatRequest {
-            model: model.entry.model.clone(),
-            n: 1,
-            ..(**request).clone()
-        },
-    };
-    call(model, &request).await
+    if let AnswerSource::Templates { kind, max_tokens } = source {
+        return ask(model, prompts, query, *kind, *max_tokens).await;
+    }
+    call(model, &answer_request(model, prompts, query, source)).await
 }
 
 /// Which verification to run.
@@ -210,6 +233,7 @@ pub async fn verify(
         logprob_source: "not run".into(),
         tokens: Tokens::default(),
         cost: 0.0,
+        ..VerificationRecord::default()
     };
     if modes.sampled {
         let s = verifier.verify_sampled(&text, answer).await.map_err(fail)?;
@@ -243,4 +267,30 @@ pub async fn verify(
     record.tokens = usage.into();
     record.cost = price_of.entry.cost(usage);
     Ok(record)
+}
+
+/// Adds the answer-consistency signal to `record`: `k` more answers of `model` to `query`
+/// (asked as `source` asks), their agreement, entropy and cost. Returns the modal sample's
+/// text when `original` is not modal (the text to keep).
+#[allow(clippy::too_many_arguments)]
+pub async fn add_answer_consistency(
+    record: &mut VerificationRecord,
+    model: &ModelHandle,
+    prompts: &PromptSet,
+    query: &QueryRow,
+    source: &AnswerSource,
+    original: &str,
+    k: u32,
+    temperature: f32,
+) -> Result<Option<String>> {
+    let c =
+        crate::consistency::sample(model, prompts, query, source, original, k, temperature).await?;
+    record.answer_consistency = (c.samples > 0).then_some(c.agreement);
+    record.answer_entropy = (c.samples > 0).then_some(c.entropy);
+    record.answer_samples = c.samples;
+    let spent: Usage = c.usage;
+    record.tokens.prompt += spent.prompt_tokens;
+    record.tokens.completion += spent.completion_tokens;
+    record.cost += model.entry.cost(spent);
+    Ok(c.modal_text)
 }

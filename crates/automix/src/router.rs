@@ -18,7 +18,8 @@ use crate::error::{AutomixError, Result};
 use crate::feedback::{FeedbackError, FeedbackRefused, RecentRoutes, Scorer};
 use crate::models::{ModelHandle, ModelSet};
 use crate::pipeline::{
-    AnswerCall, AnswerSource, VerifyModes, answer, answer_budget, verifier_for, verify,
+    AnswerCall, AnswerSource, VerifyModes, add_answer_consistency, answer, answer_budget,
+    verifier_for, verify,
 };
 use crate::strategy::{
     Evidence, OnlineBelief, RouteState, RoutingStrategy, Start, ThresholdRule, VERDICT_CUT,
@@ -49,6 +50,10 @@ pub struct RouterSettings {
     pub max_workers: usize,
     /// The zero-call answer checks (`automix.answer_checks`).
     pub checks: Vec<AnswerCheck>,
+    /// Answers sampled for the answer-consistency signal, and at what temperature.
+    pub answer_samples: u32,
+    /// Temperature of those samples (`verification_temperature`).
+    pub answer_temperature: f32,
 }
 
 impl RouterSettings {
@@ -58,7 +63,8 @@ impl RouterSettings {
         let signal = match policy {
             Some(p) if a.use_pomdp_router => p.verifier_signal,
             _ if a.use_logprob_verification => VerifierSignal::Logprob,
-            _ => VerifierSignal::Samples,
+            // Without a policy the configured signal is read (samples unless set).
+            _ => config.hparam.verifier_signal,
         };
         Ok(Self {
             verify: a.enable_self_verification,
@@ -70,6 +76,8 @@ impl RouterSettings {
             },
             max_workers: config.hparam.max_workers.max(1),
             checks: a.answer_checks.clone(),
+            answer_samples: a.answer_samples().max(1),
+            answer_temperature: a.verification_temperature,
         })
     }
 }
@@ -296,9 +304,9 @@ impl Router {
             {
                 return self.conclude_live(run, reason, stream).await;
             }
-            let answer = answer(model, &self.prompts, query, &run.source).await?;
+            let mut answer = answer(model, &self.prompts, query, &run.source).await?;
             run.trace.answered(&model.entry.name, &answer);
-            match self.after_answer(&mut run, &answer, unverified).await? {
+            match self.after_answer(&mut run, &mut answer, unverified).await? {
                 Some(next) => {
                     run.trace.escalations += 1;
                     run.at = next;
@@ -375,7 +383,7 @@ impl Router {
     async fn after_answer(
         &self,
         run: &mut Run<'_>,
-        answer: &AnswerCall,
+        answer: &mut AnswerCall,
         unverified: Option<Option<&'static str>>,
     ) -> Result<Option<Start>> {
         let model = &self.models.models()[run.at.model];
@@ -419,9 +427,11 @@ impl Router {
                 .observe(&mut run.state, run.at.model, None, correct)?;
             return self.escalate_on_check(run, answer, check);
         }
-        let score = self
-            .verify_step(model, run.at.model, run.query, &answer.text, &mut run.trace)
-            .await?;
+        let (score, modal) = self.verify_step(run, &answer.text).await?;
+        if let Some(modal) = modal {
+            // Answer consistency keeps the modal answer, not an outlier first draw.
+            answer.text = modal;
+        }
         self.strategy
             .observe(&mut run.state, run.at.model, score.known(), correct)?;
         let normalised = match run.metric {
@@ -678,21 +688,41 @@ impl Router {
 
     /// Verifies `answer` of model `index` and records the call; the score under the
     /// configured signal.
+    /// Also returns, for answer consistency, the modal sample's text when `answer` is not
+    /// the modal one.
     async fn verify_step(
         &self,
-        model: &ModelHandle,
-        index: usize,
-        query: &QueryRow,
+        run: &mut Run<'_>,
         answer: &str,
-        trace: &mut Trace,
-    ) -> Result<VerifierScore> {
+    ) -> Result<(VerifierScore, Option<String>)> {
+        let (index, query) = (run.at.model, run.query);
+        let model = &self.models.models()[index];
         let signal = self.settings.signal;
         let modes = VerifyModes {
             sampled: signal == VerifierSignal::Samples,
             logprob: signal == VerifierSignal::Logprob,
         };
         let started = Instant::now();
-        let record = verify(&self.verifiers[index], model, query, answer, modes).await?;
+        let mut record = verify(&self.verifiers[index], model, query, answer, modes).await?;
+        let mut modal = None;
+        if signal == VerifierSignal::AnswerConsistency {
+            let (k, t) = (
+                self.settings.answer_samples,
+                self.settings.answer_temperature,
+            );
+            modal = add_answer_consistency(
+                &mut record,
+                model,
+                &self.prompts,
+                query,
+                &run.source,
+                answer,
+                k,
+                t,
+            )
+            .await?;
+        }
+        let trace = &mut run.trace;
         trace
             .calls
             .push(CallRecord::verify(&model.entry.name, &record, started));
@@ -701,7 +731,7 @@ impl Router {
         if trace.path.len() == 1 {
             trace.first_score = score.known();
         }
-        Ok(score)
+        Ok((score, modal))
     }
 
     /// Routes queries concurrently (up to `max_workers`), keeping input order; a failing

@@ -184,6 +184,7 @@ pub fn verifier_score(
     let p = verification.and_then(|v| match signal {
         VerifierSignal::Samples => v.p_ver,
         VerifierSignal::Logprob => v.logprob_p,
+        VerifierSignal::AnswerConsistency => v.answer_consistency,
     });
     // A score outside [0, 1] cannot come from our verifier; it counts as unknown, which the
     // policy's explicit `unknown_confidence` rule then decides.
@@ -285,6 +286,16 @@ pub fn train_policy(
 ) -> Result<RouterPolicy> {
     let signal = config.hparam.verifier_signal;
     let records = routing_records(rows, small, large, signal)?;
+    let known = records.iter().any(|r| r.verifier.known().is_some());
+    if signal == VerifierSignal::AnswerConsistency && !known {
+        return Err(AutomixError::Setting {
+            key: "hparam.verifier_signal",
+            message: "answer_consistency: no row carries it (rows collected before answer \
+                      sampling, or with automix.answer_samples: 0); re-collect with \
+                      `automix collect`"
+                .into(),
+        });
+    }
     let (spec, options) = method_and_options(config)?;
     let policy = automix_core::train(&records, &cost_model(config), &spec, &options)?;
     Ok(RouterPolicy {

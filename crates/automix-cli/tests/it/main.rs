@@ -633,6 +633,38 @@ async fn sharded_collection_merges_into_the_unsharded_rows() {
     assert!(full.len() >= 20, "{} rows", full.len());
     assert!(!one.is_empty() && !two.is_empty() && one.len() + two.len() == full.len());
     assert_eq!(rows_by_id(&dir.join("merged.jsonl")), full);
+    // Collection samples answers for the answer-consistency signal (k = verification_samples
+    // by default), and `train` / `eval` read it.
+    for row in &full {
+        let v = &row["models"][0]["verification"];
+        assert_eq!(v["answer_samples"], 2, "{v}");
+        assert!(
+            v["answer_consistency"]
+                .as_f64()
+                .is_some_and(|c| c > 0.0 && c <= 1.0),
+            "{v}"
+        );
+    }
+    std::fs::write(
+        dir.join("sc.yaml"),
+        "data_path:\n  llm_data: llm.json\n  routing_data_train: full.jsonl\n\
+         model_path:\n  save_model_path: sc_policy.json\n\
+         hparam:\n  routing_method: Threshold\n  verifier_signal: answer_consistency\n",
+    )
+    .unwrap();
+    for args in ["train --all-rows", "eval --resplits 2"] {
+        let args: Vec<String> = ["--config", "sc.yaml"]
+            .into_iter()
+            .chain(args.split(' '))
+            .map(String::from)
+            .collect();
+        let (ok, log) = run(args.clone()).await;
+        assert!(ok, "{args:?}: {log}");
+    }
+    let policy: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("sc_policy.json")).unwrap())
+            .unwrap();
+    assert_eq!(policy["verifier_signal"], "answer_consistency", "{policy}");
     // A shard merged twice overlaps: refused, naming both files.
     let (ok, log) = run(cmd(
         "merge --output bad.jsonl rows.shard-1-of-2.jsonl full.jsonl",

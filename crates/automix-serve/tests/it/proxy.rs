@@ -1874,3 +1874,58 @@ async fn an_anthropic_stream_arrives_live_through_a_named_route() {
     assert!(text.contains("\"finish_reason\":\"stop\""), "{text}");
     assert_eq!(claude.requests()[0]["stream"], true);
 }
+
+/// `verifier_signal: answer_consistency` live: the small model's answer plus k = 3 sampled
+/// answers (one request, `n` = 3, at the verification temperature) and no verdict calls;
+/// agreeing samples score 1 and keep the answer, disagreeing ones score below 0.5 and
+/// escalate.
+#[tokio::test(flavor = "multi_thread")]
+async fn answer_consistency_scores_agreement_of_sampled_answers() {
+    let text = "automix:\n  answer_samples: 3\nhparam:\n  verifier_signal: answer_consistency\n";
+    let config = Config::parse(text, Path::new("sc.yaml")).unwrap();
+    let reply = |texts: &[&str]| FakeReply::Completion {
+        texts: texts.iter().map(|t| (*t).to_owned()).collect(),
+        logprobs: false,
+    };
+    for (samples, expect_score, expect_models) in [
+        (["4", "4", "4"], 1.0, "small"),
+        (["1", "2", "3"], 1.0 / 3.0, "small,large"),
+    ] {
+        let small = FakeOpenAi::start(vec![reply(&["4"]), reply(&samples)])
+            .await
+            .unwrap();
+        let large = FakeOpenAi::start(vec![reply(&["4"])]).await.unwrap();
+        let t = Duration::from_secs(5);
+        let handles = vec![
+            handle("small", 1.0, small.base_url(), 1, t),
+            handle("large", 10.0, large.base_url(), 1, t),
+        ];
+        let proxy = start_routed(handles, ProxySettings::default(), &config, None).await;
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", proxy.base))
+            .json(&json!({"model": "automix", "messages": [{"role": "user", "content": "2+2?"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let h = resp.headers().clone();
+        let score: f64 = h["x-automix-verification-score"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((score - expect_score).abs() < 1e-3, "{samples:?}: {score}");
+        assert_eq!(h["x-automix-models-tried"], expect_models, "{samples:?}");
+        let body: Value = resp.json().await.unwrap();
+        let reported = body["automix"]["verification_score"].as_f64().unwrap();
+        assert!((reported - expect_score).abs() < 1e-9);
+        let requests = small.requests();
+        assert_eq!(
+            requests.len(),
+            2,
+            "an answer and one sampling request, no verdicts"
+        );
+        assert_eq!(requests[1]["n"], 3);
+        assert!(requests[1]["temperature"].as_f64().unwrap() > 0.0);
+    }
+}

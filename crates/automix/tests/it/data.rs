@@ -150,6 +150,7 @@ pub fn fixture_rows() -> Vec<TrainingRow> {
                                 completion: 8,
                             },
                             cost: 3e-7,
+                            ..VerificationRecord::default()
                         }),
                     ),
                     run("large", large_right, None),

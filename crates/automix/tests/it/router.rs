@@ -301,6 +301,7 @@ async fn the_online_belief_moves_traffic_when_a_model_goes_bad() {
                             completion: 1,
                         },
                         cost: 1e-7,
+                        ..VerificationRecord::default()
                     }),
                 })
                 .collect();

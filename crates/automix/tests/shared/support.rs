@@ -46,6 +46,7 @@ pub fn training_row(id: usize, task: &str, runs: &[Run<'_>]) -> TrainingRow {
                     completion: 1,
                 },
                 cost: r.cost / 10.0,
+                ..VerificationRecord::default()
             }),
         })
         .collect();
