@@ -100,6 +100,13 @@ pub struct CascadeCv {
     pub objective_lambda: f64,
     /// The solver λ chosen.
     pub solver_lambda: f64,
+    /// The verifier bin count chosen (0 in plans trained before it was chosen: they used
+    /// `hparam.num_bins`).
+    #[serde(default)]
+    pub num_bins: usize,
+    /// Every bin count tried with its best out-of-fold net mean.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bins_tried: Vec<(usize, f64)>,
     /// Out-of-fold net of the chosen solver λ: mean and sd over the assignments.
     pub net: (f64, f64),
     /// Every solver λ tried with its out-of-fold net mean.
@@ -122,13 +129,39 @@ pub struct TrainedCascade {
     pub cv: CascadeCv,
 }
 
+/// Verifier bin counts the cascade's cross-validation chooses from (with `hparam.num_bins`):
+/// a fixed coarse count lumps the top of a continuous confidence (on real chains most
+/// confidences of a strong small model sit at the very top), a fine one needs rows.
+const CASCADE_BIN_GRID: [usize; 4] = [4, 8, 16, 32];
+
+/// The largest decision table a bin count may make: (bins + 2) symbols per verified model.
+const MAX_HISTORIES: f64 = 2e5;
+
+/// The bin counts tried for `models` models: the grid and `configured`, without those whose
+/// observation histories would outgrow [`MAX_HISTORIES`] (the coarsest always stays).
+fn bin_counts(configured: usize, models: usize) -> Vec<usize> {
+    let mut counts: Vec<usize> = CASCADE_BIN_GRID
+        .iter()
+        .copied()
+        .chain([configured])
+        .collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let verified = models.saturating_sub(1) as i32;
+    let fits = |b: usize| ((b + 2) as f64).powi(verified) <= MAX_HISTORIES;
+    let smallest = counts[0];
+    counts.retain(|b| fits(*b) || *b == smallest);
+    counts
+}
+
 fn solve_on(
     config: &Config,
     models: &[String],
     rows: &[CascadeRow],
     solver_lambda: f64,
+    bins: usize,
 ) -> Result<CascadePolicy> {
-    let model = estimate_cascade(models, rows, config.hparam.num_bins, CASCADE_SMOOTHING)?;
+    let model = estimate_cascade(models, rows, bins, CASCADE_SMOOTHING)?;
     Ok(solve_cascade(
         &model,
         cascade_settings(config, solver_lambda),
@@ -141,7 +174,7 @@ fn out_of_fold_net(
     models: &[String],
     rows: &[CascadeRow],
     assignments: &[Vec<usize>],
-    solver_lambda: f64,
+    (solver_lambda, bins): (f64, usize),
     lambda: f64,
 ) -> Result<Vec<f64>> {
     assignments
@@ -165,7 +198,7 @@ fn out_of_fold_net(
                     continue;
                 }
                 let train: Vec<CascadeRow> = train.into_iter().cloned().collect();
-                let policy = solve_on(config, models, &train, solver_lambda)?;
+                let policy = solve_on(config, models, &train, solver_lambda, bins)?;
                 for r in held {
                     let (q, c, _) = automix_core::cascade::run_one(&policy, r);
                     net += q - lambda * c;
@@ -196,29 +229,38 @@ pub fn train_cascade(
     let assignments =
         automix_core::calibrate::fold_assignments(crows.len(), folds, CASCADE_REPEATS, 0);
     let mut tried = Vec::new();
-    let mut best: Option<(f64, f64, f64)> = None;
+    let mut bins_tried = Vec::new();
+    let mut best: Option<(f64, usize, f64, f64)> = None;
     let scales: &[f64] = if lambda > 0.0 {
         &SOLVER_LAMBDA_SCALES
     } else {
         &[1.0]
     };
-    for scale in scales {
-        let solver_lambda = lambda * scale;
-        let nets = out_of_fold_net(config, models, &crows, &assignments, solver_lambda, lambda)?;
-        let (mean, sd) = automix_core::calibrate::mean_sd(&nets);
-        tried.push((solver_lambda, mean));
-        if best.is_none_or(|(_, m, _)| mean > m) {
-            best = Some((solver_lambda, mean, sd));
+    for bins in bin_counts(config.hparam.num_bins, models.len()) {
+        let mut best_here = f64::NEG_INFINITY;
+        for scale in scales {
+            let point = (lambda * scale, bins);
+            let nets = out_of_fold_net(config, models, &crows, &assignments, point, lambda)?;
+            let (mean, sd) = automix_core::calibrate::mean_sd(&nets);
+            tried.push((point.0, mean));
+            best_here = best_here.max(mean);
+            // Coarser bins are tried first and kept on a tie: the simpler model wins unless
+            // finer resolution is better out of fold.
+            if best.is_none_or(|(_, _, m, _)| mean > m + 1e-12) {
+                best = Some((point.0, bins, mean, sd));
+            }
         }
+        bins_tried.push((bins, best_here));
     }
-    let (solver_lambda, mean, sd) = best.unwrap_or((lambda, f64::NEG_INFINITY, 0.0));
+    let (solver_lambda, bins, mean, sd) =
+        best.unwrap_or((lambda, config.hparam.num_bins, f64::NEG_INFINITY, 0.0));
     let (best_j, best_fixed) = (0..models.len())
         .map(|j| {
             let fixed = fixed_replay(&crows, j, models.len());
             (j, fixed.quality - lambda * fixed.cost)
         })
         .fold((0, f64::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
-    let mut policy = solve_on(config, models, &crows, solver_lambda)?;
+    let mut policy = solve_on(config, models, &crows, solver_lambda, bins)?;
     // "Cannot beat" includes a tie up to summation order: the fixed model is simpler.
     let fallback = (best_fixed >= mean - 1e-12).then(|| {
         policy.start = StartChoice {
@@ -238,6 +280,8 @@ pub fn train_cascade(
             repeats: CASCADE_REPEATS,
             objective_lambda: lambda,
             solver_lambda,
+            num_bins: bins,
+            bins_tried,
             net: (mean, sd),
             tried,
             best_fixed: (models[best_j].clone(), best_fixed),
@@ -316,6 +360,7 @@ pub fn lambda_family(
     rows: &[TrainingRow],
     models: &[String],
     unit: f64,
+    bins: usize,
 ) -> Result<Vec<LambdaTable>> {
     let crows = cascade_rows(rows, models, config.hparam.verifier_signal, unit)?;
     SWEEP_LAMBDAS
@@ -323,7 +368,7 @@ pub fn lambda_family(
         .map(|&lambda| {
             Ok(LambdaTable {
                 lambda,
-                policy: solve_on(config, models, &crows, lambda)?,
+                policy: solve_on(config, models, &crows, lambda, bins)?,
             })
         })
         .collect()
@@ -379,7 +424,7 @@ pub fn evaluate_cascade(
     let sweep = SWEEP_LAMBDAS
         .iter()
         .map(|&l| {
-            let policy = solve_on(config, models, &train_rows, l)?;
+            let policy = solve_on(config, models, &train_rows, l, trained.cv.num_bins)?;
             let o = simulate_cascade(&policy, &rows);
             Ok(CascadeSweepPoint {
                 lambda: l,

@@ -320,7 +320,7 @@ pub fn train_cascade_plan(
     models: &[String],
 ) -> Result<CascadePlan> {
     let trained = crate::cascade::train_cascade(config, rows, models)?;
-    let (policy, cost_unit) = (trained.policy, trained.unit);
+    let (policy, cost_unit, trained_bins) = (trained.policy, trained.unit, trained.cv.num_bins);
     let mut task_starts = std::collections::BTreeMap::new();
     // A fallback was validated for every task together; per-task starts were not.
     if config.hparam.per_task_prior && trained.cv.fallback.is_none() {
@@ -333,7 +333,7 @@ pub fn train_cascade_plan(
         task_starts = automix_core::replay::task_starts(
             models,
             &by_task,
-            config.hparam.num_bins,
+            trained.cv.num_bins,
             crate::cascade::CASCADE_SMOOTHING,
             crate::cascade::cascade_settings(config, trained.cv.solver_lambda),
             TASK_START_MIN_ROWS,
@@ -345,7 +345,13 @@ pub fn train_cascade_plan(
         policy,
         task_starts,
         rates: Some(model_rates(rows, models, config.hparam.verifier_signal)?),
-        lambda_family: crate::cascade::lambda_family(config, rows, models, cost_unit)?,
+        lambda_family: crate::cascade::lambda_family(
+            config,
+            rows,
+            models,
+            cost_unit,
+            trained_bins,
+        )?,
         cross_validation: Some(trained.cv),
     })
 }

@@ -88,6 +88,18 @@ pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
             c.policy.table.len(),
             c.task_starts.len()
         );
+        if let Some(cv) = &c.cross_validation {
+            let tried: Vec<String> = cv
+                .bins_tried
+                .iter()
+                .map(|(b, net)| format!("{b}: {net:.4}"))
+                .collect();
+            println!(
+                "  cascade verifier bins {} by cross-validation (out-of-fold net per bin count: {})",
+                cv.num_bins,
+                tried.join(", ")
+            );
+        }
     }
     println!("policy → {}", out.display());
     Ok(())

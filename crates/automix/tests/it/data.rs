@@ -317,3 +317,51 @@ fn a_policy_file_routing_cannot_use_is_refused_at_load() {
         );
     }
 }
+
+/// The cascade's verifier resolution is chosen by cross-validation, not fixed: when the
+/// small model's right answers are told apart only at the top of a continuous confidence
+/// (0.94 wrong, 0.96 right: one bin at 4 bins), a finer bin count wins out of fold.
+#[test]
+fn the_cascade_chooses_its_bin_count_by_cross_validation() {
+    use crate::support::{Run, training_row};
+    let config = automix::Config::parse(
+        "automix:\n  cost_lambda: 0.2\nhparam:\n  num_bins: 4\n  per_task_prior: false\n",
+        std::path::Path::new("bins.yaml"),
+    )
+    .unwrap();
+    let rows: Vec<TrainingRow> = (0..400)
+        .map(|i| {
+            let confidence = 0.85 + 0.15 * f64::from(i % 100) / 100.0;
+            let right = confidence > 0.95;
+            let runs = [
+                Run {
+                    model: "tiny",
+                    right,
+                    cost: 1e-6,
+                    confidence: Some(confidence),
+                },
+                Run {
+                    model: "mid",
+                    right: true,
+                    cost: 5e-5,
+                    confidence: Some(0.9),
+                },
+                Run {
+                    model: "big",
+                    right: true,
+                    cost: 1e-4,
+                    confidence: None,
+                },
+            ];
+            training_row(i as usize, "mmlu", &runs)
+        })
+        .collect();
+    let names = ["tiny".to_string(), "mid".to_string(), "big".to_string()];
+    let plan = automix::training::train_cascade_plan(&config, &rows, &names).unwrap();
+    let cv = plan.cross_validation.unwrap();
+    let tried: Vec<usize> = cv.bins_tried.iter().map(|(b, _)| *b).collect();
+    assert_eq!(tried, [4, 8, 16, 32]);
+    assert!(cv.num_bins >= 16, "{cv:?}");
+    let net_of = |bins: usize| cv.bins_tried.iter().find(|(b, _)| *b == bins).unwrap().1;
+    assert!(net_of(cv.num_bins) > net_of(4), "{cv:?}");
+}
