@@ -11,7 +11,7 @@ use automix::llm::fake_server::{FakeOpenAi, FakeReply};
 use automix_serve::{FeedbackLimitSettings, ProxySettings};
 use serde_json::{Value, json};
 
-use crate::proxy::{Proxy, handle, start, start_routed};
+use crate::proxy::{Proxy, pair, start, start_routed};
 use crate::redis::plan;
 
 const K1: &str = "key-one";
@@ -33,11 +33,7 @@ async fn learning_proxy(small: &FakeOpenAi, large: &FakeOpenAi, settings: ProxyS
                 hparam:\n  routing_method: Threshold\n  verifier_signal: samples\n";
     let config = Config::parse(text, Path::new("hostile.yaml")).unwrap();
     let policy = plan(&config);
-    let t = Duration::from_secs(5);
-    let handles = vec![
-        handle("small", 1.0, small.base_url(), 1, t),
-        handle("large", 10.0, large.base_url(), 1, t),
-    ];
+    let handles = pair(&small, &large);
     start_routed(handles, settings, &config, Some(policy)).await
 }
 
@@ -359,11 +355,7 @@ async fn a_request_lambda_is_clamped_into_the_solved_range() {
         .fold(0.0, f64::max);
     let small = FakeOpenAi::start(vec![]).await.unwrap();
     let large = FakeOpenAi::start(vec![]).await.unwrap();
-    let t = Duration::from_secs(5);
-    let handles = vec![
-        handle("small", 1.0, small.base_url(), 1, t),
-        handle("large", 10.0, large.base_url(), 1, t),
-    ];
+    let handles = pair(&small, &large);
     let p = start_routed(handles, ProxySettings::default(), &config, Some(policy)).await;
     let client = reqwest::Client::new();
     let ask = |lambda: &'static str| {

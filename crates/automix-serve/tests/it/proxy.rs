@@ -42,6 +42,25 @@ pub fn handle(
     }
 }
 
+/// The small and large models of most tests: one attempt, 5 s per call.
+pub fn pair(small: &FakeOpenAi, large: &FakeOpenAi) -> Vec<ModelHandle> {
+    let t = Duration::from_secs(5);
+    vec![
+        handle("small", 1.0, small.base_url(), 1, t),
+        handle("large", 10.0, large.base_url(), 1, t),
+    ]
+}
+
+/// POSTs `body` to the proxy's chat endpoint.
+pub async fn chat(base: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 pub struct Proxy {
     pub base: String,
     _shutdown: tokio::sync::oneshot::Sender<()>,
@@ -249,12 +268,7 @@ async fn a_rejected_answer_is_escalated_and_streams_as_sse() {
     .await;
     let mut body = openai_body("What is 2+2?");
     body["stream"] = json!(true);
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", proxy.base))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = chat(&proxy.base, &body).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let text = resp.text().await.unwrap();
@@ -1199,13 +1213,12 @@ async fn a_named_route_streams_tokens_as_the_upstream_sends_them() {
     .await
     .unwrap();
     let proxy = start_default(&small, &large, ProxySettings::default()).await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", proxy.base))
-        .json(&json!({"model": "large", "stream": true,
-            "messages": [{"role": "user", "content": "2+2?"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = chat(
+        &proxy.base,
+        &json!({"model": "large", "stream": true,
+            "messages": [{"role": "user", "content": "2+2?"}]}),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-automix-decision"], "direct");
     assert_eq!(resp.headers()["x-automix-model"], "large");
@@ -1235,13 +1248,12 @@ async fn a_stream_cut_mid_way_ends_in_an_sse_error_event() {
     .await
     .unwrap();
     let proxy = start_default(&small, &large, ProxySettings::default()).await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", proxy.base))
-        .json(&json!({"model": "large", "stream": true,
-            "messages": [{"role": "user", "content": "q"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = chat(
+        &proxy.base,
+        &json!({"model": "large", "stream": true,
+            "messages": [{"role": "user", "content": "q"}]}),
+    )
+    .await;
     assert_eq!(resp.status(), 200, "the status line went before the cut");
     let text = resp.text().await.unwrap();
     assert!(text.contains("\"content\":\"partial \""), "{text}");
@@ -1305,12 +1317,7 @@ async fn uninterpreted_fields_and_tool_calls_pass_through() {
         "frequency_penalty": 0.5,
         "metadata": {"trace": "t1"}
     });
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", proxy.base))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = chat(&proxy.base, &body).await;
     assert_eq!(resp.status(), 200);
     let out: Value = resp.json().await.unwrap();
     let seen = small.requests();
@@ -1513,13 +1520,12 @@ async fn the_last_model_of_a_route_streams_live() {
     .await
     .unwrap();
     let proxy = start_default(&small, &large, ProxySettings::default()).await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", proxy.base))
-        .json(&json!({"model": "automix", "stream": true,
-            "messages": [{"role": "user", "content": "Capital of France?"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = chat(
+        &proxy.base,
+        &json!({"model": "automix", "stream": true,
+            "messages": [{"role": "user", "content": "Capital of France?"}]}),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let (text, first, done) = read_sse(resp, "\"content\":\"Paris \"").await;
     // The first token arrived while the upstream was still sending the other four, 100 ms
@@ -1566,13 +1572,12 @@ async fn a_verified_stream_stays_alive_then_streams_the_kept_answer() {
         ..ProxySettings::default()
     };
     let proxy = start_default(&small, &large, settings).await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", proxy.base))
-        .json(&json!({"model": "automix", "stream": true,
-            "messages": [{"role": "user", "content": "Capital of France?"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = chat(
+        &proxy.base,
+        &json!({"model": "automix", "stream": true,
+            "messages": [{"role": "user", "content": "Capital of France?"}]}),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let (text, _, _) = read_sse(resp, "\"content\":\"Paris ").await;
     let comments = text.lines().filter(|l| *l == ": keep-alive").count();
@@ -1681,18 +1686,13 @@ async fn select_mode_answers_with_one_model_call_and_no_verification() {
     let policy = crate::redis::plan(&config);
     let small = FakeOpenAi::start(vec![]).await.unwrap();
     let large = FakeOpenAi::start(vec![]).await.unwrap();
-    let t = Duration::from_secs(5);
-    let handles = vec![
-        handle("small", 1.0, small.base_url(), 1, t),
-        handle("large", 10.0, large.base_url(), 1, t),
-    ];
+    let handles = pair(&small, &large);
     let proxy = start_routed(handles, ProxySettings::default(), &config, Some(policy)).await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", proxy.base))
-        .json(&json!({"model": "automix", "messages": [{"role": "user", "content": "q"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = chat(
+        &proxy.base,
+        &json!({"model": "automix", "messages": [{"role": "user", "content": "q"}]}),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-automix-decision"], "preselect");
     assert_eq!(resp.headers()["x-automix-verification-score"], "unknown");
@@ -1747,12 +1747,7 @@ async fn bad_answers_escalate_without_a_verification_call() {
         for (k, v) in extra.as_object().unwrap() {
             body[k] = v.clone();
         }
-        let resp = reqwest::Client::new()
-            .post(format!("{}/v1/chat/completions", proxy.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let resp = chat(&proxy.base, &body).await;
         assert_eq!(resp.status(), 200, "{check}");
         let h = resp.headers().clone();
         assert_eq!(h["x-automix-decision"], "escalate", "{check}");
@@ -1774,12 +1769,11 @@ async fn bad_answers_escalate_without_a_verification_call() {
     let small = FakeOpenAi::start(vec![text("")]).await.unwrap();
     let large = FakeOpenAi::start(vec![text("")]).await.unwrap();
     let proxy = start_default(&small, &large, ProxySettings::default()).await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", proxy.base))
-        .json(&json!({"model": "automix", "messages": [{"role": "user", "content": "q"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = chat(
+        &proxy.base,
+        &json!({"model": "automix", "messages": [{"role": "user", "content": "q"}]}),
+    )
+    .await;
     assert_eq!(resp.headers()["x-automix-answer-check"], "empty");
     let reply: Value = resp.json().await.unwrap();
     let checks = reply["automix"]["answer_checks"].as_array().unwrap();
@@ -1814,18 +1808,13 @@ async fn answer_checks_can_be_turned_off() {
         Path::new("off.yaml"),
     )
     .unwrap();
-    let t = Duration::from_secs(5);
-    let handles = vec![
-        handle("small", 1.0, small.base_url(), 1, t),
-        handle("large", 10.0, large.base_url(), 1, t),
-    ];
+    let handles = pair(&small, &large);
     let proxy = start_routed(handles, ProxySettings::default(), &config, None).await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", proxy.base))
-        .json(&json!({"model": "automix", "messages": [{"role": "user", "content": "q"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = chat(
+        &proxy.base,
+        &json!({"model": "automix", "messages": [{"role": "user", "content": "q"}]}),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert!(!resp.headers().contains_key("x-automix-answer-check"));
     assert_eq!(small.calls(), 2, "answered, then verified");
@@ -1858,13 +1847,12 @@ async fn an_anthropic_stream_arrives_live_through_a_named_route() {
         ProxySettings::default(),
     )
     .await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", proxy.base))
-        .json(&json!({"model": "claude", "stream": true,
-            "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = chat(
+        &proxy.base,
+        &json!({"model": "claude", "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-automix-decision"], "direct");
     let text = resp.text().await.unwrap();
@@ -1895,18 +1883,13 @@ async fn answer_consistency_scores_agreement_of_sampled_answers() {
             .await
             .unwrap();
         let large = FakeOpenAi::start(vec![reply(&["4"])]).await.unwrap();
-        let t = Duration::from_secs(5);
-        let handles = vec![
-            handle("small", 1.0, small.base_url(), 1, t),
-            handle("large", 10.0, large.base_url(), 1, t),
-        ];
+        let handles = pair(&small, &large);
         let proxy = start_routed(handles, ProxySettings::default(), &config, None).await;
-        let resp = reqwest::Client::new()
-            .post(format!("{}/v1/chat/completions", proxy.base))
-            .json(&json!({"model": "automix", "messages": [{"role": "user", "content": "2+2?"}]}))
-            .send()
-            .await
-            .unwrap();
+        let resp = chat(
+            &proxy.base,
+            &json!({"model": "automix", "messages": [{"role": "user", "content": "2+2?"}]}),
+        )
+        .await;
         assert_eq!(resp.status(), 200);
         let h = resp.headers().clone();
         let score: f64 = h["x-automix-verification-score"]

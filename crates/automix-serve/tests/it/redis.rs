@@ -11,7 +11,7 @@ use automix::training::{RouterPolicy, train_cascade_plan, train_policy};
 use automix_serve::ProxySettings;
 use serde_json::{Value, json};
 
-use crate::proxy::{Proxy, handle, start_routed};
+use crate::proxy::{Proxy, pair, start_routed};
 use crate::support::{Redis, Run, training_row};
 
 /// A tiny model right on even rows (its verifier says so) and a big one always right.
@@ -59,11 +59,7 @@ async fn replica(
     small: &FakeOpenAi,
     large: &FakeOpenAi,
 ) -> Replica {
-    let t = Duration::from_secs(5);
-    let handles = vec![
-        handle("small", 1.0, small.base_url(), 1, t),
-        handle("large", 10.0, large.base_url(), 1, t),
-    ];
+    let handles = pair(&small, &large);
     let settings = ProxySettings {
         admin_keys: vec!["admin".into()],
         ..ProxySettings::default()
@@ -357,11 +353,7 @@ async fn reloadable(
     large: &FakeOpenAi,
 ) -> Replica {
     use std::sync::Arc;
-    let t = Duration::from_secs(5);
-    let handles = vec![
-        handle("small", 1.0, small.base_url(), 1, t),
-        handle("large", 10.0, large.base_url(), 1, t),
-    ];
+    let handles = pair(&small, &large);
     let build = {
         let (config, policy) = (config.clone(), policy.clone());
         move || {

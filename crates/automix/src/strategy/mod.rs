@@ -47,6 +47,12 @@ pub struct Start {
     pub verify: bool,
 }
 
+/// The start of strategies without pre-selection: the cheapest model, verified.
+pub const CHEAPEST_VERIFIED: Start = Start {
+    model: 0,
+    verify: true,
+};
+
 /// What a strategy decided after a verified answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {

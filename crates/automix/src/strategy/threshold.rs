@@ -59,13 +59,7 @@ impl RoutingStrategy for Threshold {
         _lambda: Option<f64>,
         _state: &mut RouteState,
     ) -> (Start, Option<f64>) {
-        (
-            Start {
-                model: 0,
-                verify: true,
-            },
-            None,
-        )
+        (super::CHEAPEST_VERIFIED, None)
     }
 
     fn step(&self, e: &Evidence<'_>, models: usize, _state: &mut RouteState) -> Result<Step> {
