@@ -109,7 +109,7 @@ pub struct CascadeCv {
     pub bins_tried: Vec<(usize, f64)>,
     /// Out-of-fold net of the chosen solver λ: mean and sd over the assignments.
     pub net: (f64, f64),
-    /// Every solver λ tried with its out-of-fold net mean.
+    /// Every solver λ tried at the chosen bin count, with its out-of-fold net mean.
     pub tried: Vec<(f64, f64)>,
     /// The best fixed model on the training rows and its net.
     pub best_fixed: (String, f64),
@@ -242,7 +242,7 @@ pub fn train_cascade(
             let point = (lambda * scale, bins);
             let nets = out_of_fold_net(config, models, &crows, &assignments, point, lambda)?;
             let (mean, sd) = automix_core::calibrate::mean_sd(&nets);
-            tried.push((point.0, mean));
+            tried.push((bins, point.0, mean));
             best_here = best_here.max(mean);
             // Coarser bins are tried first and kept on a tie: the simpler model wins unless
             // finer resolution is better out of fold.
@@ -254,6 +254,12 @@ pub fn train_cascade(
     }
     let (solver_lambda, bins, mean, sd) =
         best.unwrap_or((lambda, config.hparam.num_bins, f64::NEG_INFINITY, 0.0));
+    // `tried` reports the solver λs at the chosen bin count (the others are in `bins_tried`).
+    let tried: Vec<(f64, f64)> = tried
+        .into_iter()
+        .filter(|(b, _, _)| *b == bins)
+        .map(|(_, l, m)| (l, m))
+        .collect();
     let (best_j, best_fixed) = (0..models.len())
         .map(|j| {
             let fixed = fixed_replay(&crows, j, models.len());

@@ -50,7 +50,7 @@ pub struct RouterSettings {
     pub max_workers: usize,
     /// The zero-call answer checks (`automix.answer_checks`).
     pub checks: Vec<AnswerCheck>,
-    /// Answers sampled for the answer-consistency signal, and at what temperature.
+    /// Answers sampled for the answer-consistency signal (`automix.answer_samples`).
     pub answer_samples: u32,
     /// Temperature of those samples (`verification_temperature`).
     pub answer_temperature: f32,
@@ -66,6 +66,13 @@ impl RouterSettings {
             // Without a policy the configured signal is read (samples unless set).
             _ => config.hparam.verifier_signal,
         };
+        if signal == VerifierSignal::AnswerConsistency && a.answer_samples() == 0 {
+            // Refused rather than quietly sampling one answer: the signal needs samples.
+            return Err(AutomixError::Setting {
+                key: "automix.answer_samples",
+                message: "is 0, but routing reads answer_consistency, which samples answers".into(),
+            });
+        }
         Ok(Self {
             verify: a.enable_self_verification,
             signal,
@@ -76,7 +83,7 @@ impl RouterSettings {
             },
             max_workers: config.hparam.max_workers.max(1),
             checks: a.answer_checks.clone(),
-            answer_samples: a.answer_samples().max(1),
+            answer_samples: a.answer_samples(),
             answer_temperature: a.verification_temperature,
         })
     }

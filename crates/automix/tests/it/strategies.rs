@@ -370,3 +370,21 @@ async fn use_pomdp_router_false_routes_by_the_threshold_and_says_so() {
         );
     }
 }
+
+/// Routing on answer consistency with `answer_samples: 0` is refused at load naming the
+/// key, not run on a quietly substituted sample count.
+#[test]
+fn answer_consistency_without_samples_is_refused() {
+    let config = Config::parse(
+        "automix:\n  answer_samples: 0\nhparam:\n  verifier_signal: answer_consistency\n",
+        Path::new("sc.yaml"),
+    )
+    .unwrap();
+    let (tiny_m, _) = scripted_model("tiny", 1.0, "A", &["Correct"]);
+    let (big_m, _) = scripted_model("big", 10.0, "B", &["Correct"]);
+    let models = ModelSet::new(vec![big_m, tiny_m]).unwrap();
+    let err = Router::new(&config, models, Arc::new(PromptSet::builtin()), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("automix.answer_samples"), "{err}");
+}
