@@ -89,6 +89,9 @@ pub enum DecisionRule {
     },
 }
 
+/// Steps of the grid [`DecisionRule::switch_points`] scans.
+pub const SWITCH_GRID: usize = 1000;
+
 /// Most bins a table lookup may have: a hand-edited policy with more is refused at load.
 pub const MAX_TABLE_BINS: usize = 1024;
 
@@ -191,6 +194,38 @@ impl DecisionRule {
         }
     }
 
+    /// The tasks with a rule of their own (per-task cuts or tables), in name order.
+    pub fn tasks(&self) -> Vec<&str> {
+        match self {
+            Self::TaskTables { tasks, .. } => tasks.keys().map(String::as_str).collect(),
+            Self::TaskCuts { tasks, .. } => tasks.keys().map(String::as_str).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The confidences in [0, 1] where the decision for `task` flips between keep and
+    /// escalate, found on a grid of [`SWITCH_GRID`] steps (so exact to 1/`SWITCH_GRID`):
+    /// what a chart of verifier scores marks as the policy's cuts. One scan serves every
+    /// rule kind, so no rule's geometry is written out twice.
+    pub fn switch_points(&self, task: Option<&str>) -> Vec<f64> {
+        let at = |i: usize| {
+            let p = i as f64 / SWITCH_GRID as f64;
+            Confidence::new(p).map(|c| self.escalates(c, task))
+        };
+        let mut points = Vec::new();
+        let mut previous = at(0);
+        for i in 1..=SWITCH_GRID {
+            let now = at(i);
+            if let (Ok(a), Ok(b)) = (&previous, &now)
+                && a != b
+            {
+                points.push(i as f64 / SWITCH_GRID as f64);
+            }
+            previous = now;
+        }
+        points
+    }
+
     /// A short human-readable form, for tables and logs.
     pub fn describe(&self) -> String {
         let bits = |t: &[bool]| {
@@ -234,4 +269,33 @@ fn table_escalates(table: &[bool], lookup: TableLookup, p: Confidence) -> bool {
         .slot(p)
         .and_then(|i| table.get(i).copied())
         .unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switch_points_mark_where_each_rule_flips() {
+        let threshold = DecisionRule::Threshold { threshold: 0.25 };
+        // Escalates at p <= 0.25: the first grid point that keeps is 0.251.
+        assert_eq!(threshold.switch_points(None), vec![0.251]);
+        let band = DecisionRule::Band {
+            low: 0.3,
+            high: 0.6,
+        };
+        assert_eq!(band.switch_points(None), vec![0.3, 0.601]);
+        let cuts = DecisionRule::TaskCuts {
+            default: 0.5,
+            tasks: BTreeMap::from([("qa".to_owned(), 0.8)]),
+        };
+        assert_eq!(cuts.tasks(), vec!["qa"]);
+        assert_eq!(cuts.switch_points(None), vec![0.5]);
+        assert_eq!(cuts.switch_points(Some("qa")), vec![0.8]);
+        let never = DecisionRule::TaskCuts {
+            default: 0.0,
+            tasks: BTreeMap::new(),
+        };
+        assert!(never.switch_points(None).is_empty());
+    }
 }

@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 
 mod auth;
 mod body;
+mod dashboard;
 mod error;
 mod feedback;
 mod limits;
@@ -50,6 +51,10 @@ pub fn app(state: Arc<ProxyState>) -> axum::Router {
         .route("/admin/reload", post(routes::reload))
         .route("/admin/belief", get(routes::admin_belief))
         .route("/v1/automix/feedback", post(feedback::feedback))
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/data", get(dashboard::data))
+        .route("/dashboard/login", post(dashboard::login))
+        .route("/dashboard/logout", post(dashboard::logout))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             body::BodyRules {

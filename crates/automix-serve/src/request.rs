@@ -358,11 +358,53 @@ pub(crate) fn last_user_text(request: &ChatRequest) -> String {
         .unwrap_or_default()
 }
 
-/// What the verifier sees of a chat request: its last user message.
-pub(crate) fn chat_query(question: String) -> QueryRow {
+/// The task of a request that names none.
+pub(crate) const DEFAULT_TASK: &str = "chat";
+
+/// Longest task name a request may carry.
+const MAX_TASK_LEN: usize = 64;
+
+/// The request's task (`automix.task`, else header `x-automix-task`, else [`DEFAULT_TASK`]):
+/// the per-task policy decides with it, and the dashboard counts by it. Names are short
+/// and plain (letters, digits, `_-.:`) so that they are safe to show and to count.
+pub(crate) fn request_task(headers: &HeaderMap, body: &Value) -> Result<String, FieldError> {
+    let (param, given) = match &body["automix"]["task"] {
+        Value::Null => match headers.get("x-automix-task") {
+            None => return Ok(DEFAULT_TASK.to_owned()),
+            Some(v) => (
+                "x-automix-task",
+                v.to_str()
+                    .map_err(|_| field_error("x-automix-task", "x-automix-task is not text"))?
+                    .trim()
+                    .to_owned(),
+            ),
+        },
+        Value::String(t) => ("automix.task", t.clone()),
+        other => {
+            return Err(field_error(
+                "automix.task",
+                format!("`automix.task` must be a string, got {}", json_kind(other)),
+            ));
+        }
+    };
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-.:".contains(c);
+    if given.is_empty() || given.len() > MAX_TASK_LEN || !given.chars().all(plain) {
+        return Err(field_error(
+            param,
+            format!(
+                "{param} must be 1 to {MAX_TASK_LEN} letters, digits or _-.:, got {:?}",
+                excerpt(&given)
+            ),
+        ));
+    }
+    Ok(given)
+}
+
+/// What the verifier sees of a chat request: its last user message, and its task.
+pub(crate) fn chat_query(question: String, task: &str) -> QueryRow {
     QueryRow {
-        id: query_id("chat", &question),
-        task_name: "chat".into(),
+        id: query_id(task, &question),
+        task_name: task.to_owned(),
         query: question,
         ground_truth: None,
         metric: None,

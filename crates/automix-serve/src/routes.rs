@@ -16,7 +16,7 @@ use automix_llm::ChatRequest;
 
 use crate::auth::{authorise, authorise_admin};
 use crate::reply::{add_headers, completion_id, completion_json};
-use crate::request::{chat_query, excerpt, parse_chat_request, route_options};
+use crate::request::{chat_query, excerpt, parse_chat_request, request_task, route_options};
 use crate::streaming::{live_stream, routed_stream, stream_response};
 use crate::{ApiError, ProxyState};
 
@@ -102,6 +102,8 @@ pub(crate) struct Admitted {
     pub(crate) options: RouteOptions,
     /// A named route (a configured model's name instead of `automix`).
     pub(crate) direct: bool,
+    /// The request's task.
+    pub(crate) task: String,
 }
 
 pub(crate) async fn chat_completions(
@@ -149,6 +151,7 @@ pub(crate) fn admit(
         )
     })?;
     let (request, question, stream) = parse_chat_request(&value)?;
+    let task = request_task(headers, &value)?;
     let router = state.router();
     // "automix" routes; a configured model's llm_data name is a named route straight to it.
     let direct = request.model != "automix";
@@ -181,6 +184,7 @@ pub(crate) fn admit(
         router,
         options,
         direct,
+        task,
     })
 }
 
@@ -190,7 +194,7 @@ async fn routed_reply(
     a: Admitted,
     started: Instant,
 ) -> Result<Response, ApiError> {
-    let query = chat_query(a.question);
+    let query = chat_query(a.question, &a.task);
     let (router, request) = (a.router, a.request);
     let routed = tokio::time::timeout(state.settings.request_timeout, async {
         if a.direct {
@@ -206,7 +210,7 @@ async fn routed_reply(
         Ok(Err(e)) => return Err(routing_failed(&e)),
         Err(_) => return Err(routing_timed_out()),
     };
-    state.metrics.record(&outcome, started.elapsed());
+    state.observe(&outcome, started.elapsed());
     let (id, created) = completion_id(&outcome.route_id);
     let mut response = if a.stream {
         stream_response(&id, created, &outcome)

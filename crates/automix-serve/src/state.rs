@@ -3,13 +3,16 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
 use automix::AutomixError;
-use automix::router::Router;
+use automix::router::{RouteOutcome, Router};
 use automix::sync::lock;
 
+use crate::dashboard::stats::Entry;
+use crate::dashboard::{Sessions, SharedStats};
 use crate::{FeedbackLimits, ProxyMetrics, ProxySettings};
 
 /// Builds a fresh router (from the policy file) for reloads.
@@ -24,6 +27,10 @@ pub struct ProxyState {
     pub metrics: ProxyMetrics,
     clients: Mutex<HashMap<String, Arc<Semaphore>>>,
     pub(crate) feedback_limits: FeedbackLimits,
+    /// What `/dashboard` shows.
+    pub(crate) dashboard: SharedStats,
+    /// Dashboard login sessions.
+    pub(crate) sessions: Sessions,
 }
 
 impl ProxyState {
@@ -35,6 +42,8 @@ impl ProxyState {
             metrics: ProxyMetrics::new(),
             clients: Mutex::new(HashMap::new()),
             feedback_limits: FeedbackLimits::new(settings.feedback),
+            dashboard: SharedStats::default(),
+            sessions: Sessions::default(),
             settings,
         })
     }
@@ -51,6 +60,13 @@ impl ProxyState {
         // replaced), never skipped: a reload that reports success has taken effect.
         *automix::sync::write(&self.router) = fresh;
         Ok(())
+    }
+
+    /// Records a finished route for `/metrics` and `/dashboard`.
+    pub(crate) fn observe(&self, outcome: &RouteOutcome, elapsed: Duration) {
+        self.metrics.record(outcome, elapsed);
+        let entry = Entry::of(outcome, self.router().models(), elapsed);
+        lock(&self.dashboard).record(entry);
     }
 
     /// The router requests route with now.

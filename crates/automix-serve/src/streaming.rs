@@ -18,7 +18,7 @@ use automix::router::{RouteOutcome, Routed, Router};
 use automix_llm::ChatRequest;
 
 use crate::reply::{add_headers, completion_id, finish_reason, indexed, metadata_json, usage_json};
-use crate::request::{chat_query, last_user_text};
+use crate::request::{DEFAULT_TASK, chat_query, last_user_text};
 use crate::routes::{Admitted, routed_failed_event, routing_failed, routing_timed_out};
 use crate::{ApiError, ProxyState};
 
@@ -92,7 +92,7 @@ async fn route_with_keepalive(
     a: Admitted,
     tx: &tokio::sync::mpsc::Sender<String>,
 ) -> Option<Routing> {
-    let query = chat_query(a.question);
+    let query = chat_query(a.question, &a.task);
     let routing = a.router.route_chat_streaming(&query, a.request, &a.options);
     let routing = tokio::time::timeout(state.settings.request_timeout, routing);
     tokio::pin!(routing);
@@ -119,12 +119,12 @@ fn routed_events(
     let failed = |e: ApiError| futures::stream::iter([routed_failed_event(state, &e)]).boxed();
     match routed {
         Ok(Ok(Routed::Whole(o))) => {
-            state.metrics.record(&o, started.elapsed());
+            state.observe(&o, started.elapsed());
             let (id, created) = completion_id(&o.route_id);
             futures::stream::iter(outcome_events(&id, created, &o)).boxed()
         }
         Ok(Ok(Routed::Live { outcome, stream })) => {
-            state.metrics.record(&outcome, started.elapsed());
+            state.observe(&outcome, started.elapsed());
             let (id, created) = completion_id(&outcome.route_id);
             let summary = metadata_json(&outcome);
             live_events(state, id, created, outcome.api_model, summary, stream)
@@ -202,12 +202,12 @@ pub(crate) async fn live_stream(
             source: automix_llm::LlmError::Unsupported(_),
             ..
         }) => {
-            let query = chat_query(last_user_text(&request));
+            let query = chat_query(last_user_text(&request), DEFAULT_TASK);
             let o = router
                 .direct(&query, &name, request)
                 .await
                 .map_err(|e| routing_failed(&e))?;
-            state.metrics.record(&o, started.elapsed());
+            state.observe(&o, started.elapsed());
             let (id, created) = completion_id(&o.route_id);
             let mut response = stream_response(&id, created, &o);
             add_headers(response.headers_mut(), &o);

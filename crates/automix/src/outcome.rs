@@ -88,6 +88,10 @@ pub struct StepRecord {
 pub struct RouteOutcome {
     /// Query id.
     pub id: String,
+    /// The query's task (whose per-task policy decided; `chat` for a proxy request that
+    /// named none).
+    #[serde(default)]
+    pub task: String,
     /// llm_data name of the model whose answer was kept.
     pub model_name: String,
     /// Its API model id.
@@ -286,6 +290,7 @@ impl Trace {
     pub(crate) fn outcome(self, parts: OutcomeParts<'_>) -> RouteOutcome {
         RouteOutcome {
             id: parts.query.id.clone(),
+            task: parts.query.task_name.clone(),
             model_name: parts.model_name.to_owned(),
             api_model: parts.api_model.to_owned(),
             response: parts.response.text,

@@ -197,6 +197,11 @@ impl Router {
         self.strategy.trained_lambda()
     }
 
+    /// What a dashboard shows of the policy routing: rule, score cuts, frontier, λ grid.
+    pub fn policy_view(&self) -> crate::strategy::PolicyView {
+        self.strategy.view()
+    }
+
     /// The configured model called `name`.
     fn model_named(&self, name: &str) -> Result<&ModelHandle> {
         self.models

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod dashboard;
 mod fuzz;
 mod hostile;
 mod openai_sdk;

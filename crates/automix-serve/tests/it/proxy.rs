@@ -1063,7 +1063,7 @@ async fn the_fault_suite_sees_exact_outcomes_and_call_counts() {
 
 /// A calibrated policy where a half-confident answer gains 0.5 by escalating: λ = 0.001
 /// escalates it, λ = 0.1 keeps it (an escalation costs 50 units).
-fn calibrated_policy(config: &Config) -> automix::training::RouterPolicy {
+pub fn calibrated_policy(config: &Config) -> automix::training::RouterPolicy {
     use crate::support::{Run, training_row};
     let rows: Vec<_> = (0..300)
         .map(|i| {

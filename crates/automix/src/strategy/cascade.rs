@@ -6,7 +6,7 @@ use std::sync::Arc;
 use automix_core::Decision;
 use automix_core::cascade::{CascadeAction, CascadePolicy};
 
-use super::{Evidence, RouteState, RoutingStrategy, Start, Step, indices};
+use super::{Evidence, PolicyView, RouteState, RoutingStrategy, Start, Step, indices};
 use crate::error::{AutomixError, Result};
 use crate::models::ModelSet;
 use crate::training::CascadePlan;
@@ -94,6 +94,21 @@ impl RoutingStrategy for Cascade {
 
     fn trained_lambda(&self) -> Option<f64> {
         (!self.family.is_empty()).then_some(self.table.settings.lambda)
+    }
+
+    fn view(&self) -> PolicyView {
+        PolicyView {
+            strategy: self.name().to_owned(),
+            rule: format!(
+                "a solved table over {} models ({}), λ {}",
+                self.plan.models.len(),
+                self.plan.models.join(" → "),
+                self.table.settings.lambda
+            ),
+            trained_lambda: self.trained_lambda(),
+            lambdas: self.family.iter().map(|(l, _)| *l).collect(),
+            ..PolicyView::default()
+        }
     }
 }
 

@@ -20,8 +20,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use automix_core::belief::StepObservation;
+use automix_core::calibrate::LambdaPoint;
 use automix_core::cascade::CascadePolicy;
 use automix_core::{Decision, VerifierScore};
+use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::{AutomixError, Result};
@@ -142,6 +144,62 @@ pub trait RoutingStrategy: Send + Sync + Debug {
     /// a cascade plan with a λ family); `None` otherwise.
     fn trained_lambda(&self) -> Option<f64> {
         None
+    }
+
+    /// What a dashboard shows of this strategy's policy.
+    fn view(&self) -> PolicyView {
+        PolicyView {
+            strategy: self.name().to_owned(),
+            trained_lambda: self.trained_lambda(),
+            ..PolicyView::default()
+        }
+    }
+}
+
+/// What a person watching the router sees of its policy: the rule, where it cuts the first
+/// model's verifier score, and the trained frontier when the policy keeps one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PolicyView {
+    /// The strategy's name.
+    pub strategy: String,
+    /// The rule, in words.
+    pub rule: String,
+    /// Where the first model's keep/escalate decision flips, pooled and per task.
+    pub cuts: Vec<ScoreCut>,
+    /// The trained λ family measured on the training rows (calibrated policies).
+    pub frontier: Vec<LambdaPoint>,
+    /// The λ a request that names none decides at.
+    pub trained_lambda: Option<f64>,
+    /// The λ a request may pick from (a cascade's solved grid; the frontier's λ otherwise).
+    pub lambdas: Vec<f64>,
+}
+
+/// A verifier score where the decision flips, for one task (`None` = pooled / unseen tasks).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScoreCut {
+    /// The task, or `None` for the pooled rule.
+    pub task: Option<String>,
+    /// The scores where keep and escalate swap, ascending.
+    pub at: Vec<f64>,
+}
+
+impl PolicyView {
+    /// The view of a two-model `rule`: its switch points, pooled and per task.
+    pub fn of_rule(strategy: &str, rule: &automix_core::DecisionRule) -> Self {
+        let mut cuts = vec![ScoreCut {
+            task: None,
+            at: rule.switch_points(None),
+        }];
+        cuts.extend(rule.tasks().into_iter().map(|t| ScoreCut {
+            task: Some(t.to_owned()),
+            at: rule.switch_points(Some(t)),
+        }));
+        Self {
+            strategy: strategy.to_owned(),
+            rule: rule.describe(),
+            cuts,
+            ..Self::default()
+        }
     }
 }
 

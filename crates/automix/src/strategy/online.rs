@@ -125,6 +125,13 @@ impl RoutingStrategy for Online {
     fn trained_lambda(&self) -> Option<f64> {
         self.cascade.trained_lambda()
     }
+
+    fn view(&self) -> super::PolicyView {
+        super::PolicyView {
+            strategy: self.name().to_owned(),
+            ..self.cascade.view()
+        }
+    }
 }
 
 /// The online belief of `plan`, started from its trained rates: in this process, or shared

@@ -73,4 +73,11 @@ impl RoutingStrategy for Select {
     fn trained_lambda(&self) -> Option<f64> {
         self.cascade.trained_lambda()
     }
+
+    fn view(&self) -> super::PolicyView {
+        super::PolicyView {
+            strategy: self.name().to_owned(),
+            ..self.cascade.view()
+        }
+    }
 }

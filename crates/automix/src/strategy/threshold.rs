@@ -4,7 +4,7 @@
 
 use automix_core::Decision;
 
-use super::{Evidence, RouteState, RoutingStrategy, Start, Step, linear};
+use super::{Evidence, PolicyView, RouteState, RoutingStrategy, ScoreCut, Start, Step, linear};
 use crate::error::Result;
 
 /// The threshold rule every strategy falls back to on steps its policy does not cover.
@@ -66,5 +66,20 @@ impl RoutingStrategy for Threshold {
         let mut step = self.rule.step(e, models);
         step.reason = format!("{} ({})", step.reason, self.why);
         Ok(step)
+    }
+
+    fn view(&self) -> PolicyView {
+        PolicyView {
+            strategy: self.name().to_owned(),
+            rule: format!(
+                "escalate while p < {} at every model ({})",
+                self.rule.threshold, self.why
+            ),
+            cuts: vec![ScoreCut {
+                task: None,
+                at: vec![self.rule.threshold],
+            }],
+            ..PolicyView::default()
+        }
     }
 }

@@ -4,7 +4,9 @@
 
 use automix_core::{Policy, QueryEvidence, VerifierScore};
 
-use super::{Evidence, RouteState, RoutingStrategy, Start, Step, ThresholdRule, indices};
+use super::{
+    Evidence, PolicyView, RouteState, RoutingStrategy, Start, Step, ThresholdRule, indices,
+};
 use crate::error::{AutomixError, Result};
 use crate::models::ModelSet;
 use crate::training::RouterPolicy;
@@ -94,5 +96,20 @@ impl RoutingStrategy for TwoModel {
 
     fn trained_lambda(&self) -> Option<f64> {
         self.policy.trained_lambda()
+    }
+
+    fn view(&self) -> PolicyView {
+        let frontier = self
+            .policy
+            .calibration
+            .as_ref()
+            .map(|c| c.lambdas.clone())
+            .unwrap_or_default();
+        PolicyView {
+            trained_lambda: self.trained_lambda(),
+            lambdas: frontier.iter().map(|p| p.lambda).collect(),
+            frontier,
+            ..PolicyView::of_rule(self.name(), &self.policy.rule)
+        }
     }
 }
