@@ -426,13 +426,13 @@ fn sha256(py: &Path, file: &Path) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-fn wait_healthy(base_url: &str, limit: Duration) -> Result<()> {
+pub(crate) fn wait_healthy(base_url: &str, limit: Duration) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < limit {
         if healthy(base_url) {

@@ -14,6 +14,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod demo;
 mod llms;
 mod python;
 mod quality;
@@ -27,7 +28,7 @@ fn main() -> Result<()> {
         Some("llms") => llms::main(&root, &args[1..]),
         Some("e2e") => e2e(&root),
         Some("train") => train(&root),
-        Some("demo") => demo(&root),
+        Some("demo") => demo::main(&root),
         Some("quality") => quality::main(&root),
         Some("load") => load(&root, &args[1..]),
         _ => {
@@ -57,7 +58,8 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
 }
 
 /// The local models the end-to-end tests and the demo use.
-const E2E_MODELS: [&str; 3] = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"];
+pub(crate) const E2E_MODELS: [&str; 3] =
+    ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"];
 
 /// `cargo run --quiet --release -p automix-cli` in `root`; the caller adds `--example`,
 /// `--` and the arguments.
@@ -75,7 +77,7 @@ fn automix(root: &Path, args: &[&str]) -> Result<()> {
 
 /// `cargo xtask train`: trains the configured policy on the bundled real rows and shows
 /// how every method does on their held-out split (no models needed).
-fn train(root: &Path) -> Result<()> {
+pub(crate) fn train(root: &Path) -> Result<()> {
     automix(root, &["--config", "configs/local.yaml", "train"])?;
     automix(
         root,
@@ -112,48 +114,31 @@ fn load(root: &Path, args: &[String]) -> Result<()> {
         .arg(seconds))
 }
 
-/// `cargo xtask demo`: local models up, train on the bundled rows, route real held-out
-/// queries live, print the decisions; the models are stopped afterwards.
-fn demo(root: &Path) -> Result<()> {
-    let models: Vec<String> = E2E_MODELS[1..].iter().map(|m| (*m).to_owned()).collect();
-    llms::up(root, &models)?;
-    let result = train(root).and_then(|()| {
-        automix(
-            root,
-            &[
-                "--config",
-                "configs/local.yaml",
-                "route",
-                "--batch",
-                "data/demo_queries.jsonl",
-                "--compare",
-            ],
-        )
-    });
-    llms::down(root)?;
-    if result.is_ok() {
-        println!(
-            "\nthe cost–quality plot of the held-out evaluation: {} (and .svg)",
-            root.join("target/automix/frontier.png").display()
-        );
-    }
-    result
-}
-
 /// Installs `redis-server` from the Debian package when it is missing (the shared-belief
 /// tests run a real one).
 fn ensure_redis() -> Result<()> {
+    ensure_debian_package("redis-server", "redis-server")
+}
+
+/// Installs Debian's `chromium` when it is missing (the dashboard is rendered in it).
+fn ensure_chromium() -> Result<()> {
+    ensure_debian_package("chromium", "chromium")
+}
+
+/// Installs `package` with apt-get unless `binary --version` already runs.
+fn ensure_debian_package(binary: &str, package: &str) -> Result<()> {
     let present = || {
-        Command::new("redis-server")
+        Command::new(binary)
             .arg("--version")
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     };
     if present() {
         return Ok(());
     }
-    eprintln!("installing redis-server (Debian package)");
+    eprintln!("installing {package} (Debian package)");
     let apt = |args: &[&str]| {
         Command::new("apt-get")
             .args(args)
@@ -161,18 +146,19 @@ fn ensure_redis() -> Result<()> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !apt(&["install", "-y", "-q", "redis-server"]) {
+    if !apt(&["install", "-y", "-q", package]) {
         apt(&["update", "-q"]);
-        apt(&["install", "-y", "-q", "redis-server"]);
+        apt(&["install", "-y", "-q", package]);
     }
     if !present() {
-        bail!("redis-server is not installed and apt-get could not install it");
+        bail!("{binary} is not installed and apt-get could not install {package}");
     }
     Ok(())
 }
 
 fn e2e(root: &Path) -> Result<()> {
     ensure_redis()?;
+    ensure_chromium()?;
     let openai = python::openai_venv(root)?;
     let models: Vec<String> = E2E_MODELS.iter().map(|m| (*m).to_owned()).collect();
     llms::up(root, &models)?;
@@ -181,6 +167,7 @@ fn e2e(root: &Path) -> Result<()> {
         .env("AUTOMIX_REQUIRE_LLMS", "1")
         .env("AUTOMIX_OPENAI_PYTHON", &openai)
         .env("AUTOMIX_REQUIRE_REDIS", "1")
+        .env("AUTOMIX_REQUIRE_CHROMIUM", "1")
         .args([
             "test",
             "--workspace",
@@ -191,6 +178,7 @@ fn e2e(root: &Path) -> Result<()> {
             "real_llama",
             "openai_sdk",
             "redis",
+            "dashboard",
         ]));
     llms::down(root)?;
     result

@@ -22,7 +22,8 @@ pub struct RouteArgs {
     #[arg(long)]
     pub max_escalations: Option<usize>,
     /// Also ask the cheapest and the most expensive model alone for every query (extra
-    /// calls), and compare quality and cost with routing.
+    /// calls), and compare quality and cost with routing. With `--json` the output is one
+    /// object, `{"items": [...], "comparison": [...]}`, instead of JSON lines.
     #[arg(long)]
     pub compare: bool,
     /// With --batch: route only shard I of N (1-based) of the queries, by a stable hash of
@@ -90,6 +91,10 @@ pub async fn route(config: &Config, json: bool, args: &RouteArgs) -> Result<()> 
         if !json {
             println!("{} routed items → {}", items.len(), path.display());
         }
+    } else if json && args.compare && items.len() > 1 {
+        let comparison = compare(&router, &queries, &items, config.hparam.max_workers).await;
+        let out = serde_json::json!({"items": items, "comparison": comparison});
+        println!("{}", serde_json::to_string(&out)?);
     } else if json {
         for item in &items {
             println!("{}", serde_json::to_string(item)?);
@@ -159,60 +164,81 @@ pub(crate) async fn route_with_progress(
     items
 }
 
+/// One line of a comparison: a way of answering the batch, its mean quality (where the
+/// queries have ground truth) and mean cost per query.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct CompareLine {
+    name: String,
+    quality: Option<f64>,
+    cost_per_query: f64,
+    failed: usize,
+}
+
 /// Always-small and always-large on the same queries (each model asked alone), against what
-/// routing did: the saving in cost and the change in quality.
+/// routing did: AutoMix first, then the cheapest and the most expensive model alone.
+pub(crate) async fn compare(
+    router: &Router,
+    queries: &[QueryRow],
+    items: &[automix::BatchItem],
+    workers: usize,
+) -> Vec<CompareLine> {
+    use futures::StreamExt;
+    let models = router.models();
+    let (small, large) = (&models.first().entry.name, &models.last().entry.name);
+    let line = |name: String, outcomes: &[&automix::RouteOutcome], failed: usize| {
+        let n = outcomes.len().max(1) as f64;
+        let q: Vec<f64> = outcomes.iter().filter_map(|o| o.task_performance).collect();
+        CompareLine {
+            name,
+            quality: (!q.is_empty()).then(|| q.iter().sum::<f64>() / q.len() as f64),
+            cost_per_query: outcomes.iter().map(|o| o.total_cost).sum::<f64>() / n,
+            failed,
+        }
+    };
+    let routed: Vec<&automix::RouteOutcome> =
+        items.iter().filter_map(|i| i.outcome.as_ref()).collect();
+    let mut lines = vec![line("AutoMix".into(), &routed, items.len() - routed.len())];
+    for name in [small, large] {
+        let alone: Vec<_> = futures::stream::iter(queries.iter().map(|q| router.alone(q, name)))
+            .buffered(workers.max(1))
+            .collect()
+            .await;
+        let ok: Vec<&automix::RouteOutcome> =
+            alone.iter().filter_map(|r| r.as_ref().ok()).collect();
+        lines.push(line(format!("always {name}"), &ok, alone.len() - ok.len()));
+    }
+    lines
+}
+
+/// [`compare`], printed.
 pub(crate) async fn print_comparison(
     router: &Router,
     queries: &[QueryRow],
     items: &[automix::BatchItem],
     workers: usize,
 ) {
-    use futures::StreamExt;
-    let models = router.models();
-    let (small, large) = (&models.first().entry.name, &models.last().entry.name);
-    let mean = |outcomes: &[&automix::RouteOutcome]| {
-        let n = outcomes.len().max(1) as f64;
-        let q: Vec<f64> = outcomes.iter().filter_map(|o| o.task_performance).collect();
-        let quality = (!q.is_empty()).then(|| q.iter().sum::<f64>() / q.len() as f64);
-        (
-            quality,
-            outcomes.iter().map(|o| o.total_cost).sum::<f64>() / n,
-        )
-    };
-    let routed: Vec<&automix::RouteOutcome> =
-        items.iter().filter_map(|i| i.outcome.as_ref()).collect();
-    let (rq, rc) = mean(&routed);
-    println!("\ncompared on the same {} queries:", routed.len());
-    println!(
-        "  {:<24} quality {:>6}  cost/query {}",
-        "AutoMix",
-        fmt_opt(rq),
-        fmt_cost(rc)
-    );
-    for name in [small, large] {
-        let alone: Vec<_> = futures::stream::iter(queries.iter().map(|q| router.alone(q, name)))
-            .buffered(workers.max(1))
-            .collect()
-            .await;
-        let failed = alone.iter().filter(|r| r.is_err()).count();
-        let ok: Vec<&automix::RouteOutcome> =
-            alone.iter().filter_map(|r| r.as_ref().ok()).collect();
-        let (q, c) = mean(&ok);
-        let saved = if c > 0.0 {
-            format!("  (AutoMix costs {:.0}% of it)", 100.0 * rc / c)
+    let lines = compare(router, queries, items, workers).await;
+    let routed_cost = lines[0].cost_per_query;
+    println!("\ncompared on the same {} queries:", items.len());
+    for (i, l) in lines.iter().enumerate() {
+        let saved = if i > 0 && l.cost_per_query > 0.0 {
+            format!(
+                "  (AutoMix costs {:.0}% of it)",
+                100.0 * routed_cost / l.cost_per_query
+            )
         } else {
             String::new()
         };
-        let failed = if failed > 0 {
-            format!("  [{failed} failed]")
+        let failed = if l.failed > 0 {
+            format!("  [{} failed]", l.failed)
         } else {
             String::new()
         };
         println!(
             "  {:<24} quality {:>6}  cost/query {}{saved}{failed}",
-            format!("always {name}"),
-            fmt_opt(q),
-            fmt_cost(c)
+            l.name,
+            fmt_opt(l.quality),
+            fmt_cost(l.cost_per_query)
         );
     }
 }

@@ -50,6 +50,8 @@ pub(crate) struct Entry {
 pub(crate) struct CostSample {
     /// Money spent (every call, verification included).
     pub(crate) actual: f64,
+    /// Of it, on verification calls.
+    pub(crate) verification: f64,
     /// The estimate for always calling the most expensive model.
     pub(crate) always_largest: f64,
     /// The estimate for always calling the cheapest model.
@@ -94,14 +96,18 @@ fn cost_sample(outcome: &RouteOutcome, models: &ModelSet) -> CostSample {
         completion_tokens: answers.last().map_or(0, |c| c.tokens.completion),
     };
     let at = |m: Option<&automix::models::ModelHandle>| m.map_or(0.0, |m| m.entry.cost(usage));
-    let actual: f64 = outcome
-        .calls
-        .iter()
-        .map(|c| c.cost)
-        .filter(|c| c.is_finite() && *c >= 0.0)
-        .sum();
+    let spent = |purpose: Option<&str>| -> f64 {
+        outcome
+            .calls
+            .iter()
+            .filter(|c| purpose.is_none_or(|p| c.purpose == p))
+            .map(|c| c.cost)
+            .filter(|c| c.is_finite() && *c >= 0.0)
+            .sum()
+    };
     CostSample {
-        actual,
+        actual: spent(None),
+        verification: spent(Some("verify")),
         always_largest: at(models.models().last()),
         always_smallest: at(models.models().first()),
         tokens: outcome.total_tokens,
@@ -208,7 +214,7 @@ fn count_capped(map: &mut BTreeMap<String, u64>, key: &str) {
 
 /// λ rounded to 3 significant digits: the key a chart groups requests by.
 fn lambda_key(lambda: f64) -> String {
-    format!("{lambda:.3e}")
+    format!("{lambda:.2e}")
         .parse::<f64>()
         .map_or_else(|_| "other".into(), |l| l.to_string())
 }
@@ -234,6 +240,7 @@ impl Period {
             *self.checks.entry(check).or_default() += 1;
         }
         self.cost.actual += e.cost.actual;
+        self.cost.verification += e.cost.verification;
         self.cost.always_largest += e.cost.always_largest;
         self.cost.always_smallest += e.cost.always_smallest;
         self.cost.tokens += e.cost.tokens;
@@ -324,6 +331,7 @@ mod tests {
             checks: Vec::new(),
             cost: CostSample {
                 actual: 1.0,
+                verification: 0.25,
                 always_largest: 3.0,
                 always_smallest: 0.5,
                 tokens: 10,
@@ -344,7 +352,7 @@ mod tests {
         assert_eq!(p.requests, 3);
         assert_eq!(p.decisions["keep"], 2);
         assert_eq!(p.answered_by["large"], 1);
-        assert_eq!(p.calls_by["small"], 4);
+        assert_eq!(p.calls_by["small"], 5);
         assert_eq!(p.tasks["chat"].escalated, 1);
         assert_eq!(p.cost.always_largest, 9.0);
         assert_eq!(p.scores.bins[18], 1);
