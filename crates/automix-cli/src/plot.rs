@@ -21,6 +21,11 @@ struct PlotData {
 
 /// Writes `<stem>.png` and `<stem>.svg` of the two-model evaluation.
 pub fn cost_quality(report: &EvalReport, stem: &Path) -> Result<()> {
+    cost_quality_labels(report, stem).map(drop)
+}
+
+/// [`cost_quality`], returning where the PNG's point labels went.
+fn cost_quality_labels(report: &EvalReport, stem: &Path) -> Result<Vec<LabelBox>> {
     let points = report
         .lines
         .iter()
@@ -53,6 +58,11 @@ pub fn cost_quality(report: &EvalReport, stem: &Path) -> Result<()> {
 /// Writes `<stem>.png` and `<stem>.svg` of the cascade: its λ sweep, every fixed model,
 /// the threshold rule, the trained cascade, the oracle and the frontier.
 pub fn cascade_frontier(report: &CascadeReport, stem: &Path) -> Result<()> {
+    cascade_frontier_labels(report, stem).map(drop)
+}
+
+/// [`cascade_frontier`], returning where the PNG's point labels went.
+fn cascade_frontier_labels(report: &CascadeReport, stem: &Path) -> Result<Vec<LabelBox>> {
     let points = report
         .lines
         .iter()
@@ -87,27 +97,29 @@ fn bundled_font() -> Result<()> {
         .map_err(|_| anyhow!("the bundled DejaVu Sans font did not load"))
 }
 
-fn write_both(data: &PlotData, stem: &Path) -> Result<()> {
+/// Draws `data` as PNG and SVG; the PNG's label boxes.
+fn write_both(data: &PlotData, stem: &Path) -> Result<Vec<LabelBox>> {
     if let Some(dir) = stem.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
     bundled_font()?;
     let png = stem.with_extension("png");
     let svg = stem.with_extension("svg");
-    {
+    let labels = {
         let root = BitMapBackend::new(&png, (900, 600)).into_drawing_area();
-        draw(data, &root)?;
+        let labels = draw(data, &root)?;
         root.present()
             .map_err(|e| anyhow!("{}: {e}", png.display()))?;
-    }
+        labels
+    };
     let root = SVGBackend::new(&svg, (900, 600)).into_drawing_area();
     draw(data, &root)?;
     root.present()
         .map_err(|e| anyhow!("{}: {e}", svg.display()))?;
-    Ok(())
+    Ok(labels)
 }
 
-fn draw<DB: DrawingBackend>(data: &PlotData, root: &DrawingArea<DB, Shift>) -> Result<()>
+fn draw<DB: DrawingBackend>(data: &PlotData, root: &DrawingArea<DB, Shift>) -> Result<Vec<LabelBox>>
 where
     DB::ErrorType: 'static,
 {
@@ -180,15 +192,33 @@ where
             .label(legend)
             .legend(move |(x, y)| Cross::new((x + 10, y), 5, colour.stroke_width(2)));
     }
-    // Points at the same place get one label naming them all.
-    for ((cost, quality), names) in coincident_labels(&data.points) {
-        chart
-            .draw_series(std::iter::once(Text::new(
-                names,
-                (cost, quality),
-                ("sans-serif", 12),
-            )))
-            .map_err(|e| anyhow!("{e}"))?;
+    // Labels in pixels: points that coincide on the picture share one label, and each label
+    // goes where it overlaps no other label (nor leaves the picture).
+    let anchors: Vec<((i32, i32), String)> =
+        coincident_labels(&data.points, |p| chart.backend_coord(&p));
+    let font: TextStyle<'_> = ("sans-serif", 12).into();
+    let sized: Vec<Anchor> = anchors
+        .into_iter()
+        .map(|(at, text)| {
+            let (w, h) = root
+                .estimate_text_size(&text, &font)
+                .unwrap_or((text.len() as u32 * 7, 12));
+            Anchor {
+                at,
+                size: (w as i32, h as i32),
+                text,
+            }
+        })
+        .collect();
+    let (width, height) = root.dim_in_pixel();
+    let labels = place_labels(&sized, (width as i32, height as i32));
+    for label in &labels {
+        root.draw(&Text::new(
+            label.text.clone(),
+            (label.x, label.y),
+            font.clone(),
+        ))
+        .map_err(|e| anyhow!("{e}"))?;
     }
     chart
         .configure_series_labels()
@@ -198,31 +228,201 @@ where
         .label_font(("sans-serif", 13))
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
-    Ok(())
+    Ok(labels)
 }
 
-/// The points' names joined per location (within 0.1% of the axes' ranges), in order.
-fn coincident_labels(points: &[(String, f64, f64, RGBColor)]) -> Vec<((f64, f64), String)> {
-    let span = |f: fn(&(String, f64, f64, RGBColor)) -> f64| {
-        let (lo, hi) = points
-            .iter()
-            .map(f)
-            .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
-        (hi - lo).max(1e-12)
-    };
-    let (dx, dy) = (span(|p| p.1) * 1e-3, span(|p| p.2) * 1e-3);
-    let mut out: Vec<((f64, f64), String)> = Vec::new();
+/// Points closer than this on the picture (pixels) share one label.
+const SAME_PLACE_PX: i32 = 4;
+
+/// The points' names joined per place on the picture (`to_px` maps a point to pixels),
+/// in order: points within [`SAME_PLACE_PX`] of each other get one label naming them all.
+fn coincident_labels(
+    points: &[(String, f64, f64, RGBColor)],
+    to_px: impl Fn((f64, f64)) -> (i32, i32),
+) -> Vec<((i32, i32), String)> {
+    let mut out: Vec<((i32, i32), String)> = Vec::new();
     for (name, cost, quality, _) in points {
+        let (x, y) = to_px((*cost, *quality));
         match out
             .iter_mut()
-            .find(|((c, q), _)| (c - cost).abs() <= dx && (q - quality).abs() <= dy)
+            .find(|((a, b), _)| (a - x).abs() <= SAME_PLACE_PX && (b - y).abs() <= SAME_PLACE_PX)
         {
             Some((_, names)) => {
                 names.push_str(", ");
                 names.push_str(name);
             }
-            None => out.push(((*cost, *quality), name.clone())),
+            None => out.push(((x, y), name.clone())),
         }
     }
     out
+}
+
+/// A label to place: the point it names (pixels), its text's size and the text.
+#[derive(Debug, Clone)]
+struct Anchor {
+    at: (i32, i32),
+    size: (i32, i32),
+    text: String,
+}
+
+/// A placed label: its top-left corner and size in pixels.
+#[derive(Debug, Clone, PartialEq)]
+struct LabelBox {
+    x: i32,
+    y: i32,
+    w: i32,
+    h: i32,
+    text: String,
+}
+
+impl LabelBox {
+    fn overlaps(&self, o: &LabelBox) -> bool {
+        self.x < o.x + o.w && o.x < self.x + self.w && self.y < o.y + o.h && o.y < self.y + self.h
+    }
+}
+
+/// Places each label next to its point, clear of every point's marker: the first of a ring of positions (right, left,
+/// above, below, then the same further out) that overlaps no label already placed and
+/// stays inside `area`; a label with no free place goes below every other one at its x,
+/// so that no two labels ever overlap.
+fn place_labels(anchors: &[Anchor], area: (i32, i32)) -> Vec<LabelBox> {
+    const GAP: i32 = 6;
+    // Every point's marker is an obstacle too (a label never covers a cross).
+    let markers: Vec<LabelBox> = anchors
+        .iter()
+        .map(|a| LabelBox {
+            x: a.at.0 - 7,
+            y: a.at.1 - 7,
+            w: 14,
+            h: 14,
+            text: String::new(),
+        })
+        .collect();
+    let mut placed: Vec<LabelBox> = Vec::new();
+    for a in anchors {
+        let ((px, py), (w, h)) = (a.at, a.size);
+        let candidates = (1..=6).flat_map(|ring| {
+            let d = GAP + (ring - 1) * (h + 2);
+            [
+                (px + GAP, py - h - d + GAP),
+                (px + GAP, py + d - GAP),
+                (px - w - GAP, py - h - d + GAP),
+                (px - w - GAP, py + d - GAP),
+                (px - w / 2, py - h - d),
+                (px - w / 2, py + d),
+            ]
+        });
+        let fits = |b: &LabelBox| {
+            b.x >= 0
+                && b.y >= 0
+                && b.x + b.w <= area.0
+                && b.y + b.h <= area.1
+                && placed.iter().chain(&markers).all(|p| !p.overlaps(b))
+        };
+        let boxed = |(x, y): (i32, i32)| LabelBox {
+            x,
+            y,
+            w,
+            h,
+            text: a.text.clone(),
+        };
+        let chosen = candidates.map(boxed).find(|b| fits(b)).unwrap_or_else(|| {
+            let x = px.clamp(0, (area.0 - w).max(0));
+            let y = placed
+                .iter()
+                .filter(|p| p.x < x + w && x < p.x + p.w)
+                .map(|p| p.y + p.h + 2)
+                .max()
+                .unwrap_or(py);
+            boxed((x, y))
+        });
+        placed.push(chosen);
+    }
+    placed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn anchor(x: i32, y: i32, text: &str) -> Anchor {
+        Anchor {
+            at: (x, y),
+            size: (7 * text.len() as i32, 14),
+            text: text.into(),
+        }
+    }
+
+    fn no_two_overlap(boxes: &[LabelBox]) {
+        for (i, a) in boxes.iter().enumerate() {
+            for b in &boxes[i + 1..] {
+                assert!(!a.overlaps(b), "{a:?} overlaps {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn labels_of_a_dense_cluster_do_not_overlap() {
+        // Ten methods within a few pixels of each other, as at the cheap end of a plot.
+        let anchors: Vec<Anchor> = (0..10)
+            .map(|i| anchor(100 + i * 5, 500 - i * 3, &format!("method number {i}")))
+            .collect();
+        let boxes = place_labels(&anchors, (900, 600));
+        assert_eq!(boxes.len(), 10);
+        no_two_overlap(&boxes);
+        assert!(boxes.iter().all(|b| b.x >= 0 && b.x + b.w <= 900));
+    }
+
+    #[test]
+    fn coincident_points_share_one_label() {
+        let points = vec![
+            ("always-large".to_owned(), 50.0, 0.52, BLACK),
+            ("verify, always escalate".to_owned(), 50.5, 0.521, RED),
+            ("Threshold".to_owned(), 20.0, 0.46, RED),
+        ];
+        // 10 px per cost unit: the first two are 5 px apart... too far; 2 px per unit: 1 px.
+        let labels = coincident_labels(&points, |(c, q)| {
+            ((c * 2.0) as i32, (600.0 - q * 100.0) as i32)
+        });
+        assert_eq!(labels.len(), 2);
+        assert_eq!(labels[0].1, "always-large, verify, always escalate");
+    }
+
+    /// The README's pictures: `eval --plot` on the bundled local rows and on the strong set.
+    #[test]
+    fn the_bundled_plots_have_no_overlapping_labels() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let out = std::env::temp_dir().join(format!("automix-plot-{:x}", std::process::id()));
+        for config in ["configs/local.yaml", "configs/anlp.yaml"] {
+            let config = automix::Config::load(&root.join(config)).unwrap();
+            let path = config.data_path.routing_data_train.clone().unwrap();
+            let rows = automix::dataset::read_training_rows(&path).unwrap();
+            let part = |name| -> Vec<_> {
+                automix::training::split(&rows, name)
+                    .into_iter()
+                    .cloned()
+                    .collect()
+            };
+            let (small, large) = (
+                config.model_path.engine_small.clone().unwrap(),
+                config
+                    .model_path
+                    .engine_large
+                    .clone()
+                    .unwrap_or_else(|| "large".into()),
+            );
+            let small = if config.model_path.engine_large.is_none() {
+                "small".into()
+            } else {
+                small
+            };
+            let report =
+                automix::evaluate::evaluate(&config, &part("train"), &part("test"), &small, &large)
+                    .unwrap();
+            let labels = cost_quality_labels(&report, &out.join("frontier")).unwrap();
+            assert!(labels.len() >= 5, "{labels:?}");
+            no_two_overlap(&labels);
+        }
+        let _ = std::fs::remove_dir_all(&out);
+    }
 }
