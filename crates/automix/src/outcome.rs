@@ -202,17 +202,54 @@ impl Routed {
     }
 }
 
-/// A batch entry: the outcome, or the error that query hit (the batch goes on).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A batch entry: the outcome, or the error that query hit (the batch goes on). As JSON it
+/// is the outcome's own object (each key once: its `id` is the query's), or `{"id", "error"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "BatchWire", into = "BatchWire")]
 pub struct BatchItem {
     /// Query id.
     pub id: String,
     /// The outcome.
-    #[serde(flatten)]
     pub outcome: Option<RouteOutcome>,
     /// The error, if routing failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// [`BatchItem`]'s JSON: an outcome, or a failure.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum BatchWire {
+    Routed(Box<RouteOutcome>),
+    Failed { id: String, error: Option<String> },
+}
+
+impl From<BatchItem> for BatchWire {
+    fn from(item: BatchItem) -> Self {
+        match item.outcome {
+            Some(o) => Self::Routed(Box::new(o)),
+            None => Self::Failed {
+                id: item.id,
+                error: item.error,
+            },
+        }
+    }
+}
+
+impl From<BatchWire> for BatchItem {
+    fn from(wire: BatchWire) -> Self {
+        match wire {
+            BatchWire::Routed(o) => Self {
+                id: o.id.clone(),
+                outcome: Some(*o),
+                error: None,
+            },
+            BatchWire::Failed { id, error } => Self {
+                id,
+                outcome: None,
+                error,
+            },
+        }
+    }
 }
 
 /// What a route did so far: calls, steps, path.

@@ -81,7 +81,9 @@ pub async fn route(config: &Config, json: bool, args: &RouteArgs) -> Result<()> 
             vec![single_query(text.trim())]
         }
     };
-    let items = if json || queries.len() < 2 {
+    // The progress bar goes to stderr (and hides itself when that is not a terminal), so
+    // JSON on stdout stays clean.
+    let items = if queries.len() < 2 {
         router.route_batch_with(&queries, &options).await
     } else {
         route_with_progress(&router, &queries, &options, config.hparam.max_workers).await

@@ -273,7 +273,12 @@ async fn route_a_batch_against_fake_openai_servers() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout.lines() {
+        // Each key once in a routed query's object (serde_json keeps the last of a repeat).
+        assert_eq!(line.matches("\"id\":").count(), 1, "{line}");
+    }
+    let lines: Vec<Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -326,6 +331,35 @@ async fn route_a_batch_against_fake_openai_servers() {
         );
     }
     assert!(text.contains("AutoMix costs"), "{text}");
+    // With --json, --compare makes one object: the items and the comparison.
+    let dir4 = dir.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        automix(
+            &[
+                "--config",
+                "automix.yaml",
+                "--json",
+                "route",
+                "--no-policy",
+                "--batch",
+                "q.jsonl",
+                "--compare",
+            ],
+            &dir4,
+        )
+    })
+    .await
+    .unwrap();
+    let both: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(both["items"].as_array().unwrap().len(), 2);
+    let names: Vec<&str> = both["comparison"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["AutoMix", "always small", "always large"]);
+    assert!(both["comparison"][2]["cost_per_query"].as_f64().unwrap() > 0.0);
 }
 
 /// `automix serve` as its own process: 100 concurrent requests from this process over
