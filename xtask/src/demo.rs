@@ -212,41 +212,21 @@ fn live_run(root: &Path, binary: &Path, started: Instant) -> Result<(Live, Child
         .stderr(Stdio::null())
         .spawn()?;
     let dashboard = format!("http://{hostport}/dashboard");
-    let live = (|| {
-        llms::wait_healthy(&format!("http://{hostport}"), Duration::from_secs(60))?;
-        let queries = std::fs::read_to_string(root.join("data/demo_queries.jsonl"))?;
-        let mut n = 0;
-        for line in queries.lines().filter(|l| !l.trim().is_empty()) {
-            let q: Value = serde_json::from_str(line)?;
-            let body = json!({"model": "automix", "automix": {"task": q["task_name"]},
-                              "messages": [{"role": "user", "content": q["query"]}]});
-            let (status, reply) = http(
-                &hostport,
-                "POST",
-                "/v1/chat/completions",
-                Some(&body.to_string()),
-            )?;
-            if status != 200 {
-                bail!("the proxy answered {status}: {reply}");
-            }
-            n += 1;
-        }
-        let (_, data) = http(&hostport, "GET", "/dashboard/data", None)?;
-        let data: Value = serde_json::from_str(&data)?;
+    let live = through_proxy(root, &hostport).map(|(queries, data)| {
         let period = &data["since_start"];
         let requests = period["requests"].as_f64().unwrap_or(0.0).max(1.0);
         let escalated = period["decisions"]["escalate"].as_f64().unwrap_or(0.0);
         let cost = &period["cost"];
         let actual = cost["actual"].as_f64().unwrap_or(0.0);
-        Ok(Live {
-            queries: n,
+        Live {
+            queries,
             compared,
             escalation: escalated / requests,
             verification_share: cost["verification"].as_f64().unwrap_or(0.0)
                 / actual.max(f64::MIN_POSITIVE),
             dashboard: dashboard.clone(),
-        })
-    })();
+        }
+    });
     match live {
         Ok(l) => Ok((l, serve)),
         Err(e) => {
@@ -254,6 +234,36 @@ fn live_run(root: &Path, binary: &Path, started: Instant) -> Result<(Live, Child
             Err(e)
         }
     }
+}
+
+/// Sends the demo queries through the proxy at `hostport`; how many, and its dashboard data.
+fn through_proxy(root: &Path, hostport: &str) -> Result<(usize, Value)> {
+    llms::wait_healthy(&format!("http://{hostport}"), Duration::from_secs(60))?;
+    let queries = std::fs::read_to_string(root.join("data/demo_queries.jsonl"))?;
+    let mut n = 0;
+    for line in queries.lines().filter(|l| !l.trim().is_empty()) {
+        let q: Value = serde_json::from_str(line)?;
+        // Short answers, as `collect` asks for (a chat client sets its own max_tokens).
+        let content = match q["choices"].as_str() {
+            Some(c) => format!("{}\nChoices: {c}", q["query"].as_str().unwrap_or("")),
+            None => q["query"].as_str().unwrap_or("").to_owned(),
+        };
+        let body = json!({"model": "automix", "automix": {"task": q["task_name"]},
+                          "max_tokens": 40,
+                          "messages": [{"role": "user", "content": content}]});
+        let (status, reply) = http(
+            hostport,
+            "POST",
+            "/v1/chat/completions",
+            Some(&body.to_string()),
+        )?;
+        if status != 200 {
+            bail!("the proxy answered {status}: {reply}");
+        }
+        n += 1;
+    }
+    let (_, data) = http(hostport, "GET", "/dashboard/data", None)?;
+    Ok((n, serde_json::from_str(&data)?))
 }
 
 fn print_decisions(items: &Value) {

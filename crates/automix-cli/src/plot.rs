@@ -192,10 +192,30 @@ where
             .label(legend)
             .legend(move |(x, y)| Cross::new((x + 10, y), 5, colour.stroke_width(2)));
     }
-    // Labels in pixels: points that coincide on the picture share one label, and each label
-    // goes where it overlaps no other label (nor leaves the picture).
+    let labels = draw_labels(data, &chart, root)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(labels)
+}
+
+/// The point labels in pixels: points that coincide on the picture share one label, and
+/// each label goes where it overlaps no other label nor marker (nor leaves the picture).
+fn draw_labels<DB: DrawingBackend, CT: CoordTranslate<From = (f64, f64)>>(
+    data: &PlotData,
+    chart: &ChartContext<'_, DB, CT>,
+    root: &DrawingArea<DB, Shift>,
+) -> Result<Vec<LabelBox>>
+where
+    DB::ErrorType: 'static,
+{
     let anchors: Vec<((i32, i32), String)> =
-        coincident_labels(&data.points, |p| chart.backend_coord(&p));
+        coincident_labels(&data.points, |p| chart.plotting_area().map_coordinate(&p));
     let font: TextStyle<'_> = ("sans-serif", 12).into();
     let sized: Vec<Anchor> = anchors
         .into_iter()
@@ -220,14 +240,6 @@ where
         ))
         .map_err(|e| anyhow!("{e}"))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
     Ok(labels)
 }
 

@@ -15,17 +15,32 @@ pub(crate) fn usage_json(o: &RouteOutcome) -> Value {
 }
 
 pub(crate) fn metadata_json(o: &RouteOutcome) -> Value {
-    json!({
-        "model_name": o.model_name,
-        "models_tried": o.escalation_path,
-        "verification_score": o.verification_score,
-        "decision": o.decision.label(),
-        "cost": o.total_cost,
-        "lambda": o.lambda,
-        "answer_checks": o.failed_checks,
-        "steps": o.steps,
-    })
+    // The outcome's own JSON, cut to what a reply carries: one shape (each key once) for
+    // `automix --json route`, the Python package and this field.
+    let full = serde_json::to_value(o).unwrap_or(Value::Null);
+    REPLY_KEYS
+        .iter()
+        .map(|k| {
+            (
+                (*k).to_owned(),
+                full.get(*k).cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
+
+/// The keys of a routed outcome that a reply's `automix` field carries.
+const REPLY_KEYS: [&str; 8] = [
+    "model_name",
+    "models_tried",
+    "verification_score",
+    "decision",
+    "cost",
+    "lambda",
+    "answer_checks",
+    "steps",
+];
 
 /// The upstream `finish_reason` of the kept answer (`length` when it was cut), else `stop`.
 pub(crate) fn finish_reason(o: &RouteOutcome) -> String {

@@ -112,7 +112,8 @@ pub struct RouteOutcome {
     /// The verifier signal the decisions read (`None` when nothing was verified).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<VerifierSignal>,
-    /// Models that answered, in order.
+    /// Models that answered, in order (`models_tried` in JSON, as in the proxy's reply).
+    #[serde(rename = "models_tried", alias = "escalation_path")]
     pub escalation_path: Vec<String>,
     /// Every verification step and its decision.
     pub steps: Vec<StepRecord>,
@@ -120,7 +121,8 @@ pub struct RouteOutcome {
     pub calls: Vec<CallRecord>,
     /// Total tokens.
     pub total_tokens: u64,
-    /// Total money at llm_data prices.
+    /// Total money at llm_data prices (`cost` in JSON, as in the proxy's reply).
+    #[serde(rename = "cost", alias = "total_cost")]
     pub total_cost: f64,
     /// Wall time of the whole route.
     pub latency_ms: u64,
@@ -134,11 +136,11 @@ pub struct RouteOutcome {
     pub logprobs: Option<Vec<automix_llm::TokenLogprob>>,
     /// The λ the two-model policy decided at (a request's own, else the trained one);
     /// `None` when no λ family decided (threshold rule, cascade, named route).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub lambda: Option<f64>,
     /// The zero-call answer checks that failed, per model, in order (the last one may be
-    /// the kept answer's: reported, not hidden).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// the kept answer's: reported, not hidden); `answer_checks` in JSON.
+    #[serde(default, rename = "answer_checks", alias = "failed_checks")]
     pub failed_checks: Vec<FailedCheck>,
 }
 
@@ -151,18 +153,22 @@ pub struct FailedCheck {
     pub check: AnswerCheck,
 }
 
-/// How a route ended: a fact for labels, headers and metrics.
+/// How a route ended: a fact for labels, headers and metrics. In JSON it is its
+/// [`RouteDecision::label`], as in `x-automix-decision`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum RouteDecision {
     /// The first model's answer was kept.
+    #[serde(rename = "keep", alias = "kept")]
     Kept,
     /// A later model's answer was kept after an escalation.
+    #[serde(rename = "escalate", alias = "escalated")]
     Escalated,
     /// The policy chose where to start (a model other than the cheapest, or no
     /// verification) and that answer was kept.
+    #[serde(rename = "preselect", alias = "preselected")]
     Preselected,
     /// A named route: one model, nothing verified.
+    #[serde(rename = "direct")]
     Direct,
 }
 

@@ -256,6 +256,11 @@ async fn headless(browser: &Path, url: &str, extra: &[String]) -> String {
         "--disable-gpu",
         "--disable-dev-shm-usage",
         "--no-first-run",
+        // Without these Chromium keeps dialling out, which a closed network refuses.
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
         "--virtual-time-budget=3000",
     ])
     .arg(format!("--user-data-dir={}", profile.display()))
