@@ -30,6 +30,8 @@ struct Strong {
     cost_share: f64,
     gain_share: f64,
     escalation: f64,
+    /// The verifier's share of AutoMix's cost (relative costs: one verification per query).
+    verification_share: f64,
     lambdas: (f64, f64),
     escalation_range: (f64, f64),
 }
@@ -149,6 +151,10 @@ fn strong_set(root: &Path, binary: &Path) -> Result<Strong> {
         cost_share: auto.1 / large.1,
         gain_share: (auto.0 - small.0) / (large.0 - small.0),
         escalation: auto.2,
+        verification_share: policy["policy"]["costs"]["verifier"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / auto.1.max(f64::MIN_POSITIVE),
         lambdas: range(pick("lambda")),
         escalation_range: range(pick("escalation_rate")),
     })
@@ -186,6 +192,7 @@ fn live_run(root: &Path, binary: &Path, started: Instant) -> Result<(Live, Child
     }
     let routed: Value = serde_json::from_slice(&out.stdout).context("route's JSON")?;
     print_decisions(&routed["items"]);
+    let (escalation, verification_share) = shares(&routed["items"]);
     let compared = routed["comparison"]
         .as_array()
         .context("route's comparison")?
@@ -212,18 +219,16 @@ fn live_run(root: &Path, binary: &Path, started: Instant) -> Result<(Live, Child
         .stderr(Stdio::null())
         .spawn()?;
     let dashboard = format!("http://{hostport}/dashboard");
-    let live = through_proxy(root, &hostport).map(|(queries, data)| {
-        let period = &data["since_start"];
-        let requests = period["requests"].as_f64().unwrap_or(0.0).max(1.0);
-        let escalated = period["decisions"]["escalate"].as_f64().unwrap_or(0.0);
-        let cost = &period["cost"];
-        let actual = cost["actual"].as_f64().unwrap_or(0.0);
+    // The proxy run fills the dashboard; the summary's live numbers are the CLI run's (the
+    // same queries, prompts and ground truth as its comparison).
+    let live = through_proxy(root, &hostport).map(|(_, data)| {
+        let proxied = data["since_start"]["requests"].as_u64().unwrap_or(0);
+        eprintln!("the dashboard has {proxied} routed requests: {dashboard}");
         Live {
-            queries,
+            queries: routed["items"].as_array().map_or(0, Vec::len),
             compared,
-            escalation: escalated / requests,
-            verification_share: cost["verification"].as_f64().unwrap_or(0.0)
-                / actual.max(f64::MIN_POSITIVE),
+            escalation,
+            verification_share,
             dashboard: dashboard.clone(),
         }
     });
@@ -264,6 +269,29 @@ fn through_proxy(root: &Path, hostport: &str) -> Result<(usize, Value)> {
     }
     let (_, data) = http(hostport, "GET", "/dashboard/data", None)?;
     Ok((n, serde_json::from_str(&data)?))
+}
+
+/// The share of `items` escalated, and the verifier calls' share of their cost.
+fn shares(items: &Value) -> (f64, f64) {
+    let items = items.as_array().cloned().unwrap_or_default();
+    let n = items.len().max(1) as f64;
+    let escalated = items.iter().filter(|i| i["decision"] == "escalate").count() as f64;
+    let calls: Vec<&Value> = items
+        .iter()
+        .filter_map(|i| i["calls"].as_array())
+        .flatten()
+        .collect();
+    let cost = |verify: bool| -> f64 {
+        calls
+            .iter()
+            .filter(|c| !verify || c["purpose"] == "verify")
+            .filter_map(|c| c["cost"].as_f64())
+            .sum()
+    };
+    (
+        escalated / n,
+        cost(true) / cost(false).max(f64::MIN_POSITIVE),
+    )
 }
 
 fn print_decisions(items: &Value) {
@@ -339,7 +367,7 @@ fn summary(strong: &Strong, live: &Live) {
         "{:<34} {:<30} {}",
         "verification, share of the cost",
         format!("{:.0}%", 100.0 * live.verification_share),
-        "1 unit per query (large = 50)"
+        format!("{:.0}%", 100.0 * strong.verification_share)
     );
     println!(
         "{:<34} {:<30} λ {:.3} to {:.3} (escalating {:.0}% to {:.0}%)",

@@ -126,26 +126,12 @@ fn run(cli: Cli) -> Result<()> {
 
 /// The llm_data catalogue named by the config.
 pub fn catalogue(config: &Config) -> Result<Catalogue> {
-    let path = config
-        .data_path
-        .llm_data
-        .as_deref()
-        .context("data_path.llm_data is not set in the config")?;
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "{}: cannot read llm_data (for local models run `cargo xtask llms up`)",
-            path.display()
-        )
-    })?;
-    Ok(Catalogue::from_json(&text, &path.display().to_string())?)
+    automix::project::catalogue(config).context("for local models run `cargo xtask llms up`")
 }
 
 /// The prompt templates named by the config, or the builtin ones.
 pub fn prompts(config: &Config) -> Result<Arc<PromptSet>> {
-    Ok(Arc::new(match &config.data_path.prompts_dir {
-        Some(dir) => PromptSet::load_dir(dir)?,
-        None => PromptSet::builtin(),
-    }))
+    Ok(automix::project::prompts(config)?)
 }
 
 fn required<'a>(value: Option<&'a Path>, what: &str) -> Result<&'a Path> {

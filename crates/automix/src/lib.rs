@@ -17,6 +17,7 @@ pub mod models;
 mod outcome;
 pub mod pipeline;
 pub mod plan;
+pub mod project;
 pub mod router;
 pub mod shard;
 pub mod strategy;

@@ -23,20 +23,33 @@ pub struct EvalArgs {
     pub resplits: Option<u64>,
 }
 
-/// `automix eval`.
-pub fn eval(config: &Config, json: bool, args: &EvalArgs) -> Result<()> {
+/// Every row, and the train and test rows: `--test-rows` (or `routing_data_test`) tests
+/// against all the rows, else their `split`.
+fn eval_rows(
+    config: &Config,
+    args: &EvalArgs,
+) -> Result<(Vec<TrainingRow>, Vec<TrainingRow>, Vec<TrainingRow>)> {
     let (_, all) = args.rows.read(config)?;
     let test_path = args
         .test_rows
         .clone()
         .or_else(|| config.data_path.routing_data_test.clone());
-    let (train_rows, test_rows): (Vec<TrainingRow>, Vec<TrainingRow>) = match test_path {
-        Some(t) => (all.clone(), read_rows(&t, args.rows.task.as_deref())?),
+    let (train, test) = match test_path {
+        Some(t) => (
+            all.clone(),
+            project::training_rows(config, Some(&t), args.rows.task.as_deref())?.1,
+        ),
         None => (
             split(&all, "train").into_iter().cloned().collect(),
             split(&all, "test").into_iter().cloned().collect(),
         ),
     };
+    Ok((all, train, test))
+}
+
+/// `automix eval`.
+pub fn eval(config: &Config, json: bool, args: &EvalArgs) -> Result<()> {
+    let (all, train_rows, test_rows) = eval_rows(config, args)?;
     let (small, large) = pair(config, &all)?;
     let report = evaluate(config, &train_rows, &test_rows, &small, &large)?;
     if let Some(stem) = &args.plot {

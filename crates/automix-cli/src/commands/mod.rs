@@ -8,13 +8,13 @@ use clap::Args;
 
 use automix::cascade::{CascadeReport, evaluate_cascade, evaluate_cascade_resplits};
 use automix::config::Config;
-use automix::dataset::{QueryRow, TrainingRow, read_queries, read_training_rows};
+use automix::dataset::{QueryRow, TrainingRow, read_queries};
 use automix::evaluate::{EvalReport, evaluate, evaluate_resplits};
-use automix::models::small_and_large;
-use automix::training::{RouterPolicy, split, train_cascade_plan, train_policy};
+use automix::project::{self, models_in};
+use automix::training::{RouterPolicy, split};
 use automix::{Router, UpstreamLimits};
 
-use crate::{catalogue, fmt_opt, prompts};
+use crate::fmt_opt;
 
 mod calibrate;
 mod eval;
@@ -43,72 +43,21 @@ pub struct RowsArgs {
 impl RowsArgs {
     /// The rows' path and the rows (of `--task` when given).
     pub fn read(&self, config: &Config) -> Result<(PathBuf, Vec<TrainingRow>)> {
-        let path = self
-            .rows
-            .clone()
-            .or_else(|| config.data_path.routing_data_train.clone())
-            .context("no training rows: set data_path.routing_data_train or pass --rows")?;
-        let rows = read_rows(&path, self.task.as_deref())?;
-        Ok((path, rows))
+        Ok(project::training_rows(
+            config,
+            self.rows.as_deref(),
+            self.task.as_deref(),
+        )?)
     }
 }
 
+/// The two-model pair ([`project::model_pair`]), saying so when it came from the rows.
 fn pair(config: &Config, rows: &[TrainingRow]) -> Result<(String, String)> {
-    if let (Some(s), Some(l)) = (
-        &config.model_path.engine_small,
-        &config.model_path.engine_large,
-    ) {
-        return Ok((s.clone(), l.clone()));
+    let pair = project::model_pair(config, rows)?;
+    if pair.from_rows {
+        eprintln!("note: no llm_data file; small and large model taken from the rows' order");
     }
-    let has_catalogue = config
-        .data_path
-        .llm_data
-        .as_deref()
-        .is_some_and(Path::exists);
-    match has_catalogue {
-        true => Ok(small_and_large(
-            &catalogue(config)?,
-            config.model_path.engine_small.as_deref(),
-            config.model_path.engine_large.as_deref(),
-        )?),
-        // Without an llm_data file the rows' model order (cheapest first, as collected)
-        // decides; a file that exists but is broken is an error, not this fallback.
-        false => {
-            eprintln!("note: no llm_data file; small and large model taken from the rows' order");
-            let first = rows.first().context("no training rows")?;
-            let names: Vec<&str> = first.models.iter().map(|m| m.model.as_str()).collect();
-            match (names.first(), names.last()) {
-                (Some(s), Some(l)) if s != l => Ok(((*s).to_owned(), (*l).to_owned())),
-                _ => bail!("the rows carry fewer than two models"),
-            }
-        }
-    }
-}
-
-/// Rows of `path`, only those of `task` when given (an unknown task is an error).
-fn read_rows(path: &Path, task: Option<&str>) -> Result<Vec<TrainingRow>> {
-    let mut rows = read_training_rows(path)?;
-    if let Some(task) = task {
-        let mut known: Vec<String> = rows.iter().map(|r| r.task_name.clone()).collect();
-        known.sort_unstable();
-        known.dedup();
-        rows.retain(|r| r.task_name == task);
-        if rows.is_empty() {
-            bail!(
-                "{}: no rows of task {task:?}; tasks here: {}",
-                path.display(),
-                known.join(", ")
-            );
-        }
-    }
-    Ok(rows)
-}
-
-/// The models of the rows, in their order (cheapest first, as collected).
-fn models_in(rows: &[TrainingRow]) -> Vec<String> {
-    rows.first()
-        .map(|r| r.models.iter().map(|m| m.model.clone()).collect())
-        .unwrap_or_default()
+    Ok((pair.small, pair.large))
 }
 
 /// Costs in money are tiny: switch to scientific notation below 0.01.
@@ -120,26 +69,12 @@ fn fmt_cost(c: f64) -> String {
     }
 }
 
-/// The router the config describes: the saved policy (with its cascade) and live models,
-/// built through the one routing plan (`automix::plan`).
+/// The router the config describes ([`project::router`]).
 pub fn build_router(config: &Config, no_policy: bool, limits: UpstreamLimits) -> Result<Router> {
-    let catalogue = catalogue(config)?;
-    let policy = if no_policy {
-        None
-    } else {
-        let path = config
-            .policy_path()
-            .context("no policy: set model_path.save_model_path or pass --no-policy")?;
-        Some(
-            RouterPolicy::load(path)
-                .context("loading the policy (train one with `automix train`)")?,
-        )
-    };
-    Ok(automix::plan::router(
-        config,
-        &catalogue,
-        policy,
-        prompts(config)?,
-        limits,
-    )?)
+    project::router(config, no_policy, limits).map_err(|e| match e {
+        e @ automix::AutomixError::Io { .. } if !no_policy => {
+            anyhow::Error::new(e).context("loading the policy (train one with `automix train`)")
+        }
+        e => e.into(),
+    })
 }

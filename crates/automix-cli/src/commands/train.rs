@@ -21,26 +21,22 @@ pub struct TrainArgs {
 
 /// `automix train`.
 pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
-    let (path, all) = args.rows.read(config)?;
-    let rows: Vec<TrainingRow> = if args.all_rows {
-        all.clone()
-    } else {
-        split(&all, "train").into_iter().cloned().collect()
+    let spec = project::TrainSpec {
+        rows: args.rows.rows.clone(),
+        task: args.rows.task.clone(),
+        all_rows: args.all_rows,
+        cascade: args.cascade,
+        output: args.output.clone(),
     };
-    if rows.is_empty() {
-        bail!("{}: no training rows (split: train)", path.display());
+    let project::Trained {
+        policy,
+        path: out,
+        pair,
+    } = project::train(config, &spec)?;
+    if pair.from_rows {
+        eprintln!("note: no llm_data file; small and large model taken from the rows' order");
     }
-    let (small, large) = pair(config, &all)?;
-    let mut policy = train_policy(config, &rows, &small, &large)?;
-    if args.cascade {
-        policy.cascade = Some(train_cascade_plan(config, &rows, &models_in(&rows))?);
-    }
-    let out = args
-        .output
-        .clone()
-        .or_else(|| config.model_path.save_model_path.clone())
-        .context("no output: set model_path.save_model_path or pass --output")?;
-    policy.save(&out)?;
+    let (small, large) = (pair.small, pair.large);
     if json {
         println!("{}", serde_json::to_string_pretty(&policy)?);
         return Ok(());
