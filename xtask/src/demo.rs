@@ -74,7 +74,7 @@ pub(crate) fn main(root: &Path) -> Result<()> {
     let models: Vec<String> = E2E_MODELS[1..].iter().map(|m| (*m).to_owned()).collect();
     llms::up(root, &models)?;
     let live = live_run(root, &binary, started);
-    let result = live.and_then(|(live, mut serve)| {
+    let result = live.map(|(live, mut serve)| {
         summary(&strong, &live);
         if std::io::stdin().is_terminal() {
             eprintln!(
@@ -85,7 +85,6 @@ pub(crate) fn main(root: &Path) -> Result<()> {
         }
         let _ = serve.kill();
         let _ = serve.wait();
-        Ok(())
     });
     llms::down(root)?;
     result

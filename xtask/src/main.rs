@@ -8,6 +8,9 @@
 //! - `e2e`     brings the local servers up, runs the tests that need them, brings them down.
 //! - `quality` the README's routing-quality tables from the bundled data (no models).
 //! - `load`    `automix serve` under 100 concurrent clients against fake upstreams.
+//! - `wheel`   the Python package's abi3 wheel (pinned maturin) into target/wheels.
+//! - `pytest`  pip-installs the package from the clone and the wheel into fresh venvs, runs
+//!   its pytest suite.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,6 +21,7 @@ mod demo;
 mod llms;
 mod python;
 mod quality;
+mod wheel;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,9 +35,11 @@ fn main() -> Result<()> {
         Some("demo") => demo::main(&root),
         Some("quality") => quality::main(&root),
         Some("load") => load(&root, &args[1..]),
+        Some("wheel") => wheel::build(&root).map(drop),
+        Some("pytest") => wheel::pytest(&root),
         _ => {
             eprintln!(
-                "usage: cargo xtask <train|demo|quality|load [seconds]|parity|bench [--quick]|llms <up|down|status>|e2e>"
+                "usage: cargo xtask <train|demo|quality|load [seconds]|wheel|pytest|parity|bench [--quick]|llms <up|down|status>|e2e>"
             );
             bail!("unknown or missing command")
         }
@@ -160,6 +166,7 @@ fn e2e(root: &Path) -> Result<()> {
     ensure_redis()?;
     ensure_chromium()?;
     let openai = python::openai_venv(root)?;
+    let package = wheel::source_venv(root)?;
     let models: Vec<String> = E2E_MODELS.iter().map(|m| (*m).to_owned()).collect();
     llms::up(root, &models)?;
     let result = run(Command::new(env!("CARGO"))
@@ -179,7 +186,16 @@ fn e2e(root: &Path) -> Result<()> {
             "openai_sdk",
             "redis",
             "dashboard",
-        ]));
+        ]))
+    .and_then(|()| {
+        // The seed's Python examples against the same real models.
+        run(wheel::suite(
+            root,
+            &package,
+            &["crates/automix-py/tests/test_real_llama.py"],
+        )
+        .env("AUTOMIX_REQUIRE_LLMS", "1"))
+    });
     llms::down(root)?;
     result
 }

@@ -354,6 +354,7 @@ fn place_labels(anchors: &[Anchor], area: (i32, i32)) -> Vec<LabelBox> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -72,13 +72,21 @@ impl CascadePlan {
 }
 
 impl RouterPolicy {
-    /// Writes the policy atomically.
+    /// Writes the policy atomically, once it is known to load back: JSON writes a NaN as
+    /// `null`, and a file that `load` then refuses would be lost work found only at serve
+    /// time, so it is refused here instead.
     pub fn save(&self, path: &Path) -> Result<()> {
         let text =
             serde_json::to_string_pretty(self).map_err(|source| AutomixError::Serialise {
                 what: "the policy",
                 source,
             })?;
+        if let Err(source) = serde_json::from_str::<RouterPolicy>(&text) {
+            return Err(AutomixError::Serialise {
+                what: "the policy (it would not load back; a value is not finite)",
+                source,
+            });
+        }
         write_atomic(path, text.as_bytes())
     }
 

@@ -216,13 +216,17 @@ pub(crate) struct CvScore {
 
 impl CvScore {
     /// Scores per-assignment outcomes under `objective`; `None` when infeasible or
-    /// undefined in any assignment.
+    /// undefined in any assignment, or when there is no assignment to score (a mean of
+    /// nothing would be NaN, which a policy file cannot hold).
     pub(crate) fn of(
         base: &Baseline,
         outcomes: &[Outcome],
         objective: Objective,
         options: &TrainOptions,
     ) -> Option<Self> {
+        if outcomes.is_empty() {
+            return None;
+        }
         let values = outcomes
             .iter()
             .map(|o| {

@@ -365,3 +365,43 @@ fn the_cascade_chooses_its_bin_count_by_cross_validation() {
     let net_of = |bins: usize| cv.bins_tried.iter().find(|(b, _)| *b == bins).unwrap().1;
     assert!(net_of(cv.num_bins) > net_of(4), "{cv:?}");
 }
+
+/// A calibrated policy over three confidence levels (the Python package's test rows): its
+/// cross-validation once recorded a challenger scored on no assignment as a NaN mean,
+/// which JSON writes as `null`, so the saved file did not load back. Every trained policy
+/// must survive save and load.
+#[test]
+fn a_calibrated_policy_on_three_levels_saves_and_loads_back() {
+    use crate::support::{Run, training_row};
+    let rows: Vec<TrainingRow> = (0..225)
+        .map(|i| {
+            let p = [0.0, 0.5, 1.0][i % 3];
+            let right = p == 1.0 || (p == 0.5 && i % 2 == 0);
+            let runs = [
+                Run {
+                    model: "small",
+                    right,
+                    cost: 1.0,
+                    confidence: Some(p),
+                },
+                Run {
+                    model: "large",
+                    right: true,
+                    cost: 50.0,
+                    confidence: None,
+                },
+            ];
+            training_row(i, "general", &runs)
+        })
+        .collect();
+    let config = Config::parse(
+        "hparam:\n  routing_method: Calibrated\n  verifier_signal: samples\n  per_task_prior: false\n",
+        std::path::Path::new("t.yaml"),
+    )
+    .unwrap();
+    let policy = train_policy(&config, &rows, "small", "large").unwrap();
+    let path = temp("three-levels").join("policy.json");
+    policy.save(&path).unwrap();
+    let loaded = RouterPolicy::load(&path).unwrap();
+    assert_eq!(loaded.policy.rule, policy.policy.rule);
+}
