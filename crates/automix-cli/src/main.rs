@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use automix::ModelSet;
 use automix::collect::{CollectEvent, CollectJob, collect, select_queries};
 use automix::config::Config;
-use automix::dataset::{read_queries, write_jsonl};
+use automix::dataset::{LabelSource, read_queries, write_jsonl};
 use automix::llm::Catalogue;
 use automix::shard::{Shard, merge_rows, shard_path};
 use automix::verify::PromptSet;
@@ -53,6 +53,11 @@ enum Command {
         /// joins the shards.
         #[arg(long)]
         shard: Option<String>,
+        /// Queries without ground truth (a prompt log): score each answer against the most
+        /// expensive model's (agreement labels, `label_source: agreement`); a query with no
+        /// metric is scored by token F1.
+        #[arg(long)]
+        unlabelled: bool,
     },
     /// Merge shard row files (from `collect --shard`) into one, checking for duplicates
     /// and, with --queries, for queries no shard collected.
@@ -100,6 +105,7 @@ fn run(cli: Cli) -> Result<()> {
             per_task,
             tasks,
             shard,
+            unlabelled,
         } => {
             let shard = shard.as_deref().map(Shard::parse).transpose()?;
             let args = CollectArgs {
@@ -108,6 +114,11 @@ fn run(cli: Cli) -> Result<()> {
                 per_task,
                 tasks,
                 shard,
+                labels: if unlabelled {
+                    LabelSource::Agreement
+                } else {
+                    LabelSource::GroundTruth
+                },
             };
             runtime.block_on(run_collect(&config, cli.json, args))
         }
@@ -145,6 +156,7 @@ struct CollectArgs {
     per_task: Option<usize>,
     tasks: Option<String>,
     shard: Option<Shard>,
+    labels: LabelSource,
 }
 
 async fn run_collect(config: &Config, json: bool, args: CollectArgs) -> Result<()> {
@@ -154,6 +166,7 @@ async fn run_collect(config: &Config, json: bool, args: CollectArgs) -> Result<(
         per_task,
         tasks,
         shard,
+        labels: args_labels,
     } = args;
     let mut settings = config.collect.clone();
     if per_task.is_some() {
@@ -191,7 +204,7 @@ async fn run_collect(config: &Config, json: bool, args: CollectArgs) -> Result<(
         &names,
         automix::UpstreamLimits::batch(config.hparam.max_workers),
     )?;
-    let (selected, skipped) = select_queries(read_queries(queries_path)?, &settings);
+    let (selected, skipped) = select_queries(read_queries(queries_path)?, &settings, args_labels);
     let selected = match shard {
         Some(s) => s.select(selected),
         None => selected,
@@ -208,6 +221,7 @@ async fn run_collect(config: &Config, json: bool, args: CollectArgs) -> Result<(
         automix: config.automix.clone(),
         collect: settings,
         max_workers: config.hparam.max_workers,
+        labels: args_labels,
     };
     let bar = indicatif::ProgressBar::new(selected.len() as u64);
     bar.set_style(
@@ -278,7 +292,14 @@ fn run_merge(
     files: &[PathBuf],
 ) -> Result<()> {
     let expected = match queries.or(config.data_path.query_data_train.as_deref()) {
-        Some(path) => Some(select_queries(read_queries(path)?, &config.collect).0),
+        Some(path) => Some(
+            select_queries(
+                read_queries(path)?,
+                &config.collect,
+                LabelSource::GroundTruth,
+            )
+            .0,
+        ),
         None => None,
     };
     let rows = merge_rows(files, expected.as_deref())?;

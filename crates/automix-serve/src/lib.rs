@@ -169,7 +169,7 @@ mod tests {
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["code"], "internal_error");
         assert_eq!(v["error"]["type"], "server_error");
-        let text = metrics.render(None);
+        let text = metrics.render(None, None);
         assert!(text.contains("automix_panics_total 1"), "{text}");
         assert!(text.contains("automix_server_errors_total 1"), "{text}");
     }

@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use prometheus::{
-    CounterVec, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use automix::router::RouteOutcome;
+use automix::traffic::ShadowCounts;
 
 use crate::error::ErrorKind;
 
@@ -50,6 +51,28 @@ pub struct ProxyMetrics {
     cost: CounterVec,
     latency: Histogram,
     belief_healthy: IntGauge,
+    shadow: ShadowGauges,
+}
+
+/// The shadow's counts (`automix.shadow`), read from it when `/metrics` renders.
+#[derive(Debug, Clone)]
+struct ShadowGauges {
+    rows: IntGauge,
+    skipped: IntGaugeVec,
+    failed: IntGauge,
+    cost: Gauge,
+}
+
+impl ShadowGauges {
+    fn set(&self, c: &ShadowCounts) {
+        self.rows.set(c.rows as i64);
+        self.skipped.with_label_values(&["busy"]).set(c.busy as i64);
+        self.skipped
+            .with_label_values(&["over_budget"])
+            .set(c.over_budget as i64);
+        self.failed.set(c.failed as i64);
+        self.cost.set(c.cost);
+    }
 }
 
 impl Default for ProxyMetrics {
@@ -142,6 +165,30 @@ impl ProxyMetrics {
                     "Whether the shared belief's store answers.",
                 ),
             ),
+            shadow: ShadowGauges {
+                rows: registered(
+                    &r,
+                    IntGauge::new("automix_shadow_rows", "Shadow rows written."),
+                ),
+                skipped: registered(
+                    &r,
+                    IntGaugeVec::new(
+                        Opts::new(
+                            "automix_shadow_skipped",
+                            "Routed requests drawn for a shadow answer but not shadowed, by reason.",
+                        ),
+                        &["reason"],
+                    ),
+                ),
+                failed: registered(
+                    &r,
+                    IntGauge::new("automix_shadow_failed", "Shadowed requests that failed."),
+                ),
+                cost: registered(
+                    &r,
+                    Gauge::new("automix_shadow_cost", "Money the shadow answers spent."),
+                ),
+            },
             registry: r,
         }
     }
@@ -186,14 +233,21 @@ impl ProxyMetrics {
         self.errors.clone()
     }
 
-    /// Prometheus text exposition; the belief store's health when there is a shared belief.
-    pub fn render(&self, belief_healthy: Option<bool>) -> String {
+    /// Prometheus text exposition; the belief store's health when there is a shared belief,
+    /// the shadow's counts when there is a shadow.
+    pub fn render(&self, belief_healthy: Option<bool>, shadow: Option<ShadowCounts>) -> String {
         if let Some(healthy) = belief_healthy {
             self.belief_healthy.set(i64::from(healthy));
+        }
+        if let Some(c) = &shadow {
+            self.shadow.set(c);
         }
         let mut families = self.registry.gather();
         if belief_healthy.is_none() {
             families.retain(|f| f.name() != "automix_belief_store_healthy");
+        }
+        if shadow.is_none() {
+            families.retain(|f| !f.name().starts_with("automix_shadow_"));
         }
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed families.

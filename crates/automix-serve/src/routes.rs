@@ -74,7 +74,9 @@ pub(crate) async fn metrics(
     if !state.settings.client_keys.is_empty() {
         crate::auth::admin_or_client(&state, &headers)?;
     }
-    let text = state.metrics.render(state.router().belief_healthy());
+    let text = state
+        .metrics
+        .render(state.router().belief_healthy(), state.shadow_counts());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
@@ -211,6 +213,9 @@ async fn routed_reply(
         Err(_) => return Err(routing_timed_out()),
     };
     state.observe(&outcome, started.elapsed());
+    if !a.direct {
+        state.shadow(&query);
+    }
     let (id, created) = completion_id(&outcome.route_id);
     let mut response = if a.stream {
         stream_response(&id, created, &outcome)

@@ -8,8 +8,10 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use automix::AutomixError;
+use automix::dataset::QueryRow;
 use automix::router::{RouteOutcome, Router};
 use automix::sync::lock;
+use automix::traffic::{Shadow, ShadowCounts};
 
 use crate::dashboard::stats::Entry;
 use crate::dashboard::{Sessions, SharedStats};
@@ -31,12 +33,26 @@ pub struct ProxyState {
     pub(crate) dashboard: SharedStats,
     /// Dashboard login sessions.
     pub(crate) sessions: Sessions,
+    /// Shadow answers of routed requests (`automix.shadow`), if on.
+    pub(crate) shadow: Option<Arc<Shadow>>,
 }
 
 impl ProxyState {
     /// State around `router`; `loader` (if any) rebuilds it on reload.
     pub fn new(router: Router, loader: Option<RouterLoader>, settings: ProxySettings) -> Arc<Self> {
+        Self::with_shadow(router, loader, settings, None)
+    }
+
+    /// [`ProxyState::new`] with shadow answers: every routed request is offered to `shadow`
+    /// once its reply is built.
+    pub fn with_shadow(
+        router: Router,
+        loader: Option<RouterLoader>,
+        settings: ProxySettings,
+        shadow: Option<Arc<Shadow>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            shadow,
             router: RwLock::new(Arc::new(router)),
             loader,
             metrics: ProxyMetrics::new(),
@@ -67,6 +83,19 @@ impl ProxyState {
         self.metrics.record(outcome, elapsed);
         let entry = Entry::of(outcome, self.router().models(), elapsed);
         lock(&self.dashboard).record(entry);
+    }
+
+    /// Offers a routed (not named-route) request to the shadow, if there is one; it runs in
+    /// the background and never touches the reply.
+    pub(crate) fn shadow(&self, query: &QueryRow) {
+        if let Some(shadow) = &self.shadow {
+            shadow.offer(query.clone());
+        }
+    }
+
+    /// The shadow's counts, if there is one.
+    pub(crate) fn shadow_counts(&self) -> Option<ShadowCounts> {
+        self.shadow.as_ref().map(|s| s.counts())
     }
 
     /// The router requests route with now.

@@ -100,7 +100,12 @@ async fn route_with_keepalive(
     tick.tick().await;
     loop {
         tokio::select! {
-            r = &mut routing => return Some(r),
+            r = &mut routing => {
+                if matches!(r, Ok(Ok(_))) {
+                    state.shadow(&query);
+                }
+                return Some(r);
+            }
             _ = tick.tick() => {
                 if tx.send(": keep-alive\n\n".into()).await.is_err() {
                     return None;

@@ -13,9 +13,11 @@ use serde::{Deserialize, Serialize};
 use automix_verify::{CalibrationReport, PromptSet};
 
 use crate::config::{AutomixSettings, CollectSettings};
-use crate::dataset::{ModelRun, QueryRow, TrainingRow, read_training_rows, write_jsonl};
+use crate::dataset::{
+    LabelSource, ModelRun, QueryRow, TrainingRow, read_training_rows, write_jsonl,
+};
 use crate::error::{AutomixError, Result};
-use crate::models::ModelSet;
+use crate::models::{ModelHandle, ModelSet};
 use crate::pipeline::{
     AnswerSource, VerifyModes, add_answer_consistency, answer_budget, ask, verifier_for, verify,
 };
@@ -34,6 +36,8 @@ pub struct CollectJob {
     pub collect: CollectSettings,
     /// Queries in flight at once.
     pub max_workers: usize,
+    /// How answers are scored: against ground truth, or by agreement (`collect --unlabelled`).
+    pub labels: LabelSource,
 }
 
 /// The queries `collect` will run: supported metrics, chosen tasks, `per_task` each after a
@@ -41,6 +45,7 @@ pub struct CollectJob {
 pub fn select_queries(
     queries: Vec<QueryRow>,
     settings: &CollectSettings,
+    labels: LabelSource,
 ) -> (Vec<QueryRow>, BTreeMap<String, String>) {
     let mut skipped = BTreeMap::new();
     let mut by_task: BTreeMap<String, Vec<QueryRow>> = BTreeMap::new();
@@ -48,12 +53,12 @@ pub fn select_queries(
         if !settings.tasks.is_empty() && !settings.tasks.contains(&q.task_name) {
             continue;
         }
-        let metric = q.metric.as_deref().unwrap_or("");
-        if let Err(e) = TaskMetric::parse(metric) {
+        if let Err(e) = metric_of(&q, labels) {
             skipped.insert(q.task_name.clone(), e.to_string());
             continue;
         }
-        if q.ground_truth.is_none() || q.query.chars().count() > settings.max_query_chars {
+        let unlabelled = q.ground_truth.is_none() && labels == LabelSource::GroundTruth;
+        if unlabelled || q.query.chars().count() > settings.max_query_chars {
             continue;
         }
         by_task.entry(q.task_name.clone()).or_default().push(q);
@@ -83,63 +88,39 @@ pub fn split_of(id: &str, seed: u64, test_share: f64) -> &'static str {
     if u < test_share { "test" } else { "train" }
 }
 
-/// Runs one query through every model.
-pub async fn collect_one(job: &CollectJob, query: &QueryRow) -> Result<TrainingRow> {
-    let metric_name = query.metric.clone().unwrap_or_default();
-    let metric = TaskMetric::parse(&metric_name)?;
-    let truth = query.ground_truth.clone().unwrap_or_default();
-    let kind = metric.task_kind();
+/// The metric of an unlabelled query: its own when named, else token F1 (free text).
+fn metric_of(query: &QueryRow, labels: LabelSource) -> Result<TaskMetric> {
+    match (query.metric.as_deref(), labels) {
+        (None | Some(""), LabelSource::Agreement) => Ok(TaskMetric::F1),
+        (name, _) => TaskMetric::parse(name.unwrap_or_default()),
+    }
+}
+
+/// Runs one query through every model (answers, and the verification of every model but
+/// the last), then scores each answer: against the ground truth, or with
+/// [`LabelSource::Agreement`] against the most expensive model's answer (which scores 1).
+pub async fn collect_row(
+    job: &CollectJob,
+    query: &QueryRow,
+    labels: LabelSource,
+) -> Result<TrainingRow> {
+    let metric = metric_of(query, labels)?;
     let mut runs = Vec::new();
     let last = job.models.len() - 1;
     for (i, model) in job.models.models().iter().enumerate() {
-        let call = ask(
-            model,
-            &job.prompts,
-            query,
-            kind,
-            answer_budget(kind, &job.collect),
-        )
-        .await?;
-        let verification = if i < last && job.automix.enable_self_verification {
-            let verifier = verifier_for(model, job.prompts.clone(), &job.automix)?;
-            let modes = VerifyModes {
-                sampled: true,
-                logprob: true,
-            };
-            let mut record = verify(&verifier, model, query, &call.text, modes).await?;
-            let k = job.automix.answer_samples();
-            if k > 0 {
-                let source = AnswerSource::Templates {
-                    kind,
-                    max_tokens: answer_budget(kind, &job.collect),
-                };
-                let (t, prompts) = (job.automix.verification_temperature, &job.prompts);
-                add_answer_consistency(
-                    &mut record,
-                    model,
-                    prompts,
-                    query,
-                    &source,
-                    &call.text,
-                    k,
-                    t,
-                )
-                .await?;
-            }
-            Some(record)
-        } else {
-            None
-        };
-        runs.push(ModelRun {
-            model: model.entry.name.clone(),
-            normalised_answer: metric.extract(&call.text, &query.choices),
-            score: metric.score(&call.text, &truth, &query.choices),
-            tokens: call.usage.into(),
-            cost: call.cost,
-            latency_ms: call.latency_ms,
-            answer: call.text,
-            verification,
-        });
+        runs.push(answer_and_verify(job, query, metric, model, i < last).await?);
+    }
+    let truth = match labels {
+        LabelSource::GroundTruth => query.ground_truth.clone().unwrap_or_default(),
+        LabelSource::Agreement => runs.last().map(|r| r.answer.clone()).unwrap_or_default(),
+    };
+    for run in &mut runs {
+        run.score = metric.score(&run.answer, &truth, &query.choices);
+    }
+    if labels == LabelSource::Agreement
+        && let Some(reference) = runs.last_mut()
+    {
+        reference.score = 1.0;
     }
     Ok(TrainingRow {
         id: query.id.clone(),
@@ -149,6 +130,61 @@ pub async fn collect_one(job: &CollectJob, query: &QueryRow) -> Result<TrainingR
         ground_truth: truth,
         split: split_of(&query.id, job.collect.seed, job.collect.test_share).to_owned(),
         models: runs,
+        label_source: labels,
+    })
+}
+
+/// One model's answer to `query` and, when `verified`, its self-verification; the score is
+/// filled in by the caller once every answer is in.
+async fn answer_and_verify(
+    job: &CollectJob,
+    query: &QueryRow,
+    metric: TaskMetric,
+    model: &ModelHandle,
+    verified: bool,
+) -> Result<ModelRun> {
+    let kind = metric.task_kind();
+    let budget = answer_budget(kind, &job.collect);
+    let call = ask(model, &job.prompts, query, kind, budget).await?;
+    let verification = if verified && job.automix.enable_self_verification {
+        let verifier = verifier_for(model, job.prompts.clone(), &job.automix)?;
+        let modes = VerifyModes {
+            sampled: true,
+            logprob: true,
+        };
+        let mut record = verify(&verifier, model, query, &call.text, modes).await?;
+        let k = job.automix.answer_samples();
+        if k > 0 {
+            let source = AnswerSource::Templates {
+                kind,
+                max_tokens: budget,
+            };
+            let (t, prompts) = (job.automix.verification_temperature, &job.prompts);
+            add_answer_consistency(
+                &mut record,
+                model,
+                prompts,
+                query,
+                &source,
+                &call.text,
+                k,
+                t,
+            )
+            .await?;
+        }
+        Some(record)
+    } else {
+        None
+    };
+    Ok(ModelRun {
+        model: model.entry.name.clone(),
+        normalised_answer: metric.extract(&call.text, &query.choices),
+        score: 0.0,
+        tokens: call.usage.into(),
+        cost: call.cost,
+        latency_ms: call.latency_ms,
+        answer: call.text,
+        verification,
     })
 }
 
@@ -208,7 +244,7 @@ pub async fn collect(
     let done: HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
     let todo: Vec<&QueryRow> = queries.iter().filter(|q| !done.contains(&q.id)).collect();
     let mut stream = futures::stream::iter(todo.iter().map(|q| async move {
-        let result = collect_one(job, q).await;
+        let result = collect_row(job, q, job.labels).await;
         (*q, result)
     }))
     .buffer_unordered(job.max_workers.max(1));

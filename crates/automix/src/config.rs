@@ -341,6 +341,9 @@ pub struct AutomixSettings {
     /// The zero-call answer checks that escalate a bad answer without a verifier call
     /// (default: all of `empty`, `truncated`, `invalid_json`, `refusal`; `[]` turns them off).
     pub answer_checks: Vec<crate::checks::AnswerCheck>,
+    /// Shadow answers of `automix serve` (rows from the server's own traffic, labelled
+    /// without ground truth); unset = off.
+    pub shadow: Option<crate::traffic::ShadowSettings>,
 }
 
 impl Default for AutomixSettings {
@@ -369,6 +372,7 @@ impl Default for AutomixSettings {
             enable_cascade: true,
             answer_checks: crate::checks::ALL_CHECKS.to_vec(),
             answer_samples: None,
+            shadow: None,
         }
     }
 }
@@ -540,6 +544,9 @@ impl Config {
                 "is for a TLS store only: belief_store must be a rediss:// URL".into(),
             ));
         }
+        if let Some((key, message)) = a.shadow.as_ref().and_then(|s| s.problem()) {
+            return Err(fail(key, format!("automix.shadow.{key} {message}")));
+        }
         if a.verification_samples == 0 {
             return Err(fail("verification_samples", "must be at least 1".into()));
         }
@@ -569,6 +576,9 @@ impl Config {
             fix(p);
         }
         fix(&mut self.automix.belief_store_ca_file);
+        if let Some(shadow) = &mut self.automix.shadow {
+            fix(&mut shadow.rows_path);
+        }
         fix(&mut self.model_path.save_model_path);
         fix(&mut self.model_path.load_model_path);
     }

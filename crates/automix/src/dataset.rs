@@ -443,6 +443,31 @@ pub struct TrainingRow {
     pub split: String,
     /// One entry per model, cheapest first.
     pub models: Vec<ModelRun>,
+    /// Where the scores came from: absent (`ground_truth`, rows collected from a labelled
+    /// query set) or [`LabelSource::Agreement`] (no ground truth: each answer scored
+    /// against the most expensive model's).
+    #[serde(default, skip_serializing_if = "LabelSource::is_ground_truth")]
+    pub label_source: LabelSource,
+}
+
+/// Where a row's scores came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelSource {
+    /// Against the query's ground truth.
+    #[default]
+    GroundTruth,
+    /// Against the most expensive model's answer (which scores 1): labels without ground
+    /// truth, as good as true ones where the large model really is better, optimistic for
+    /// the large model where it is not.
+    Agreement,
+}
+
+impl LabelSource {
+    /// For serde: rows with true labels do not write the field (older rows had none).
+    pub fn is_ground_truth(&self) -> bool {
+        *self == Self::GroundTruth
+    }
 }
 
 impl TrainingRow {

@@ -23,6 +23,7 @@ pub mod shard;
 pub mod strategy;
 pub mod sync;
 pub mod task_metric;
+pub mod traffic;
 pub mod training;
 
 pub use config::Config;

@@ -211,3 +211,19 @@ pub fn router(config: &Config, no_policy: bool, limits: UpstreamLimits) -> Resul
     };
     crate::plan::router(config, &catalogue, policy, prompts(config)?, limits)
 }
+
+/// The shadow of `automix serve` over `router`'s models, when `automix.shadow` is set.
+pub fn shadow(config: &Config, router: &Router) -> Result<Option<crate::traffic::Shadow>> {
+    let Some(settings) = config.automix.shadow.clone() else {
+        return Ok(None);
+    };
+    let job = crate::collect::CollectJob {
+        models: router.models().clone(),
+        prompts: prompts(config)?,
+        automix: config.automix.clone(),
+        collect: config.collect.clone(),
+        max_workers: 1,
+        labels: crate::dataset::LabelSource::Agreement,
+    };
+    crate::traffic::Shadow::new(settings, job).map(Some)
+}

@@ -102,7 +102,19 @@ pub async fn serve(config: Config, args: &ServeArgs) -> Result<()> {
     };
     let auth = !settings.client_keys.is_empty();
     let strategy = router.strategy_name();
-    let state = ProxyState::new(router, Some(loader), settings);
+    // Shadow answers over the models the server starts with (a reload keeps them).
+    let shadow = automix::project::shadow(&config, &router)?.map(std::sync::Arc::new);
+    if let Some(s) = config.automix.shadow.as_ref().filter(|_| shadow.is_some()) {
+        eprintln!(
+            "shadow answers: {:.0}% of routed requests, agreement labels → {}",
+            100.0 * s.rate,
+            s.rows_path
+                .as_deref()
+                .unwrap_or(std::path::Path::new("?"))
+                .display()
+        );
+    }
+    let state = ProxyState::with_shadow(router, Some(loader), settings, shadow);
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;

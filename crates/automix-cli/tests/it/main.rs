@@ -733,6 +733,35 @@ async fn sharded_collection_merges_into_the_unsharded_rows() {
     unique.sort();
     unique.dedup();
     assert_eq!((ids.len(), unique.len()), (8, 8), "{ids:?}");
+    // A prompt log without ground truth (one query without a metric either) becomes rows
+    // with agreement labels, which train a policy.
+    let log: String = [
+        r#"{"task_name":"support","query":"How do I reset my password?"}"#,
+        r#"{"task_name":"support","query":"Where is my invoice?","metric":"f1_score"}"#,
+        r#"{"task_name":"quiz","query":"Pick one","metric":"em_mc","choices":"['x','y']"}"#,
+    ]
+    .join("\n");
+    std::fs::write(dir.join("log.jsonl"), log).unwrap();
+    let (ok, log) = run(cmd(
+        "collect --unlabelled --queries log.jsonl --output unlabelled.jsonl",
+    ))
+    .await;
+    assert!(ok, "{log}");
+    let rows = rows_by_id(&dir.join("unlabelled.jsonl"));
+    assert_eq!(rows.len(), 3, "every query of the log: {log}");
+    for r in &rows {
+        assert_eq!(r["label_source"], "agreement", "{r}");
+        assert_eq!(r["models"][1]["score"], 1.0, "the reference: {r}");
+        assert_eq!(r["ground_truth"], r["models"][1]["answer"], "{r}");
+    }
+    let (ok, log) = run(cmd(
+        "train --rows unlabelled.jsonl --all-rows --output unlabelled_policy.json",
+    ))
+    .await;
+    assert!(ok, "{log}");
+    // Without --unlabelled those queries have no ground truth and are not collected.
+    let (ok, log) = run(cmd("collect --queries log.jsonl --output none.jsonl")).await;
+    assert!(!ok && log.contains("no queries selected"), "{log}");
 }
 
 /// Three `automix serve` processes on loopback share one online belief through a real

@@ -9,5 +9,6 @@ mod openai_sdk;
 mod proxy;
 mod real_llama;
 mod redis;
+mod shadow;
 #[path = "../../../automix/tests/shared/support.rs"]
 mod support;

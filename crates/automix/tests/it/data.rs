@@ -133,6 +133,7 @@ pub fn fixture_rows() -> Vec<TrainingRow> {
                 } else {
                     "train".into()
                 },
+                label_source: LabelSource::GroundTruth,
                 models: vec![
                     run(
                         "small",

@@ -11,3 +11,4 @@ mod strategies;
 #[path = "../shared/support.rs"]
 mod support;
 mod tidy;
+mod traffic;

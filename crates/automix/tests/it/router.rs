@@ -2,7 +2,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use automix::config::Config;
-use automix::dataset::query_id;
+use automix::dataset::{LabelSource, query_id};
 use automix::llm::*;
 use automix::verify::PromptSet;
 use automix::{ModelHandle, ModelSet, Router};
@@ -313,6 +313,7 @@ async fn the_online_belief_moves_traffic_when_a_model_goes_bad() {
                 ground_truth: "B".into(),
                 split: "train".into(),
                 models,
+                label_source: LabelSource::GroundTruth,
             }
         })
         .collect();

@@ -58,6 +58,7 @@ pub fn training_row(id: usize, task: &str, runs: &[Run<'_>]) -> TrainingRow {
         ground_truth: "B".into(),
         split: "train".into(),
         models,
+        label_source: automix::dataset::LabelSource::GroundTruth,
     }
 }
 

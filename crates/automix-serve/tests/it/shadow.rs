@@ -1,0 +1,121 @@
+//! Shadow answers in the proxy (`automix.shadow`): after 30 routed requests, 30 rows with
+//! every model's answer scored by agreement, no prompt text, counted in `/metrics`; the
+//! replies are those of a proxy without a shadow; the rows train a policy.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use automix::config::Config;
+use automix::dataset::{LabelSource, read_training_rows};
+use automix::llm::fake_server::FakeOpenAi;
+use automix::verify::PromptSet;
+use automix::{ModelSet, Router};
+use automix_serve::{ProxySettings, ProxyState};
+use serde_json::{Value, json};
+
+use crate::proxy::{Proxy, pair, serve_state};
+
+const REQUESTS: usize = 30;
+
+fn config(rows: &Path) -> Config {
+    let text = format!(
+        "automix:\n  verification_samples: 2\n  shadow:\n    rate: 1.0\n    rows_path: {}\n    max_concurrency: 4\n",
+        rows.display()
+    );
+    Config::parse(&text, Path::new("shadow.yaml")).unwrap()
+}
+
+async fn proxy(
+    small: &FakeOpenAi,
+    large: &FakeOpenAi,
+    config: &Config,
+    shadowed: bool,
+) -> (Proxy, Option<Arc<automix::traffic::Shadow>>) {
+    let models = ModelSet::new(pair(small, large)).unwrap();
+    let router = Router::new(config, models, Arc::new(PromptSet::builtin()), None).unwrap();
+    let shadow =
+        shadowed.then(|| Arc::new(automix::project::shadow(config, &router).unwrap().unwrap()));
+    let state = ProxyState::with_shadow(router, None, ProxySettings::default(), shadow.clone());
+    (serve_state(state).await, shadow)
+}
+
+async fn replies(p: &Proxy) -> Vec<Value> {
+    let client = reqwest::Client::new();
+    let mut out = Vec::new();
+    for i in 0..REQUESTS {
+        let body = json!({"model": "automix", "automix": {"task": "support"},
+            "messages": [{"role": "user", "content": format!("private question {i}")}]});
+        let resp = client
+            .post(format!("{}/v1/chat/completions", p.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let reply: Value = resp.json().await.unwrap();
+        out.push(reply["choices"][0]["message"]["content"].clone());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thirty_routed_requests_leave_thirty_private_agreement_rows_that_train() {
+    let dir = std::env::temp_dir().join(format!("automix-shadow-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rows_path = dir.join("traffic.jsonl");
+    let cfg = config(&rows_path);
+    let (small, large) = (
+        FakeOpenAi::start(vec![]).await.unwrap(),
+        FakeOpenAi::start(vec![]).await.unwrap(),
+    );
+    let (plain, _) = proxy(&small, &large, &cfg, false).await;
+    let without = replies(&plain).await;
+    let (shadowed, shadow) = proxy(&small, &large, &cfg, true).await;
+    let with = replies(&shadowed).await;
+    assert_eq!(with, without, "a shadow never changes a reply");
+    let shadow = shadow.unwrap();
+    for _ in 0..500 {
+        if shadow.counts().rows as usize + shadow.counts().busy as usize >= REQUESTS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let counts = shadow.counts();
+    let rows = read_training_rows(&rows_path).unwrap();
+    assert_eq!(rows.len() as u64, counts.rows);
+    assert_eq!(rows.len() + counts.busy as usize, REQUESTS, "{counts:?}");
+    assert!(rows.len() >= REQUESTS / 2, "most were shadowed: {counts:?}");
+    for r in &rows {
+        assert_eq!(r.label_source, LabelSource::Agreement);
+        assert_eq!(r.task_name, "support");
+        assert_eq!(r.models.len(), 2);
+        assert!(
+            r.models[0].verification.is_some(),
+            "the small model verified its answer"
+        );
+        assert_eq!(r.models[1].score, 1.0, "the reference");
+        assert!(r.query.is_empty() && r.models.iter().all(|m| m.answer.is_empty()));
+    }
+    let text = std::fs::read_to_string(&rows_path).unwrap();
+    assert!(!text.contains("private question"), "no prompt text in rows");
+    let metrics = reqwest::get(format!("{}/metrics", shadowed.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("automix_shadow_rows {}", rows.len())),
+        "{metrics}"
+    );
+    // `automix train --rows traffic.jsonl` trains on them (the same library call).
+    let spec = automix::project::TrainSpec {
+        rows: Some(rows_path.clone()),
+        all_rows: true,
+        output: Some(dir.join("policy.json")),
+        ..Default::default()
+    };
+    let trained = automix::project::train(&cfg, &spec).unwrap();
+    assert_eq!(trained.policy.small_model, "small");
+}

@@ -1,0 +1,148 @@
+//! Rows without ground truth: `collect --unlabelled`'s agreement labels, and the shadow
+//! that writes them from a server's traffic (its budget, its privacy), on scripted models.
+
+use std::sync::Arc;
+
+use automix::ModelSet;
+use automix::collect::{CollectJob, collect_row};
+use automix::config::Config;
+use automix::dataset::{LabelSource, QueryRow, read_training_rows};
+use automix::traffic::{Offer, Shadow, ShadowSettings};
+use automix::verify::PromptSet;
+
+use crate::support::{mc_query, scripted_model};
+
+fn job(small_answer: &'static str) -> CollectJob {
+    let (small, _) = scripted_model("small", 1.0, small_answer, &["Correct", "Incorrect"]);
+    let (large, _) = scripted_model("large", 10.0, "B", &["Correct"]);
+    let config = Config::parse(
+        "automix:\n  verification_samples: 2\n",
+        std::path::Path::new("t.yaml"),
+    )
+    .unwrap();
+    CollectJob {
+        models: ModelSet::new(vec![small, large]).unwrap(),
+        prompts: Arc::new(PromptSet::builtin()),
+        automix: config.automix.clone(),
+        collect: config.collect.clone(),
+        max_workers: 1,
+        labels: LabelSource::Agreement,
+    }
+}
+
+fn unlabelled(q: &str) -> QueryRow {
+    QueryRow {
+        ground_truth: None,
+        ..mc_query(q)
+    }
+}
+
+#[tokio::test]
+async fn agreement_scores_each_answer_against_the_most_expensive_models() {
+    let agree = collect_row(&job("B"), &unlabelled("pick two"), LabelSource::Agreement)
+        .await
+        .unwrap();
+    assert_eq!(agree.label_source, LabelSource::Agreement);
+    assert_eq!(
+        agree.ground_truth, "B",
+        "the reference is the large model's answer"
+    );
+    assert_eq!((agree.models[0].score, agree.models[1].score), (1.0, 1.0));
+    assert_eq!(agree.models[0].verification.as_ref().unwrap().samples, 2);
+    let disagree = collect_row(&job("A"), &unlabelled("pick two"), LabelSource::Agreement)
+        .await
+        .unwrap();
+    assert_eq!(
+        (disagree.models[0].score, disagree.models[1].score),
+        (0.0, 1.0)
+    );
+    // A free-text query with no metric is scored by token F1.
+    let free = QueryRow {
+        metric: None,
+        choices: Vec::new(),
+        ..unlabelled("say something")
+    };
+    let row = collect_row(&job("the answer is B"), &free, LabelSource::Agreement)
+        .await
+        .unwrap();
+    assert_eq!(row.metric, "f1");
+    assert!(
+        row.models[0].score > 0.0 && row.models[0].score < 1.0,
+        "{}",
+        row.models[0].score
+    );
+    // The label source round-trips; true-label rows do not write it.
+    let text = serde_json::to_string(&row).unwrap();
+    assert!(text.contains("\"label_source\":\"agreement\""));
+    let labelled = collect_row(&job("B"), &mc_query("pick two"), LabelSource::GroundTruth)
+        .await
+        .unwrap();
+    assert!(
+        !serde_json::to_string(&labelled)
+            .unwrap()
+            .contains("label_source")
+    );
+}
+
+fn temp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("automix-traffic-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("rows.jsonl")
+}
+
+async fn settle(shadow: &Shadow, rows: u64) {
+    for _ in 0..200 {
+        if shadow.counts().rows + shadow.counts().failed >= rows {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shadow_writes_private_rows_within_its_budget() {
+    let path = temp("budget");
+    let settings = ShadowSettings {
+        rate: 1.0,
+        rows_path: Some(path.clone()),
+        // One row's calls cost more than this: the first row spends the hour's budget.
+        max_cost_per_hour: Some(1e-6),
+        max_concurrency: 1,
+        ..ShadowSettings::default()
+    };
+    let shadow = Arc::new(Shadow::new(settings, job("A")).unwrap());
+    assert_eq!(shadow.offer(unlabelled("secret prompt")), Offer::Started);
+    settle(&shadow, 1).await;
+    assert_eq!(shadow.offer(unlabelled("another")), Offer::OverBudget);
+    let counts = shadow.counts();
+    assert_eq!((counts.rows, counts.over_budget), (1, 1));
+    assert!(counts.cost > 1e-6);
+    let rows = read_training_rows(&path).unwrap();
+    assert_eq!(rows.len(), 1);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !text.contains("secret prompt"),
+        "no prompt text without store_prompts"
+    );
+    assert_eq!(rows[0].models[0].score, 0.0);
+    assert_eq!(rows[0].label_source, LabelSource::Agreement);
+    assert_eq!(
+        rows[0].id,
+        unlabelled("secret prompt").id,
+        "the prompt's hash is the id"
+    );
+}
+
+#[test]
+fn shadow_settings_are_checked_at_load() {
+    let bad = "automix:\n  shadow:\n    rate: 0.5\n    label: judge\n    rows_path: r.jsonl\n";
+    let e = Config::parse(bad, std::path::Path::new("s.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("s.yaml:4") && e.contains("not built yet"), "{e}");
+    let typo = "automix:\n  shadow:\n    rows_path: r.jsonl\n    rat: 0.5\n";
+    let e = Config::parse(typo, std::path::Path::new("s.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("rat"), "{e}");
+}
