@@ -19,6 +19,7 @@ mod body;
 mod dashboard;
 mod error;
 mod feedback;
+mod learning;
 mod limits;
 mod metrics;
 mod reply;
@@ -30,6 +31,7 @@ mod state;
 mod streaming;
 
 pub use error::{ApiError, ErrorKind};
+pub use learning::{Learning, Retraining};
 pub use limits::{FeedbackLimitSettings, FeedbackLimits, Refusal};
 pub use metrics::ProxyMetrics;
 pub use reply::completion_json;
@@ -50,6 +52,7 @@ pub fn app(state: Arc<ProxyState>) -> axum::Router {
         .route("/metrics", get(routes::metrics))
         .route("/admin/reload", post(routes::reload))
         .route("/admin/belief", get(routes::admin_belief))
+        .route("/admin/traffic", get(learning::traffic))
         .route("/v1/automix/feedback", post(feedback::feedback))
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/data", get(dashboard::data))

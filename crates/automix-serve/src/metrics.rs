@@ -52,6 +52,7 @@ pub struct ProxyMetrics {
     latency: Histogram,
     belief_healthy: IntGauge,
     shadow: ShadowGauges,
+    retrains: IntCounterVec,
 }
 
 /// The shadow's counts (`automix.shadow`), read from it when `/metrics` renders.
@@ -64,6 +65,33 @@ struct ShadowGauges {
 }
 
 impl ShadowGauges {
+    fn new(r: &Registry) -> Self {
+        Self {
+            rows: registered(
+                r,
+                IntGauge::new("automix_shadow_rows", "Shadow rows written."),
+            ),
+            skipped: registered(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "automix_shadow_skipped",
+                        "Routed requests drawn for a shadow answer but not shadowed, by reason.",
+                    ),
+                    &["reason"],
+                ),
+            ),
+            failed: registered(
+                r,
+                IntGauge::new("automix_shadow_failed", "Shadowed requests that failed."),
+            ),
+            cost: registered(
+                r,
+                Gauge::new("automix_shadow_cost", "Money the shadow answers spent."),
+            ),
+        }
+    }
+
     fn set(&self, c: &ShadowCounts) {
         self.rows.set(c.rows as i64);
         self.skipped.with_label_values(&["busy"]).set(c.busy as i64);
@@ -165,30 +193,17 @@ impl ProxyMetrics {
                     "Whether the shared belief's store answers.",
                 ),
             ),
-            shadow: ShadowGauges {
-                rows: registered(
-                    &r,
-                    IntGauge::new("automix_shadow_rows", "Shadow rows written."),
-                ),
-                skipped: registered(
-                    &r,
-                    IntGaugeVec::new(
-                        Opts::new(
-                            "automix_shadow_skipped",
-                            "Routed requests drawn for a shadow answer but not shadowed, by reason.",
-                        ),
-                        &["reason"],
+            shadow: ShadowGauges::new(&r),
+            retrains: registered(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "automix_retrains_total",
+                        "Retrains on shadow rows, by outcome (swapped, kept, failed).",
                     ),
+                    &["outcome"],
                 ),
-                failed: registered(
-                    &r,
-                    IntGauge::new("automix_shadow_failed", "Shadowed requests that failed."),
-                ),
-                cost: registered(
-                    &r,
-                    Gauge::new("automix_shadow_cost", "Money the shadow answers spent."),
-                ),
-            },
+            ),
             registry: r,
         }
     }
@@ -221,6 +236,11 @@ impl ProxyMetrics {
     pub(crate) fn record_direct_stream(&self, elapsed: Duration) {
         self.requests.inc();
         self.latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one retrain by its outcome.
+    pub(crate) fn count_retrain(&self, outcome: &str) {
+        self.retrains.with_label_values(&[outcome]).inc();
     }
 
     /// Counts one error of `kind`.

@@ -21,6 +21,8 @@ pub async fn serve(
     use hyper_util::rt::{TokioIo, TokioTimer};
     let slots = Arc::new(Semaphore::new(state.settings.max_connections.max(1)));
     let header_timeout = state.settings.header_read_timeout;
+    // Retraining on shadow rows, if on, runs beside the accept loop until it ends.
+    let retrainer = tokio::spawn(crate::learning::retrain_loop(state.clone()));
     let service = hyper_util::service::TowerToHyperService::new(app(state));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -52,6 +54,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    retrainer.abort();
     graceful.shutdown().await;
     Ok(())
 }

@@ -9,9 +9,12 @@ use tokio::sync::Semaphore;
 
 use automix::AutomixError;
 use automix::dataset::QueryRow;
+use automix::retrain::RetrainReport;
 use automix::router::{RouteOutcome, Router};
 use automix::sync::lock;
-use automix::traffic::{Shadow, ShadowCounts};
+use automix::traffic::ShadowCounts;
+
+use crate::learning::Learning;
 
 use crate::dashboard::stats::Entry;
 use crate::dashboard::{Sessions, SharedStats};
@@ -33,26 +36,29 @@ pub struct ProxyState {
     pub(crate) dashboard: SharedStats,
     /// Dashboard login sessions.
     pub(crate) sessions: Sessions,
-    /// Shadow answers of routed requests (`automix.shadow`), if on.
-    pub(crate) shadow: Option<Arc<Shadow>>,
+    /// Shadow answers and retraining (`automix.shadow`), if on.
+    pub(crate) learning: Option<Learning>,
+    /// What the last retrain found.
+    pub(crate) last_retrain: Mutex<Option<RetrainReport>>,
 }
 
 impl ProxyState {
     /// State around `router`; `loader` (if any) rebuilds it on reload.
     pub fn new(router: Router, loader: Option<RouterLoader>, settings: ProxySettings) -> Arc<Self> {
-        Self::with_shadow(router, loader, settings, None)
+        Self::with_learning(router, loader, settings, None)
     }
 
-    /// [`ProxyState::new`] with shadow answers: every routed request is offered to `shadow`
-    /// once its reply is built.
-    pub fn with_shadow(
+    /// [`ProxyState::new`] with shadow answers (every routed request is offered to the
+    /// shadow once its reply is built) and, if asked, retraining on their rows.
+    pub fn with_learning(
         router: Router,
         loader: Option<RouterLoader>,
         settings: ProxySettings,
-        shadow: Option<Arc<Shadow>>,
+        learning: Option<Learning>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            shadow,
+            learning,
+            last_retrain: Mutex::new(None),
             router: RwLock::new(Arc::new(router)),
             loader,
             metrics: ProxyMetrics::new(),
@@ -87,15 +93,15 @@ impl ProxyState {
 
     /// Offers a routed (not named-route) request to the shadow, if there is one; it runs in
     /// the background and never touches the reply.
-    pub(crate) fn shadow(&self, query: &QueryRow) {
-        if let Some(shadow) = &self.shadow {
-            shadow.offer(query.clone());
+    pub(crate) fn shadow(&self, query: &QueryRow, kept_model: &str) {
+        if let Some(l) = &self.learning {
+            l.shadow.offer(query.clone(), kept_model);
         }
     }
 
     /// The shadow's counts, if there is one.
     pub(crate) fn shadow_counts(&self) -> Option<ShadowCounts> {
-        self.shadow.as_ref().map(|s| s.counts())
+        self.learning.as_ref().map(|l| l.shadow.counts())
     }
 
     /// The router requests route with now.

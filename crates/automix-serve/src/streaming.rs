@@ -101,8 +101,8 @@ async fn route_with_keepalive(
     loop {
         tokio::select! {
             r = &mut routing => {
-                if matches!(r, Ok(Ok(_))) {
-                    state.shadow(&query);
+                if let Ok(Ok(Routed::Whole(o) | Routed::Live { outcome: o, .. })) = &r {
+                    state.shadow(&query, &o.model_name);
                 }
                 return Some(r);
             }

@@ -114,7 +114,15 @@ pub async fn serve(config: Config, args: &ServeArgs) -> Result<()> {
                 .display()
         );
     }
-    let state = ProxyState::with_shadow(router, Some(loader), settings, shadow);
+    let learning = shadow.map(|s| automix_serve::Learning::from_config(&config, s));
+    if let Some(r) = learning.as_ref().and_then(|l| l.retrain.as_ref()) {
+        eprintln!(
+            "retraining every {} shadow rows; a better policy replaces {}",
+            r.every,
+            r.policy_path.display()
+        );
+    }
+    let state = ProxyState::with_learning(router, Some(loader), settings, learning);
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;

@@ -36,7 +36,10 @@ async fn proxy(
     let router = Router::new(config, models, Arc::new(PromptSet::builtin()), None).unwrap();
     let shadow =
         shadowed.then(|| Arc::new(automix::project::shadow(config, &router).unwrap().unwrap()));
-    let state = ProxyState::with_shadow(router, None, ProxySettings::default(), shadow.clone());
+    let learning = shadow
+        .clone()
+        .map(|s| automix_serve::Learning::from_config(config, s));
+    let state = ProxyState::with_learning(router, None, ProxySettings::default(), learning);
     (serve_state(state).await, shadow)
 }
 
@@ -118,4 +121,127 @@ async fn thirty_routed_requests_leave_thirty_private_agreement_rows_that_train()
     };
     let trained = automix::project::train(&cfg, &spec).unwrap();
     assert_eq!(trained.policy.small_model, "small");
+}
+
+/// A proxy serving the policy file `policy`, with a shadow that retrains every 5 rows on
+/// `rows` (seeded with 150 rows where the verifier is honest) and reloads from the file.
+async fn retraining_proxy_with_admin(
+    dir: &Path,
+    serving: &automix::training::RouterPolicy,
+) -> (Proxy, FakeOpenAi, FakeOpenAi) {
+    use crate::support::verifier_rows;
+    let rows = dir.join("traffic.jsonl");
+    let policy = dir.join("policy.json");
+    std::fs::create_dir_all(dir).unwrap();
+    automix::dataset::write_jsonl(&rows, &verifier_rows(150, true)).unwrap();
+    serving.save(&policy).unwrap();
+    let text = format!(
+        "model_path:\n  save_model_path: {}\nhparam:\n  routing_method: Calibrated\n  verifier_signal: samples\n  per_task_prior: false\n\
+         automix:\n  verification_samples: 2\n  shadow:\n    rate: 1.0\n    rows_path: {}\n    retrain_every: 5\n",
+        policy.display(),
+        rows.display()
+    );
+    let config = Config::parse(&text, Path::new("retrain.yaml")).unwrap();
+    let (small, large) = (
+        FakeOpenAi::start(vec![]).await.unwrap(),
+        FakeOpenAi::start(vec![]).await.unwrap(),
+    );
+    let handles = pair(&small, &large);
+    let load = {
+        let (config, handles, policy) = (config.clone(), handles.clone(), policy.clone());
+        move || {
+            let p = automix::training::RouterPolicy::load(&policy)?;
+            Router::new(
+                &config,
+                ModelSet::new(handles.clone())?,
+                Arc::new(PromptSet::builtin()),
+                Some(p),
+            )
+        }
+    };
+    let router = load().unwrap();
+    let shadow = Arc::new(automix::project::shadow(&config, &router).unwrap().unwrap());
+    let learning = automix_serve::Learning::from_config(&config, shadow);
+    assert!(learning.retrain.is_some());
+    let settings = ProxySettings {
+        admin_keys: vec!["admin".into()],
+        ..ProxySettings::default()
+    };
+    let state = ProxyState::with_learning(router, Some(Box::new(load)), settings, Some(learning));
+    (serve_state(state).await, small, large)
+}
+
+/// Routes until `/admin/traffic` reports a retrain; returns its report.
+async fn until_retrained(p: &Proxy) -> Value {
+    let client = reqwest::Client::new();
+    for i in 0..200 {
+        let body =
+            json!({"model": "automix", "messages": [{"role": "user", "content": format!("q{i}")}]});
+        client
+            .post(format!("{}/v1/chat/completions", p.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let traffic: Value = client
+            .get(format!("{}/admin/traffic", p.base))
+            .bearer_auth("admin")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !traffic["last_retrain"].is_null() {
+            return traffic;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no retrain reported");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retrain_every_swaps_in_a_better_policy_and_refuses_one_that_is_not() {
+    use crate::support::verifier_rows;
+    let config = Config::parse(
+        "hparam:\n  routing_method: Calibrated\n  verifier_signal: samples\n  per_task_prior: false\n",
+        Path::new("t.yaml"),
+    )
+    .unwrap();
+    let train = |honest| {
+        automix::training::train_policy(&config, &verifier_rows(150, honest), "small", "large")
+            .unwrap()
+    };
+    for (serving, swaps) in [(train(false), true), (train(true), false)] {
+        let dir =
+            std::env::temp_dir().join(format!("automix-retrain-{}-{swaps}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (p, _s, _l) = retraining_proxy_with_admin(&dir, &serving).await;
+        let traffic = until_retrained(&p).await;
+        let report = &traffic["last_retrain"];
+        assert_eq!(report["swapped"], swaps, "{traffic}");
+        let on_disk = automix::training::RouterPolicy::load(&dir.join("policy.json")).unwrap();
+        assert_eq!(
+            on_disk.policy.rule != serving.policy.rule,
+            swaps,
+            "{report}"
+        );
+        assert!(
+            traffic["shadow"]["rows"].as_u64().unwrap() >= 5,
+            "{traffic}"
+        );
+        let metrics = reqwest::get(format!("{}/metrics", p.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let outcome = if swaps { "swapped" } else { "kept" };
+        assert!(
+            metrics.contains(&format!(
+                "automix_retrains_total{{outcome=\"{outcome}\"}} 1"
+            )),
+            "{metrics}"
+        );
+    }
 }

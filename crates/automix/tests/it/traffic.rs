@@ -111,12 +111,23 @@ async fn the_shadow_writes_private_rows_within_its_budget() {
         ..ShadowSettings::default()
     };
     let shadow = Arc::new(Shadow::new(settings, job("A")).unwrap());
-    assert_eq!(shadow.offer(unlabelled("secret prompt")), Offer::Started);
+    assert_eq!(
+        shadow.offer(unlabelled("secret prompt"), "small"),
+        Offer::Started
+    );
     settle(&shadow, 1).await;
-    assert_eq!(shadow.offer(unlabelled("another")), Offer::OverBudget);
+    assert_eq!(
+        shadow.offer(unlabelled("another"), "small"),
+        Offer::OverBudget
+    );
     let counts = shadow.counts();
     assert_eq!((counts.rows, counts.over_budget), (1, 1));
     assert!(counts.cost > 1e-6);
+    assert_eq!(
+        counts.kept_agreement,
+        Some(0.0),
+        "the client got A, the reference says B"
+    );
     let rows = read_training_rows(&path).unwrap();
     assert_eq!(rows.len(), 1);
     let text = std::fs::read_to_string(&path).unwrap();
@@ -145,4 +156,35 @@ fn shadow_settings_are_checked_at_load() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("rat"), "{e}");
+}
+
+fn calibrated() -> Config {
+    Config::parse(
+        "hparam:\n  routing_method: Calibrated\n  verifier_signal: samples\n  per_task_prior: false\n",
+        std::path::Path::new("r.yaml"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_retrain_swaps_in_a_better_policy_and_keeps_one_that_is_not() {
+    use crate::support::verifier_rows;
+    use automix::retrain::{MIN_ROWS, compare};
+    use automix::training::train_policy;
+    let config = calibrated();
+    let traffic = verifier_rows(150, true);
+    // Serving a policy trained where the verifier lied: the traffic's candidate beats it.
+    let misled = train_policy(&config, &verifier_rows(150, false), "small", "large").unwrap();
+    let (report, candidate) = compare(&config, &traffic, &misled).unwrap();
+    assert!(report.swapped, "{report:?}");
+    assert!(report.candidate.unwrap() > report.serving.unwrap());
+    assert!(candidate.is_some());
+    // Serving a policy trained on rows like the traffic: the candidate is no better.
+    let good = train_policy(&config, &verifier_rows(150, true), "small", "large").unwrap();
+    let (report, _) = compare(&config, &traffic, &good).unwrap();
+    assert!(!report.swapped, "{report:?}");
+    assert!(report.reason.contains("≤ serving"), "{report:?}");
+    // Too few rows: kept, said so.
+    let (report, candidate) = compare(&config, &traffic[..MIN_ROWS - 1], &misled).unwrap();
+    assert!(!report.swapped && candidate.is_none() && report.reason.contains("needs"));
 }

@@ -263,3 +263,31 @@ impl Drop for Redis {
         let _ = self.child.wait();
     }
 }
+
+/// Rows of `small` and `large` (always right, ten times the cost) where the small model is
+/// right on two rows of three and its verifier says so (`honest`), or says the opposite
+/// (confidence 1 exactly when it is wrong): what a policy trained on the one set gets wrong
+/// on the other.
+pub fn verifier_rows(n: usize, honest: bool) -> Vec<TrainingRow> {
+    (0..n)
+        .map(|i| {
+            let right = i % 3 != 0;
+            let sure = right == honest;
+            let runs = [
+                Run {
+                    model: "small",
+                    right,
+                    cost: 1.0,
+                    confidence: Some(if sure { 1.0 } else { 0.0 }),
+                },
+                Run {
+                    model: "large",
+                    right: true,
+                    cost: 10.0,
+                    confidence: None,
+                },
+            ];
+            training_row(i, "chat", &runs)
+        })
+        .collect()
+}

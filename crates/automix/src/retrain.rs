@@ -1,0 +1,133 @@
+//! Retraining on a server's own rows that only swaps in a better policy: a candidate is
+//! trained on every row, and judged by its out-of-fold decisions (each fold's rows decided
+//! by a policy trained on the other folds) against the serving policy's decisions on the
+//! same rows, by ΔIBC over all rows at once (pooling the folds keeps the ratio stable). The
+//! candidate is saved over the serving policy only when it is strictly better; a tie, an
+//! undefined ΔIBC or too few rows keep the serving one.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use automix_core::{Candidate, Dataset, MethodKind, Outcome, RoutingRecord};
+
+use crate::config::Config;
+use crate::dataset::{TrainingRow, read_training_rows};
+use crate::error::Result;
+use crate::training::{
+    RouterPolicy, cost_model, method_and_options, routing_records, train_policy,
+};
+
+/// Folds of the out-of-fold comparison.
+const FOLDS: usize = 5;
+
+/// Fewest rows a retrain compares on (fewer: the serving policy stays, said so).
+pub const MIN_ROWS: usize = 50;
+
+/// What one retrain found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetrainReport {
+    /// Rows compared on.
+    pub rows: usize,
+    /// The serving policy's ΔIBC on them (`None`: undefined).
+    pub serving: Option<f64>,
+    /// The candidate's out-of-fold ΔIBC on them.
+    pub candidate: Option<f64>,
+    /// Whether the candidate replaced the serving policy.
+    pub swapped: bool,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// Retrains on the rows at `rows_path` and, when the candidate is better out of fold,
+/// saves it to `policy_path` (the serving policy's file, which a reload then reads).
+pub fn retrain(config: &Config, rows_path: &Path, policy_path: &Path) -> Result<RetrainReport> {
+    let rows = read_training_rows(rows_path)?;
+    let serving = RouterPolicy::load(policy_path)?;
+    let (report, candidate) = compare(config, &rows, &serving)?;
+    if let Some(candidate) = candidate.filter(|_| report.swapped) {
+        candidate.save(policy_path)?;
+    }
+    Ok(report)
+}
+
+/// The comparison, and the candidate trained on every row (when there were enough).
+pub fn compare(
+    config: &Config,
+    rows: &[TrainingRow],
+    serving: &RouterPolicy,
+) -> Result<(RetrainReport, Option<RouterPolicy>)> {
+    let (small, large) = (serving.small_model.as_str(), serving.large_model.as_str());
+    let kept = |reason: String, serving, candidate| RetrainReport {
+        rows: rows.len(),
+        serving,
+        candidate,
+        swapped: false,
+        reason,
+    };
+    if rows.len() < MIN_ROWS {
+        let why = format!("{} rows; a retrain needs {MIN_ROWS}", rows.len());
+        return Ok((kept(why, None, None), None));
+    }
+    let records = routing_records(rows, small, large, serving.verifier_signal)?;
+    let data = Dataset::new(&records, &cost_model(config))?;
+    let serving_flags = flags(config, &data, &serving.policy.rule)?;
+    let mut oof = vec![false; rows.len()];
+    for fold in 0..FOLDS {
+        let train: Vec<TrainingRow> = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % FOLDS != fold)
+            .map(|(_, r)| r.clone())
+            .collect();
+        let held: Vec<usize> = (0..rows.len()).filter(|i| i % FOLDS == fold).collect();
+        let policy = train_policy(config, &train, small, large)?;
+        let held_records: Vec<RoutingRecord> = held.iter().map(|&i| records[i].clone()).collect();
+        let held_data = Dataset::new(&held_records, &cost_model(config))?;
+        for (j, f) in flags(config, &held_data, &policy.policy.rule)?
+            .into_iter()
+            .enumerate()
+        {
+            oof[held[j]] = f;
+        }
+    }
+    let lift = |f: &[bool]| -> Result<Option<f64>> {
+        let o: Outcome = data.evaluate(f)?;
+        Ok(data.lift(&o).value())
+    };
+    let (s, c) = (lift(&serving_flags)?, lift(&oof)?);
+    let candidate = train_policy(config, rows, small, large)?;
+    let report = match (s, c) {
+        (Some(s), Some(c)) if c > s => RetrainReport {
+            rows: rows.len(),
+            serving: Some(s),
+            candidate: Some(c),
+            swapped: true,
+            reason: format!("out of fold ΔIBC {c:.4} > serving {s:.4}"),
+        },
+        (Some(s), Some(c)) => kept(
+            format!("out of fold ΔIBC {c:.4} ≤ serving {s:.4}"),
+            Some(s),
+            Some(c),
+        ),
+        (s, c) => kept("ΔIBC undefined on these rows".into(), s, c),
+    };
+    Ok((report, Some(candidate)))
+}
+
+/// Escalation flags of `rule` on `data`, with the config's unknown-score and fixed-answer
+/// rules (as the router decides).
+fn flags(config: &Config, data: &Dataset, rule: &automix_core::DecisionRule) -> Result<Vec<bool>> {
+    let (_, options) = method_and_options(config)?;
+    let candidate = Candidate {
+        method: MethodKind::Threshold,
+        rule: rule.clone(),
+        lambda: None,
+    };
+    Ok(automix_core::decisions(
+        data,
+        &candidate,
+        options.unknown_confidence,
+        &options.fixed_answers,
+    ))
+}
