@@ -98,6 +98,9 @@ impl ShadowGauges {
         self.skipped
             .with_label_values(&["over_budget"])
             .set(c.over_budget as i64);
+        self.skipped
+            .with_label_values(&["judge_unparsed"])
+            .set(c.judge_unparsed as i64);
         self.failed.set(c.failed as i64);
         self.cost.set(c.cost);
     }

@@ -222,6 +222,11 @@ const FILES: &[(&str, &[&str], &[&str])] = &[
         &["question", "context"],
     ),
     ("answer_math", &["question"], &["question"]),
+    (
+        "judge_equivalence",
+        &["question", "reference", "answer"],
+        &["reference", "answer"],
+    ),
 ];
 
 const BUILTIN: &[(&str, &str)] = &[
@@ -243,6 +248,10 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../prompts/answer_with_context.txt"),
     ),
     ("answer_math", include_str!("../prompts/answer_math.txt")),
+    (
+        "judge_equivalence",
+        include_str!("../prompts/judge_equivalence.txt"),
+    ),
 ];
 
 /// All prompts AutoMix sends: answer prompts per task kind and the two verification prompts.
@@ -343,6 +352,23 @@ impl PromptSet {
             (TaskKind::ShortAnswer, None) => "answer_short",
         };
         self.get(name).render(&values)
+    }
+
+    /// The few-shot messages that ask a judge model whether `answer` means the same as
+    /// `reference` (parsed like a verdict: `Correct` = equivalent).
+    pub fn judge_messages(
+        &self,
+        query: &QueryText<'_>,
+        reference: &str,
+        answer: &str,
+    ) -> Vec<ChatMessage> {
+        let question = query.question_with_options();
+        let values = BTreeMap::from([
+            ("question", question.as_str()),
+            ("reference", reference),
+            ("answer", answer),
+        ]);
+        self.get("judge_equivalence").render(&values)
     }
 
     /// The few-shot messages that ask a model whether `answer` to `query` is correct.

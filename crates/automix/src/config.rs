@@ -545,7 +545,16 @@ impl Config {
             ));
         }
         if let Some((key, message)) = a.shadow.as_ref().and_then(|s| s.problem()) {
-            return Err(fail(key, format!("automix.shadow.{key} {message}")));
+            // A missing key has no line of its own: point at the block.
+            let line = match line_of_key(text, key) {
+                0 => line_of_key(text, "shadow"),
+                n => n,
+            };
+            return Err(AutomixError::Config {
+                file: path.to_owned(),
+                line,
+                message: format!("automix.shadow.{key} {message}"),
+            });
         }
         if a.verification_samples == 0 {
             return Err(fail("verification_samples", "must be at least 1".into()));

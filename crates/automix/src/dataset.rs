@@ -461,6 +461,9 @@ pub enum LabelSource {
     /// truth, as good as true ones where the large model really is better, optimistic for
     /// the large model where it is not.
     Agreement,
+    /// A judge model's verdict of equivalence with the most expensive model's answer
+    /// (which scores 1).
+    Judge,
 }
 
 impl LabelSource {

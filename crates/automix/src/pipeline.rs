@@ -101,7 +101,7 @@ pub async fn ask(
 }
 
 /// One chat call to `model`, timed and priced; the text of the first choice, verbatim.
-async fn call(model: &ModelHandle, request: &ChatRequest) -> Result<AnswerCall> {
+pub(crate) async fn call(model: &ModelHandle, request: &ChatRequest) -> Result<AnswerCall> {
     let started = Instant::now();
     let response = model
         .provider

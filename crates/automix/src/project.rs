@@ -225,5 +225,16 @@ pub fn shadow(config: &Config, router: &Router) -> Result<Option<crate::traffic:
         max_workers: 1,
         labels: crate::dataset::LabelSource::Agreement,
     };
-    crate::traffic::Shadow::new(settings, job).map(Some)
+    let judge = match &settings.judge_model {
+        None => None,
+        Some(name) => {
+            let set = crate::models::ModelSet::from_catalogue(
+                &catalogue(config)?,
+                std::slice::from_ref(name),
+                UpstreamLimits::batch(settings.max_concurrency),
+            )?;
+            set.models().first().cloned()
+        }
+    };
+    crate::traffic::Shadow::new(settings, job, judge).map(Some)
 }

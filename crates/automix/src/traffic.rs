@@ -1,6 +1,7 @@
 //! Learning from a team's own traffic: after a request has its reply, a sampled share is
 //! answered again by every model of the route in the background and scored without ground
-//! truth (agreement with the most expensive model's answer), one row per request in the
+//! truth (agreement with the most expensive model's answer, or a judge model's verdict of
+//! equivalence with it), one row per request in the
 //! project's row format, appended to `automix.shadow.rows_path`; `automix train --rows`
 //! trains on them. Bounded in concurrency and by a money budget per hour; never on the
 //! request's path.
@@ -17,8 +18,11 @@ use tokio::sync::Semaphore;
 use crate::collect::{CollectJob, collect_row};
 use crate::dataset::{LabelSource, QueryRow, TrainingRow};
 use crate::error::{AutomixError, Result};
+use crate::models::ModelHandle;
 use crate::sync::lock;
 use crate::task_metric::TaskMetric;
+use automix_llm::ChatRequest;
+use automix_verify::PromptSet;
 
 /// `automix.shadow`: shadow answers in `automix serve`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,7 +41,7 @@ pub struct ShadowSettings {
     pub store_prompts: bool,
     /// Shadowed requests in flight at once; a request past it is not shadowed.
     pub max_concurrency: usize,
-    /// A judge model for `label: judge` (not built yet: refused at load).
+    /// The llm_data name of the judge of `label: judge`.
     pub judge_model: Option<String>,
     /// Retrain in the server every N new rows, on every row of `rows_path`, and swap the
     /// candidate in only when it beats the serving policy out of fold ([`crate::retrain`]).
@@ -65,7 +69,8 @@ impl Default for ShadowSettings {
 pub enum ShadowLabel {
     /// Each answer against the most expensive model's.
     Agreement,
-    /// A judge model decides equivalence (not built yet).
+    /// A judge model decides whether each answer means the same as the most expensive
+    /// model's (`judge_equivalence` prompt, parsed like a verdict).
     Judge,
 }
 
@@ -90,9 +95,14 @@ impl ShadowSettings {
         if self.max_concurrency == 0 {
             return Some(("max_concurrency", "must be at least 1".into()));
         }
-        let not_yet = "is not built yet (label: agreement is); refused rather than ignored";
-        if self.label == ShadowLabel::Judge || self.judge_model.is_some() {
-            return Some(("label", format!("judge {not_yet}")));
+        match (self.label, &self.judge_model) {
+            (ShadowLabel::Judge, None) => {
+                return Some(("judge_model", "is required with label: judge".into()));
+            }
+            (ShadowLabel::Agreement, Some(_)) => {
+                return Some(("judge_model", "is for label: judge only".into()));
+            }
+            _ => {}
         }
         if self.retrain_every == Some(0) {
             return Some(("retrain_every", "must be at least 1".into()));
@@ -125,6 +135,8 @@ pub struct ShadowCounts {
     pub over_budget: u64,
     /// Shadowed requests that failed (an upstream error; nothing written).
     pub failed: u64,
+    /// Shadowed requests not written because the judge's reply did not parse (unknown).
+    pub judge_unparsed: u64,
     /// Money the shadow calls spent.
     pub cost: f64,
     /// Shadowed requests whose kept answer was scored against the reference.
@@ -149,6 +161,7 @@ pub struct Shadow {
     settings: ShadowSettings,
     job: CollectJob,
     slots: Arc<Semaphore>,
+    judge: Option<ModelHandle>,
     budget: Mutex<Budget>,
     rows: Mutex<std::fs::File>,
     counts: Counters,
@@ -160,6 +173,7 @@ struct Counters {
     busy: AtomicU64,
     over_budget: AtomicU64,
     failed: AtomicU64,
+    judge_unparsed: AtomicU64,
     /// Money in nano-units (an atomic float would need a lock).
     cost_nanos: AtomicU64,
     kept_scored: AtomicU64,
@@ -170,7 +184,17 @@ struct Counters {
 impl Shadow {
     /// A shadow over `job`'s models (the router's, cheapest first), appending to
     /// `settings.rows_path` (created with its folder if missing).
-    pub fn new(settings: ShadowSettings, job: CollectJob) -> Result<Self> {
+    pub fn new(
+        settings: ShadowSettings,
+        job: CollectJob,
+        judge: Option<ModelHandle>,
+    ) -> Result<Self> {
+        if (settings.label == ShadowLabel::Judge) != judge.is_some() {
+            return Err(AutomixError::Setting {
+                key: "automix.shadow.judge_model",
+                message: "label: judge needs the judge model's handle (and only it does)".into(),
+            });
+        }
         if let Some((key, message)) = settings.problem() {
             return Err(AutomixError::Setting {
                 key: "automix.shadow",
@@ -188,6 +212,7 @@ impl Shadow {
             .map_err(|e| AutomixError::io(&path, e))?;
         Ok(Self {
             slots: Arc::new(Semaphore::new(settings.max_concurrency)),
+            judge,
             settings,
             job: CollectJob {
                 labels: LabelSource::Agreement,
@@ -221,8 +246,11 @@ impl Shadow {
         let kept_model = kept_model.to_owned();
         tokio::spawn(async move {
             let _slot = slot;
-            match collect_row(&me.job, &query, LabelSource::Agreement).await {
-                Ok(row) => me.record(row, &kept_model),
+            match me.labelled_row(&query).await {
+                Ok(Some((row, judge_cost))) => me.record(row, &kept_model, judge_cost),
+                Ok(None) => {
+                    me.counts.judge_unparsed.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(e) => {
                     me.counts.failed.fetch_add(1, Ordering::Relaxed);
                     eprintln!("automix serve: shadow answer failed: {e}");
@@ -230,6 +258,30 @@ impl Shadow {
             }
         });
         Offer::Started
+    }
+
+    /// The request's row: every model's answer scored by agreement, or by the judge (with
+    /// the judge calls' cost); `None` when a judge reply did not parse (the label is
+    /// unknown, so no row is written).
+    async fn labelled_row(&self, query: &QueryRow) -> Result<Option<(TrainingRow, f64)>> {
+        let mut row = collect_row(&self.job, query, LabelSource::Agreement).await?;
+        let Some(judge) = &self.judge else {
+            return Ok(Some((row, 0.0)));
+        };
+        let reference = row.ground_truth.clone();
+        let last = row.models.len().saturating_sub(1);
+        let mut cost = 0.0;
+        for run in &mut row.models[..last] {
+            let (same, call_cost) =
+                judge_equivalence(judge, &self.job.prompts, query, &reference, &run.answer).await?;
+            cost += call_cost;
+            match same {
+                Some(s) => run.score = f64::from(s),
+                None => return Ok(None),
+            }
+        }
+        row.label_source = LabelSource::Judge;
+        Ok(Some((row, cost)))
     }
 
     /// Whether this hour's spend is below `max_cost_per_hour` (a new hour starts afresh).
@@ -248,8 +300,8 @@ impl Shadow {
     }
 
     /// Charges the row's calls to the budget, scores the kept answer, appends the row.
-    fn record(&self, row: TrainingRow, kept_model: &str) {
-        let cost = row_cost(&row);
+    fn record(&self, row: TrainingRow, kept_model: &str, judge_cost: f64) {
+        let cost = row_cost(&row) + judge_cost;
         if let Some(kept) = row.run(kept_model) {
             self.counts.kept_scored.fetch_add(1, Ordering::Relaxed);
             let micros = (kept.score.clamp(0.0, 1.0) * 1e6).round() as u64;
@@ -291,6 +343,7 @@ impl Shadow {
             busy: c.busy.load(Ordering::Relaxed),
             over_budget: c.over_budget.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
+            judge_unparsed: c.judge_unparsed.load(Ordering::Relaxed),
             cost: c.cost_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             kept_scored: c.kept_scored.load(Ordering::Relaxed),
             kept_agreement: {
@@ -301,6 +354,34 @@ impl Shadow {
         }
     }
 }
+
+/// Asks `judge` whether `answer` means the same as `reference`: `Some(true)` for a
+/// "Correct" verdict, `Some(false)` for "Incorrect", `None` when the reply does not parse;
+/// and the call's cost.
+pub async fn judge_equivalence(
+    judge: &ModelHandle,
+    prompts: &PromptSet,
+    query: &QueryRow,
+    reference: &str,
+    answer: &str,
+) -> Result<(Option<bool>, f64)> {
+    let messages = prompts.judge_messages(&crate::pipeline::query_text(query), reference, answer);
+    let request = ChatRequest {
+        temperature: Some(0.0),
+        max_tokens: Some(JUDGE_MAX_TOKENS),
+        seed: Some(0),
+        ..ChatRequest::new(judge.entry.model.clone(), messages)
+    };
+    let call = crate::pipeline::call(judge, &request).await?;
+    let verdict = automix_verify::parse_verdict(&call.text);
+    Ok((
+        verdict.map(|v| v == automix_verify::Verdict::Correct),
+        call.cost,
+    ))
+}
+
+/// Tokens a judge may reply with (a verdict word and a short reason).
+const JUDGE_MAX_TOKENS: u32 = 24;
 
 /// Money of every call a row records (answers and verifications).
 pub fn row_cost(row: &TrainingRow) -> f64 {
@@ -345,7 +426,12 @@ mod tests {
             label: ShadowLabel::Judge,
             ..ok.clone()
         };
-        assert_eq!(judge.problem().map(|p| p.0), Some("label"));
+        assert_eq!(judge.problem().map(|p| p.0), Some("judge_model"));
+        let judged = ShadowSettings {
+            judge_model: Some("big".into()),
+            ..judge
+        };
+        assert_eq!(judged.problem(), None);
         let retrain = ShadowSettings {
             retrain_every: Some(0),
             ..ok.clone()

@@ -110,7 +110,7 @@ async fn the_shadow_writes_private_rows_within_its_budget() {
         max_concurrency: 1,
         ..ShadowSettings::default()
     };
-    let shadow = Arc::new(Shadow::new(settings, job("A")).unwrap());
+    let shadow = Arc::new(Shadow::new(settings, job("A"), None).unwrap());
     assert_eq!(
         shadow.offer(unlabelled("secret prompt"), "small"),
         Offer::Started
@@ -150,7 +150,10 @@ fn shadow_settings_are_checked_at_load() {
     let e = Config::parse(bad, std::path::Path::new("s.yaml"))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("s.yaml:4") && e.contains("not built yet"), "{e}");
+    assert!(
+        e.contains("s.yaml:2") && e.contains("judge_model is required"),
+        "{e}"
+    );
     let typo = "automix:\n  shadow:\n    rows_path: r.jsonl\n    rat: 0.5\n";
     let e = Config::parse(typo, std::path::Path::new("s.yaml"))
         .unwrap_err()
@@ -187,4 +190,93 @@ fn a_retrain_swaps_in_a_better_policy_and_keeps_one_that_is_not() {
     // Too few rows: kept, said so.
     let (report, candidate) = compare(&config, &traffic[..MIN_ROWS - 1], &misled).unwrap();
     assert!(!report.swapped && candidate.is_none() && report.reason.contains("needs"));
+}
+
+/// A judge that says "Correct" when the candidate equals the reference, "Incorrect" when it
+/// does not, and garbage for a question that asks for it.
+fn judge() -> automix::ModelHandle {
+    use automix::llm::{ScriptedProvider, Usage, response};
+    let provider = ScriptedProvider::from_fn(|req| {
+        let text = &req.messages.last().unwrap().content;
+        let field = |name: &str| {
+            text.rsplit(name)
+                .next()
+                .unwrap_or("")
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        };
+        let verdict = if text.contains("garbled") {
+            "hmm, hard to say"
+        } else if field("Candidate answer:") == field("Reference answer:") {
+            "Correct. Same."
+        } else {
+            "Incorrect. Different."
+        };
+        Ok(response(
+            &req.model,
+            &[verdict],
+            Usage {
+                prompt_tokens: 50,
+                completion_tokens: 3,
+            },
+        ))
+    });
+    automix::ModelHandle {
+        entry: crate::support::entry("judge", 3.0, None),
+        provider: Arc::new(provider),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_judge_labels_rows_and_an_unparsed_verdict_writes_none() {
+    use automix::traffic::ShadowLabel;
+    let path = temp("judge");
+    let settings = ShadowSettings {
+        rate: 1.0,
+        label: ShadowLabel::Judge,
+        judge_model: Some("judge".into()),
+        rows_path: Some(path.clone()),
+        max_concurrency: 1,
+        ..ShadowSettings::default()
+    };
+    // Agreement would score the small model's "A" 0 against "B"; so does the judge, and it
+    // scores a free-text paraphrase that token F1 would half-credit as its verdict says.
+    let shadow = Arc::new(Shadow::new(settings.clone(), job("A"), Some(judge())).unwrap());
+    shadow.offer(unlabelled("pick two"), "large");
+    settle(&shadow, 1).await;
+    shadow.offer(unlabelled("a garbled one"), "large");
+    for _ in 0..200 {
+        if shadow.counts().judge_unparsed == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let counts = shadow.counts();
+    assert_eq!((counts.rows, counts.judge_unparsed), (1, 1), "{counts:?}");
+    let rows = read_training_rows(&path).unwrap();
+    assert_eq!(rows[0].label_source, LabelSource::Judge);
+    assert_eq!(
+        (rows[0].models[0].score, rows[0].models[1].score),
+        (0.0, 1.0)
+    );
+    assert_eq!(
+        counts.kept_agreement,
+        Some(1.0),
+        "the client got the reference"
+    );
+    // A judge verdict of equivalence where the metric would not give it.
+    let agree = Arc::new(Shadow::new(settings, job("B"), Some(judge())).unwrap());
+    agree.offer(unlabelled("pick two"), "small");
+    settle(&agree, 1).await;
+    let rows = read_training_rows(&path).unwrap();
+    assert_eq!(rows.last().unwrap().models[0].score, 1.0);
+    // A judge without its model, or a model without label: judge, is refused.
+    let mismatch = ShadowSettings {
+        rows_path: Some(path.clone()),
+        ..ShadowSettings::default()
+    };
+    assert!(Shadow::new(mismatch, job("A"), Some(judge())).is_err());
 }
