@@ -76,6 +76,17 @@ pub(crate) fn release_run(root: &Path) -> Command {
     cmd
 }
 
+/// Builds the release `automix` binary (`target/release/automix`).
+pub(crate) fn build_release(root: &Path) -> Result<()> {
+    run(Command::new(env!("CARGO")).current_dir(root).args([
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "automix-cli",
+    ]))
+}
+
 /// Runs the `automix` binary (release build) with `args`.
 fn automix(root: &Path, args: &[&str]) -> Result<()> {
     run(release_run(root).arg("--").args(args))
@@ -105,13 +116,7 @@ pub(crate) fn train(root: &Path) -> Result<()> {
 fn load(root: &Path, args: &[String]) -> Result<()> {
     // The shared-belief phases (Redis answering, then stalled) need a real redis-server.
     ensure_redis()?;
-    run(Command::new(env!("CARGO")).current_dir(root).args([
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "automix-cli",
-    ]))?;
+    build_release(root)?;
     let binary = root.join("target/release/automix");
     let seconds = args.first().map_or("20", String::as_str);
     run(release_run(root)

@@ -45,13 +45,7 @@ fn fresh_venv(dir: &Path) -> Result<PathBuf> {
 /// A fresh venv with the package pip-installed from the clone (as the README says) and
 /// pytest; also builds the release `automix` binary the suite compares with. Its interpreter.
 pub(crate) fn source_venv(root: &Path) -> Result<PathBuf> {
-    run(Command::new(env!("CARGO")).current_dir(root).args([
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "automix-cli",
-    ]))?;
+    crate::build_release(root)?;
     let py = fresh_venv(&root.join("target/py-venv-source"))?;
     let package = root.join("crates/automix-py");
     pip(&py, &[package.to_str().context("a UTF-8 path")?, PYTEST])?;

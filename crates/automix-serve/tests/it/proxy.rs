@@ -1064,32 +1064,7 @@ async fn the_fault_suite_sees_exact_outcomes_and_call_counts() {
 /// A calibrated policy where a half-confident answer gains 0.5 by escalating: λ = 0.001
 /// escalates it, λ = 0.1 keeps it (an escalation costs 50 units).
 pub fn calibrated_policy(config: &Config) -> automix::training::RouterPolicy {
-    use crate::support::{Run, training_row};
-    let rows: Vec<_> = (0..300)
-        .map(|i| {
-            let p = [0.0, 0.5, 1.0][i % 3];
-            let small_right = match i % 3 {
-                0 => false,
-                1 => i % 2 == 0,
-                _ => true,
-            };
-            let runs = [
-                Run {
-                    model: "small",
-                    right: small_right,
-                    cost: 1.0,
-                    confidence: Some(p),
-                },
-                Run {
-                    model: "large",
-                    right: true,
-                    cost: 50.0,
-                    confidence: None,
-                },
-            ];
-            training_row(i, "chat", &runs)
-        })
-        .collect();
+    let rows = crate::support::three_level_rows(300, "chat");
     automix::training::train_policy(config, &rows, "small", "large").unwrap()
 }
 

@@ -373,28 +373,7 @@ fn the_cascade_chooses_its_bin_count_by_cross_validation() {
 /// must survive save and load.
 #[test]
 fn a_calibrated_policy_on_three_levels_saves_and_loads_back() {
-    use crate::support::{Run, training_row};
-    let rows: Vec<TrainingRow> = (0..225)
-        .map(|i| {
-            let p = [0.0, 0.5, 1.0][i % 3];
-            let right = p == 1.0 || (p == 0.5 && i % 2 == 0);
-            let runs = [
-                Run {
-                    model: "small",
-                    right,
-                    cost: 1.0,
-                    confidence: Some(p),
-                },
-                Run {
-                    model: "large",
-                    right: true,
-                    cost: 50.0,
-                    confidence: None,
-                },
-            ];
-            training_row(i, "general", &runs)
-        })
-        .collect();
+    let rows = crate::support::three_level_rows(225, "general");
     let config = Config::parse(
         "hparam:\n  routing_method: Calibrated\n  verifier_signal: samples\n  per_task_prior: false\n",
         std::path::Path::new("t.yaml"),

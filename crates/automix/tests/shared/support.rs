@@ -291,3 +291,30 @@ pub fn verifier_rows(n: usize, honest: bool) -> Vec<TrainingRow> {
         })
         .collect()
 }
+
+/// Rows whose small-model confidence takes three levels: at 0 the small model is wrong, at
+/// 1 right, at 0.5 right on every other row; the large one is always right at 50 times the
+/// cost. A calibrated policy on them keeps at 1 and escalates at 0.
+pub fn three_level_rows(n: usize, task: &str) -> Vec<TrainingRow> {
+    (0..n)
+        .map(|i| {
+            let p = [0.0, 0.5, 1.0][i % 3];
+            let right = p == 1.0 || (p == 0.5 && i % 2 == 0);
+            let runs = [
+                Run {
+                    model: "small",
+                    right,
+                    cost: 1.0,
+                    confidence: Some(p),
+                },
+                Run {
+                    model: "large",
+                    right: true,
+                    cost: 50.0,
+                    confidence: None,
+                },
+            ];
+            training_row(i, task, &runs)
+        })
+        .collect()
+}
