@@ -84,8 +84,14 @@ pub(crate) async fn retrain_loop(state: Arc<ProxyState>) {
         .await;
         let report = match done {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => failed(&state, e.to_string()),
-            Err(e) => failed(&state, format!("the retrain task ended: {e}")),
+            Ok(Err(e)) => {
+                failed(&state, e.to_string());
+                continue;
+            }
+            Err(e) => {
+                failed(&state, format!("the retrain task ended: {e}"));
+                continue;
+            }
         };
         if report.swapped
             && let Err(e) = state.reload().await
@@ -108,7 +114,7 @@ pub(crate) async fn retrain_loop(state: Arc<ProxyState>) {
 }
 
 /// A retrain that could not run: logged, counted, kept as the last report.
-fn failed(state: &ProxyState, reason: String) -> RetrainReport {
+fn failed(state: &ProxyState, reason: String) {
     eprintln!("automix serve: retrain failed: {reason}");
     state.metrics.count_retrain("failed");
     let report = RetrainReport {
@@ -118,8 +124,7 @@ fn failed(state: &ProxyState, reason: String) -> RetrainReport {
         swapped: false,
         reason,
     };
-    *automix::sync::lock(&state.last_retrain) = Some(report.clone());
-    report
+    *automix::sync::lock(&state.last_retrain) = Some(report);
 }
 
 /// `GET /admin/traffic` (admin key): the drift line — live escalation rate, the kept

@@ -556,6 +556,16 @@ impl Config {
                 message: format!("automix.shadow.{key} {message}"),
             });
         }
+        if a.shadow.as_ref().is_some_and(|s| s.retrain_every.is_some())
+            && self.policy_path().is_none()
+        {
+            return Err(fail(
+                "retrain_every",
+                "needs the serving policy's file (model_path.save_model_path or load_model_path): \
+                 a better policy is saved there and reloaded"
+                    .into(),
+            ));
+        }
         if a.verification_samples == 0 {
             return Err(fail("verification_samples", "must be at least 1".into()));
         }

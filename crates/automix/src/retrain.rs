@@ -65,6 +65,12 @@ pub fn compare(
         swapped: false,
         reason,
     };
+    if serving.cascade.is_some() {
+        // A two-model candidate saved over it would drop the plan the router routes with.
+        let why = "the serving policy carries a cascade plan; retraining in the server \
+                   covers two-model policies (retrain with `automix train --cascade`)";
+        return Ok((kept(why.into(), None, None), None));
+    }
     if rows.len() < MIN_ROWS {
         let why = format!("{} rows; a retrain needs {MIN_ROWS}", rows.len());
         return Ok((kept(why, None, None), None));

@@ -159,6 +159,11 @@ fn shadow_settings_are_checked_at_load() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("rat"), "{e}");
+    let orphan = "automix:\n  shadow:\n    rows_path: r.jsonl\n    retrain_every: 10\n";
+    let e = Config::parse(orphan, std::path::Path::new("s.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("s.yaml:4") && e.contains("save_model_path"), "{e}");
 }
 
 fn calibrated() -> Config {
