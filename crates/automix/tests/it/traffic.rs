@@ -163,7 +163,10 @@ fn shadow_settings_are_checked_at_load() {
     let e = Config::parse(orphan, std::path::Path::new("s.yaml"))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("s.yaml:4") && e.contains("save_model_path"), "{e}");
+    assert!(
+        e.contains("s.yaml:4") && e.contains("save_model_path"),
+        "{e}"
+    );
 }
 
 fn calibrated() -> Config {
