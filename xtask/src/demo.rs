@@ -220,7 +220,7 @@ fn live_run(root: &Path, binary: &Path, started: Instant) -> Result<(Live, Child
     let dashboard = format!("http://{hostport}/dashboard");
     // The proxy run fills the dashboard; the summary's live numbers are the CLI run's (the
     // same queries, prompts and ground truth as its comparison).
-    let live = through_proxy(root, &hostport).map(|(_, data)| {
+    let live = through_proxy(root, &hostport).map(|data| {
         let proxied = data["since_start"]["requests"].as_u64().unwrap_or(0);
         eprintln!("the dashboard has {proxied} routed requests: {dashboard}");
         Live {
@@ -240,11 +240,10 @@ fn live_run(root: &Path, binary: &Path, started: Instant) -> Result<(Live, Child
     }
 }
 
-/// Sends the demo queries through the proxy at `hostport`; how many, and its dashboard data.
-fn through_proxy(root: &Path, hostport: &str) -> Result<(usize, Value)> {
+/// Sends the demo queries through the proxy at `hostport`; its dashboard data.
+fn through_proxy(root: &Path, hostport: &str) -> Result<Value> {
     llms::wait_healthy(&format!("http://{hostport}"), Duration::from_secs(60))?;
     let queries = std::fs::read_to_string(root.join("data/demo_queries.jsonl"))?;
-    let mut n = 0;
     for line in queries.lines().filter(|l| !l.trim().is_empty()) {
         let q: Value = serde_json::from_str(line)?;
         // Short answers, as `collect` asks for (a chat client sets its own max_tokens).
@@ -264,10 +263,9 @@ fn through_proxy(root: &Path, hostport: &str) -> Result<(usize, Value)> {
         if status != 200 {
             bail!("the proxy answered {status}: {reply}");
         }
-        n += 1;
     }
     let (_, data) = http(hostport, "GET", "/dashboard/data", None)?;
-    Ok((n, serde_json::from_str(&data)?))
+    Ok(serde_json::from_str(&data)?)
 }
 
 /// The share of `items` escalated, and the verifier calls' share of their cost.

@@ -39,8 +39,21 @@ pub fn venv(root: &Path, name: &str, packages: &[&str]) -> Result<PathBuf> {
         return Ok(py);
     }
     std::fs::create_dir_all(root.join(".cache"))?;
-    run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
-    run(Command::new(&py)
+    create(&dir)?;
+    pip_install(&py, packages)?;
+    std::fs::write(&marker, wanted)?;
+    Ok(py)
+}
+
+/// `python3 -m venv dir`; its interpreter.
+pub fn create(dir: &Path) -> Result<PathBuf> {
+    run(Command::new("python3").args(["-m", "venv"]).arg(dir))?;
+    Ok(dir.join("bin/python"))
+}
+
+/// `pip install` of `packages` (names, paths or wheel files) into the venv of `py`.
+pub fn pip_install(py: &Path, packages: &[&str]) -> Result<()> {
+    run(Command::new(py)
         .args([
             "-m",
             "pip",
@@ -48,7 +61,5 @@ pub fn venv(root: &Path, name: &str, packages: &[&str]) -> Result<PathBuf> {
             "--quiet",
             "--disable-pip-version-check",
         ])
-        .args(packages))?;
-    std::fs::write(&marker, wanted)?;
-    Ok(py)
+        .args(packages))
 }

@@ -38,8 +38,7 @@ pub(crate) fn build(root: &Path) -> Result<PathBuf> {
 /// A new, empty venv at `dir` (removed first); its interpreter.
 fn fresh_venv(dir: &Path) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(dir);
-    run(Command::new("python3").args(["-m", "venv"]).arg(dir))?;
-    Ok(dir.join("bin/python"))
+    python::create(dir)
 }
 
 /// A fresh venv with the package pip-installed from the clone (as the README says) and
@@ -48,7 +47,7 @@ pub(crate) fn source_venv(root: &Path) -> Result<PathBuf> {
     crate::build_release(root)?;
     let py = fresh_venv(&root.join("target/py-venv-source"))?;
     let package = root.join("crates/automix-py");
-    pip(&py, &[package.to_str().context("a UTF-8 path")?, PYTEST])?;
+    python::pip_install(&py, &[package.to_str().context("a UTF-8 path")?, PYTEST])?;
     Ok(py)
 }
 
@@ -63,18 +62,6 @@ pub(crate) fn suite(root: &Path, py: &Path, paths: &[&str]) -> Command {
     cmd
 }
 
-fn pip(py: &Path, args: &[&str]) -> Result<()> {
-    run(Command::new(py)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .args(args))
-}
-
 /// `cargo xtask pytest`: pip-installs the package from the clone into a fresh venv (the
 /// README's path) and runs the suite there; then installs the built wheel file into
 /// another fresh venv and imports it.
@@ -83,7 +70,7 @@ pub(crate) fn pytest(root: &Path) -> Result<()> {
     run(&mut suite(root, &from_source, &["crates/automix-py/tests"]))?;
     let wheel = build(root)?;
     let from_wheel = fresh_venv(&root.join("target/py-venv-wheel"))?;
-    pip(&from_wheel, &[wheel.to_str().context("a UTF-8 path")?])?;
+    python::pip_install(&from_wheel, &[wheel.to_str().context("a UTF-8 path")?])?;
     let out = Command::new(&from_wheel)
         .args([
             "-c",

@@ -74,6 +74,26 @@ fn line(name: &str, data: &Dataset, o: Outcome, detail: String) -> EvalLine {
     }
 }
 
+/// The escalation flags of `rule` on every row of `data`, under the same unknown-score and
+/// fixed-answer rules the router applies (`automix_core::decisions`).
+pub(crate) fn rule_flags(
+    data: &Dataset,
+    rule: &automix_core::DecisionRule,
+    options: &automix_core::TrainOptions,
+) -> Vec<bool> {
+    let candidate = automix_core::Candidate {
+        method: MethodKind::Threshold,
+        rule: rule.clone(),
+        lambda: None,
+    };
+    automix_core::decisions(
+        data,
+        &candidate,
+        options.unknown_confidence,
+        &options.fixed_answers,
+    )
+}
+
 /// The rows of one evaluation, resolved once: records, costs, the held-out dataset.
 struct EvalData {
     train: Vec<automix_core::RoutingRecord>,
@@ -86,18 +106,9 @@ impl EvalData {
     /// The held-out outcome of `rule` under the same unknown-score and fixed-answer rules the
     /// router applies (`automix_core::decisions`).
     fn outcome_of(&self, rule: &automix_core::DecisionRule) -> Result<Outcome> {
-        let candidate = automix_core::Candidate {
-            method: MethodKind::Threshold,
-            rule: rule.clone(),
-            lambda: None,
-        };
-        let flags = automix_core::decisions(
-            &self.test,
-            &candidate,
-            self.options.unknown_confidence,
-            &self.options.fixed_answers,
-        );
-        Ok(self.test.evaluate(&flags)?)
+        Ok(self
+            .test
+            .evaluate(&rule_flags(&self.test, rule, &self.options))?)
     }
 
     /// `kind` trained on the train rows, measured on the held-out rows.

@@ -9,11 +9,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use automix_core::{Candidate, Dataset, MethodKind, Outcome, RoutingRecord};
+use automix_core::{Dataset, Outcome, RoutingRecord};
 
 use crate::config::Config;
 use crate::dataset::{TrainingRow, read_training_rows};
 use crate::error::Result;
+use crate::evaluate::rule_flags;
 use crate::training::{
     RouterPolicy, cost_model, method_and_options, routing_records, train_policy,
 };
@@ -76,8 +77,10 @@ pub fn compare(
         return Ok((kept(why, None, None), None));
     }
     let records = routing_records(rows, small, large, serving.verifier_signal)?;
-    let data = Dataset::new(&records, &cost_model(config))?;
-    let serving_flags = flags(config, &data, &serving.policy.rule)?;
+    let costs = cost_model(config);
+    let (_, options) = method_and_options(config)?;
+    let data = Dataset::new(&records, &costs)?;
+    let serving_flags = rule_flags(&data, &serving.policy.rule, &options);
     let mut oof = vec![false; rows.len()];
     for fold in 0..FOLDS {
         let train: Vec<TrainingRow> = rows
@@ -89,8 +92,8 @@ pub fn compare(
         let held: Vec<usize> = (0..rows.len()).filter(|i| i % FOLDS == fold).collect();
         let policy = train_policy(config, &train, small, large)?;
         let held_records: Vec<RoutingRecord> = held.iter().map(|&i| records[i].clone()).collect();
-        let held_data = Dataset::new(&held_records, &cost_model(config))?;
-        for (j, f) in flags(config, &held_data, &policy.policy.rule)?
+        let held_data = Dataset::new(&held_records, &costs)?;
+        for (j, f) in rule_flags(&held_data, &policy.policy.rule, &options)
             .into_iter()
             .enumerate()
         {
@@ -119,21 +122,4 @@ pub fn compare(
         (s, c) => kept("ΔIBC undefined on these rows".into(), s, c),
     };
     Ok((report, Some(candidate)))
-}
-
-/// Escalation flags of `rule` on `data`, with the config's unknown-score and fixed-answer
-/// rules (as the router decides).
-fn flags(config: &Config, data: &Dataset, rule: &automix_core::DecisionRule) -> Result<Vec<bool>> {
-    let (_, options) = method_and_options(config)?;
-    let candidate = Candidate {
-        method: MethodKind::Threshold,
-        rule: rule.clone(),
-        lambda: None,
-    };
-    Ok(automix_core::decisions(
-        data,
-        &candidate,
-        options.unknown_confidence,
-        &options.fixed_answers,
-    ))
 }

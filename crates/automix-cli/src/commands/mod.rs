@@ -71,10 +71,24 @@ fn fmt_cost(c: f64) -> String {
 
 /// The router the config describes ([`project::router`]).
 pub fn build_router(config: &Config, no_policy: bool, limits: UpstreamLimits) -> Result<Router> {
-    project::router(config, no_policy, limits).map_err(|e| match e {
-        e @ automix::AutomixError::Io { .. } if !no_policy => {
-            anyhow::Error::new(e).context("loading the policy (train one with `automix train`)")
+    project::router(config, no_policy, limits).map_err(|e| {
+        // A file that cannot be read gets the hint for that file.
+        let hint = match &e {
+            automix::AutomixError::Io { file, .. }
+                if Some(file.as_path()) == config.policy_path() =>
+            {
+                Some("loading the policy (train one with `automix train`)")
+            }
+            automix::AutomixError::Io { file, .. }
+                if Some(file.as_path()) == config.data_path.llm_data.as_deref() =>
+            {
+                Some("reading llm_data (for local models run `cargo xtask llms up`)")
+            }
+            _ => None,
+        };
+        match hint {
+            Some(h) => anyhow::Error::new(e).context(h),
+            None => e.into(),
         }
-        e => e.into(),
     })
 }

@@ -157,19 +157,36 @@ pub(crate) struct ScoreHistogram {
     pub(crate) unknown: u64,
 }
 
-/// A latency histogram with fixed bucket bounds.
-#[derive(Debug, Clone, Default, Serialize)]
+/// A latency histogram with fixed bucket bounds; its percentiles are read off the buckets
+/// when it is shown, not kept.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct LatencyHistogram {
     /// Counts per bucket of [`LATENCY_BOUNDS_MS`], then one for slower requests.
-    #[serde(skip)]
     buckets: Vec<u64>,
     /// Requests.
-    pub(crate) count: u64,
-    /// Upper bound (ms) of the bucket holding the median, the 95th and 99th percentile
-    /// (`null` above the last bound).
-    pub(crate) p50_ms: Option<u64>,
-    pub(crate) p95_ms: Option<u64>,
-    pub(crate) p99_ms: Option<u64>,
+    count: u64,
+}
+
+/// What the page shows of a [`LatencyHistogram`]: the count and the upper bound (ms) of
+/// the bucket holding the median, the 95th and 99th percentile (`null` above the last).
+#[derive(Debug, Serialize)]
+struct LatencyView {
+    count: u64,
+    p50_ms: Option<u64>,
+    p95_ms: Option<u64>,
+    p99_ms: Option<u64>,
+}
+
+impl Serialize for LatencyHistogram {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        LatencyView {
+            count: self.count,
+            p50_ms: self.quantile(0.50),
+            p95_ms: self.quantile(0.95),
+            p99_ms: self.quantile(0.99),
+        }
+        .serialize(s)
+    }
 }
 
 impl LatencyHistogram {
@@ -183,9 +200,6 @@ impl LatencyHistogram {
             .unwrap_or(LATENCY_BOUNDS_MS.len());
         self.buckets[i] += 1;
         self.count += 1;
-        self.p50_ms = self.quantile(0.50);
-        self.p95_ms = self.quantile(0.95);
-        self.p99_ms = self.quantile(0.99);
     }
 
     /// The upper bound of the bucket holding the `q` quantile.
@@ -202,14 +216,14 @@ impl LatencyHistogram {
     }
 }
 
-/// Adds one to `key` in `map`, or to `other` once `map` holds [`MAX_KEYS`] names.
-fn count_capped(map: &mut BTreeMap<String, u64>, key: &str) {
+/// The entry of `key` in `map`, or of `other` once `map` holds [`MAX_KEYS`] names.
+fn capped<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
     let key = if map.contains_key(key) || map.len() < MAX_KEYS {
         key
     } else {
         "other"
     };
-    *map.entry(key.to_owned()).or_default() += 1;
+    map.entry(key.to_owned()).or_default()
 }
 
 /// λ rounded to 3 significant digits: the key a chart groups requests by.
@@ -228,12 +242,7 @@ impl Period {
         for model in &e.calls {
             *self.calls_by.entry(model.clone()).or_default() += 1;
         }
-        let task = if self.tasks.contains_key(&e.task) || self.tasks.len() < MAX_KEYS {
-            e.task.as_str()
-        } else {
-            "other"
-        };
-        let t = self.tasks.entry(task.to_owned()).or_default();
+        let t = capped(&mut self.tasks, &e.task);
         t.requests += 1;
         t.escalated += u64::from(e.decision == "escalate");
         for check in &e.checks {
@@ -250,7 +259,7 @@ impl Period {
             .add(e.latency_ms);
         self.add_score(e.score);
         if let Some(l) = e.lambda {
-            count_capped(&mut self.lambdas, &lambda_key(l));
+            *capped(&mut self.lambdas, &lambda_key(l)) += 1;
         }
     }
 
@@ -358,8 +367,8 @@ mod tests {
         assert_eq!(p.scores.bins[18], 1);
         assert_eq!(p.scores.bins[2], 1);
         assert_eq!(p.scores.unknown, 1);
-        assert_eq!(p.latency["keep"].p50_ms, Some(5));
-        assert_eq!(p.latency["escalate"].p99_ms, Some(50));
+        assert_eq!(p.latency["keep"].quantile(0.5), Some(5));
+        assert_eq!(p.latency["escalate"].quantile(0.99), Some(50));
         assert_eq!(stats.recent(Instant::now()).requests, 3);
     }
 
@@ -386,8 +395,11 @@ mod tests {
         for ms in [1, 1, 1, 1, 1, 1, 1, 1, 1, 70_000] {
             h.add(ms);
         }
-        assert_eq!(h.p50_ms, Some(1));
-        assert_eq!(h.p99_ms, None, "above the last bound");
+        assert_eq!(h.quantile(0.5), Some(1));
+        assert_eq!(h.quantile(0.99), None, "above the last bound");
+        let shown = serde_json::to_value(&h).unwrap();
+        assert_eq!(shown["p50_ms"], 1);
+        assert_eq!(shown["count"], 10);
     }
 
     #[test]

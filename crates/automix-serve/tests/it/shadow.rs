@@ -14,7 +14,7 @@ use automix::{ModelSet, Router};
 use automix_serve::{ProxySettings, ProxyState};
 use serde_json::{Value, json};
 
-use crate::proxy::{Proxy, pair, serve_state};
+use crate::proxy::{Proxy, chat, pair, serve_state};
 
 const REQUESTS: usize = 30;
 
@@ -44,17 +44,11 @@ async fn proxy(
 }
 
 async fn replies(p: &Proxy) -> Vec<Value> {
-    let client = reqwest::Client::new();
     let mut out = Vec::new();
     for i in 0..REQUESTS {
         let body = json!({"model": "automix", "automix": {"task": "support"},
             "messages": [{"role": "user", "content": format!("private question {i}")}]});
-        let resp = client
-            .post(format!("{}/v1/chat/completions", p.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let resp = chat(&p.base, &body).await;
         assert_eq!(resp.status(), 200);
         let reply: Value = resp.json().await.unwrap();
         out.push(reply["choices"][0]["message"]["content"].clone());
@@ -177,12 +171,7 @@ async fn until_retrained(p: &Proxy) -> Value {
     for i in 0..200 {
         let body =
             json!({"model": "automix", "messages": [{"role": "user", "content": format!("q{i}")}]});
-        client
-            .post(format!("{}/v1/chat/completions", p.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        chat(&p.base, &body).await;
         let traffic: Value = client
             .get(format!("{}/admin/traffic", p.base))
             .bearer_auth("admin")
