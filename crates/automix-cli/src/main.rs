@@ -83,6 +83,8 @@ enum Command {
     Serve(commands::ServeArgs),
     /// Show the trained policy's λ family; the λ for an escalation share.
     Calibrate(commands::CalibrateArgs),
+    /// Shadow rows of `automix serve` (`automix.shadow`): `export` drains the Redis stream.
+    Traffic(commands::TrafficArgs),
 }
 
 fn main() {
@@ -132,6 +134,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Route(args) => runtime.block_on(commands::route(&config, cli.json, &args)),
         Command::Serve(args) => runtime.block_on(commands::serve(config, &args)),
         Command::Calibrate(args) => commands::calibrate(&config, cli.json, &args),
+        Command::Traffic(args) => runtime.block_on(commands::traffic(&config, cli.json, &args)),
     }
 }
 

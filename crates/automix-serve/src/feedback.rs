@@ -103,7 +103,12 @@ pub(crate) async fn feedback(
         Caller::Tenant(t) => state.feedback_limits.weigh(t, now),
     };
     match state.router().feedback(route, score, scorer, admit).await {
-        Ok(()) => Ok(axum::Json(json!({"accepted": true, "id": id})).into_response()),
+        Ok(credit) => {
+            if let (Some(learning), Some(model)) = (&state.learning, &credit.model) {
+                learning.shadow.feedback(route, model, credit.score).await;
+            }
+            Ok(axum::Json(json!({"accepted": true, "id": id})).into_response())
+        }
         Err(FeedbackRefused::Admission(r)) => Err(refused(&state, r)),
         Err(FeedbackRefused::Route(e)) => Err(route_error(e, &id)),
     }

@@ -35,8 +35,6 @@ pub struct Learning {
 pub struct Retraining {
     /// The config training reads.
     pub config: Config,
-    /// The shadow's rows.
-    pub rows_path: PathBuf,
     /// The serving policy's file (a swap writes it; the reload reads it).
     pub policy_path: PathBuf,
     /// Retrain every this many new rows.
@@ -49,11 +47,10 @@ impl Learning {
     pub fn from_config(config: &Config, shadow: Arc<Shadow>) -> Self {
         let settings = config.automix.shadow.as_ref();
         let retrain = settings
-            .and_then(|s| Some((s.retrain_every?, s.rows_path.clone()?)))
+            .and_then(|s| s.retrain_every)
             .zip(config.policy_path())
-            .map(|((every, rows_path), policy)| Retraining {
+            .map(|(every, policy)| Retraining {
                 config: config.clone(),
-                rows_path,
                 policy_path: policy.to_owned(),
                 every,
             });
@@ -77,9 +74,17 @@ pub(crate) async fn retrain_loop(state: Arc<ProxyState>) {
             continue;
         }
         last = rows;
+        // Every row so far: this replica's file, or the stream all replicas append to.
+        let rows = match learning.shadow.rows().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                failed(&state, format!("the rows could not be read: {e}"));
+                continue;
+            }
+        };
         let job = plan.clone();
         let done = tokio::task::spawn_blocking(move || {
-            automix::retrain::retrain(&job.config, &job.rows_path, &job.policy_path)
+            automix::retrain::retrain(&job.config, &rows, &job.policy_path)
         })
         .await;
         let report = match done {

@@ -214,7 +214,7 @@ async fn routed_reply(
     };
     state.observe(&outcome, started.elapsed());
     if !a.direct {
-        state.shadow(&query, &outcome.model_name);
+        state.shadow(&query, &outcome);
     }
     let (id, created) = completion_id(&outcome.route_id);
     let mut response = if a.stream {

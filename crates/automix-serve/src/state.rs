@@ -93,9 +93,10 @@ impl ProxyState {
 
     /// Offers a routed (not named-route) request to the shadow, if there is one; it runs in
     /// the background and never touches the reply.
-    pub(crate) fn shadow(&self, query: &QueryRow, kept_model: &str) {
+    pub(crate) fn shadow(&self, query: &QueryRow, outcome: &automix::RouteOutcome) {
         if let Some(l) = &self.learning {
-            l.shadow.offer(query.clone(), kept_model);
+            l.shadow
+                .offer(query.clone(), &outcome.model_name, &outcome.route_id);
         }
     }
 

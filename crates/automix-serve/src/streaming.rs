@@ -102,7 +102,7 @@ async fn route_with_keepalive(
         tokio::select! {
             r = &mut routing => {
                 if let Ok(Ok(Routed::Whole(o) | Routed::Live { outcome: o, .. })) = &r {
-                    state.shadow(&query, &o.model_name);
+                    state.shadow(&query, o);
                 }
                 return Some(r);
             }

@@ -25,6 +25,7 @@ use automix_core::cascade::{CascadePolicy, CascadeSettings};
 use automix_core::shared_belief::{BeliefCounts, ModelCounts, shared_table};
 use serde::Serialize;
 
+use crate::redis_conn::RedisConn;
 use crate::sync::lock;
 
 /// A store failure: the store is unreachable or answered something else.
@@ -94,21 +95,11 @@ impl BeliefStore for MemoryStore {
 }
 
 /// Counts in Redis, shared by every replica that uses the same URL and key prefix.
+#[derive(Debug)]
 pub struct RedisStore {
-    client: redis::Client,
-    conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+    conn: RedisConn,
     counts_key: String,
     seqs_key: String,
-    timeout: Duration,
-}
-
-impl Debug for RedisStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL may hold a password: never print it.
-        f.debug_struct("RedisStore")
-            .field("counts_key", &self.counts_key)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Applies a batch once: skip it when its number is not above the replica's last one.
@@ -124,66 +115,13 @@ return redis.call('HGETALL', KEYS[1])
 ";
 
 impl RedisStore {
-    /// A store at `url` (`redis://host:port/db`, or `rediss://` over TLS, verified against
-    /// `ca_pem` when given, else the system's trust store) under `prefix`; connects on first
-    /// use, so a replica starts even while Redis is down.
-    pub fn new(
-        url: &str,
-        prefix: &str,
-        timeout: Duration,
-        ca_pem: Option<Vec<u8>>,
-    ) -> Result<Self, StoreError> {
-        // The URL may hold a password: errors are the client's kind, never the URL.
-        let invalid = |e: redis::RedisError| StoreError::Unreachable(format!("{:?}", e.kind()));
-        let client = match ca_pem {
-            Some(root_cert) => redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert),
-                },
-            ),
-            None => redis::Client::open(url),
-        }
-        .map_err(invalid)?;
-        Ok(Self {
-            client,
-            conn: tokio::sync::Mutex::new(None),
+    /// A store over `conn` (which connects on first use, so a replica starts even while
+    /// Redis is down) under `prefix`.
+    pub fn new(conn: RedisConn, prefix: &str) -> Self {
+        Self {
+            conn,
             counts_key: format!("{prefix}:counts"),
             seqs_key: format!("{prefix}:seqs"),
-            timeout,
-        })
-    }
-
-    async fn connection(&self) -> Result<redis::aio::ConnectionManager, StoreError> {
-        let mut conn = self.conn.lock().await;
-        if let Some(c) = conn.as_ref() {
-            return Ok(c.clone());
-        }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(1);
-        let made = tokio::time::timeout(
-            self.timeout * 2,
-            self.client.get_connection_manager_with_config(config),
-        )
-        .await
-        .map_err(|_| StoreError::Unreachable("connect timed out".into()))?
-        .map_err(|e| StoreError::Unreachable(e.to_string()))?;
-        *conn = Some(made.clone());
-        Ok(made)
-    }
-
-    async fn run<T>(
-        &self,
-        f: impl AsyncFnOnce(redis::aio::ConnectionManager) -> redis::RedisResult<T>,
-    ) -> Result<T, StoreError> {
-        let conn = self.connection().await?;
-        match tokio::time::timeout(self.timeout, f(conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(StoreError::Unreachable(e.to_string())),
-            Err(_) => Err(StoreError::Unreachable("request timed out".into())),
         }
     }
 }
@@ -244,6 +182,7 @@ impl BeliefStore for RedisStore {
         }
         script.arg("updates").arg(delta.updates);
         let flat: Vec<String> = self
+            .conn
             .run(async |mut c| script.invoke_async(&mut c).await)
             .await?;
         parse_counts(&flat, delta.models.len())
@@ -252,6 +191,7 @@ impl BeliefStore for RedisStore {
     async fn load(&self, models: usize) -> Result<BeliefCounts, StoreError> {
         let key = self.counts_key.clone();
         let flat: Vec<String> = self
+            .conn
             .run(async |mut c| redis::cmd("HGETALL").arg(&key).query_async(&mut c).await)
             .await?;
         parse_counts(&flat, models)

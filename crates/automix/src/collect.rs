@@ -91,7 +91,7 @@ pub fn split_of(id: &str, seed: u64, test_share: f64) -> &'static str {
 /// The metric of an unlabelled query: its own when named, else token F1 (free text).
 fn metric_of(query: &QueryRow, labels: LabelSource) -> Result<TaskMetric> {
     match (query.metric.as_deref(), labels) {
-        (None | Some(""), LabelSource::Agreement | LabelSource::Judge) => Ok(TaskMetric::F1),
+        (None | Some(""), l) if l != LabelSource::GroundTruth => Ok(TaskMetric::F1),
         (name, _) => TaskMetric::parse(name.unwrap_or_default()),
     }
 }
@@ -112,8 +112,9 @@ pub async fn collect_row(
     }
     let truth = match labels {
         LabelSource::GroundTruth => query.ground_truth.clone().unwrap_or_default(),
-        // A judge re-scores these afterwards (`traffic`); the reference is the same.
-        LabelSource::Agreement | LabelSource::Judge => {
+        // A judge re-scores these afterwards (`traffic`), as feedback may; the reference
+        // is the same.
+        LabelSource::Agreement | LabelSource::Judge | LabelSource::Feedback => {
             runs.last().map(|r| r.answer.clone()).unwrap_or_default()
         }
     };

@@ -544,7 +544,7 @@ impl Config {
                 "is for a TLS store only: belief_store must be a rediss:// URL".into(),
             ));
         }
-        if let Some((key, message)) = a.shadow.as_ref().and_then(|s| s.problem()) {
+        if let Some((key, message)) = a.shadow.as_ref().and_then(|s| s.problem(&a.belief_store)) {
             // A missing key has no line of its own: point at the block.
             let line = match line_of_key(text, key) {
                 0 => line_of_key(text, "shadow"),

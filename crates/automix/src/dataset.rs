@@ -405,7 +405,7 @@ pub struct VerificationRecord {
 }
 
 /// One model's answer to a query in a training row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelRun {
     /// llm_data name.
     pub model: String,
@@ -427,7 +427,7 @@ pub struct ModelRun {
 }
 
 /// One training row: every model's answer, score, usage and verification for a query.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainingRow {
     /// [`query_id`].
     pub id: String,
@@ -444,8 +444,8 @@ pub struct TrainingRow {
     /// One entry per model, cheapest first.
     pub models: Vec<ModelRun>,
     /// Where the scores came from: absent (`ground_truth`, rows collected from a labelled
-    /// query set) or [`LabelSource::Agreement`] (no ground truth: each answer scored
-    /// against the most expensive model's).
+    /// query set), or, without ground truth, [`LabelSource::Agreement`],
+    /// [`LabelSource::Judge`] or [`LabelSource::Feedback`].
     #[serde(default, skip_serializing_if = "LabelSource::is_ground_truth")]
     pub label_source: LabelSource,
 }
@@ -464,6 +464,11 @@ pub enum LabelSource {
     /// A judge model's verdict of equivalence with the most expensive model's answer
     /// (which scores 1).
     Judge,
+    /// A shadow row corrected by the client's feedback on the answer it got: that model's
+    /// score is the client's; when it was the most expensive model's (the reference), every
+    /// score is scaled by it (agreeing with a wrong reference is not worth 1). Such a row
+    /// replaces the earlier row with its id ([`settle_feedback`]).
+    Feedback,
 }
 
 impl LabelSource {
@@ -480,11 +485,31 @@ impl TrainingRow {
     }
 }
 
-/// Reads training rows; a malformed row names file, line and field.
+/// Reads training rows; a malformed row names file, line and field. A feedback correction
+/// replaces the earlier row with its id ([`settle_feedback`]).
 pub fn read_training_rows(path: &Path) -> Result<Vec<TrainingRow>> {
     read_jsonl(path, |v| {
         serde_json::from_value(v).map_err(|e| e.to_string())
     })
+    .map(settle_feedback)
+}
+
+/// Rows with each [`LabelSource::Feedback`] row in the place of the last earlier row with
+/// its id (shadow rows are appended, so a client's later score arrives as a second row); a
+/// correction with no earlier row stays as it is.
+pub fn settle_feedback(rows: Vec<TrainingRow>) -> Vec<TrainingRow> {
+    let mut out: Vec<TrainingRow> = Vec::with_capacity(rows.len());
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for row in rows {
+        match at.get(&row.id) {
+            Some(&i) if row.label_source == LabelSource::Feedback => out[i] = row,
+            _ => {
+                at.insert(row.id.clone(), out.len());
+                out.push(row);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -15,8 +15,10 @@ pub const FEEDBACK_WINDOW: Duration = Duration::from_secs(3600);
 /// Why feedback was not taken.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FeedbackError {
-    /// This router has no online belief to learn from.
-    #[error("this server has no online belief to learn from (automix.online_belief is off)")]
+    /// This router learns from no feedback: no online belief, no shadow rows.
+    #[error(
+        "this server learns from no feedback (automix.online_belief and automix.shadow are off)"
+    )]
     NoBelief,
     /// No such route, or it is older than the feedback window or was forgotten.
     #[error("no recent route has id {0:?} (unknown, or older than an hour)")]
@@ -49,6 +51,18 @@ pub enum FeedbackRefused<E> {
     /// The caller's admission check refused it; the route keeps its one score.
     #[error("feedback not admitted")]
     Admission(E),
+}
+
+/// A score [`crate::Router::feedback`] took: the model whose answer it scored, the score,
+/// and whether the online belief learnt from it (the shadow's rows may too).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Credit {
+    /// The model whose answer the client got (`None`: not among the router's models).
+    pub model: Option<String>,
+    /// The client's score, in [0, 1].
+    pub score: f64,
+    /// Whether an online belief folded it in.
+    pub belief: bool,
 }
 
 /// One remembered route: the model whose answer the client got, its verdict, and the

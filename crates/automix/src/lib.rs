@@ -18,6 +18,7 @@ mod outcome;
 pub mod pipeline;
 pub mod plan;
 pub mod project;
+pub mod redis_conn;
 pub mod retrain;
 pub mod router;
 pub mod shard;

@@ -236,5 +236,24 @@ pub fn shadow(config: &Config, router: &Router) -> Result<Option<crate::traffic:
             set.models().first().cloned()
         }
     };
-    crate::traffic::Shadow::new(settings, job, judge).map(Some)
+    let sink = rows_sink(config, &settings)?;
+    crate::traffic::Shadow::new(settings, job, judge, sink).map(Some)
+}
+
+/// Where `settings`' rows go: its file, or the Redis stream at `belief_store`.
+pub fn rows_sink(
+    config: &Config,
+    settings: &crate::traffic::ShadowSettings,
+) -> Result<crate::traffic::sink::RowSink> {
+    use crate::traffic::{RowsTarget, sink::RowSink};
+    Ok(match settings.target(&config.automix.belief_store)? {
+        RowsTarget::File(path) => RowSink::file(&path)?,
+        RowsTarget::Stream(key) => RowSink::Stream(row_stream(config, &key)?),
+    })
+}
+
+/// The Redis stream `key` at the config's `belief_store`.
+pub fn row_stream(config: &Config, key: &str) -> Result<crate::traffic::sink::RowStream> {
+    let conn = crate::redis_conn::from_settings(&config.automix)?;
+    Ok(crate::traffic::sink::RowStream::new(conn, key))
 }

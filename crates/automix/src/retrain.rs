@@ -12,7 +12,7 @@ use serde::Serialize;
 use automix_core::{Dataset, Outcome, RoutingRecord};
 
 use crate::config::Config;
-use crate::dataset::{TrainingRow, read_training_rows};
+use crate::dataset::TrainingRow;
 use crate::error::Result;
 use crate::evaluate::rule_flags;
 use crate::training::{
@@ -40,12 +40,11 @@ pub struct RetrainReport {
     pub reason: String,
 }
 
-/// Retrains on the rows at `rows_path` and, when the candidate is better out of fold,
-/// saves it to `policy_path` (the serving policy's file, which a reload then reads).
-pub fn retrain(config: &Config, rows_path: &Path, policy_path: &Path) -> Result<RetrainReport> {
-    let rows = read_training_rows(rows_path)?;
+/// Retrains on `rows` (a shadow's) and, when the candidate is better out of fold, saves it
+/// to `policy_path` (the serving policy's file, which a reload then reads).
+pub fn retrain(config: &Config, rows: &[TrainingRow], policy_path: &Path) -> Result<RetrainReport> {
     let serving = RouterPolicy::load(policy_path)?;
-    let (report, candidate) = compare(config, &rows, &serving)?;
+    let (report, candidate) = compare(config, rows, &serving)?;
     if let Some(candidate) = candidate.filter(|_| report.swapped) {
         candidate.save(policy_path)?;
     }

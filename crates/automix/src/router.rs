@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
+use automix_core::belief::StepObservation;
 use automix_core::{Decision, VerifierScore};
 use automix_llm::ChatRequest;
 use automix_verify::{PromptSet, TaskKind, Verifier, normalise_answer};
@@ -15,7 +16,7 @@ use crate::checks::{AnswerCheck, AnswerFacts, first_failed, wants_json};
 use crate::config::{CollectSettings, Config, VerifierSignal};
 use crate::dataset::QueryRow;
 use crate::error::{AutomixError, Result};
-use crate::feedback::{FeedbackError, FeedbackRefused, RecentRoutes, Scorer};
+use crate::feedback::{Credit, FeedbackError, FeedbackRefused, RecentRoutes, Scorer};
 use crate::models::{ModelHandle, ModelSet};
 use crate::pipeline::{
     AnswerCall, AnswerSource, VerifyModes, add_answer_consistency, answer, answer_budget,
@@ -100,7 +101,8 @@ pub struct Router {
     strategy: Arc<dyn RoutingStrategy>,
     settings: RouterSettings,
     collect: CollectSettings,
-    /// Recent routes that may still get feedback (only with an online belief).
+    /// Recent routes that may still get feedback (with an online belief or shadow rows,
+    /// the two things a score teaches).
     recent: Option<Arc<Mutex<RecentRoutes>>>,
 }
 
@@ -128,9 +130,8 @@ impl Router {
             .iter()
             .map(|m| verifier_for(m, prompts.clone(), &config.automix))
             .collect::<Result<_>>()?;
-        let recent = strategy
-            .online()
-            .map(|_| Arc::new(Mutex::new(RecentRoutes::default())));
+        let learns = strategy.online().is_some() || config.automix.shadow.is_some();
+        let recent = learns.then(|| Arc::new(Mutex::new(RecentRoutes::default())));
         Ok(Self {
             models,
             prompts,
@@ -536,7 +537,7 @@ impl Router {
     /// The end of a route: remembered for feedback, folded into the online belief, and its
     /// outcome with `response` kept.
     async fn conclude(&self, run: Run<'_>, response: AnswerCall) -> Result<Routed> {
-        self.remember(&run.route_id, run.options.tenant.as_deref(), &run.state);
+        self.remember(&run, run.at.model);
         self.strategy.finish(run.state).await?;
         let (kept, route_id) = (run.at.model, run.route_id);
         let mut outcome = self.finish(
@@ -552,21 +553,30 @@ impl Router {
         Ok(Routed::Whole(outcome))
     }
 
-    /// Remembers route `id` of `tenant` for feedback (with an online belief).
-    fn remember(&self, id: &str, tenant: Option<&str>, state: &RouteState) {
-        if let (Some(recent), Some(kept)) = (&self.recent, state.kept()) {
-            lock(recent).remember(
-                id.to_owned(),
-                tenant.map(str::to_owned),
-                kept,
-                Instant::now(),
-            );
-        }
+    /// Remembers `run`, which kept model `kept`'s answer, for feedback (with an online
+    /// belief or a shadow): what the belief observed of that answer, else (a strategy
+    /// without a belief) just whose answer it was.
+    fn remember(&self, run: &Run<'_>, kept: usize) {
+        let Some(recent) = &self.recent else {
+            return;
+        };
+        let observed = run.state.kept().unwrap_or(StepObservation {
+            model: kept,
+            verdict: None,
+            correct: None,
+        });
+        lock(recent).remember(
+            run.route_id.clone(),
+            run.options.tenant.clone(),
+            observed,
+            Instant::now(),
+        );
     }
 
     /// A client's score (in [0, 1]; ≥ 0.5 counts as correct) for the answer of route `id`:
-    /// the model that gave it is credited once, in the online belief (shared by replicas when
-    /// the belief lives in a store).
+    /// the model that gave it is credited once, in the online belief when there is one
+    /// (shared by replicas when the belief lives in a store); the returned [`Credit`] says
+    /// which model's answer it scored, for the shadow's rows.
     ///
     /// `admit` runs after the route is found and before it is credited (the caller's quota):
     /// when it refuses, the route keeps its one score and its error is returned.
@@ -576,8 +586,8 @@ impl Router {
         score: f64,
         by: Scorer<'_>,
         admit: impl FnOnce() -> std::result::Result<(), E>,
-    ) -> std::result::Result<(), FeedbackRefused<E>> {
-        let (Some(recent), Some(online)) = (&self.recent, self.strategy.online()) else {
+    ) -> std::result::Result<Credit, FeedbackRefused<E>> {
+        let Some(recent) = &self.recent else {
             return Err(FeedbackError::NoBelief.into());
         };
         let observation = lock(recent).score(id, score, by, Instant::now())?;
@@ -585,12 +595,20 @@ impl Router {
             lock(recent).unscore(id);
             return Err(FeedbackRefused::Admission(e));
         }
+        let online = self.strategy.online();
         // Learning cannot fail a feedback the route memory accepted: a store that is down
         // keeps the count for later (see `belief_store`).
-        if let Err(e) = online.observe(&[observation]) {
+        if let Some(online) = &online
+            && let Err(e) = online.observe(&[observation])
+        {
             eprintln!("automix: folding feedback into the belief failed: {e}");
         }
-        Ok(())
+        let names = self.models.names();
+        Ok(Credit {
+            model: names.get(observation.model).map(|n| (*n).to_owned()),
+            score,
+            belief: online.is_some(),
+        })
     }
 
     /// Hands what `old`'s shared belief has not yet sent to this router's (a reload):

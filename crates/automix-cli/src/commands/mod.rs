@@ -20,12 +20,14 @@ mod calibrate;
 mod eval;
 mod route;
 mod serve;
+mod traffic;
 mod train;
 
 pub(crate) use calibrate::*;
 pub(crate) use eval::*;
 pub(crate) use route::*;
 pub(crate) use serve::*;
+pub(crate) use traffic::*;
 pub(crate) use train::*;
 
 /// The training rows a command reads: the flag, else the config's path (the one

@@ -105,13 +105,11 @@ pub async fn serve(config: Config, args: &ServeArgs) -> Result<()> {
     // Shadow answers over the models the server starts with (a reload keeps them).
     let shadow = automix::project::shadow(&config, &router)?.map(std::sync::Arc::new);
     if let Some(s) = config.automix.shadow.as_ref().filter(|_| shadow.is_some()) {
+        let rows = shadow.as_ref().map(|s| s.rows_target()).unwrap_or_default();
         eprintln!(
-            "shadow answers: {:.0}% of routed requests, agreement labels → {}",
+            "shadow answers: {:.0}% of routed requests, {:?} labels → {rows}",
             100.0 * s.rate,
-            s.rows_path
-                .as_deref()
-                .unwrap_or(std::path::Path::new("?"))
-                .display()
+            s.label
         );
     }
     let learning = shadow.map(|s| automix_serve::Learning::from_config(&config, s));

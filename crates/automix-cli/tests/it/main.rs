@@ -855,3 +855,124 @@ async fn three_serve_processes_share_one_belief_through_redis() {
         let _ = tokio::task::spawn_blocking(move || child.wait()).await;
     }
 }
+
+/// `automix serve` with a Redis `belief_store` and a shadow without `rows_path` appends its
+/// rows to a Redis stream; `automix traffic export` moves them into a file once, and
+/// `automix train --rows` trains on it. A config whose rows go to a file is told to train
+/// on that file. (Skipped without redis-server unless `AUTOMIX_REQUIRE_REDIS` is set.)
+#[tokio::test(flavor = "multi_thread")]
+async fn traffic_export_drains_the_shadow_stream_into_rows_that_train() {
+    use automix_llm::fake_server::FakeOpenAi;
+    let Some(redis) = support::Redis::start() else {
+        return;
+    };
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let dir = temp("traffic-export");
+    write_llm_data(&dir, &small, &large);
+    std::fs::write(
+        dir.join("automix.yaml"),
+        format!(
+            "data_path:\n  llm_data: llm.json\n\
+             model_path:\n  engine_small: small\n  engine_large: large\n\
+             automix:\n  verification_samples: 2\n  belief_store: {}\n  shadow:\n    rate: 1.0\n    max_concurrency: 4\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let (child, base) = spawn_serve(
+        &dir,
+        &["--no-policy"],
+        ("AUTOMIX_ADMIN_KEYS", "admin"),
+        std::process::Stdio::inherit(),
+    )
+    .await;
+    let _serve = KillOnDrop(child);
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let resp = client
+            .post(format!("{base}/v1/chat/completions"))
+            .json(&json!({"model": "automix", "messages": [{"role": "user", "content": format!("q{i}")}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let mut metrics = String::new();
+    for _ in 0..200 {
+        let resp = client.get(format!("{base}/metrics")).send().await.unwrap();
+        metrics = resp.text().await.unwrap();
+        if metrics.contains("automix_shadow_rows 3") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(metrics.contains("automix_shadow_rows 3"), "{metrics}");
+    let args = [
+        "--config",
+        "automix.yaml",
+        "traffic",
+        "export",
+        "--out",
+        "traffic.jsonl",
+    ];
+    let out = automix(&args, &dir);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("moved 3 rows"), "{said}");
+    let again = automix(&args, &dir);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("moved 0 rows"));
+    assert_eq!(rows_by_id(&dir.join("traffic.jsonl")).len(), 3);
+    let train = automix(
+        &[
+            "--config",
+            "automix.yaml",
+            "train",
+            "--rows",
+            "traffic.jsonl",
+            "--all-rows",
+            "--output",
+            "p.json",
+        ],
+        &dir,
+    );
+    assert!(
+        train.status.success(),
+        "{}",
+        String::from_utf8_lossy(&train.stderr)
+    );
+
+    std::fs::write(
+        dir.join("file.yaml"),
+        "automix:\n  shadow:\n    rows_path: mine.jsonl\n",
+    )
+    .unwrap();
+    let out = automix(
+        &[
+            "--config",
+            "file.yaml",
+            "traffic",
+            "export",
+            "--out",
+            "x.jsonl",
+        ],
+        &dir,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("mine.jsonl"), "{err}");
+}
+
+/// A child process killed when the test ends, passed or not (a panicking test must not
+/// leave a server holding the test's output open).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -234,3 +234,103 @@ async fn retrain_every_swaps_in_a_better_policy_and_refuses_one_that_is_not() {
         );
     }
 }
+
+/// Waits until `shadow` has written `n` rows.
+async fn until_rows(shadow: &automix::traffic::Shadow, n: u64) {
+    for _ in 0..500 {
+        if shadow.counts().rows >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("shadow wrote {:?}, not {n} rows", shadow.counts());
+}
+
+/// `POST /v1/automix/feedback` on a shadowed completion corrects its row: the client's
+/// score replaces the agreement label of the answer it got, and the row says so. Without
+/// an online belief, feedback is taken because the shadow learns from it.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_feedback_over_http_overrides_the_shadow_label() {
+    let dir = std::env::temp_dir().join(format!("automix-shadow-fb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rows_path = dir.join("traffic.jsonl");
+    let cfg = config(&rows_path);
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let (p, shadow) = proxy(&small, &large, &cfg, true).await;
+    let shadow = shadow.unwrap();
+    let body = json!({"model": "automix", "messages": [{"role": "user", "content": "pick"}]});
+    let reply: Value = chat(&p.base, &body).await.json().await.unwrap();
+    until_rows(&shadow, 1).await;
+    let before = read_training_rows(&rows_path).unwrap();
+    let kept = reply["automix"]["model_name"].as_str().unwrap().to_owned();
+    let at = before[0]
+        .models
+        .iter()
+        .position(|m| m.model == kept)
+        .unwrap();
+    let feedback = reqwest::Client::new()
+        .post(format!("{}/v1/automix/feedback", p.base))
+        .json(&json!({"id": reply["id"], "score": 0.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feedback.status(), 200, "{:?}", feedback.text().await);
+    let after = read_training_rows(&rows_path).unwrap();
+    assert_eq!(after.len(), 1, "the correction replaces the row");
+    assert_eq!(after[0].label_source, LabelSource::Feedback);
+    assert_eq!(after[0].models[at].score, 0.0, "the client's score");
+    assert_eq!(after[0].id, before[0].id);
+    assert_eq!(shadow.counts().feedback, 1);
+}
+
+/// Two replicas with a Redis `belief_store` and no `rows_path` append their shadow rows to
+/// one stream; `automix traffic export`'s call drains every row into a file once.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_share_one_row_stream_that_export_drains() {
+    let Some(redis) = crate::support::Redis::start() else {
+        return;
+    };
+    let text = format!(
+        "automix:\n  verification_samples: 2\n  belief_store: {}\n  shadow:\n    rate: 1.0\n    max_concurrency: 4\n",
+        redis.url()
+    );
+    let cfg = Config::parse(&text, Path::new("replicas.yaml")).unwrap();
+    let (small, large) = (
+        FakeOpenAi::start(vec![]).await.unwrap(),
+        FakeOpenAi::start(vec![]).await.unwrap(),
+    );
+    let (a, shadow_a) = proxy(&small, &large, &cfg, true).await;
+    let (b, shadow_b) = proxy(&small, &large, &cfg, true).await;
+    for (i, p) in [&a, &b, &a, &b, &a, &b].into_iter().enumerate() {
+        let body = json!({"model": "automix",
+            "messages": [{"role": "user", "content": format!("private {i}")}]});
+        assert_eq!(chat(&p.base, &body).await.status(), 200);
+    }
+    let (shadow_a, shadow_b) = (shadow_a.unwrap(), shadow_b.unwrap());
+    until_rows(&shadow_a, 3).await;
+    until_rows(&shadow_b, 3).await;
+    assert_eq!(
+        shadow_a.rows().await.unwrap().len(),
+        6,
+        "one stream for both"
+    );
+    let stream =
+        automix::project::row_stream(&cfg, automix::traffic::sink::DEFAULT_STREAM).unwrap();
+    let dir = std::env::temp_dir().join(format!("automix-stream-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.join("traffic.jsonl");
+    assert_eq!(stream.export(&out, false).await.unwrap(), 6);
+    assert_eq!(stream.export(&out, false).await.unwrap(), 0, "drained");
+    let rows = read_training_rows(&out).unwrap();
+    assert_eq!(rows.len(), 6);
+    assert!(
+        rows.iter()
+            .all(|r| r.label_source == LabelSource::Agreement)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        !text.contains("private"),
+        "no prompt text in the stream's rows"
+    );
+}

@@ -3,7 +3,6 @@
 //! replicas through a store (counts in Redis).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use automix_core::belief::{BeliefConfig, ModelRates, OnlineCascade, StepObservation};
@@ -168,20 +167,7 @@ fn redis_store(config: &Config, plan: &CascadePlan) -> Result<Arc<dyn BeliefStor
         .belief_key_prefix
         .clone()
         .unwrap_or_else(|| format!("automix:belief:{}", plan_fingerprint(plan)));
-    let timeout = Duration::from_millis(a.belief_store_timeout_ms.max(1));
-    let ca = match &a.belief_store_ca_file {
-        Some(path) => Some(std::fs::read(path).map_err(|e| AutomixError::Setting {
-            key: "automix.belief_store_ca_file",
-            message: format!("{}: {e}", path.display()),
-        })?),
-        None => None,
-    };
-    let store = RedisStore::new(&a.belief_store, &prefix, timeout, ca).map_err(|e| {
-        AutomixError::Setting {
-            key: "automix.belief_store",
-            message: e.to_string(),
-        }
-    })?;
+    let store = RedisStore::new(crate::redis_conn::from_settings(a)?, &prefix);
     Ok(Arc::new(store))
 }
 

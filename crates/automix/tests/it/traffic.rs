@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use automix::ModelSet;
 use automix::collect::{CollectJob, collect_row};
 use automix::config::Config;
 use automix::dataset::{LabelSource, QueryRow, read_training_rows};
+use automix::traffic::sink::RowSink;
 use automix::traffic::{Offer, Shadow, ShadowSettings};
 use automix::verify::PromptSet;
+use automix::{ModelHandle, ModelSet};
 
 use crate::support::{mc_query, scripted_model};
 
@@ -99,6 +100,12 @@ async fn settle(shadow: &Shadow, rows: u64) {
     }
 }
 
+/// A shadow over `job` appending to `settings.rows_path`.
+fn shadow_of(settings: ShadowSettings, job: CollectJob, judge: Option<ModelHandle>) -> Shadow {
+    let sink = RowSink::file(settings.rows_path.as_deref().unwrap()).unwrap();
+    Shadow::new(settings, job, judge, sink).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shadow_writes_private_rows_within_its_budget() {
     let path = temp("budget");
@@ -110,14 +117,14 @@ async fn the_shadow_writes_private_rows_within_its_budget() {
         max_concurrency: 1,
         ..ShadowSettings::default()
     };
-    let shadow = Arc::new(Shadow::new(settings, job("A"), None).unwrap());
+    let shadow = Arc::new(shadow_of(settings, job("A"), None));
     assert_eq!(
-        shadow.offer(unlabelled("secret prompt"), "small"),
+        shadow.offer(unlabelled("secret prompt"), "small", "route-1"),
         Offer::Started
     );
     settle(&shadow, 1).await;
     assert_eq!(
-        shadow.offer(unlabelled("another"), "small"),
+        shadow.offer(unlabelled("another"), "small", "route-2"),
         Offer::OverBudget
     );
     let counts = shadow.counts();
@@ -137,10 +144,11 @@ async fn the_shadow_writes_private_rows_within_its_budget() {
     );
     assert_eq!(rows[0].models[0].score, 0.0);
     assert_eq!(rows[0].label_source, LabelSource::Agreement);
-    assert_eq!(
-        rows[0].id,
-        unlabelled("secret prompt").id,
-        "the prompt's hash is the id"
+    let hash = unlabelled("secret prompt").id;
+    assert!(
+        rows[0].id.starts_with(&format!("{hash}-")),
+        "the prompt's hash, then the request's suffix: {}",
+        rows[0].id
     );
 }
 
@@ -252,10 +260,10 @@ async fn a_judge_labels_rows_and_an_unparsed_verdict_writes_none() {
     };
     // Agreement would score the small model's "A" 0 against "B"; so does the judge, and it
     // scores a free-text paraphrase that token F1 would half-credit as its verdict says.
-    let shadow = Arc::new(Shadow::new(settings.clone(), job("A"), Some(judge())).unwrap());
-    shadow.offer(unlabelled("pick two"), "large");
+    let shadow = Arc::new(shadow_of(settings.clone(), job("A"), Some(judge())));
+    shadow.offer(unlabelled("pick two"), "large", "route-3");
     settle(&shadow, 1).await;
-    shadow.offer(unlabelled("a garbled one"), "large");
+    shadow.offer(unlabelled("a garbled one"), "large", "route-4");
     for _ in 0..200 {
         if shadow.counts().judge_unparsed == 1 {
             break;
@@ -276,8 +284,8 @@ async fn a_judge_labels_rows_and_an_unparsed_verdict_writes_none() {
         "the client got the reference"
     );
     // A judge verdict of equivalence where the metric would not give it.
-    let agree = Arc::new(Shadow::new(settings, job("B"), Some(judge())).unwrap());
-    agree.offer(unlabelled("pick two"), "small");
+    let agree = Arc::new(shadow_of(settings, job("B"), Some(judge())));
+    agree.offer(unlabelled("pick two"), "small", "route-5");
     settle(&agree, 1).await;
     let rows = read_training_rows(&path).unwrap();
     assert_eq!(rows.last().unwrap().models[0].score, 1.0);
@@ -286,5 +294,54 @@ async fn a_judge_labels_rows_and_an_unparsed_verdict_writes_none() {
         rows_path: Some(path.clone()),
         ..ShadowSettings::default()
     };
-    assert!(Shadow::new(mismatch, job("A"), Some(judge())).is_err());
+    let sink = RowSink::file(&path).unwrap();
+    assert!(Shadow::new(mismatch, job("A"), Some(judge()), sink).is_err());
+}
+
+/// A client's score beats the agreement label of the answer it got, whether it arrives
+/// after the row was written (a correction row that replaces it when read) or for the
+/// reference's answer (every score scaled by it); a score for a route never shadowed, or a
+/// second one, changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_feedback_overrides_agreement_labels() {
+    let path = temp("feedback");
+    let settings = ShadowSettings {
+        rate: 1.0,
+        rows_path: Some(path.clone()),
+        max_concurrency: 1,
+        ..ShadowSettings::default()
+    };
+    let shadow = Arc::new(shadow_of(settings, job("A"), None));
+    shadow.offer(unlabelled("first"), "small", "r-small");
+    settle(&shadow, 1).await;
+    shadow.offer(unlabelled("second"), "large", "r-large");
+    settle(&shadow, 2).await;
+    let before = read_training_rows(&path).unwrap();
+    assert_eq!(before.len(), 2);
+    assert_eq!(
+        before[0].models[0].score, 0.0,
+        "A disagrees with the reference B"
+    );
+    assert_ne!(before[0].id, before[1].id, "one row per shadowed request");
+
+    // The client says the small model's A was right after all.
+    shadow.feedback("r-small", "small", 1.0).await;
+    // The client says the large model's B (the reference) was wrong.
+    shadow.feedback("r-large", "large", 0.0).await;
+    shadow.feedback("never-shadowed", "small", 1.0).await;
+    let after = read_training_rows(&path).unwrap();
+    assert_eq!(after.len(), 2, "corrections replace their rows");
+    assert_eq!(after[0].label_source, LabelSource::Feedback);
+    assert_eq!(
+        (after[0].models[0].score, after[0].models[1].score),
+        (1.0, 1.0)
+    );
+    assert_eq!(after[1].label_source, LabelSource::Feedback);
+    assert_eq!(
+        (after[1].models[0].score, after[1].models[1].score),
+        (0.0, 0.0)
+    );
+    assert_eq!(shadow.counts().feedback, 2);
+    let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+    assert_eq!(lines, 4, "appended, never rewritten");
 }

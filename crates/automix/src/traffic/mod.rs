@@ -1,12 +1,14 @@
 //! Learning from a team's own traffic: after a request has its reply, a sampled share is
 //! answered again by every model of the route in the background and scored without ground
 //! truth (agreement with the most expensive model's answer, or a judge model's verdict of
-//! equivalence with it), one row per request in the
-//! project's row format, appended to `automix.shadow.rows_path`; `automix train --rows`
-//! trains on them. Bounded in concurrency and by a money budget per hour; never on the
-//! request's path.
+//! equivalence with it; a client's feedback beats either, [`labels`]), one row per request
+//! in the project's row format, appended to `automix.shadow.rows_path` or to a Redis
+//! stream replicas share ([`sink`]); `automix train --rows` trains on them. Bounded in
+//! concurrency and by a money budget per hour; never on the request's path.
 
-use std::io::Write;
+pub mod labels;
+pub mod sink;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +25,8 @@ use crate::sync::lock;
 use crate::task_metric::TaskMetric;
 use automix_llm::ChatRequest;
 use automix_verify::PromptSet;
+use labels::Ledger;
+use sink::{DEFAULT_STREAM, RowSink};
 
 /// `automix.shadow`: shadow answers in `automix serve`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,8 +36,12 @@ pub struct ShadowSettings {
     pub rate: f64,
     /// How shadow answers are labelled (`agreement`).
     pub label: ShadowLabel,
-    /// The rows file (JSONL, appended).
+    /// The rows file (JSONL, appended). Without it, a Redis `belief_store` holds the rows
+    /// in a stream replicas share (`rows_stream`).
     pub rows_path: Option<PathBuf>,
+    /// The Redis stream key of the rows (with a Redis `belief_store` and no `rows_path`;
+    /// default `automix:traffic:rows`), drained by `automix traffic export`.
+    pub rows_stream: Option<String>,
     /// Most money (llm_data prices) shadow calls may spend per hour; unset = no limit.
     pub max_cost_per_hour: Option<f64>,
     /// Keep the prompt, the reference and the answers' text in rows (default: only their
@@ -54,6 +62,7 @@ impl Default for ShadowSettings {
             rate: 0.1,
             label: ShadowLabel::Agreement,
             rows_path: None,
+            rows_stream: None,
             max_cost_per_hour: None,
             store_prompts: false,
             max_concurrency: 2,
@@ -74,17 +83,48 @@ pub enum ShadowLabel {
     Judge,
 }
 
+/// Where a shadow's rows go, resolved from `rows_path`, `rows_stream` and `belief_store`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowsTarget {
+    /// A JSONL file.
+    File(PathBuf),
+    /// A Redis stream at `belief_store`, by key.
+    Stream(String),
+}
+
 impl ShadowSettings {
+    /// Where the rows go, given the config's `belief_store`.
+    pub fn target(&self, belief_store: &str) -> Result<RowsTarget> {
+        let redis = belief_store.starts_with("redis://") || belief_store.starts_with("rediss://");
+        let fail = |key, message: &str| AutomixError::Setting {
+            key,
+            message: message.into(),
+        };
+        match (&self.rows_path, &self.rows_stream) {
+            (Some(_), Some(_)) => Err(fail(
+                "automix.shadow.rows_stream",
+                "is for rows in Redis; with rows_path the rows go to that file (set one)",
+            )),
+            (Some(path), None) => Ok(RowsTarget::File(path.clone())),
+            (None, _) if !redis => Err(fail(
+                "automix.shadow.rows_path",
+                "is required (where shadow rows are appended), unless belief_store is a \
+                 Redis URL, whose stream replicas share",
+            )),
+            (None, stream) => Ok(RowsTarget::Stream(
+                stream.clone().unwrap_or_else(|| DEFAULT_STREAM.into()),
+            )),
+        }
+    }
+
     /// What is wrong with these settings, as (key, message); `None` when they are usable.
-    pub fn problem(&self) -> Option<(&'static str, String)> {
+    pub fn problem(&self, belief_store: &str) -> Option<(&'static str, String)> {
         if !(0.0..=1.0).contains(&self.rate) {
             return Some(("rate", "must be in [0, 1]".into()));
         }
-        if self.rows_path.is_none() {
-            return Some((
-                "rows_path",
-                "is required: where shadow rows are appended".into(),
-            ));
+        if let Err(AutomixError::Setting { key, message }) = self.target(belief_store) {
+            let key = key.rsplit('.').next().unwrap_or(key);
+            return Some((key, message));
         }
         if self
             .max_cost_per_hour
@@ -137,6 +177,8 @@ pub struct ShadowCounts {
     pub failed: u64,
     /// Shadowed requests not written because the judge's reply did not parse (unknown).
     pub judge_unparsed: u64,
+    /// Client scores that corrected a shadow row.
+    pub feedback: u64,
     /// Money the shadow calls spent.
     pub cost: f64,
     /// Shadowed requests whose kept answer was scored against the reference.
@@ -163,7 +205,8 @@ pub struct Shadow {
     slots: Arc<Semaphore>,
     judge: Option<ModelHandle>,
     budget: Mutex<Budget>,
-    rows: Mutex<std::fs::File>,
+    sink: RowSink,
+    ledger: Mutex<Ledger>,
     counts: Counters,
 }
 
@@ -174,6 +217,7 @@ struct Counters {
     over_budget: AtomicU64,
     failed: AtomicU64,
     judge_unparsed: AtomicU64,
+    feedback: AtomicU64,
     /// Money in nano-units (an atomic float would need a lock).
     cost_nanos: AtomicU64,
     kept_scored: AtomicU64,
@@ -182,12 +226,12 @@ struct Counters {
 }
 
 impl Shadow {
-    /// A shadow over `job`'s models (the router's, cheapest first), appending to
-    /// `settings.rows_path` (created with its folder if missing).
+    /// A shadow over `job`'s models (the router's, cheapest first), appending to `sink`.
     pub fn new(
         settings: ShadowSettings,
         job: CollectJob,
         judge: Option<ModelHandle>,
+        sink: RowSink,
     ) -> Result<Self> {
         if (settings.label == ShadowLabel::Judge) != judge.is_some() {
             return Err(AutomixError::Setting {
@@ -195,21 +239,17 @@ impl Shadow {
                 message: "label: judge needs the judge model's handle (and only it does)".into(),
             });
         }
-        if let Some((key, message)) = settings.problem() {
+        // The sink is the caller's: only the settings' own rules are checked here.
+        let belief_store = match &sink {
+            RowSink::File { .. } => "memory",
+            RowSink::Stream(_) => "redis://",
+        };
+        if let Some((key, message)) = settings.problem(belief_store) {
             return Err(AutomixError::Setting {
                 key: "automix.shadow",
                 message: format!("{key} {message}"),
             });
         }
-        let path = settings.rows_path.clone().unwrap_or_default();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| AutomixError::io(dir, e))?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| AutomixError::io(&path, e))?;
         Ok(Self {
             slots: Arc::new(Semaphore::new(settings.max_concurrency)),
             judge,
@@ -222,15 +262,16 @@ impl Shadow {
                 window_start: Instant::now(),
                 spent: 0.0,
             }),
-            rows: Mutex::new(file),
+            sink,
+            ledger: Mutex::new(Ledger::default()),
             counts: Counters::default(),
         })
     }
 
-    /// Offers a routed request: when drawn, within budget and a slot is free, it is
-    /// answered again by every model in the background (a Tokio task) and its row
-    /// appended. Returns at once.
-    pub fn offer(self: &Arc<Self>, query: QueryRow, kept_model: &str) -> Offer {
+    /// Offers routed request `route` (its id, for feedback): when drawn, within budget and
+    /// a slot is free, it is answered again by every model in the background (a Tokio
+    /// task) and its row appended. Returns at once.
+    pub fn offer(self: &Arc<Self>, mut query: QueryRow, kept_model: &str, route: &str) -> Offer {
         if rand::random::<f64>() >= self.settings.rate {
             return Offer::SampledOut;
         }
@@ -242,22 +283,52 @@ impl Shadow {
             self.counts.busy.fetch_add(1, Ordering::Relaxed);
             return Offer::Busy;
         };
+        // One row per shadowed request, even for a prompt asked twice: the prompt's hash,
+        // then a random suffix that says nothing about the client.
+        query.id = format!("{}-{:08x}", query.id, rand::random::<u32>());
+        lock(&self.ledger).start(route, Instant::now());
         let me = self.clone();
-        let kept_model = kept_model.to_owned();
+        let (kept_model, route) = (kept_model.to_owned(), route.to_owned());
         tokio::spawn(async move {
             let _slot = slot;
             match me.labelled_row(&query).await {
-                Ok(Some((row, judge_cost))) => me.record(row, &kept_model, judge_cost),
+                Ok(Some((row, judge_cost))) => {
+                    me.record(row, &kept_model, &route, judge_cost).await
+                }
                 Ok(None) => {
+                    lock(&me.ledger).abandon(&route);
                     me.counts.judge_unparsed.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
+                    lock(&me.ledger).abandon(&route);
                     me.counts.failed.fetch_add(1, Ordering::Relaxed);
                     eprintln!("automix serve: shadow answer failed: {e}");
                 }
             }
         });
         Offer::Started
+    }
+
+    /// A client's score for `model`'s answer of `route` (taken once by the router, which
+    /// checked who may score it): applied to the shadow's row of that route, if any (see
+    /// [`labels`]).
+    pub async fn feedback(&self, route: &str, model: &str, score: f64) {
+        let correction = lock(&self.ledger).feedback(route, model, score);
+        let Some(row) = correction else {
+            return;
+        };
+        self.counts.feedback.fetch_add(1, Ordering::Relaxed);
+        self.write(&row).await;
+    }
+
+    /// Every row so far, corrections applied (what a retrain reads).
+    pub async fn rows(&self) -> Result<Vec<TrainingRow>> {
+        self.sink.rows().await
+    }
+
+    /// Where the rows go (for logs).
+    pub fn rows_target(&self) -> String {
+        self.sink.describe()
     }
 
     /// The request's row: every model's answer scored by agreement, or by the judge (with
@@ -299,8 +370,9 @@ impl Shadow {
         b.spent < limit
     }
 
-    /// Charges the row's calls to the budget, scores the kept answer, appends the row.
-    fn record(&self, row: TrainingRow, kept_model: &str, judge_cost: f64) {
+    /// Charges the row's calls to the budget, scores the kept answer, appends the row
+    /// (with a score the client sent meanwhile).
+    async fn record(&self, row: TrainingRow, kept_model: &str, route: &str, judge_cost: f64) {
         let cost = row_cost(&row) + judge_cost;
         if let Some(kept) = row.run(kept_model) {
             self.counts.kept_scored.fetch_add(1, Ordering::Relaxed);
@@ -318,19 +390,23 @@ impl Shadow {
         } else {
             without_text(row)
         };
-        let written = serde_json::to_string(&row)
-            .map_err(std::io::Error::other)
-            .and_then(|line| {
-                let mut f = lock(&self.rows);
-                writeln!(f, "{line}").and_then(|()| f.flush())
-            });
-        match written {
-            Ok(()) => {
-                self.counts.rows.fetch_add(1, Ordering::Relaxed);
-            }
+        let row = lock(&self.ledger).finish(route, row);
+        if row.label_source == LabelSource::Feedback {
+            self.counts.feedback.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.write(&row).await {
+            self.counts.rows.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Appends `row`; a failure is logged and counted.
+    async fn write(&self, row: &TrainingRow) -> bool {
+        match self.sink.append(row).await {
+            Ok(()) => true,
             Err(e) => {
                 self.counts.failed.fetch_add(1, Ordering::Relaxed);
                 eprintln!("automix serve: shadow row not written: {e}");
+                false
             }
         }
     }
@@ -344,6 +420,7 @@ impl Shadow {
             over_budget: c.over_budget.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             judge_unparsed: c.judge_unparsed.load(Ordering::Relaxed),
+            feedback: c.feedback.load(Ordering::Relaxed),
             cost: c.cost_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             kept_scored: c.kept_scored.load(Ordering::Relaxed),
             kept_agreement: {
@@ -421,25 +498,41 @@ mod tests {
             rows_path: Some("rows.jsonl".into()),
             ..ShadowSettings::default()
         };
-        assert_eq!(ok.problem(), None);
+        assert_eq!(ok.problem("memory"), None);
         let judge = ShadowSettings {
             label: ShadowLabel::Judge,
             ..ok.clone()
         };
-        assert_eq!(judge.problem().map(|p| p.0), Some("judge_model"));
+        assert_eq!(judge.problem("memory").map(|p| p.0), Some("judge_model"));
         let judged = ShadowSettings {
             judge_model: Some("big".into()),
             ..judge
         };
-        assert_eq!(judged.problem(), None);
+        assert_eq!(judged.problem("memory"), None);
         let retrain = ShadowSettings {
             retrain_every: Some(0),
             ..ok.clone()
         };
-        assert_eq!(retrain.problem().map(|p| p.0), Some("retrain_every"));
+        assert_eq!(
+            retrain.problem("memory").map(|p| p.0),
+            Some("retrain_every")
+        );
         let no_path = ShadowSettings::default();
-        assert_eq!(no_path.problem().map(|p| p.0), Some("rows_path"));
+        assert_eq!(no_path.problem("memory").map(|p| p.0), Some("rows_path"));
+        assert_eq!(
+            no_path.target("redis://127.0.0.1:6379/0").unwrap(),
+            RowsTarget::Stream(DEFAULT_STREAM.into())
+        );
+        let both = ShadowSettings {
+            rows_stream: Some("s".into()),
+            ..ok.clone()
+        };
+        assert_eq!(both.problem("redis://h").map(|p| p.0), Some("rows_stream"));
+        assert_eq!(
+            ok.target("redis://h").unwrap(),
+            RowsTarget::File("rows.jsonl".into())
+        );
         let rate = ShadowSettings { rate: 1.5, ..ok };
-        assert_eq!(rate.problem().map(|p| p.0), Some("rate"));
+        assert_eq!(rate.problem("memory").map(|p| p.0), Some("rate"));
     }
 }
