@@ -125,7 +125,7 @@ fn main() {
             pct(&p, 0.99).saturating_sub(pct(&d, 0.99))
         );
         println!(
-            "shadow on/off: median x{:.2}  p99 x{:.2}  ({shadow_rows} shadow rows written, the rest skipped at max_concurrency)",
+            "shadow on/off: median x{:.2}  p99 x{:.2}  ({shadow_rows} shadow rows over warm-up and samples; the rest skipped at max_concurrency)",
             pct(&s, 0.5).as_secs_f64() / pct(&p, 0.5).as_secs_f64(),
             pct(&s, 0.99).as_secs_f64() / pct(&p, 0.99).as_secs_f64()
         );
