@@ -20,7 +20,7 @@ const REQUESTS: usize = 30;
 
 fn config(rows: &Path) -> Config {
     let text = format!(
-        "automix:\n  verification_samples: 2\n  shadow:\n    rate: 1.0\n    rows_path: {}\n    max_concurrency: 4\n",
+        "automix:\n  verification_samples: 2\n  shadow:\n    rate: 1.0\n    rows_path: {}\n    max_concurrency: 32\n",
         rows.display()
     );
     Config::parse(&text, Path::new("shadow.yaml")).unwrap()
@@ -81,8 +81,7 @@ async fn thirty_routed_requests_leave_thirty_private_agreement_rows_that_train()
     let counts = shadow.counts();
     let rows = read_training_rows(&rows_path).unwrap();
     assert_eq!(rows.len() as u64, counts.rows);
-    assert_eq!(rows.len() + counts.busy as usize, REQUESTS, "{counts:?}");
-    assert!(rows.len() >= REQUESTS / 2, "most were shadowed: {counts:?}");
+    assert_eq!(rows.len(), REQUESTS, "one row per request: {counts:?}");
     for r in &rows {
         assert_eq!(r.label_source, LabelSource::Agreement);
         assert_eq!(r.task_name, "support");
