@@ -309,3 +309,58 @@ fn semi_synthetic_table() {
         }
     }
 }
+
+/// `cargo test --release -p automix --test it -- --ignored shifted_task_mix_table --nocapture`.
+/// Robustness of the operating point under a task-mix shift: the development set's
+/// correctness tables with synthetic verifiers; train on 25% of the rows drawn 4:1 from
+/// the first two tasks, test on the rest (so the test mix leans to the other two); 10
+/// seeds; mean and worst held-out ΔIBC of `auto`, `Calibrated` alone and Threshold.
+#[test]
+#[ignore = "prints the README table; minutes in a debug build"]
+fn shifted_task_mix_table() {
+    let base = anlp_records();
+    let costs = CostModel::default();
+    let mut tasks: Vec<String> = base.iter().filter_map(|r| r.task_name.clone()).collect();
+    tasks.sort();
+    tasks.dedup();
+    println!("| verifier AUC | signal | auto (default) | Calibrated | Threshold (paper) |");
+    println!("|---|---|---|---|---|");
+    for auc in [0.55, 0.6, 0.7] {
+        for votes in [None, Some(4)] {
+            let mut lifts = [Vec::new(), Vec::new(), Vec::new()];
+            for seed in 0..10u64 {
+                let rows =
+                    with_synthetic_signal(&base, SyntheticSignal { auc, votes, seed }).unwrap();
+                let (train_part, test_part): (Vec<_>, Vec<_>) =
+                    rows.into_iter().enumerate().partition(|(i, r)| {
+                        let t = tasks.iter().position(|t| Some(t) == r.task_name.as_ref());
+                        let share = if t.unwrap_or(0) < 2 { 40 } else { 10 };
+                        (i * 7919 + seed as usize * 104_729) % 100 < share
+                    });
+                let train_rows: Vec<RoutingRecord> = train_part.into_iter().map(|x| x.1).collect();
+                let test: Vec<RoutingRecord> = test_part.into_iter().map(|x| x.1).collect();
+                for (k, kind) in [MethodKind::Auto, MethodKind::Calibrated, MethodKind::Threshold]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let mut spec = MethodSpec::new(kind, 8);
+                    spec.calibrated.per_task = true;
+                    let policy = train(&train_rows, &costs, &spec, &TrainOptions::default()).unwrap();
+                    lifts[k].push(held_out_lift(&policy, &test, &costs));
+                }
+            }
+            let cell = |v: &[f64]| {
+                let mean = v.iter().sum::<f64>() / v.len() as f64;
+                let worst = v.iter().copied().fold(f64::INFINITY, f64::min);
+                format!("{mean:.2} (worst {worst:.2})")
+            };
+            let signal = votes.map_or("continuous".to_owned(), |k| format!("{k} votes"));
+            println!(
+                "| {auc} | {signal} | {} | {} | {} |",
+                cell(&lifts[0]),
+                cell(&lifts[1]),
+                cell(&lifts[2])
+            );
+        }
+    }
+}
