@@ -273,15 +273,20 @@ fn print_collect_summary(summary: &automix::collect::CollectSummary, output: &Pa
         println!("  {task:<16} {}", cells.join("  "));
     }
     println!("\nverifier calibration (AUC against the model's own correctness):");
-    for (model, c) in &summary.calibration {
-        println!(
-            "  {model:<22} samples AUC {} ECE {} unknown {:.1}% | logprob AUC {} ECE {}",
-            fmt_opt(c.sampled.auc),
-            fmt_opt(c.sampled.ece),
-            100.0 * c.sampled.unknown_share,
-            fmt_opt(c.logprob.auc),
-            fmt_opt(c.logprob.ece)
-        );
+    for (model, per_signal) in &summary.calibration {
+        let cells: Vec<String> = per_signal
+            .iter()
+            .filter(|(_, c)| c.unknown_share < 1.0)
+            .map(|(signal, c)| {
+                format!(
+                    "{signal} AUC {} ECE {} unknown {:.1}%",
+                    fmt_opt(c.auc),
+                    fmt_opt(c.ece),
+                    100.0 * c.unknown_share
+                )
+            })
+            .collect();
+        println!("  {model:<22} {}", cells.join(" | "));
     }
     println!("\ntokens: {:?}", summary.tokens);
 }

@@ -18,9 +18,8 @@ use crate::dataset::{
 };
 use crate::error::{AutomixError, Result};
 use crate::models::{ModelHandle, ModelSet};
-use crate::pipeline::{
-    AnswerSource, VerifyModes, add_answer_consistency, answer_budget, ask, verifier_for, verify,
-};
+use crate::pipeline::{AnswerSource, answer_budget, ask, verifier_for};
+use crate::signal::SignalInput;
 use crate::task_metric::TaskMetric;
 
 /// What `collect` needs besides the queries.
@@ -152,31 +151,23 @@ async fn answer_and_verify(
     let call = ask(model, &job.prompts, query, kind, budget).await?;
     let verification = if verified && job.automix.enable_self_verification {
         let verifier = verifier_for(model, job.prompts.clone(), &job.automix)?;
-        let modes = VerifyModes {
-            sampled: true,
-            logprob: true,
+        let source = AnswerSource::Templates {
+            kind,
+            max_tokens: budget,
         };
-        let mut record = verify(&verifier, model, query, &call.text, modes).await?;
-        let k = job.automix.answer_samples();
-        if k > 0 {
-            let source = AnswerSource::Templates {
-                kind,
-                max_tokens: budget,
-            };
-            let (t, prompts) = (job.automix.verification_temperature, &job.prompts);
-            add_answer_consistency(
-                &mut record,
-                model,
-                prompts,
-                query,
-                &source,
-                &call.text,
-                k,
-                t,
-            )
-            .await?;
-        }
-        Some(record)
+        // Every signal, so any `verifier_signal` trains on the rows (answer consistency
+        // only with `answer_samples` > 0).
+        let input = SignalInput {
+            model,
+            verifier: &verifier,
+            prompts: &job.prompts,
+            query,
+            source: &source,
+            answer: &call.text,
+            answer_samples: job.automix.answer_samples(),
+            temperature: job.automix.verification_temperature,
+        };
+        Some(crate::signal::measure(&crate::signal::ALL, &input).await?.0)
     } else {
         None
     };
@@ -214,7 +205,7 @@ pub struct CollectSummary {
     pub total: usize,
     /// Per task and model: mean score.
     pub quality: BTreeMap<String, BTreeMap<String, f64>>,
-    /// Per model: calibration of the sampled p_ver and of the logprob p.
+    /// Per model and signal: calibration against the model's own correctness.
     pub calibration: BTreeMap<String, ModelCalibration>,
     /// Tokens per model (prompt + completion, answers and verification).
     pub tokens: BTreeMap<String, u64>,
@@ -222,14 +213,9 @@ pub struct CollectSummary {
     pub seconds: f64,
 }
 
-/// A model's verifier calibration on collected rows.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ModelCalibration {
-    /// Of p_ver from k samples.
-    pub sampled: CalibrationReport,
-    /// Of P(correct) from logprobs.
-    pub logprob: CalibrationReport,
-}
+/// A model's calibration on collected rows, per signal (`samples`, `logprob`,
+/// `answer_consistency`: every signal in [`crate::signal::ALL`] the rows carry).
+pub type ModelCalibration = BTreeMap<String, CalibrationReport>;
 
 /// Collects rows for `queries` into `output`, skipping ids already there.
 pub async fn collect(
@@ -286,7 +272,7 @@ type ScoredConfidences = Vec<(Option<f64>, f64)>;
 /// Quality, calibration and tokens over rows.
 pub fn summarise(rows: &[TrainingRow]) -> CollectSummary {
     let mut sums: BTreeMap<String, BTreeMap<String, (f64, usize)>> = BTreeMap::new();
-    let mut cal: BTreeMap<String, (ScoredConfidences, ScoredConfidences)> = BTreeMap::new();
+    let mut cal: BTreeMap<String, BTreeMap<String, ScoredConfidences>> = BTreeMap::new();
     let mut tokens: BTreeMap<String, u64> = BTreeMap::new();
     for row in rows {
         for run in &row.models {
@@ -300,8 +286,10 @@ pub fn summarise(rows: &[TrainingRow]) -> CollectSummary {
             let mut t = run.tokens.prompt + run.tokens.completion;
             if let Some(v) = &run.verification {
                 let c = cal.entry(run.model.clone()).or_default();
-                c.0.push((v.p_ver, run.score));
-                c.1.push((v.logprob_p, run.score));
+                for kind in crate::signal::ALL {
+                    let pairs = c.entry(kind.name().to_owned()).or_default();
+                    pairs.push((crate::signal::of(kind).read(v), run.score));
+                }
                 t += v.tokens.prompt + v.tokens.completion;
             }
             *tokens.entry(run.model.clone()).or_default() += t;
@@ -325,14 +313,12 @@ pub fn summarise(rows: &[TrainingRow]) -> CollectSummary {
             .collect(),
         calibration: cal
             .into_iter()
-            .map(|(m, (s, l))| {
-                (
-                    m,
-                    ModelCalibration {
-                        sampled: CalibrationReport::compute(&s),
-                        logprob: CalibrationReport::compute(&l),
-                    },
-                )
+            .map(|(m, per_signal)| {
+                let reports = per_signal
+                    .into_iter()
+                    .map(|(name, pairs)| (name, CalibrationReport::compute(&pairs)))
+                    .collect();
+                (m, reports)
             })
             .collect(),
         tokens,

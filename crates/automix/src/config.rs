@@ -87,8 +87,20 @@ pub enum VerifierSignal {
     Samples,
     /// P(correct) from one verdict's logprobs.
     Logprob,
-    /// Share of the modal answer among k sampled answers (see [`crate::consistency`]).
+    /// Share of the modal answer among k sampled answers (see
+    /// [`crate::signal::answer_consistency`]).
     AnswerConsistency,
+}
+
+impl VerifierSignal {
+    /// Its name in configs and reports (`samples`, `logprob`, `answer_consistency`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Samples => "samples",
+            Self::Logprob => "logprob",
+            Self::AnswerConsistency => "answer_consistency",
+        }
+    }
 }
 
 /// LLMRouter's `hparam`, plus our objectives.

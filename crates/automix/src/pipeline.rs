@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use automix_llm::{ChatProvider, ChatRequest, EndpointConfig, HttpBackend, Usage};
-use automix_verify::{LogprobSource, PromptSet, QueryText, TaskKind, Verifier, VerifierConfig};
+use automix_verify::{PromptSet, QueryText, TaskKind, Verifier, VerifierConfig};
 
 use crate::config::{AutomixSettings, CollectSettings};
-use crate::dataset::{QueryRow, Tokens, VerificationRecord};
+use crate::dataset::QueryRow;
 use crate::error::{AutomixError, Result};
 use crate::models::ModelHandle;
 
@@ -161,15 +161,6 @@ pub async fn answer(
     call(model, &answer_request(model, prompts, query, source)).await
 }
 
-/// Which verification to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VerifyModes {
-    /// k sampled verdicts.
-    pub sampled: bool,
-    /// One verdict's logprobs.
-    pub logprob: bool,
-}
-
 /// The verifier for `model`: itself, or `verifier_server_url` when configured.
 pub fn verifier_for(
     model: &ModelHandle,
@@ -207,90 +198,4 @@ pub fn verifier_for(
         ..VerifierConfig::new(model_id)
     };
     Ok(Verifier::new(provider, prompts, config))
-}
-
-/// Verifies `answer` with `verifier`; costs are charged at `price_of`'s prices.
-pub async fn verify(
-    verifier: &Verifier,
-    price_of: &ModelHandle,
-    query: &QueryRow,
-    answer: &str,
-    modes: VerifyModes,
-) -> Result<VerificationRecord> {
-    let text = query_text(query);
-    let fail = |source| AutomixError::Model {
-        model: format!("{} (verifier)", price_of.entry.name),
-        source,
-    };
-    let mut usage = Usage::default();
-    let mut record = VerificationRecord {
-        samples: 0,
-        correct: 0,
-        incorrect: 0,
-        unparsed: 0,
-        p_ver: None,
-        logprob_p: None,
-        logprob_source: "not run".into(),
-        tokens: Tokens::default(),
-        cost: 0.0,
-        ..VerificationRecord::default()
-    };
-    if modes.sampled {
-        let s = verifier.verify_sampled(&text, answer).await.map_err(fail)?;
-        usage = usage + s.usage;
-        record.samples = s.samples.len() as u32;
-        record.correct = s.tally.correct;
-        record.incorrect = s.tally.incorrect;
-        record.unparsed = s.tally.unparsed;
-        record.p_ver = s.p_ver;
-    }
-    if modes.logprob {
-        let l = verifier.verify_logprob(&text, answer).await.map_err(fail)?;
-        usage = usage + l.usage;
-        record.logprob_source = match &l.source {
-            LogprobSource::Logprobs { .. } => {
-                record.logprob_p = l.p_correct;
-                "logprobs".into()
-            }
-            // A vote fraction is not a logprob: a policy trained on logprobs would decide on
-            // a signal of another scale. It stays out of `logprob_p` (the score is unknown to
-            // a logprob policy, whose unknown rule then decides, visibly) and goes where
-            // sampled votes belong.
-            LogprobSource::FellBackToSampling { reason, .. } => {
-                if !modes.sampled {
-                    record.p_ver = l.p_correct;
-                }
-                format!("fallback: {reason}")
-            }
-        };
-    }
-    record.tokens = usage.into();
-    record.cost = price_of.entry.cost(usage);
-    Ok(record)
-}
-
-/// Adds the answer-consistency signal to `record`: `k` more answers of `model` to `query`
-/// (asked as `source` asks), their agreement, entropy and cost. Returns the modal sample's
-/// text when `original` is not modal (the text to keep).
-#[allow(clippy::too_many_arguments)]
-pub async fn add_answer_consistency(
-    record: &mut VerificationRecord,
-    model: &ModelHandle,
-    prompts: &PromptSet,
-    query: &QueryRow,
-    source: &AnswerSource,
-    original: &str,
-    k: u32,
-    temperature: f32,
-) -> Result<Option<String>> {
-    let c =
-        crate::consistency::sample(model, prompts, query, source, original, k, temperature).await?;
-    record.answer_consistency = (c.samples > 0).then_some(c.agreement);
-    record.answer_entropy = (c.samples > 0).then_some(c.entropy);
-    record.answer_samples = c.samples;
-    let spent: Usage = c.usage;
-    record.tokens.prompt += spent.prompt_tokens;
-    record.tokens.completion += spent.completion_tokens;
-    record.cost += model.entry.cost(spent);
-    Ok(c.modal_text)
 }

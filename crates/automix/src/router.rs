@@ -18,10 +18,8 @@ use crate::dataset::QueryRow;
 use crate::error::{AutomixError, Result};
 use crate::feedback::{Credit, FeedbackError, FeedbackRefused, RecentRoutes, Scorer};
 use crate::models::{ModelHandle, ModelSet};
-use crate::pipeline::{
-    AnswerCall, AnswerSource, VerifyModes, add_answer_consistency, answer, answer_budget,
-    verifier_for, verify,
-};
+use crate::pipeline::{AnswerCall, AnswerSource, answer, answer_budget, verifier_for};
+use crate::signal::SignalInput;
 use crate::strategy::{
     Evidence, OnlineBelief, RouteState, RoutingStrategy, Start, ThresholdRule, VERDICT_CUT,
 };
@@ -728,30 +726,18 @@ impl Router {
         let (index, query) = (run.at.model, run.query);
         let model = &self.models.models()[index];
         let signal = self.settings.signal;
-        let modes = VerifyModes {
-            sampled: signal == VerifierSignal::Samples,
-            logprob: signal == VerifierSignal::Logprob,
-        };
         let started = Instant::now();
-        let mut record = verify(&self.verifiers[index], model, query, answer, modes).await?;
-        let mut modal = None;
-        if signal == VerifierSignal::AnswerConsistency {
-            let (k, t) = (
-                self.settings.answer_samples,
-                self.settings.answer_temperature,
-            );
-            modal = add_answer_consistency(
-                &mut record,
-                model,
-                &self.prompts,
-                query,
-                &run.source,
-                answer,
-                k,
-                t,
-            )
-            .await?;
-        }
+        let input = SignalInput {
+            model,
+            verifier: &self.verifiers[index],
+            prompts: &self.prompts,
+            query,
+            source: &run.source,
+            answer,
+            answer_samples: self.settings.answer_samples,
+            temperature: self.settings.answer_temperature,
+        };
+        let (record, modal) = crate::signal::measure(&[signal], &input).await?;
         let trace = &mut run.trace;
         trace
             .calls

@@ -189,11 +189,7 @@ pub fn verifier_score(
     verification: Option<&VerificationRecord>,
     signal: VerifierSignal,
 ) -> VerifierScore {
-    let p = verification.and_then(|v| match signal {
-        VerifierSignal::Samples => v.p_ver,
-        VerifierSignal::Logprob => v.logprob_p,
-        VerifierSignal::AnswerConsistency => v.answer_consistency,
-    });
+    let p = verification.and_then(|v| crate::signal::of(signal).read(v));
     // A score outside [0, 1] cannot come from our verifier; it counts as unknown, which the
     // policy's explicit `unknown_confidence` rule then decides.
     p.and_then(|p| automix_core::Confidence::new(p).ok())

@@ -339,13 +339,18 @@ fn shifted_task_mix_table() {
                     });
                 let train_rows: Vec<RoutingRecord> = train_part.into_iter().map(|x| x.1).collect();
                 let test: Vec<RoutingRecord> = test_part.into_iter().map(|x| x.1).collect();
-                for (k, kind) in [MethodKind::Auto, MethodKind::Calibrated, MethodKind::Threshold]
-                    .into_iter()
-                    .enumerate()
+                for (k, kind) in [
+                    MethodKind::Auto,
+                    MethodKind::Calibrated,
+                    MethodKind::Threshold,
+                ]
+                .into_iter()
+                .enumerate()
                 {
                     let mut spec = MethodSpec::new(kind, 8);
                     spec.calibrated.per_task = true;
-                    let policy = train(&train_rows, &costs, &spec, &TrainOptions::default()).unwrap();
+                    let policy =
+                        train(&train_rows, &costs, &spec, &TrainOptions::default()).unwrap();
                     lifts[k].push(held_out_lift(&policy, &test, &costs));
                 }
             }

@@ -129,6 +129,48 @@ pub fn measure(
     }
 }
 
+/// `answer_consistency`: the share of the modal answer among k sampled answers.
+pub(super) struct AnswerConsistencySignal;
+
+#[async_trait::async_trait]
+impl super::Signal for AnswerConsistencySignal {
+    fn kind(&self) -> crate::config::VerifierSignal {
+        crate::config::VerifierSignal::AnswerConsistency
+    }
+
+    fn read(&self, record: &crate::dataset::VerificationRecord) -> Option<f64> {
+        record.answer_consistency
+    }
+
+    /// Samples `answer_samples` answers (none when it is 0: rows say so by leaving the
+    /// field out) and records their agreement, entropy, tokens and cost; the modal answer
+    /// is the one to keep.
+    async fn measure(
+        &self,
+        input: &super::SignalInput<'_>,
+        record: &mut crate::dataset::VerificationRecord,
+    ) -> Result<Option<String>> {
+        if input.answer_samples == 0 {
+            return Ok(None);
+        }
+        let c = sample(
+            input.model,
+            input.prompts,
+            input.query,
+            input.source,
+            input.answer,
+            input.answer_samples,
+            input.temperature,
+        )
+        .await?;
+        record.answer_consistency = (c.samples > 0).then_some(c.agreement);
+        record.answer_entropy = (c.samples > 0).then_some(c.entropy);
+        record.answer_samples = c.samples;
+        super::charge(record, input.model, c.usage);
+        Ok(c.modal_text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
