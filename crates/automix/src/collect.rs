@@ -148,12 +148,15 @@ async fn answer_and_verify(
 ) -> Result<ModelRun> {
     let kind = metric.task_kind();
     let budget = answer_budget(kind, &job.collect);
-    let call = ask(model, &job.prompts, query, kind, budget).await?;
+    // Every signal is measured, so the answer's token logprobs are asked for (an upstream
+    // that does not return them leaves `answer_logprob` unknown).
+    let call = ask(model, &job.prompts, query, kind, (budget, true)).await?;
     let verification = if verified && job.automix.enable_self_verification {
         let verifier = verifier_for(model, job.prompts.clone(), &job.automix)?;
         let source = AnswerSource::Templates {
             kind,
             max_tokens: budget,
+            logprobs: true,
         };
         // Every signal, so any `verifier_signal` trains on the rows (answer consistency
         // only with `answer_samples` > 0).
@@ -164,6 +167,7 @@ async fn answer_and_verify(
             query,
             source: &source,
             answer: &call.text,
+            answer_logprobs: call.logprobs.as_deref(),
             answer_samples: job.automix.answer_samples(),
             temperature: job.automix.verification_temperature,
         };

@@ -90,6 +90,9 @@ pub enum VerifierSignal {
     /// Share of the modal answer among k sampled answers (see
     /// [`crate::signal::answer_consistency`]).
     AnswerConsistency,
+    /// Mean token probability of the answer itself, from the answer call's logprobs (no
+    /// extra call; see [`crate::signal`]).
+    AnswerLogprob,
 }
 
 impl VerifierSignal {
@@ -99,6 +102,7 @@ impl VerifierSignal {
             Self::Samples => "samples",
             Self::Logprob => "logprob",
             Self::AnswerConsistency => "answer_consistency",
+            Self::AnswerLogprob => "answer_logprob",
         }
     }
 }

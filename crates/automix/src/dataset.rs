@@ -3,6 +3,7 @@
 //! A bad line is an error naming the file, line and field. Writes go to a temporary file
 //! that is renamed over the target, so a crash never leaves a half-written file.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -398,6 +399,10 @@ pub struct VerificationRecord {
     /// Answers sampled for `answer_consistency`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub answer_samples: u32,
+    /// Signals without a field of their own, by name (`answer_logprob`); old rows have
+    /// none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signals: BTreeMap<String, f64>,
     /// Tokens spent on verification (samples and logprob request).
     pub tokens: Tokens,
     /// Money spent on verification (llm_data prices).

@@ -48,18 +48,20 @@ pub fn answer_budget(kind: TaskKind, collect: &CollectSettings) -> u32 {
     }
 }
 
-/// The greedy templated answer request of `query` for `model`.
+/// The greedy templated answer request of `query` for `model` (with the answer's token
+/// logprobs when `logprobs`).
 fn template_request(
     model: &ModelHandle,
     prompts: &PromptSet,
     query: &QueryRow,
     kind: TaskKind,
-    max_tokens: u32,
+    (max_tokens, logprobs): (u32, bool),
 ) -> ChatRequest {
     ChatRequest {
         temperature: Some(0.0),
         max_tokens: Some(max_tokens),
         seed: Some(0),
+        logprobs,
         ..ChatRequest::new(
             model.entry.model.clone(),
             prompts.answer_messages(kind, &query_text(query)),
@@ -75,9 +77,11 @@ pub fn answer_request(
     source: &AnswerSource,
 ) -> ChatRequest {
     match source {
-        AnswerSource::Templates { kind, max_tokens } => {
-            template_request(model, prompts, query, *kind, *max_tokens)
-        }
+        AnswerSource::Templates {
+            kind,
+            max_tokens,
+            logprobs,
+        } => template_request(model, prompts, query, *kind, (*max_tokens, *logprobs)),
         AnswerSource::Chat(request) => ChatRequest {
             model: model.entry.model.clone(),
             n: 1,
@@ -86,15 +90,16 @@ pub fn answer_request(
     }
 }
 
-/// Asks `model` for a greedy answer.
+/// Asks `model` for a greedy answer (`budget`: max tokens, and whether to ask for the
+/// answer's token logprobs).
 pub async fn ask(
     model: &ModelHandle,
     prompts: &PromptSet,
     query: &QueryRow,
     kind: TaskKind,
-    max_tokens: u32,
+    budget: (u32, bool),
 ) -> Result<AnswerCall> {
-    let request = template_request(model, prompts, query, kind, max_tokens);
+    let request = template_request(model, prompts, query, kind, budget);
     let mut call = call(model, &request).await?;
     call.text = call.text.trim().to_owned();
     Ok(call)
@@ -143,6 +148,8 @@ pub enum AnswerSource {
         kind: TaskKind,
         /// Token budget.
         max_tokens: u32,
+        /// Ask for the answer's token logprobs (a signal reads them).
+        logprobs: bool,
     },
     /// This request, with `model` replaced by each model's API id and `n` = 1.
     Chat(Box<ChatRequest>),
@@ -155,8 +162,13 @@ pub async fn answer(
     query: &QueryRow,
     source: &AnswerSource,
 ) -> Result<AnswerCall> {
-    if let AnswerSource::Templates { kind, max_tokens } = source {
-        return ask(model, prompts, query, *kind, *max_tokens).await;
+    if let AnswerSource::Templates {
+        kind,
+        max_tokens,
+        logprobs,
+    } = source
+    {
+        return ask(model, prompts, query, *kind, (*max_tokens, *logprobs)).await;
     }
     call(model, &answer_request(model, prompts, query, source)).await
 }

@@ -263,7 +263,7 @@ impl Router {
         let started = Instant::now();
         let model = self.model_named(name)?;
         let metric = query.metric.as_deref().map(TaskMetric::parse).transpose()?;
-        let source = self.source(metric, request);
+        let source = self.source(metric, request, false);
         let call = answer(model, &self.prompts, query, &source).await?;
         let mut trace = Trace::default();
         trace.answered(name, &call);
@@ -280,14 +280,25 @@ impl Router {
         }))
     }
 
-    fn source(&self, metric: Option<TaskMetric>, request: Option<ChatRequest>) -> AnswerSource {
+    fn source(
+        &self,
+        metric: Option<TaskMetric>,
+        request: Option<ChatRequest>,
+        routed: bool,
+    ) -> AnswerSource {
+        // A routed answer's signal may read its token logprobs; a named route has none.
+        let logprobs = routed && crate::signal::of(self.settings.signal).wants_answer_logprobs();
         match request {
-            Some(r) => AnswerSource::Chat(Box::new(r)),
+            Some(mut r) => {
+                r.logprobs |= logprobs;
+                AnswerSource::Chat(Box::new(r))
+            }
             None => {
                 let kind = metric.map_or(TaskKind::ShortAnswer, TaskMetric::task_kind);
                 AnswerSource::Templates {
                     kind,
                     max_tokens: answer_budget(kind, &self.collect),
+                    logprobs,
                 }
             }
         }
@@ -345,7 +356,10 @@ impl Router {
             });
         }
         let metric = query.metric.as_deref().map(TaskMetric::parse).transpose()?;
-        let source = self.source(metric, request);
+        // The client's own logprobs request: answers asked with logprobs for a signal
+        // only return them to a client that asked.
+        let client_logprobs = request.as_ref().is_some_and(|r| r.logprobs);
+        let source = self.source(metric, request, true);
         let wants_json = match &source {
             AnswerSource::Chat(r) => wants_json(r.extra.get("response_format")),
             AnswerSource::Templates { .. } => false,
@@ -361,6 +375,7 @@ impl Router {
             route_id: route_id(),
             metric,
             source,
+            client_logprobs,
             wants_json,
             max_escalations: options
                 .max_escalations
@@ -438,7 +453,7 @@ impl Router {
                 .observe(&mut run.state, run.at.model, None, correct)?;
             return self.escalate_on_check(run, answer, check);
         }
-        let (score, modal) = self.verify_step(run, &answer.text).await?;
+        let (score, modal) = self.verify_step(run, answer).await?;
         if let Some(modal) = modal {
             // Answer consistency keeps the modal answer, not an outlier first draw.
             answer.text = modal;
@@ -534,7 +549,10 @@ impl Router {
 
     /// The end of a route: remembered for feedback, folded into the online belief, and its
     /// outcome with `response` kept.
-    async fn conclude(&self, run: Run<'_>, response: AnswerCall) -> Result<Routed> {
+    async fn conclude(&self, run: Run<'_>, mut response: AnswerCall) -> Result<Routed> {
+        if !run.client_logprobs {
+            response.logprobs = None;
+        }
         self.remember(&run, run.at.model);
         self.strategy.finish(run.state).await?;
         let (kept, route_id) = (run.at.model, run.route_id);
@@ -721,8 +739,9 @@ impl Router {
     async fn verify_step(
         &self,
         run: &mut Run<'_>,
-        answer: &str,
+        call: &AnswerCall,
     ) -> Result<(VerifierScore, Option<String>)> {
+        let answer = call.text.as_str();
         let (index, query) = (run.at.model, run.query);
         let model = &self.models.models()[index];
         let signal = self.settings.signal;
@@ -734,6 +753,7 @@ impl Router {
             query,
             source: &run.source,
             answer,
+            answer_logprobs: call.logprobs.as_deref(),
             answer_samples: self.settings.answer_samples,
             temperature: self.settings.answer_temperature,
         };
@@ -804,6 +824,8 @@ struct Run<'a> {
     route_id: String,
     metric: Option<TaskMetric>,
     source: AnswerSource,
+    /// The client asked for logprobs (else the kept answer's are not returned).
+    client_logprobs: bool,
     /// The request asked for JSON (`response_format`), for the `invalid_json` check.
     wants_json: bool,
     max_escalations: usize,

@@ -291,13 +291,16 @@ pub fn train_policy(
     let signal = config.hparam.verifier_signal;
     let records = routing_records(rows, small, large, signal)?;
     let known = records.iter().any(|r| r.verifier.known().is_some());
-    if signal == VerifierSignal::AnswerConsistency && !known {
+    // The paper's votes are in every row; a signal added later may not be.
+    if signal != VerifierSignal::Samples && !known {
         return Err(AutomixError::Setting {
             key: "hparam.verifier_signal",
-            message: "answer_consistency: no row carries it (rows collected before answer \
-                      sampling, or with automix.answer_samples: 0); re-collect with \
-                      `automix collect`"
-                .into(),
+            message: format!(
+                "{}: no row carries it (rows collected before the signal existed, with \
+                 automix.answer_samples: 0, or from an upstream without logprobs); \
+                 re-collect with `automix collect`",
+                signal.name()
+            ),
         });
     }
     let (spec, options) = method_and_options(config)?;

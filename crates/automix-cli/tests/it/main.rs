@@ -683,26 +683,38 @@ async fn sharded_collection_merges_into_the_unsharded_rows() {
             "{v}"
         );
     }
-    std::fs::write(
-        dir.join("sc.yaml"),
-        "data_path:\n  llm_data: llm.json\n  routing_data_train: full.jsonl\n\
-         model_path:\n  save_model_path: sc_policy.json\n\
-         hparam:\n  routing_method: Threshold\n  verifier_signal: answer_consistency\n",
-    )
-    .unwrap();
-    for args in ["train --all-rows", "eval --resplits 2"] {
-        let args: Vec<String> = ["--config", "sc.yaml"]
-            .into_iter()
-            .chain(args.split(' '))
-            .map(String::from)
-            .collect();
-        let (ok, log) = run(args.clone()).await;
-        assert!(ok, "{args:?}: {log}");
+    // And the answer's own token logprobs (the fake upstream's are all −0.5): no call.
+    for row in &full {
+        let p = row["models"][0]["verification"]["signals"]["answer_logprob"].as_f64();
+        assert!(
+            p.is_some_and(|p| (p - (-0.5f64).exp()).abs() < 1e-9),
+            "{row}"
+        );
     }
-    let policy: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("sc_policy.json")).unwrap())
-            .unwrap();
-    assert_eq!(policy["verifier_signal"], "answer_consistency", "{policy}");
+    for signal in ["answer_consistency", "answer_logprob"] {
+        std::fs::write(
+            dir.join("sc.yaml"),
+            format!(
+                "data_path:\n  llm_data: llm.json\n  routing_data_train: full.jsonl\n\
+                 model_path:\n  save_model_path: sc_policy.json\n\
+                 hparam:\n  routing_method: Threshold\n  verifier_signal: {signal}\n"
+            ),
+        )
+        .unwrap();
+        for args in ["train --all-rows", "eval --resplits 2"] {
+            let args: Vec<String> = ["--config", "sc.yaml"]
+                .into_iter()
+                .chain(args.split(' '))
+                .map(String::from)
+                .collect();
+            let (ok, log) = run(args.clone()).await;
+            assert!(ok, "{args:?}: {log}");
+        }
+        let policy: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("sc_policy.json")).unwrap())
+                .unwrap();
+        assert_eq!(policy["verifier_signal"], signal, "{policy}");
+    }
     // A shard merged twice overlaps: refused, naming both files.
     let (ok, log) = run(cmd(
         "merge --output bad.jsonl rows.shard-1-of-2.jsonl full.jsonl",

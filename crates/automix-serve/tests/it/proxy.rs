@@ -1887,3 +1887,49 @@ async fn answer_consistency_scores_agreement_of_sampled_answers() {
         assert!(requests[1]["temperature"].as_f64().unwrap() > 0.0);
     }
 }
+
+/// `verifier_signal: answer_logprob` routes on the answer's own token logprobs: no
+/// verification call at all. The fake upstream gives every token logprob −0.5, so the
+/// score is e^−0.5 ≈ 0.61: kept at `verification_threshold: 0.5`, escalated at 0.7. The
+/// logprobs asked for the signal are not returned to a client that did not ask.
+#[tokio::test(flavor = "multi_thread")]
+async fn answer_logprob_routes_without_a_verification_call() {
+    for (threshold, decision, model) in [(0.5, "keep", "small"), (0.7, "escalate", "large")] {
+        let small = FakeOpenAi::start(vec![]).await.unwrap();
+        let large = FakeOpenAi::start(vec![]).await.unwrap();
+        let text = format!(
+            "hparam:\n  verifier_signal: answer_logprob\nautomix:\n  verification_threshold: {threshold}\n"
+        );
+        let config = Config::parse(&text, Path::new("t.yaml")).unwrap();
+        let p = start_routed(
+            pair(&small, &large),
+            ProxySettings::default(),
+            &config,
+            None,
+        )
+        .await;
+        let body =
+            json!({"model": "automix", "messages": [{"role": "user", "content": "hi there"}]});
+        let resp = chat(&p.base, &body).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-automix-decision"], decision);
+        let score: f64 = resp.headers()["x-automix-verification-score"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((score - (-0.5f64).exp()).abs() < 1e-3, "{score}");
+        let reply: Value = resp.json().await.unwrap();
+        assert_eq!(reply["automix"]["model_name"], model);
+        assert_eq!(small.calls(), 1, "one answer, no verification call");
+        assert_eq!(
+            small.requests()[0]["logprobs"],
+            true,
+            "asked for the signal"
+        );
+        assert!(
+            reply["choices"][0]["logprobs"].is_null(),
+            "not returned unasked"
+        );
+    }
+}

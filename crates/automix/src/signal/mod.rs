@@ -14,8 +14,10 @@
 //! | `samples` | `verdict_votes.rs` | one request for k verdicts (or k requests) |
 //! | `logprob` | `verdict_logprob.rs` | one greedy verdict with logprobs |
 //! | `answer_consistency` | `answer_consistency.rs` | one request for k answers (or k) |
+//! | `answer_logprob` | `answer_logprob.rs` | none (the answer is asked with logprobs) |
 
 pub mod answer_consistency;
+mod answer_logprob;
 mod verdict_logprob;
 mod verdict_votes;
 
@@ -46,6 +48,8 @@ pub struct SignalInput<'a> {
     pub source: &'a AnswerSource,
     /// The answer.
     pub answer: &'a str,
+    /// The answer's token logprobs, when the upstream returned them.
+    pub answer_logprobs: Option<&'a [automix_llm::TokenLogprob]>,
     /// Answers sampled by sampling signals (`automix.answer_samples`; 0: not measured).
     pub answer_samples: u32,
     /// Their temperature (`verification_temperature`).
@@ -57,6 +61,11 @@ pub struct SignalInput<'a> {
 pub trait Signal: Send + Sync {
     /// Which one (its `hparam.verifier_signal` name).
     fn kind(&self) -> VerifierSignal;
+
+    /// Whether the answer must be asked with `logprobs: true` (the signal reads them).
+    fn wants_answer_logprobs(&self) -> bool {
+        false
+    }
 
     /// Its value in `record` (a probability-like confidence in [0, 1]); `None` when it
     /// was not measured or is unknown.
@@ -74,10 +83,11 @@ pub trait Signal: Send + Sync {
 
 /// Every signal, in the order `collect` measures them (votes before the logprob verdict,
 /// whose fallback fills the votes' field only when they were not measured).
-pub const ALL: [VerifierSignal; 3] = [
+pub const ALL: [VerifierSignal; 4] = [
     VerifierSignal::Samples,
     VerifierSignal::Logprob,
     VerifierSignal::AnswerConsistency,
+    VerifierSignal::AnswerLogprob,
 ];
 
 /// The signal of `kind` (the registration).
@@ -86,6 +96,7 @@ pub fn of(kind: VerifierSignal) -> &'static dyn Signal {
         VerifierSignal::Samples => &verdict_votes::VerdictVotes,
         VerifierSignal::Logprob => &verdict_logprob::VerdictLogprob,
         VerifierSignal::AnswerConsistency => &answer_consistency::AnswerConsistencySignal,
+        VerifierSignal::AnswerLogprob => &answer_logprob::AnswerLogprob,
     }
 }
 
@@ -143,10 +154,11 @@ mod tests {
             p_ver: Some(0.25),
             logprob_p: Some(0.5),
             answer_consistency: Some(0.75),
+            signals: [("answer_logprob".to_owned(), 0.125)].into(),
             ..VerificationRecord::default()
         };
         let read: Vec<Option<f64>> = ALL.iter().map(|k| of(*k).read(&record)).collect();
-        assert_eq!(read, [Some(0.25), Some(0.5), Some(0.75)]);
+        assert_eq!(read, [Some(0.25), Some(0.5), Some(0.75), Some(0.125)]);
         assert_eq!(
             of(VerifierSignal::Logprob).read(&VerificationRecord::default()),
             None
