@@ -41,6 +41,41 @@ pub fn prompts(config: &Config) -> Result<Arc<PromptSet>> {
     }))
 }
 
+/// The rows whose `label_source` is one of `sources` (their serde names: `ground_truth`,
+/// `agreement`, `judge`, `feedback`); an unknown name, or no row left, is an error naming
+/// the file.
+pub fn with_label_sources(
+    rows: Vec<TrainingRow>,
+    sources: &[String],
+    path: &Path,
+) -> Result<Vec<TrainingRow>> {
+    let wanted = sources
+        .iter()
+        .map(|name| {
+            serde_json::from_value::<crate::dataset::LabelSource>(name.as_str().into()).map_err(
+                |_| AutomixError::Setting {
+                    key: "--label-source",
+                    message: format!(
+                        "{name:?} is not a label source (ground_truth, agreement, judge, feedback)"
+                    ),
+                },
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let kept: Vec<TrainingRow> = rows
+        .into_iter()
+        .filter(|r| wanted.contains(&r.label_source))
+        .collect();
+    if kept.is_empty() {
+        return Err(AutomixError::InsufficientRows(format!(
+            "{}: no rows with label_source {}",
+            path.display(),
+            sources.join(" or ")
+        )));
+    }
+    Ok(kept)
+}
+
 /// The training rows at `rows`, else the config's `data_path.routing_data_train`; only
 /// `task`'s when given (a task with no rows is an error naming the tasks there are).
 pub fn training_rows(
@@ -142,6 +177,8 @@ pub struct TrainSpec {
     pub rows: Option<PathBuf>,
     /// Only this task's rows.
     pub task: Option<String>,
+    /// Only rows with these label sources ([`with_label_sources`]); empty: every row.
+    pub label_sources: Vec<String>,
     /// Every row, not only `split: train`.
     pub all_rows: bool,
     /// Also solve the N-model cascade over every model of the rows.
@@ -163,7 +200,10 @@ pub struct Trained {
 
 /// Trains the config's policy (`automix train`) and saves it.
 pub fn train(config: &Config, spec: &TrainSpec) -> Result<Trained> {
-    let (path, all) = training_rows(config, spec.rows.as_deref(), spec.task.as_deref())?;
+    let (path, mut all) = training_rows(config, spec.rows.as_deref(), spec.task.as_deref())?;
+    if !spec.label_sources.is_empty() {
+        all = with_label_sources(all, &spec.label_sources, &path)?;
+    }
     let rows: Vec<TrainingRow> = if spec.all_rows {
         all.clone()
     } else {
@@ -248,7 +288,7 @@ pub fn rows_sink(
     use crate::traffic::{RowsTarget, sink::RowSink};
     Ok(match settings.target(&config.automix.belief_store)? {
         RowsTarget::File(path) => RowSink::file(&path)?,
-        RowsTarget::Stream(key) => RowSink::Stream(row_stream(config, &key)?),
+        RowsTarget::Stream(key) => RowSink::Stream(Box::new(row_stream(config, &key)?)),
     })
 }
 

@@ -40,16 +40,22 @@ pub struct RowsArgs {
     /// Only rows of this task (`task_name`).
     #[arg(long)]
     pub task: Option<String>,
+    /// Only rows whose labels came from these sources (comma-separated: ground_truth,
+    /// agreement, judge, feedback), e.g. shadow rows the clients corrected.
+    #[arg(long, value_delimiter = ',')]
+    pub label_source: Vec<String>,
 }
 
 impl RowsArgs {
-    /// The rows' path and the rows (of `--task` when given).
+    /// The rows' path and the rows (of `--task` and `--label-source` when given).
     pub fn read(&self, config: &Config) -> Result<(PathBuf, Vec<TrainingRow>)> {
-        Ok(project::training_rows(
-            config,
-            self.rows.as_deref(),
-            self.task.as_deref(),
-        )?)
+        let (path, rows) =
+            project::training_rows(config, self.rows.as_deref(), self.task.as_deref())?;
+        if self.label_source.is_empty() {
+            return Ok((path, rows));
+        }
+        let rows = project::with_label_sources(rows, &self.label_source, &path)?;
+        Ok((path, rows))
     }
 }
 

@@ -24,6 +24,7 @@ pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
     let spec = project::TrainSpec {
         rows: args.rows.rows.clone(),
         task: args.rows.task.clone(),
+        label_sources: args.rows.label_source.clone(),
         all_rows: args.all_rows,
         cascade: args.cascade,
         output: args.output.clone(),

@@ -957,6 +957,34 @@ async fn traffic_export_drains_the_shadow_stream_into_rows_that_train() {
         "{}",
         String::from_utf8_lossy(&train.stderr)
     );
+    // `--label-source` keeps rows by where their labels came from.
+    let only = |sources: &str| {
+        let args = [
+            "--config",
+            "automix.yaml",
+            "train",
+            "--rows",
+            "traffic.jsonl",
+            "--all-rows",
+            "--output",
+            "p.json",
+            "--label-source",
+            sources,
+        ];
+        let out = automix(&args, &dir);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(only("agreement,feedback").0);
+    let (ok, err) = only("feedback");
+    assert!(
+        !ok && err.contains("no rows with label_source feedback"),
+        "{err}"
+    );
+    let (ok, err) = only("vibes");
+    assert!(!ok && err.contains("not a label source"), "{err}");
 
     std::fs::write(
         dir.join("file.yaml"),

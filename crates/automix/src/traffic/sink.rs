@@ -31,7 +31,7 @@ pub enum RowSink {
         file: Mutex<std::fs::File>,
     },
     /// A Redis stream shared by replicas.
-    Stream(RowStream),
+    Stream(Box<RowStream>),
 }
 
 impl RowSink {
