@@ -106,10 +106,13 @@ pub async fn serve(config: Config, args: &ServeArgs) -> Result<()> {
     let shadow = automix::project::shadow(&config, &router)?.map(std::sync::Arc::new);
     if let Some(s) = config.automix.shadow.as_ref().filter(|_| shadow.is_some()) {
         let rows = shadow.as_ref().map(|s| s.rows_target()).unwrap_or_default();
+        let label = match s.label {
+            automix::traffic::ShadowLabel::Agreement => "agreement",
+            automix::traffic::ShadowLabel::Judge => "judge",
+        };
         eprintln!(
-            "shadow answers: {:.0}% of routed requests, {:?} labels → {rows}",
-            100.0 * s.rate,
-            s.label
+            "shadow answers: {:.0}% of routed requests, {label} labels → {rows}",
+            100.0 * s.rate
         );
     }
     let learning = shadow.map(|s| automix_serve::Learning::from_config(&config, s));
