@@ -316,6 +316,7 @@ pub fn cascade_from_rates(
         quality: vec![vec![0.0, 1.0]; n],
         answer_cost: answer_cost.to_vec(),
         verify_cost: verify_cost.to_vec(),
+        edges: Vec::new(),
     }
 }
 

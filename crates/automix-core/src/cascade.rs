@@ -24,6 +24,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cascade_bins::{Binning, CascadeBins, bin_of, quantile_edges};
 use crate::error::{CoreError, Result};
 
 /// Everything the solver needs, estimated from data or from a belief.
@@ -44,6 +45,10 @@ pub struct CascadeModel {
     pub answer_cost: Vec<f64>,
     /// Cost of verifying model i's answer (the last model is never verified).
     pub verify_cost: Vec<f64>,
+    /// Per verified model, ascending confidence edges (quantile bins): a confidence's
+    /// symbol is the number of edges at or below it. Empty: `symbols − 2` equal-width bins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edges: Vec<Vec<f64>>,
 }
 
 /// Solver settings.
@@ -193,7 +198,30 @@ impl CascadeModel {
         if !finite {
             return bad("probabilities, qualities and costs must be finite".into());
         }
+        let edges_ok = self.edges.is_empty()
+            || (self.edges.len() + 1 == n
+                && self.edges.iter().all(|e| {
+                    e.len() + 2 <= self.symbols
+                        && e.iter().all(|x| x.is_finite())
+                        && e.windows(2).all(|w| w[0] < w[1])
+                }));
+        if !edges_ok {
+            return bad(format!(
+                "edges must be empty or one ascending list of at most {} finite edges per verified model",
+                self.symbols.saturating_sub(2)
+            ));
+        }
         Ok(())
+    }
+
+    /// The observation symbol of model `model`'s verifier score: its bin (quantile edges
+    /// if the model has them, else equal width), or the last symbol for unknown.
+    #[inline]
+    pub fn symbol(&self, model: usize, confidence: Option<f64>) -> usize {
+        match (self.edges.get(model), confidence) {
+            (Some(edges), Some(p)) if p.is_finite() => bin_of(edges, p),
+            _ => symbol(self.symbols, confidence),
+        }
     }
 }
 
@@ -392,10 +420,10 @@ impl CascadePolicy {
         self.table.get(&key).copied().unwrap_or(CascadeAction::Keep)
     }
 
-    /// The symbol of a verifier score: its bin with `num_bins = symbols − 2`, or the last
-    /// symbol for unknown.
-    pub fn symbol(&self, confidence: Option<f64>) -> usize {
-        symbol(self.model.symbols, confidence)
+    /// The symbol of model `model`'s verifier score ([`CascadeModel::symbol`]).
+    #[inline]
+    pub fn symbol(&self, model: usize, confidence: Option<f64>) -> usize {
+        self.model.symbol(model, confidence)
     }
 }
 
@@ -447,13 +475,25 @@ impl CascadeRow {
 }
 
 /// Estimates a cascade model from rows with Dirichlet smoothing `alpha` (pseudo-count per
-/// cell) and `num_bins` verifier bins (plus the unknown symbol).
+/// cell) and `num_bins` equal-width verifier bins (plus the unknown symbol).
 pub fn estimate_cascade(
     models: &[String],
     rows: &[CascadeRow],
     num_bins: usize,
     alpha: f64,
 ) -> Result<CascadeModel> {
+    estimate_cascade_binned(models, rows, CascadeBins::uniform(num_bins), alpha)
+}
+
+/// [`estimate_cascade`] with the bins' placement chosen: quantile edges are taken per
+/// model from the rows' known confidences.
+pub fn estimate_cascade_binned(
+    models: &[String],
+    rows: &[CascadeRow],
+    bins: CascadeBins,
+    alpha: f64,
+) -> Result<CascadeModel> {
+    let num_bins = bins.count;
     let n = models.len();
     if rows.is_empty() || n == 0 {
         return Err(CoreError::InvalidParameter {
@@ -479,6 +519,11 @@ pub fn estimate_cascade(
         });
     }
     let symbols = num_bins + 2;
+    let edges = model_edges(rows, n, bins);
+    let bin = |i: usize, p: Option<f64>| match (edges.get(i), p) {
+        (Some(e), Some(p)) if p.is_finite() => bin_of(e, p),
+        _ => symbol(symbols, p),
+    };
     let mut prior = vec![alpha; 1 << n];
     let mut obs = vec![vec![vec![alpha; symbols]; 2]; n.saturating_sub(1)];
     let mut qsum = vec![[0.0; 2]; n];
@@ -491,7 +536,7 @@ pub fn estimate_cascade(
             qsum[i][c] += r.scores[i];
             qcount[i][c] += 1.0;
             if i + 1 < n {
-                obs[i][c][symbol(symbols, r.confidences[i])] += 1.0;
+                obs[i][c][bin(i, r.confidences[i])] += 1.0;
             }
         }
     }
@@ -535,7 +580,24 @@ pub fn estimate_cascade(
         verify_cost: (0..n)
             .map(|i| mean(&rows.iter().map(|r| r.verify_costs[i]).collect::<Vec<_>>()))
             .collect(),
+        edges,
     })
+}
+
+/// The quantile edges of every verified model's known confidences (none for uniform bins).
+fn model_edges(rows: &[CascadeRow], n: usize, bins: CascadeBins) -> Vec<Vec<f64>> {
+    match bins.binning {
+        Binning::Uniform => Vec::new(),
+        Binning::Quantile => (0..n.saturating_sub(1))
+            .map(|i| {
+                let mut known: Vec<f64> = rows
+                    .iter()
+                    .filter_map(|r| r.confidences[i].filter(|p| p.is_finite()))
+                    .collect();
+                quantile_edges(&mut known, bins.count)
+            })
+            .collect(),
+    }
 }
 
 /// Makes one model's verifier calibrated in the sense of the two-model method: the share
@@ -612,7 +674,7 @@ pub fn run_one(policy: &CascadePolicy, r: &CascadeRow) -> (f64, f64, Vec<usize>)
     let mut history = Vec::new();
     loop {
         cost += r.verify_costs[current];
-        history.push((current, policy.symbol(r.confidences[current])));
+        history.push((current, policy.symbol(current, r.confidences[current])));
         match policy.decide(&history) {
             CascadeAction::Keep => return (r.scores[current], cost, path),
             CascadeAction::AnswerWith(j) => {

@@ -30,6 +30,7 @@
 pub mod belief;
 pub mod calibrate;
 pub mod cascade;
+pub mod cascade_bins;
 pub mod compat;
 mod confidence;
 mod cost;

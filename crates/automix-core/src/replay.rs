@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 
 use crate::belief::ModelRates;
-use crate::cascade::{CascadeRow, CascadeSettings, StartChoice, estimate_cascade, solve_cascade};
+use crate::cascade::{
+    CascadeRow, CascadeSettings, StartChoice, estimate_cascade_binned, solve_cascade,
+};
+use crate::cascade_bins::CascadeBins;
 use crate::confidence::VERDICT_CUT;
 use crate::error::Result;
 
@@ -123,14 +126,14 @@ pub fn model_rates(rows: &[CascadeRow], n: usize) -> ModelRates {
 pub fn task_starts(
     models: &[String],
     by_task: &BTreeMap<String, Vec<CascadeRow>>,
-    num_bins: usize,
+    bins: CascadeBins,
     smoothing: f64,
     settings: CascadeSettings,
     min_rows: usize,
 ) -> Result<BTreeMap<String, StartChoice>> {
     let mut starts = BTreeMap::new();
     for (task, rows) in by_task.iter().filter(|(_, rows)| rows.len() >= min_rows) {
-        let model = estimate_cascade(models, rows, num_bins, smoothing)?;
+        let model = estimate_cascade_binned(models, rows, bins, smoothing)?;
         starts.insert(task.clone(), solve_cascade(&model, settings)?.start);
     }
     Ok(starts)

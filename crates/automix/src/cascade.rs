@@ -5,9 +5,10 @@ use automix_core::replay::{fixed_replay, oracle_replay, threshold_replay};
 use serde::{Deserialize, Serialize};
 
 use automix_core::cascade::{
-    CascadePolicy, CascadeRow, CascadeSettings, StartChoice, estimate_cascade, simulate_cascade,
-    solve_cascade,
+    CascadePolicy, CascadeRow, CascadeSettings, StartChoice, estimate_cascade_binned,
+    simulate_cascade, solve_cascade,
 };
+use automix_core::cascade_bins::{Binning, CascadeBins};
 use automix_core::{FrontierMetrics, OperatingPoint, frontier, frontier_metrics};
 
 use crate::config::{Config, VerifierSignal};
@@ -104,9 +105,15 @@ pub struct CascadeCv {
     /// `hparam.num_bins`).
     #[serde(default)]
     pub num_bins: usize,
-    /// Every bin count tried with its best out-of-fold net mean.
+    /// Where the chosen bins' edges go (uniform in plans trained before quantile bins).
+    #[serde(default)]
+    pub binning: Binning,
+    /// Every equal-width bin count tried with its best out-of-fold net mean.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bins_tried: Vec<(usize, f64)>,
+    /// Every quantile bin count tried with its best out-of-fold net mean.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quantile_bins_tried: Vec<(usize, f64)>,
     /// Out-of-fold net of the chosen solver λ: mean and sd over the assignments.
     pub net: (f64, f64),
     /// Every solver λ tried at the chosen bin count, with its out-of-fold net mean.
@@ -116,6 +123,16 @@ pub struct CascadeCv {
     /// Set when the cascade could not beat the best fixed model and routes to it alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+}
+
+impl CascadeCv {
+    /// The chosen bins.
+    pub fn bins(&self) -> CascadeBins {
+        CascadeBins {
+            count: self.num_bins,
+            binning: self.binning,
+        }
+    }
 }
 
 /// A trained cascade: the policy, the cost unit, what cross-validation found.
@@ -129,9 +146,10 @@ pub struct TrainedCascade {
     pub cv: CascadeCv,
 }
 
-/// Verifier bin counts the cascade's cross-validation chooses from (with `hparam.num_bins`):
-/// a fixed coarse count lumps the top of a continuous confidence (on real chains most
-/// confidences of a strong small model sit at the very top), a fine one needs rows.
+/// Verifier bin counts the cascade's cross-validation chooses from (with `hparam.num_bins`),
+/// each with equal-width and with quantile edges: a fixed coarse count lumps the top of a
+/// continuous confidence (on real chains most confidences of a strong small model sit at
+/// the very top), a fine one needs rows, and quantile edges give a mass point its own bin.
 const CASCADE_BIN_GRID: [usize; 4] = [4, 8, 16, 32];
 
 /// The largest decision table a bin count may make: (bins + 2) symbols per verified model.
@@ -159,9 +177,9 @@ fn solve_on(
     models: &[String],
     rows: &[CascadeRow],
     solver_lambda: f64,
-    bins: usize,
+    bins: CascadeBins,
 ) -> Result<CascadePolicy> {
-    let model = estimate_cascade(models, rows, bins, CASCADE_SMOOTHING)?;
+    let model = estimate_cascade_binned(models, rows, bins, CASCADE_SMOOTHING)?;
     Ok(solve_cascade(
         &model,
         cascade_settings(config, solver_lambda),
@@ -174,7 +192,7 @@ fn out_of_fold_net(
     models: &[String],
     rows: &[CascadeRow],
     assignments: &[Vec<usize>],
-    (solver_lambda, bins): (f64, usize),
+    (solver_lambda, bins): (f64, CascadeBins),
     lambda: f64,
 ) -> Result<Vec<f64>> {
     assignments
@@ -229,14 +247,17 @@ pub fn train_cascade(
     let assignments =
         automix_core::calibrate::fold_assignments(crows.len(), folds, CASCADE_REPEATS, 0);
     let mut tried = Vec::new();
-    let mut bins_tried = Vec::new();
-    let mut best: Option<(f64, usize, f64, f64)> = None;
+    let (mut bins_tried, mut quantile_bins_tried) = (Vec::new(), Vec::new());
+    let mut best: Option<(f64, CascadeBins, f64, f64)> = None;
     let scales: &[f64] = if lambda > 0.0 {
         &SOLVER_LAMBDA_SCALES
     } else {
         &[1.0]
     };
-    for bins in bin_counts(config.hparam.num_bins, models.len()) {
+    let candidates = bin_counts(config.hparam.num_bins, models.len())
+        .into_iter()
+        .flat_map(|count| [CascadeBins::uniform(count), CascadeBins::quantile(count)]);
+    for bins in candidates {
         let mut best_here = f64::NEG_INFINITY;
         for scale in scales {
             let point = (lambda * scale, bins);
@@ -244,16 +265,23 @@ pub fn train_cascade(
             let (mean, sd) = automix_core::calibrate::mean_sd(&nets);
             tried.push((bins, point.0, mean));
             best_here = best_here.max(mean);
-            // Coarser bins are tried first and kept on a tie: the simpler model wins unless
-            // finer resolution is better out of fold.
+            // Coarser bins are tried first (equal-width before quantile) and kept on a tie:
+            // the simpler model wins unless finer resolution is better out of fold.
             if best.is_none_or(|(_, _, m, _)| mean > m + 1e-12) {
                 best = Some((point.0, bins, mean, sd));
             }
         }
-        bins_tried.push((bins, best_here));
+        match bins.binning {
+            Binning::Uniform => bins_tried.push((bins.count, best_here)),
+            Binning::Quantile => quantile_bins_tried.push((bins.count, best_here)),
+        }
     }
-    let (solver_lambda, bins, mean, sd) =
-        best.unwrap_or((lambda, config.hparam.num_bins, f64::NEG_INFINITY, 0.0));
+    let (solver_lambda, bins, mean, sd) = best.unwrap_or((
+        lambda,
+        CascadeBins::uniform(config.hparam.num_bins),
+        f64::NEG_INFINITY,
+        0.0,
+    ));
     // `tried` reports the solver λs at the chosen bin count (the others are in `bins_tried`).
     let tried: Vec<(f64, f64)> = tried
         .into_iter()
@@ -286,8 +314,10 @@ pub fn train_cascade(
             repeats: CASCADE_REPEATS,
             objective_lambda: lambda,
             solver_lambda,
-            num_bins: bins,
+            num_bins: bins.count,
+            binning: bins.binning,
             bins_tried,
+            quantile_bins_tried,
             net: (mean, sd),
             tried,
             best_fixed: (models[best_j].clone(), best_fixed),
@@ -366,7 +396,7 @@ pub fn lambda_family(
     rows: &[TrainingRow],
     models: &[String],
     unit: f64,
-    bins: usize,
+    bins: CascadeBins,
 ) -> Result<Vec<LambdaTable>> {
     let crows = cascade_rows(rows, models, config.hparam.verifier_signal, unit)?;
     SWEEP_LAMBDAS
@@ -430,7 +460,7 @@ pub fn evaluate_cascade(
     let sweep = SWEEP_LAMBDAS
         .iter()
         .map(|&l| {
-            let policy = solve_on(config, models, &train_rows, l, trained.cv.num_bins)?;
+            let policy = solve_on(config, models, &train_rows, l, trained.cv.bins())?;
             let o = simulate_cascade(&policy, &rows);
             Ok(CascadeSweepPoint {
                 lambda: l,

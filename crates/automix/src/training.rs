@@ -327,7 +327,7 @@ pub fn train_cascade_plan(
     models: &[String],
 ) -> Result<CascadePlan> {
     let trained = crate::cascade::train_cascade(config, rows, models)?;
-    let (policy, cost_unit, trained_bins) = (trained.policy, trained.unit, trained.cv.num_bins);
+    let (policy, cost_unit, trained_bins) = (trained.policy, trained.unit, trained.cv.bins());
     let mut task_starts = std::collections::BTreeMap::new();
     // A fallback was validated for every task together; per-task starts were not.
     if config.hparam.per_task_prior && trained.cv.fallback.is_none() {
@@ -340,7 +340,7 @@ pub fn train_cascade_plan(
         task_starts = automix_core::replay::task_starts(
             models,
             &by_task,
-            trained.cv.num_bins,
+            trained.cv.bins(),
             crate::cascade::CASCADE_SMOOTHING,
             crate::cascade::cascade_settings(config, trained.cv.solver_lambda),
             TASK_START_MIN_ROWS,

@@ -90,10 +90,15 @@ pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
                 .bins_tried
                 .iter()
                 .map(|(b, net)| format!("{b}: {net:.4}"))
+                .chain(
+                    cv.quantile_bins_tried
+                        .iter()
+                        .map(|(b, net)| format!("{b} quantile: {net:.4}")),
+                )
                 .collect();
             println!(
                 "  cascade verifier bins {} by cross-validation (out-of-fold net per bin count: {})",
-                cv.num_bins,
+                cv.bins().describe(),
                 tried.join(", ")
             );
         }

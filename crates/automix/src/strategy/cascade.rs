@@ -123,7 +123,7 @@ pub(crate) fn table_step(
     let plan_model = plan_index(index, e.model)?;
     state
         .history
-        .push((plan_model, table.symbol(e.score.known())));
+        .push((plan_model, table.symbol(plan_model, e.score.known())));
     let action = table.decide(&state.history);
     let (decision, next) = match action {
         CascadeAction::Keep => (Decision::Keep, None),

@@ -367,6 +367,66 @@ fn the_cascade_chooses_its_bin_count_by_cross_validation() {
     assert!(net_of(cv.num_bins) > net_of(4), "{cv:?}");
 }
 
+/// Where the small model's confidence piles up at exactly 1.0 (as gpt-4o-mini's does on a
+/// real chain), equal-width bins lump 1.0 with the just-below-1 answers that are mostly
+/// wrong; quantile edges give 1.0 a bin of its own, and cross-validation picks them.
+#[test]
+fn the_cascade_gives_a_confidence_mass_point_its_own_bin() {
+    use crate::support::{Run, training_row};
+    let config = automix::Config::parse(
+        "automix:\n  cost_lambda: 0.2\nhparam:\n  num_bins: 4\n  per_task_prior: false\n",
+        std::path::Path::new("bins.yaml"),
+    )
+    .unwrap();
+    let rows: Vec<TrainingRow> = (0..500)
+        .map(|i| {
+            let k = i % 100;
+            let (confidence, right) = if k < 56 {
+                (1.0, (i / 100 + k) % 20 != 0)
+            } else {
+                (0.97 + 0.029 * f64::from(k - 56) / 44.0, i % 10 < 3)
+            };
+            let runs = [
+                Run {
+                    model: "tiny",
+                    right,
+                    cost: 1e-6,
+                    confidence: Some(confidence),
+                },
+                Run {
+                    model: "mid",
+                    right: true,
+                    cost: 5e-5,
+                    confidence: Some(0.9),
+                },
+                Run {
+                    model: "big",
+                    right: true,
+                    cost: 1e-4,
+                    confidence: None,
+                },
+            ];
+            training_row(i as usize, "mmlu", &runs)
+        })
+        .collect();
+    let names = ["tiny".to_string(), "mid".to_string(), "big".to_string()];
+    let plan = automix::training::train_cascade_plan(&config, &rows, &names).unwrap();
+    let cv = plan.cross_validation.unwrap();
+    assert_eq!(
+        cv.binning,
+        automix::core::cascade_bins::Binning::Quantile,
+        "{cv:?}"
+    );
+    let best = |tried: &[(usize, f64)]| tried.iter().map(|t| t.1).fold(f64::MIN, f64::max);
+    assert!(
+        best(&cv.quantile_bins_tried) > best(&cv.bins_tried) + 0.01,
+        "{cv:?}"
+    );
+    // The plan routes with the edges it was trained with: 1.0 is its own symbol.
+    let edges = &plan.policy.model.edges[0];
+    assert_eq!(edges.last(), Some(&1.0), "{edges:?}");
+}
+
 /// A calibrated policy over three confidence levels (the Python package's test rows): its
 /// cross-validation once recorded a challenger scored on no assignment as a NaN mean,
 /// which JSON writes as `null`, so the saved file did not load back. Every trained policy

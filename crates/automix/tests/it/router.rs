@@ -201,9 +201,10 @@ async fn the_cascade_follows_its_decision_table() {
         plan.policy.start.verify,
         "an informative verifier is worth running"
     );
-    let after_reject = plan
-        .policy
-        .decide(&[(plan.policy.start.model, plan.policy.symbol(Some(0.0)))]);
+    let after_reject = plan.policy.decide(&[(
+        plan.policy.start.model,
+        plan.policy.symbol(plan.policy.start.model, Some(0.0)),
+    )]);
     assert_ne!(after_reject, CascadeAction::Keep);
     policy.cascade = Some(plan.clone());
 
