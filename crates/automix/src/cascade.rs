@@ -11,6 +11,11 @@ use automix_core::cascade::{
 use automix_core::cascade_bins::{Binning, CascadeBins};
 use automix_core::{FrontierMetrics, OperatingPoint, frontier, frontier_metrics};
 
+use std::collections::BTreeMap;
+
+use automix_core::cascade::run_one;
+
+use crate::cascade_tasks::{TASK_KAPPAS, policy_for, simulate_by_task, task_policies};
 use crate::config::{Config, VerifierSignal};
 use crate::dataset::TrainingRow;
 use crate::error::{AutomixError, Result};
@@ -114,6 +119,13 @@ pub struct CascadeCv {
     /// Every quantile bin count tried with its best out-of-fold net mean.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quantile_bins_tried: Vec<(usize, f64)>,
+    /// κ of the per-task tables (each task's prior shrunk toward the pooled one), `None`
+    /// for one pooled table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_kappa: Option<f64>,
+    /// Every κ tried with its out-of-fold net mean.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_kappas_tried: Vec<(f64, f64)>,
     /// Out-of-fold net of the chosen solver λ: mean and sd over the assignments.
     pub net: (f64, f64),
     /// Every solver λ tried at the chosen bin count, with its out-of-fold net mean.
@@ -140,6 +152,8 @@ impl CascadeCv {
 pub struct TrainedCascade {
     /// The policy (its start is the fixed model when the cascade fell back).
     pub policy: CascadePolicy,
+    /// Per-task tables (empty unless cross-validation chose a κ).
+    pub task_policies: BTreeMap<String, CascadePolicy>,
     /// Money per cost unit.
     pub unit: f64,
     /// Cross-validation.
@@ -186,45 +200,161 @@ fn solve_on(
     )?)
 }
 
-/// Per-assignment out-of-fold net `quality − λ·cost` of the cascade solved with `solver_lambda`.
+/// The rows the cascade's cross-validation splits: cascade rows and each row's task.
+struct CvRows<'a> {
+    rows: &'a [CascadeRow],
+    tasks: &'a [&'a str],
+    assignments: &'a [Vec<usize>],
+}
+
+/// Per-assignment out-of-fold net `quality − λ·cost` of the cascade solved with
+/// `solver_lambda` and `bins`; with `kappa`, each held-out row routes by its task's table
+/// (the task's prior shrunk toward the pooled one by κ, fitted on the training folds).
 fn out_of_fold_net(
     config: &Config,
     models: &[String],
-    rows: &[CascadeRow],
-    assignments: &[Vec<usize>],
+    cv: &CvRows<'_>,
     (solver_lambda, bins): (f64, CascadeBins),
-    lambda: f64,
+    (lambda, kappa): (f64, Option<f64>),
 ) -> Result<Vec<f64>> {
-    assignments
+    cv.assignments
         .iter()
         .map(|fold| {
             let mut net = 0.0;
             for f in 0..CASCADE_FOLDS {
-                let (held, train): (Vec<&CascadeRow>, Vec<&CascadeRow>) = rows
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| (fold[i] == f, r))
-                    .fold((Vec::new(), Vec::new()), |(mut h, mut t), (is_held, r)| {
-                        if is_held {
-                            h.push(r)
-                        } else {
-                            t.push(r)
-                        }
-                        (h, t)
-                    });
+                let (mut train, mut train_tasks, mut held) = (Vec::new(), Vec::new(), Vec::new());
+                for (i, (r, t)) in cv.rows.iter().zip(cv.tasks).enumerate() {
+                    if fold[i] == f {
+                        held.push((r, *t));
+                    } else {
+                        train.push(r.clone());
+                        train_tasks.push(*t);
+                    }
+                }
                 if held.is_empty() || train.is_empty() {
                     continue;
                 }
-                let train: Vec<CascadeRow> = train.into_iter().cloned().collect();
                 let policy = solve_on(config, models, &train, solver_lambda, bins)?;
-                for r in held {
-                    let (q, c, _) = automix_core::cascade::run_one(&policy, r);
+                let tables = match kappa {
+                    Some(k) => task_policies(&policy, &train, &train_tasks, k)?,
+                    None => BTreeMap::new(),
+                };
+                for (r, task) in held {
+                    let (q, c, _) = run_one(policy_for(&policy, &tables, task), r);
                     net += q - lambda * c;
                 }
             }
-            Ok(net / rows.len() as f64)
+            Ok(net / cv.rows.len() as f64)
         })
         .collect()
+}
+
+/// What the per-task choice settled: κ (`None`: one pooled table), the solver λ, the
+/// out-of-fold net (mean, sd) and every κ tried with its best net.
+struct TaskChoice {
+    kappa: Option<f64>,
+    solver_lambda: f64,
+    net: (f64, f64),
+    tried: Vec<(f64, f64)>,
+}
+
+/// κ for per-task tables, chosen out of fold jointly with the solver λ (`scales` of the
+/// objective's) at the chosen bins: the pooled table unless a κ nets strictly more.
+fn choose_task_kappa(
+    config: &Config,
+    models: &[String],
+    cv: &CvRows<'_>,
+    (bins, scales): (CascadeBins, &[f64]),
+    (lambda, pooled): (f64, TaskChoice),
+) -> Result<TaskChoice> {
+    let distinct: std::collections::BTreeSet<&str> = cv.tasks.iter().copied().collect();
+    if !config.hparam.per_task_prior || distinct.len() < 2 {
+        return Ok(pooled);
+    }
+    let mut best = pooled;
+    for kappa in TASK_KAPPAS {
+        let mut best_here = f64::NEG_INFINITY;
+        for scale in scales {
+            let point = (lambda * scale, bins);
+            let nets = out_of_fold_net(config, models, cv, point, (lambda, Some(kappa)))?;
+            let (mean, sd) = automix_core::calibrate::mean_sd(&nets);
+            best_here = best_here.max(mean);
+            if mean > best.net.0 + 1e-12 {
+                best.kappa = Some(kappa);
+                best.solver_lambda = point.0;
+                best.net = (mean, sd);
+            }
+        }
+        best.tried.push((kappa, best_here));
+    }
+    Ok(best)
+}
+
+/// What the bins' cross-validation settled: the solver λ and bins with the best
+/// out-of-fold net (mean, sd), the solver λs tried at those bins with their nets, and the
+/// best net of every equal-width and quantile bin count.
+struct BinsChoice {
+    solver_lambda: f64,
+    bins: CascadeBins,
+    net: (f64, f64),
+    tried: Vec<(f64, f64)>,
+    uniform: Vec<(usize, f64)>,
+    quantile: Vec<(usize, f64)>,
+}
+
+/// The solver λ (`scales` of the objective's `lambda`) and the verifier bins, chosen
+/// jointly out of fold with one pooled table.
+fn choose_bins(
+    config: &Config,
+    models: &[String],
+    cv_rows: &CvRows<'_>,
+    scales: &[f64],
+    lambda: f64,
+) -> Result<BinsChoice> {
+    let mut tried = Vec::new();
+    let (mut bins_tried, mut quantile_bins_tried) = (Vec::new(), Vec::new());
+    let mut best: Option<(f64, CascadeBins, f64, f64)> = None;
+    let candidates = bin_counts(config.hparam.num_bins, models.len())
+        .into_iter()
+        .flat_map(|count| [CascadeBins::uniform(count), CascadeBins::quantile(count)]);
+    for bins in candidates {
+        let mut best_here = f64::NEG_INFINITY;
+        for scale in scales {
+            let point = (lambda * scale, bins);
+            let nets = out_of_fold_net(config, models, cv_rows, point, (lambda, None))?;
+            let (mean, sd) = automix_core::calibrate::mean_sd(&nets);
+            tried.push((bins, point.0, mean));
+            best_here = best_here.max(mean);
+            // Coarser bins are tried first (equal-width before quantile) and kept on a tie:
+            // the simpler model wins unless finer resolution is better out of fold.
+            if best.is_none_or(|(_, _, m, _)| mean > m + 1e-12) {
+                best = Some((point.0, bins, mean, sd));
+            }
+        }
+        match bins.binning {
+            Binning::Uniform => bins_tried.push((bins.count, best_here)),
+            Binning::Quantile => quantile_bins_tried.push((bins.count, best_here)),
+        }
+    }
+    let (solver_lambda, bins, mean, sd) = best.unwrap_or((
+        lambda,
+        CascadeBins::uniform(config.hparam.num_bins),
+        f64::NEG_INFINITY,
+        0.0,
+    ));
+    Ok(BinsChoice {
+        solver_lambda,
+        bins,
+        net: (mean, sd),
+        // The solver λs at the chosen bins (the other bins are in `uniform` / `quantile`).
+        tried: tried
+            .into_iter()
+            .filter(|(b, _, _)| *b == bins)
+            .map(|(_, l, m)| (l, m))
+            .collect(),
+        uniform: bins_tried,
+        quantile: quantile_bins_tried,
+    })
 }
 
 /// Estimates and solves the cascade on training rows, the solver's λ chosen by K-fold
@@ -246,48 +376,37 @@ pub fn train_cascade(
     let folds = CASCADE_FOLDS.min(crows.len() / 2).max(2);
     let assignments =
         automix_core::calibrate::fold_assignments(crows.len(), folds, CASCADE_REPEATS, 0);
-    let mut tried = Vec::new();
-    let (mut bins_tried, mut quantile_bins_tried) = (Vec::new(), Vec::new());
-    let mut best: Option<(f64, CascadeBins, f64, f64)> = None;
+    let tasks: Vec<&str> = rows.iter().map(|r| r.task_name.as_str()).collect();
+    let cv_rows = CvRows {
+        rows: &crows,
+        tasks: &tasks,
+        assignments: &assignments,
+    };
     let scales: &[f64] = if lambda > 0.0 {
         &SOLVER_LAMBDA_SCALES
     } else {
         &[1.0]
     };
-    let candidates = bin_counts(config.hparam.num_bins, models.len())
-        .into_iter()
-        .flat_map(|count| [CascadeBins::uniform(count), CascadeBins::quantile(count)]);
-    for bins in candidates {
-        let mut best_here = f64::NEG_INFINITY;
-        for scale in scales {
-            let point = (lambda * scale, bins);
-            let nets = out_of_fold_net(config, models, &crows, &assignments, point, lambda)?;
-            let (mean, sd) = automix_core::calibrate::mean_sd(&nets);
-            tried.push((bins, point.0, mean));
-            best_here = best_here.max(mean);
-            // Coarser bins are tried first (equal-width before quantile) and kept on a tie:
-            // the simpler model wins unless finer resolution is better out of fold.
-            if best.is_none_or(|(_, _, m, _)| mean > m + 1e-12) {
-                best = Some((point.0, bins, mean, sd));
-            }
-        }
-        match bins.binning {
-            Binning::Uniform => bins_tried.push((bins.count, best_here)),
-            Binning::Quantile => quantile_bins_tried.push((bins.count, best_here)),
-        }
-    }
-    let (solver_lambda, bins, mean, sd) = best.unwrap_or((
-        lambda,
-        CascadeBins::uniform(config.hparam.num_bins),
-        f64::NEG_INFINITY,
-        0.0,
-    ));
-    // `tried` reports the solver λs at the chosen bin count (the others are in `bins_tried`).
-    let tried: Vec<(f64, f64)> = tried
-        .into_iter()
-        .filter(|(b, _, _)| *b == bins)
-        .map(|(_, l, m)| (l, m))
-        .collect();
+    let BinsChoice {
+        solver_lambda,
+        bins,
+        net: (mean, sd),
+        tried,
+        uniform: bins_tried,
+        quantile: quantile_bins_tried,
+    } = choose_bins(config, models, &cv_rows, scales, lambda)?;
+    let pooled = TaskChoice {
+        kappa: None,
+        solver_lambda,
+        net: (mean, sd),
+        tried: Vec::new(),
+    };
+    let TaskChoice {
+        kappa: task_kappa,
+        solver_lambda,
+        net: (mean, sd),
+        tried: task_kappas_tried,
+    } = choose_task_kappa(config, models, &cv_rows, (bins, scales), (lambda, pooled))?;
     let (best_j, best_fixed) = (0..models.len())
         .map(|j| {
             let fixed = fixed_replay(&crows, j, models.len());
@@ -296,7 +415,12 @@ pub fn train_cascade(
         .fold((0, f64::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
     let mut policy = solve_on(config, models, &crows, solver_lambda, bins)?;
     // "Cannot beat" includes a tie up to summation order: the fixed model is simpler.
-    let fallback = (best_fixed >= mean - 1e-12).then(|| {
+    let falls_back = best_fixed >= mean - 1e-12;
+    let task_tables = match task_kappa {
+        Some(k) if !falls_back => task_policies(&policy, &crows, &tasks, k)?,
+        _ => BTreeMap::new(),
+    };
+    let fallback = falls_back.then(|| {
         policy.start = StartChoice {
             model: best_j,
             verify: false,
@@ -308,6 +432,7 @@ pub fn train_cascade(
     });
     Ok(TrainedCascade {
         policy,
+        task_policies: task_tables,
         unit,
         cv: CascadeCv {
             folds,
@@ -318,6 +443,8 @@ pub fn train_cascade(
             binning: bins.binning,
             bins_tried,
             quantile_bins_tried,
+            task_kappa: task_kappa.filter(|_| !falls_back),
+            task_kappas_tried,
             net: (mean, sd),
             tried,
             best_fixed: (models[best_j].clone(), best_fixed),
@@ -436,7 +563,8 @@ pub fn evaluate_cascade(
         reached,
     };
     let mut lines = Vec::new();
-    let out = simulate_cascade(&trained.policy, &rows);
+    let test_tasks: Vec<&str> = test.iter().map(|r| r.task_name.as_str()).collect();
+    let out = simulate_by_task(&trained.policy, &trained.task_policies, &rows, &test_tasks);
     let name = match &trained.cv.fallback {
         Some(_) => format!("cascade → {} alone", models[trained.policy.start.model]),
         None => "POMDP cascade".into(),

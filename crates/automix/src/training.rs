@@ -59,14 +59,20 @@ pub struct CascadePlan {
     /// (`x-automix-lambda`, `automix route --lambda`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lambda_family: Vec<crate::cascade::LambdaTable>,
+    /// Per-task tables at the trained λ (each task's prior shrunk toward the pooled one,
+    /// `cross_validation.task_kappa`): a query of such a task starts and decides by its
+    /// task's table; a request's own λ uses the pooled family.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub task_policies: std::collections::BTreeMap<String, automix_core::cascade::CascadePolicy>,
 }
 
 impl CascadePlan {
     /// Where a query of `task` starts.
     pub fn start_for(&self, task: &str) -> automix_core::cascade::StartChoice {
-        self.task_starts
+        self.task_policies
             .get(task)
-            .copied()
+            .map(|p| p.start)
+            .or_else(|| self.task_starts.get(task).copied())
             .unwrap_or(self.policy.start)
     }
 }
@@ -168,6 +174,16 @@ impl RouterPolicy {
                 "cascade.cost_unit",
                 format!("{} must be > 0", plan.cost_unit),
             ));
+        }
+        for (task, t) in &plan.task_policies {
+            t.validate()
+                .map_err(|e| ("cascade.task_policies", format!("task {task:?}: {e}")))?;
+            if t.model.len() != n {
+                return Err((
+                    "cascade.task_policies",
+                    format!("task {task:?} has a {}-model table", t.model.len()),
+                ));
+            }
         }
         if let Some((task, start)) = plan.task_starts.iter().find(|(_, s)| s.model >= n) {
             return Err((
@@ -329,8 +345,12 @@ pub fn train_cascade_plan(
     let trained = crate::cascade::train_cascade(config, rows, models)?;
     let (policy, cost_unit, trained_bins) = (trained.policy, trained.unit, trained.cv.bins());
     let mut task_starts = std::collections::BTreeMap::new();
-    // A fallback was validated for every task together; per-task starts were not.
-    if config.hparam.per_task_prior && trained.cv.fallback.is_none() {
+    // A fallback was validated for every task together; per-task starts were not. Per-task
+    // tables, where cross-validation chose them, carry their own starts.
+    if config.hparam.per_task_prior
+        && trained.cv.fallback.is_none()
+        && trained.task_policies.is_empty()
+    {
         let signal = config.hparam.verifier_signal;
         let crows = crate::cascade::cascade_rows(rows, models, signal, cost_unit)?;
         let mut by_task: std::collections::BTreeMap<String, Vec<_>> = Default::default();
@@ -359,6 +379,7 @@ pub fn train_cascade_plan(
             cost_unit,
             trained_bins,
         )?,
+        task_policies: trained.task_policies,
         cross_validation: Some(trained.cv),
     })
 }

@@ -74,7 +74,7 @@ pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
     if let Some(c) = &policy.cascade {
         let start = c.policy.start;
         println!(
-            "  cascade {}: start {} {}, {} decision-table entries, {} per-task starts",
+            "  cascade {}: start {} {}, {} decision-table entries, {} per-task starts, {} per-task tables",
             c.models.join(" → "),
             c.models[start.model],
             if start.verify {
@@ -83,28 +83,52 @@ pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
                 "without verification"
             },
             c.policy.table.len(),
-            c.task_starts.len()
+            c.task_starts.len(),
+            c.task_policies.len()
         );
         if let Some(cv) = &c.cross_validation {
-            let tried: Vec<String> = cv
-                .bins_tried
-                .iter()
-                .map(|(b, net)| format!("{b}: {net:.4}"))
-                .chain(
-                    cv.quantile_bins_tried
-                        .iter()
-                        .map(|(b, net)| format!("{b} quantile: {net:.4}")),
-                )
-                .collect();
-            println!(
-                "  cascade verifier bins {} by cross-validation (out-of-fold net per bin count: {})",
-                cv.bins().describe(),
-                tried.join(", ")
-            );
+            print_cascade_cv(cv);
         }
     }
     println!("policy → {}", out.display());
     Ok(())
+}
+
+/// The cascade's cross-validation: the bins chosen, each bin count's and each κ's net.
+fn print_cascade_cv(cv: &automix::cascade::CascadeCv) {
+    let tried: Vec<String> = cv
+        .bins_tried
+        .iter()
+        .map(|(b, net)| format!("{b}: {net:.4}"))
+        .chain(
+            cv.quantile_bins_tried
+                .iter()
+                .map(|(b, net)| format!("{b} quantile: {net:.4}")),
+        )
+        .collect();
+    println!(
+        "  cascade verifier bins {} by cross-validation (out-of-fold net per bin count: {})",
+        cv.bins().describe(),
+        tried.join(", ")
+    );
+    let kappas: Vec<String> = cv
+        .task_kappas_tried
+        .iter()
+        .map(|(k, net)| format!("κ={k}: {net:.4}"))
+        .collect();
+    if !kappas.is_empty() {
+        println!(
+            "  cascade per-task tables: {} (out-of-fold net {:.4} pooled, {})",
+            cv.task_kappa
+                .map_or("none, one pooled table".into(), |k| format!("κ={k}")),
+            cv.bins_tried
+                .iter()
+                .chain(&cv.quantile_bins_tried)
+                .map(|t| t.1)
+                .fold(f64::NEG_INFINITY, f64::max),
+            kappas.join(", ")
+        );
+    }
 }
 
 /// `hparam.verbose`: the rule in full, the candidates and the λ family, so a user can see

@@ -21,6 +21,8 @@ pub struct Cascade {
     index: Vec<usize>,
     /// The plan's tables over a λ grid, ascending (empty for plans without one).
     family: Vec<(f64, Arc<CascadePolicy>)>,
+    /// The plan's per-task tables at the trained λ.
+    tasks: std::collections::BTreeMap<String, Arc<CascadePolicy>>,
 }
 
 impl Cascade {
@@ -32,7 +34,13 @@ impl Cascade {
             .iter()
             .map(|t| (t.lambda, Arc::new(t.policy.clone())))
             .collect();
+        let tasks = plan
+            .task_policies
+            .iter()
+            .map(|(task, p)| (task.clone(), Arc::new(p.clone())))
+            .collect();
         Ok(Self {
+            tasks,
             table: Arc::new(plan.policy.clone()),
             plan: Box::new(plan),
             index,
@@ -77,10 +85,16 @@ impl RoutingStrategy for Cascade {
                 state.table = Some(table);
                 (start, Some(used))
             }
-            _ => {
-                state.table = Some(self.table.clone());
-                (self.start_of(self.plan.start_for(task)), None)
-            }
+            _ => match self.tasks.get(task) {
+                Some(table) => {
+                    state.table = Some(table.clone());
+                    (self.start_of(table.start), None)
+                }
+                None => {
+                    state.table = Some(self.table.clone());
+                    (self.start_of(self.plan.start_for(task)), None)
+                }
+            },
         }
     }
 

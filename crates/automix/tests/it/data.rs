@@ -427,6 +427,53 @@ fn the_cascade_gives_a_confidence_mass_point_its_own_bin() {
     assert_eq!(edges.last(), Some(&1.0), "{edges:?}");
 }
 
+/// Tasks that differ in how often the small model is right get their own cascade tables
+/// (the task's prior shrunk toward the pooled one), chosen out of fold: with an
+/// uninformative verifier, the pooled table must treat both tasks alike.
+#[test]
+fn the_cascade_solves_a_table_per_task_where_tasks_differ() {
+    use crate::support::{Run, training_row};
+    let config = automix::Config::parse(
+        "automix:\n  cost_lambda: 0.2\nhparam:\n  num_bins: 4\n  per_task_prior: true\n",
+        std::path::Path::new("tasks.yaml"),
+    )
+    .unwrap();
+    let rows: Vec<TrainingRow> = (0..400)
+        .map(|i| {
+            let easy = i % 2 == 0;
+            let right = if easy { i % 40 != 0 } else { i % 40 == 1 };
+            let runs = [
+                Run {
+                    model: "tiny",
+                    right,
+                    cost: 1e-6,
+                    confidence: Some(0.5),
+                },
+                Run {
+                    model: "big",
+                    right: true,
+                    cost: 1e-4,
+                    confidence: None,
+                },
+            ];
+            training_row(i as usize, if easy { "easy" } else { "hard" }, &runs)
+        })
+        .collect();
+    let names = ["tiny".to_string(), "big".to_string()];
+    let plan = automix::training::train_cascade_plan(&config, &rows, &names).unwrap();
+    let cv = plan.cross_validation.as_ref().unwrap();
+    assert!(cv.task_kappa.is_some(), "{cv:?}");
+    assert_eq!(cv.task_kappas_tried.len(), 3, "{cv:?}");
+    assert_eq!(plan.task_policies.len(), 2);
+    assert_eq!(plan.start_for("easy").model, 0, "{plan:?}");
+    assert_eq!(plan.start_for("hard").model, 1, "{plan:?}");
+    // Held out, the per-task tables net more than one pooled table could: the best
+    // single choice for both tasks is the big model at 1 − 0.2 = 0.8.
+    let (train, test) = automix::training::resplit(&rows, 0, 0.3);
+    let report = automix::cascade::evaluate_cascade(&config, &train, &test, &names).unwrap();
+    assert!(report.lines[0].net > 0.84, "{:?}", report.lines[0]);
+}
+
 /// A calibrated policy over three confidence levels (the Python package's test rows): its
 /// cross-validation once recorded a challenger scored on no assignment as a NaN mean,
 /// which JSON writes as `null`, so the saved file did not load back. Every trained policy
