@@ -35,6 +35,7 @@ pub mod compat;
 mod confidence;
 mod cost;
 mod error;
+pub mod fusion;
 mod methods;
 mod metrics;
 mod policy;

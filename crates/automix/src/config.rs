@@ -142,8 +142,12 @@ pub struct HParams {
     pub unknown_confidence: Decision,
     /// Small-model answers that always escalate (FixedAnswerRouting).
     pub fixed_answers: Vec<String>,
-    /// `samples` (default) or `logprob`.
+    /// `samples` (default), `logprob`, `answer_consistency` or `answer_logprob`.
     pub verifier_signal: VerifierSignal,
+    /// Signals fused into one confidence (two or more; empty: route on `verifier_signal`
+    /// alone). Training keeps the fusion only where it beats each of them alone out of
+    /// fold, else routes on the best one ([`crate::fused`]).
+    pub fuse_signals: Vec<VerifierSignal>,
     /// Per-task priors for ExactPOMDP.
     pub per_task_prior: bool,
 }
@@ -166,9 +170,35 @@ impl Default for HParams {
             unknown_confidence: Decision::Escalate,
             fixed_answers: Vec::new(),
             verifier_signal: VerifierSignal::Samples,
+            fuse_signals: Vec::new(),
             per_task_prior: false,
         }
     }
+}
+
+/// What is wrong with `metric.weights`, if anything: (key, message).
+fn weights_problem(w: &MetricWeights) -> Option<(&'static str, String)> {
+    if let Some((key, v)) = [("performance", w.performance), ("cost", w.cost)]
+        .into_iter()
+        .find(|(_, v)| !(v.is_finite() && *v >= 0.0))
+    {
+        return Some((key, format!("weight {v} must be a finite number >= 0")));
+    }
+    // Nothing here judges answers with an LLM: a weight on it would be silently unused.
+    (w.llm_judge != 0.0).then(|| {
+        (
+            "llm_judge",
+            "AutoMix has no LLM judge (answers are scored by the task metric); set it to 0".into(),
+        )
+    })
+}
+
+/// `hparam.fuse_signals` is empty or lists two or more different signals.
+fn fuse_signals_valid(signals: &[VerifierSignal]) -> bool {
+    let mut distinct = signals.to_vec();
+    distinct.sort_by_key(|s| s.name());
+    distinct.dedup();
+    signals.is_empty() || (distinct.len() == signals.len() && distinct.len() >= 2)
 }
 
 /// `hparam.objective`: what training maximises (its value, where it takes one, is
@@ -503,26 +533,17 @@ impl Config {
         if h.num_bins == 0 {
             return Err(fail("num_bins", "must be at least 1".into()));
         }
-        let w = &self.metric.weights;
-        if let Some((key, v)) = [("performance", w.performance), ("cost", w.cost)]
-            .into_iter()
-            .find(|(_, v)| !(v.is_finite() && *v >= 0.0))
-        {
-            return Err(fail(
-                key,
-                format!("weight {v} must be a finite number >= 0"),
-            ));
-        }
-        // Nothing here judges answers with an LLM: a weight on it would be silently unused.
-        if w.llm_judge != 0.0 {
-            return Err(fail(
-                "llm_judge",
-                "AutoMix has no LLM judge (answers are scored by the task metric); set it to 0"
-                    .into(),
-            ));
+        if let Some((key, message)) = weights_problem(&self.metric.weights) {
+            return Err(fail(key, message));
         }
         if h.max_workers == 0 {
             return Err(fail("max_workers", "must be at least 1".into()));
+        }
+        if !fuse_signals_valid(&h.fuse_signals) {
+            return Err(fail(
+                "fuse_signals",
+                "must list two or more different signals (or none)".into(),
+            ));
         }
         if let Some([lo, hi]) = h.cost_constraint
             && lo > hi

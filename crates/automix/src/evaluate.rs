@@ -215,6 +215,47 @@ impl EvalData {
     }
 }
 
+/// The `hparam.fuse_signals` policy trained on `train`, replayed on `test` (each test
+/// row's fused confidence from the fusion fitted on the training rows).
+fn fused_line(
+    config: &Config,
+    (train, test): (&[TrainingRow], &[TrainingRow]),
+    (small, large): (&str, &str),
+    data: &EvalData,
+) -> Result<EvalLine> {
+    let policy = crate::training::train_policy(config, train, small, large)?;
+    let records = crate::training::policy_records(test, &policy)?;
+    let (signal, fusion) = match &policy.fusion {
+        Some(f) => (policy.verifier_signal, f),
+        // `train_policy` reports on the fusion whenever `fuse_signals` is set.
+        None => {
+            return Err(AutomixError::Setting {
+                key: "hparam.fuse_signals",
+                message: "training returned no fusion report".into(),
+            });
+        }
+    };
+    let detail = match &fusion.model {
+        Some(_) => {
+            let names: Vec<&str> = fusion.signals.iter().map(|s| s.name()).collect();
+            format!(
+                "fused {}: {}",
+                names.join(" + "),
+                policy.policy.rule.describe()
+            )
+        }
+        None => format!(
+            "fusion lost out of fold; routes on {} alone: {}",
+            signal.name(),
+            policy.policy.rule.describe()
+        ),
+    };
+    let test_data = Dataset::new(&records, &data.costs)?;
+    let flags = rule_flags(&test_data, &policy.policy.rule, &data.options);
+    let o = test_data.evaluate(&flags)?;
+    Ok(line("fused", &test_data, o, detail))
+}
+
 fn point(l: &EvalLine) -> OperatingPoint {
     OperatingPoint {
         cost: l.cost,
@@ -253,6 +294,9 @@ pub fn evaluate(
         let (l, o) = data.method_line(config, kind)?;
         lines.push(l);
         points.extend(o.map(OperatingPoint::from));
+    }
+    if !config.hparam.fuse_signals.is_empty() {
+        lines.push(fused_line(config, (train, test), (small, large), &data)?);
     }
     let (sweep, cross_validation) = data.sweep(config)?;
     let baselines = data.baseline_lines()?;

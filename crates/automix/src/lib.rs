@@ -13,6 +13,7 @@ pub mod dataset;
 mod error;
 pub mod evaluate;
 pub mod feedback;
+pub mod fused;
 pub mod models;
 mod outcome;
 pub mod pipeline;

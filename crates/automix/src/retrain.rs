@@ -9,15 +9,13 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use automix_core::{Dataset, Outcome, RoutingRecord};
+use automix_core::{Dataset, Outcome};
 
 use crate::config::Config;
 use crate::dataset::TrainingRow;
 use crate::error::Result;
 use crate::evaluate::rule_flags;
-use crate::training::{
-    RouterPolicy, cost_model, method_and_options, routing_records, train_policy,
-};
+use crate::training::{RouterPolicy, cost_model, method_and_options, policy_records, train_policy};
 
 /// Folds of the out-of-fold comparison.
 const FOLDS: usize = 5;
@@ -75,7 +73,7 @@ pub fn compare(
         let why = format!("{} rows; a retrain needs {MIN_ROWS}", rows.len());
         return Ok((kept(why, None, None), None));
     }
-    let records = routing_records(rows, small, large, serving.verifier_signal)?;
+    let records = policy_records(rows, serving)?;
     let costs = cost_model(config);
     let (_, options) = method_and_options(config)?;
     let data = Dataset::new(&records, &costs)?;
@@ -90,7 +88,9 @@ pub fn compare(
             .collect();
         let held: Vec<usize> = (0..rows.len()).filter(|i| i % FOLDS == fold).collect();
         let policy = train_policy(config, &train, small, large)?;
-        let held_records: Vec<RoutingRecord> = held.iter().map(|&i| records[i].clone()).collect();
+        // Each policy decides on its own score (a fused candidate on its fusion).
+        let held_rows: Vec<TrainingRow> = held.iter().map(|&i| rows[i].clone()).collect();
+        let held_records = policy_records(&held_rows, &policy)?;
         let held_data = Dataset::new(&held_records, &costs)?;
         for (j, f) in rule_flags(&held_data, &policy.policy.rule, &options)
             .into_iter()

@@ -41,6 +41,9 @@ pub struct RouterSettings {
     pub verify: bool,
     /// Which verifier score decisions read: the policy's, else `use_logprob_verification`.
     pub signal: VerifierSignal,
+    /// The policy's fused confidence, when it routes on several signals (then every one of
+    /// them is measured and `signal` names the first).
+    pub fusion: Option<std::sync::Arc<crate::fused::SignalFusion>>,
     /// Most escalations per query (`max_escalations`; a request may lower or raise it).
     pub max_escalations: usize,
     /// The rule on steps no trained policy covers.
@@ -56,6 +59,13 @@ pub struct RouterSettings {
 }
 
 impl RouterSettings {
+    /// The signals a verification measures: the fused ones, else the one routed on.
+    pub fn measured(&self) -> Vec<VerifierSignal> {
+        self.fusion
+            .as_ref()
+            .map_or_else(|| vec![self.signal], |f| f.signals.clone())
+    }
+
     /// Resolves the settings of `config` for `policy`.
     pub fn resolve(config: &Config, policy: Option<&RouterPolicy>) -> Result<Self> {
         let a = &config.automix;
@@ -65,7 +75,16 @@ impl RouterSettings {
             // Without a policy the configured signal is read (samples unless set).
             _ => config.hparam.verifier_signal,
         };
-        if signal == VerifierSignal::AnswerConsistency && a.answer_samples() == 0 {
+        let fusion = match policy {
+            Some(p) if a.use_pomdp_router => p
+                .fusion
+                .clone()
+                .filter(|f| f.model.is_some())
+                .map(std::sync::Arc::new),
+            _ => None,
+        };
+        let samples_answers = fusion.as_ref().map_or(vec![signal], |f| f.signals.clone());
+        if samples_answers.contains(&VerifierSignal::AnswerConsistency) && a.answer_samples() == 0 {
             // Refused rather than quietly sampling one answer: the signal needs samples.
             return Err(AutomixError::Setting {
                 key: "automix.answer_samples",
@@ -75,6 +94,7 @@ impl RouterSettings {
         Ok(Self {
             verify: a.enable_self_verification,
             signal,
+            fusion,
             max_escalations: a.max_escalations,
             threshold: ThresholdRule {
                 threshold: a.verification_threshold,
@@ -287,7 +307,12 @@ impl Router {
         routed: bool,
     ) -> AnswerSource {
         // A routed answer's signal may read its token logprobs; a named route has none.
-        let logprobs = routed && crate::signal::of(self.settings.signal).wants_answer_logprobs();
+        let logprobs = routed
+            && self
+                .settings
+                .measured()
+                .iter()
+                .any(|s| crate::signal::of(*s).wants_answer_logprobs());
         match request {
             Some(mut r) => {
                 r.logprobs |= logprobs;
@@ -744,7 +769,7 @@ impl Router {
         let answer = call.text.as_str();
         let (index, query) = (run.at.model, run.query);
         let model = &self.models.models()[index];
-        let signal = self.settings.signal;
+        let signals = self.settings.measured();
         let started = Instant::now();
         let input = SignalInput {
             model,
@@ -757,12 +782,15 @@ impl Router {
             answer_samples: self.settings.answer_samples,
             temperature: self.settings.answer_temperature,
         };
-        let (record, modal) = crate::signal::measure(&[signal], &input).await?;
+        let (record, modal) = crate::signal::measure(&signals, &input).await?;
         let trace = &mut run.trace;
         trace
             .calls
             .push(CallRecord::verify(&model.entry.name, &record, started));
-        let score = verifier_score(Some(&record), signal);
+        let score = match &self.settings.fusion {
+            Some(f) => f.score(&record),
+            None => verifier_score(Some(&record), self.settings.signal),
+        };
         trace.verified = true;
         if trace.path.len() == 1 {
             trace.first_score = score.known();

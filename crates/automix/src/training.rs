@@ -34,6 +34,10 @@ pub struct RouterPolicy {
     /// The N-model cascade, when trained with `--cascade`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cascade: Option<CascadePlan>,
+    /// What `hparam.fuse_signals` training found; with a fitted model, the policy reads
+    /// the fused confidence of those signals instead of `verifier_signal` alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<crate::fused::SignalFusion>,
 }
 
 /// A solved N-model cascade ready for the router.
@@ -244,6 +248,20 @@ pub fn routing_records(
         .collect()
 }
 
+/// Routing records for `policy`'s pair, scored as it reads them: its fused confidence when
+/// it fuses signals, else its `verifier_signal`.
+pub fn policy_records(rows: &[TrainingRow], policy: &RouterPolicy) -> Result<Vec<RoutingRecord>> {
+    let (small, large) = (&policy.small_model, &policy.large_model);
+    let mut records = routing_records(rows, small, large, policy.verifier_signal)?;
+    if let Some(f) = policy.fusion.as_ref().filter(|f| f.model.is_some()) {
+        for (r, row) in records.iter_mut().zip(rows) {
+            let v = row.run(small).and_then(|run| run.verification.as_ref());
+            r.verifier = v.map_or(VerifierScore::Unknown, |v| f.score(v));
+        }
+    }
+    Ok(records)
+}
+
 /// The cost model the config asks for.
 pub fn cost_model(config: &Config) -> CostModel {
     match config.hparam.cost_mode {
@@ -304,6 +322,19 @@ pub fn train_policy(
     small: &str,
     large: &str,
 ) -> Result<RouterPolicy> {
+    if !config.hparam.fuse_signals.is_empty() {
+        let (signal, policy, fusion) = crate::fused::train_fused(config, rows, (small, large))?;
+        return Ok(RouterPolicy {
+            format_version: ROUTER_POLICY_VERSION,
+            small_model: small.to_owned(),
+            large_model: large.to_owned(),
+            verifier_signal: signal,
+            cost_mode: config.hparam.cost_mode,
+            policy,
+            cascade: None,
+            fusion: Some(fusion),
+        });
+    }
     let signal = config.hparam.verifier_signal;
     let records = routing_records(rows, small, large, signal)?;
     let known = records.iter().any(|r| r.verifier.known().is_some());
@@ -329,6 +360,7 @@ pub fn train_policy(
         cost_mode: config.hparam.cost_mode,
         policy,
         cascade: None,
+        fusion: None,
     })
 }
 

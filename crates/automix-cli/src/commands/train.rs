@@ -68,6 +68,9 @@ pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
     if let Some(cv) = &s.cross_validation {
         print_cross_validation(cv);
     }
+    if let Some(f) = &policy.fusion {
+        print_fusion(f);
+    }
     if config.hparam.verbose {
         print_training_detail(&policy.policy);
     }
@@ -92,6 +95,28 @@ pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
     }
     println!("policy → {}", out.display());
     Ok(())
+}
+
+/// What fusing the signals found: used or not, each signal alone, what each adds.
+fn print_fusion(f: &automix::fused::SignalFusion) {
+    let names: Vec<&str> = f.signals.iter().map(|s| s.name()).collect();
+    let verdict = if f.model.is_some() {
+        "used: it beats every signal alone out of fold"
+    } else {
+        "not used: a signal alone does as well out of fold"
+    };
+    println!(
+        "  fused confidence of {} (out of fold {:.4}): {verdict}",
+        names.join(" + "),
+        f.fused_cv
+    );
+    for ((s, alone), (_, without)) in f.single_cv.iter().zip(&f.without_cv) {
+        println!(
+            "    {:<20} alone {alone:>8.4}   adds {:>+8.4} to the fusion",
+            s.name(),
+            f.fused_cv - without
+        );
+    }
 }
 
 /// The cascade's cross-validation: the bins chosen, each bin count's and each κ's net.

@@ -390,22 +390,6 @@ pub fn cross_validate(
         .collect()
 }
 
-/// Whether `challenger` beats `incumbent` by more than one standard error of their paired
-/// per-assignment difference. `auto` keeps the calibrated model unless the paper's Threshold
-/// (selected in sample, as the paper does) clearly generalises better out of fold: where the
-/// two are close, the difference is selection noise, and switching on noise made `auto`
-/// worse than either (measured on the development set, see the README).
-pub(crate) fn clearly_better(challenger: &CvScore, incumbent: &CvScore) -> bool {
-    let diffs: Vec<f64> = challenger
-        .values
-        .iter()
-        .zip(&incumbent.values)
-        .map(|(a, b)| a - b)
-        .collect();
-    let (mean, sd) = mean_sd(&diffs);
-    mean > 0.0 && mean > sd / (diffs.len() as f64).sqrt()
-}
-
 /// Every κ's curves fitted on all rows, and the out-of-fold outcomes of their cuts (and of
 /// the in-sample `challenger`, if any) over the seeded fold assignments: one pass over the
 /// rows per assignment, shared by every κ and the challenger.
@@ -510,7 +494,19 @@ pub(crate) fn train_cross_validated(
         cv: fit.cv.clone(),
     };
     let challenge = CvScore::of(&base, &threshold_outcomes, used, options);
-    let chosen = settle(calibrated, &fit.score, challenge, || {
+    let paired = match challenger {
+        Some(spec) => {
+            let input = NestedInput {
+                data,
+                cells: &cells,
+                stats: &stats,
+                g: &g,
+            };
+            Some(nested_paired(&input, (config, folds), spec, used, options)?)
+        }
+        None => None,
+    };
+    let chosen = settle(calibrated, challenge, paired.as_ref(), || {
         Ok(train_stats(&stats, &threshold, options)?.0)
     })?;
     let train = stats.outcome_of(&chosen.candidate.rule, options.unknown_confidence);
@@ -551,16 +547,17 @@ pub(crate) struct Calibrated {
     pub(crate) cv: CvSummary,
 }
 
-/// `auto`'s choice: the calibrated fit, unless the paper's Threshold (`challenge`, trained
-/// by `threshold` when needed) is clearly better out of fold. Either way the challenger's
-/// score is recorded among the alternatives.
+/// `auto`'s choice: the calibrated fit, unless the paper's Threshold (trained by
+/// `threshold` when needed) is clearly better on the held-out folds of the nested
+/// comparison ([`PairedFolds`]). Either way the challenger's out-of-fold score
+/// (`challenge`) is recorded among the alternatives.
 pub(crate) fn settle(
     mut calibrated: Calibrated,
-    score: &CvScore,
     challenge: Option<CvScore>,
+    paired: Option<&PairedFolds>,
     threshold: impl FnOnce() -> Result<Candidate>,
 ) -> Result<Calibrated> {
-    let Some(challenge) = challenge else {
+    let (Some(challenge), Some(paired)) = (challenge, paired) else {
         return Ok(calibrated);
     };
     let (mean, sd) = mean_sd(&challenge.values);
@@ -569,7 +566,10 @@ pub(crate) fn settle(
         mean,
         sd,
     });
-    if !clearly_better(&challenge, score) {
+    let (cal, thr) = paired.means();
+    let nested = format!("nested, per held-out fold: Threshold {thr:.4}, calibrated {cal:.4}");
+    if !paired.threshold_clearly_better() {
+        calibrated.cv.chosen = format!("{} ({nested})", calibrated.cv.chosen);
         return Ok(calibrated);
     }
     let candidate = threshold()?;
@@ -577,7 +577,7 @@ pub(crate) fn settle(
     cv.mean = mean;
     cv.sd = sd;
     cv.outcome = challenge.outcome;
-    cv.chosen = format!("Threshold, {}", candidate.rule.describe());
+    cv.chosen = format!("Threshold, {} ({nested})", candidate.rule.describe());
     Ok(Calibrated {
         candidate,
         calibration: None,

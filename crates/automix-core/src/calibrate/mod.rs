@@ -45,9 +45,11 @@ use crate::train::{
 
 mod curve;
 mod cv;
+mod nested;
 
 pub(crate) use curve::*;
 pub use cv::*;
+pub(crate) use nested::*;
 
 /// Settings of the calibrated method and its cross-validation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1888,6 +1888,63 @@ async fn answer_consistency_scores_agreement_of_sampled_answers() {
     }
 }
 
+/// A policy trained with `hparam.fuse_signals: [samples, answer_logprob]` measures both
+/// live (the answer asked with logprobs, then one request for the verdicts) and decides on
+/// their fused confidence: the same answer probability is kept with agreeing verdicts and
+/// escalated with disagreeing ones, and the score header is the fused value.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fused_policy_measures_every_signal_and_routes_on_their_fusion() {
+    let config = Config::parse(
+        "hparam:\n  routing_method: auto\n  fuse_signals: [samples, answer_logprob]\n  per_task_prior: false\nautomix:\n  verification_samples: 2\n",
+        Path::new("fused.yaml"),
+    )
+    .unwrap();
+    let rows = crate::support::two_signal_rows(400, "small", "large");
+    let policy = automix::training::train_policy(&config, &rows, "small", "large").unwrap();
+    let fusion = policy.fusion.clone().unwrap();
+    let model = fusion.model.clone().expect("the fusion wins on these rows");
+    for (verdict, votes, decision) in [("Correct", 1.0, "keep"), ("Incorrect", 0.0, "escalate")] {
+        let small = FakeOpenAi::start(vec![
+            FakeReply::Completion {
+                texts: vec!["B".into()],
+                logprobs: true,
+            },
+            FakeReply::Completion {
+                texts: vec![verdict.into(), verdict.into()],
+                logprobs: false,
+            },
+        ])
+        .await
+        .unwrap();
+        let large = FakeOpenAi::start(vec![]).await.unwrap();
+        let p = start_routed(
+            pair(&small, &large),
+            ProxySettings::default(),
+            &config,
+            Some(policy.clone()),
+        )
+        .await;
+        let body =
+            json!({"model": "automix", "messages": [{"role": "user", "content": "which one?"}]});
+        let resp = chat(&p.base, &body).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-automix-decision"], decision);
+        let score: f64 = resp.headers()["x-automix-verification-score"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let expected = model
+            .predict(&[Some(votes), Some((-0.5f64).exp())])
+            .unwrap();
+        assert!((score - expected).abs() < 1e-3, "{score} vs {expected}");
+        let requests = small.requests();
+        assert_eq!(requests.len(), 2, "the answer and one verdict request");
+        assert_eq!(requests[0]["logprobs"], true, "asked for answer_logprob");
+        assert_eq!(requests[1]["n"], 2);
+    }
+}
+
 /// `verifier_signal: answer_logprob` routes on the answer's own token logprobs: no
 /// verification call at all. The fake upstream gives every token logprob −0.5, so the
 /// score is e^−0.5 ≈ 0.61: kept at `verification_threshold: 0.5`, escalated at 0.7. The

@@ -474,6 +474,49 @@ fn the_cascade_solves_a_table_per_task_where_tasks_differ() {
     assert!(report.lines[0].net > 0.84, "{:?}", report.lines[0]);
 }
 
+/// `hparam.fuse_signals`: where two signals each see half of what makes the small answer
+/// right, their fused confidence beats either alone out of fold, training keeps it and
+/// says what each adds, the policy file carries it, and `eval` replays it on held-out rows
+/// ahead of the single-signal default.
+#[test]
+fn fused_signals_beat_each_signal_alone_and_replay_in_eval() {
+    let rows = crate::support::two_signal_rows(400, "small", "large");
+    let config = Config::parse(
+        "hparam:\n  routing_method: auto\n  fuse_signals: [samples, answer_logprob]\n",
+        std::path::Path::new("fuse.yaml"),
+    )
+    .unwrap();
+    let policy = train_policy(&config, &rows, "small", "large").unwrap();
+    let fusion = policy.fusion.as_ref().unwrap();
+    assert!(fusion.model.is_some(), "{fusion:?}");
+    assert!(
+        fusion.single_cv.iter().all(|(_, cv)| fusion.fused_cv > *cv),
+        "{fusion:?}"
+    );
+    // Each signal adds: the fusion without it is the other alone.
+    assert!(fusion.without_cv.iter().all(|(_, w)| fusion.fused_cv > *w));
+    let path = temp("fused").join("policy.json");
+    policy.save(&path).unwrap();
+    assert_eq!(RouterPolicy::load(&path).unwrap().fusion, policy.fusion);
+    let (train, test) = automix::training::resplit(&rows, 0, 0.3);
+    let report = automix::evaluate::evaluate(&config, &train, &test, "small", "large").unwrap();
+    let line = |name: &str| report.lines.iter().find(|l| l.name == name).unwrap();
+    let (fused, single) = (line("fused"), line("auto"));
+    // The single signal passes the answers only the other catches; the fusion does not.
+    assert!(fused.quality > single.quality + 0.1, "{report:?}");
+    assert!(
+        fused.delta_ibc.unwrap() > single.delta_ibc.unwrap(),
+        "{report:?}"
+    );
+    assert!(fused.detail.starts_with("fused samples + answer_logprob"));
+    // Two signals or none: one is refused at load, naming the key.
+    let one = Config::parse(
+        "hparam:\n  fuse_signals: [samples]\n",
+        std::path::Path::new("one.yaml"),
+    );
+    assert!(one.unwrap_err().to_string().contains("fuse_signals"));
+}
+
 /// A calibrated policy over three confidence levels (the Python package's test rows): its
 /// cross-validation once recorded a challenger scored on no assignment as a NaN mean,
 /// which JSON writes as `null`, so the saved file did not load back. Every trained policy

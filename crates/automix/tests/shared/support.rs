@@ -318,3 +318,36 @@ pub fn three_level_rows(n: usize, task: &str) -> Vec<TrainingRow> {
         })
         .collect()
 }
+
+/// Rows where two signals each see half the story: the small model is right exactly when
+/// its votes are high *and* its answer's own token probability is high; each signal alone
+/// also passes answers the other would catch. The large model is always right at ten times
+/// the cost.
+pub fn two_signal_rows(n: usize, small: &str, large: &str) -> Vec<TrainingRow> {
+    (0..n)
+        .map(|i| {
+            let votes = if i % 2 == 0 { 1.0 } else { 0.0 };
+            let answer_p = if i % 4 < 2 || i % 7 == 0 { 0.9 } else { 0.2 };
+            let right = votes > 0.5 && answer_p > 0.5;
+            let runs = [
+                Run {
+                    model: small,
+                    right,
+                    cost: 1e-6,
+                    confidence: Some(votes),
+                },
+                Run {
+                    model: large,
+                    right: true,
+                    cost: 1e-5,
+                    confidence: None,
+                },
+            ];
+            let mut row = training_row(i, "general", &runs);
+            if let Some(v) = row.models[0].verification.as_mut() {
+                v.signals.insert("answer_logprob".into(), answer_p);
+            }
+            row
+        })
+        .collect()
+}

@@ -1,0 +1,183 @@
+//! Routing on several signals at once (`hparam.fuse_signals`): the fused confidence
+//! ([`automix_core::fusion`]) trained, compared out of fold with every signal alone, and
+//! read live.
+//!
+//! Training cross-fits the fusion (each row's fused confidence from a fit on the other
+//! folds), trains the configured cross-validated method on those values, and keeps the
+//! fusion only if its out-of-fold objective beats every listed signal alone; otherwise the
+//! policy routes on the best single signal (and says so). What each signal adds is the
+//! fusion's out-of-fold objective minus the fusion's without it. Every candidate is charged
+//! the rows' recorded verification cost: a fused policy measures every signal it fuses, so
+//! live it pays each one's calls (zero for `answer_logprob`).
+
+use automix_core::fusion::{FusedConfidence, cross_fit};
+use automix_core::{RoutingRecord, VERDICT_CUT, VerifierScore};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, VerifierSignal};
+use crate::dataset::{TrainingRow, VerificationRecord};
+use crate::error::{AutomixError, Result};
+use crate::training::{cost_model, method_and_options, routing_records};
+
+/// What fusion training found, kept in the policy file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignalFusion {
+    /// The signals fused, in `hparam.fuse_signals` order.
+    pub signals: Vec<VerifierSignal>,
+    /// The fusion fitted on every training row, when it won; `None` when a single signal
+    /// won (the policy then routes on its `verifier_signal` alone).
+    pub model: Option<FusedConfidence>,
+    /// The fusion's out-of-fold objective (the method's cross-validated mean).
+    pub fused_cv: f64,
+    /// Each signal alone.
+    pub single_cv: Vec<(VerifierSignal, f64)>,
+    /// The fusion without each signal: what a signal adds is `fused_cv` minus this.
+    pub without_cv: Vec<(VerifierSignal, f64)>,
+}
+
+impl SignalFusion {
+    /// The fused confidence of one verification record (`None`: every signal unknown).
+    pub fn score(&self, record: &VerificationRecord) -> VerifierScore {
+        let Some(model) = &self.model else {
+            return VerifierScore::Unknown;
+        };
+        let values = signal_values(&self.signals, Some(record));
+        model
+            .predict(&values)
+            .and_then(|p| automix_core::Confidence::new(p).ok())
+            .map_or(VerifierScore::Unknown, VerifierScore::Known)
+    }
+}
+
+/// Each signal's value in `record`.
+fn signal_values(
+    signals: &[VerifierSignal],
+    record: Option<&VerificationRecord>,
+) -> Vec<Option<f64>> {
+    signals
+        .iter()
+        .map(|s| crate::training::verifier_score(record, *s).known())
+        .collect()
+}
+
+/// Seed and folds of the cross-fit (the method's own cross-validation runs on top).
+const CROSS_FIT_FOLDS: usize = 5;
+const CROSS_FIT_SEED: u64 = 7;
+
+/// Records whose verifier score is the cross-fitted fusion of `columns` (indices into
+/// `signals` per row), on `base` records.
+fn fused_records(
+    base: &[RoutingRecord],
+    values: &[Vec<Option<f64>>],
+    right: &[bool],
+    columns: &[usize],
+) -> Result<Vec<RoutingRecord>> {
+    let picked: Vec<Vec<Option<f64>>> = values
+        .iter()
+        .map(|row| columns.iter().map(|&j| row[j]).collect())
+        .collect();
+    let folds = CROSS_FIT_FOLDS.min(base.len()).max(2);
+    let assignment =
+        automix_core::calibrate::fold_assignments(base.len(), folds, 1, CROSS_FIT_SEED)
+            .pop()
+            .unwrap_or_default();
+    let oof = cross_fit(&picked, right, &assignment, folds)?;
+    Ok(base
+        .iter()
+        .zip(oof)
+        .map(|(r, p)| RoutingRecord {
+            verifier: p
+                .and_then(|p| automix_core::Confidence::new(p).ok())
+                .map_or(VerifierScore::Unknown, VerifierScore::Known),
+            ..r.clone()
+        })
+        .collect())
+}
+
+/// The method's out-of-fold objective on `records`, and the policy.
+fn train_cv(config: &Config, records: &[RoutingRecord]) -> Result<(f64, automix_core::Policy)> {
+    let (spec, options) = method_and_options(config)?;
+    let policy = automix_core::train(records, &cost_model(config), &spec, &options)?;
+    let cv = policy
+        .summary
+        .cross_validation
+        .as_ref()
+        .map(|c| c.mean)
+        .ok_or(AutomixError::Setting {
+            key: "hparam.fuse_signals",
+            message: "needs a cross-validated routing_method (auto or Calibrated): the fusion \
+                      is kept only where it wins out of fold"
+                .into(),
+        })?;
+    Ok((cv, policy))
+}
+
+/// Trains with `hparam.fuse_signals`: (the signal the policy reads, its policy, the report).
+pub fn train_fused(
+    config: &Config,
+    rows: &[TrainingRow],
+    (small, large): (&str, &str),
+) -> Result<(VerifierSignal, automix_core::Policy, SignalFusion)> {
+    let signals = config.hparam.fuse_signals.clone();
+    let mut singles = Vec::new();
+    let mut best: Option<(f64, VerifierSignal, automix_core::Policy)> = None;
+    for &s in &signals {
+        let records = routing_records(rows, small, large, s)?;
+        if records.iter().all(|r| r.verifier.known().is_none()) {
+            return Err(AutomixError::Setting {
+                key: "hparam.fuse_signals",
+                message: format!(
+                    "{}: no row carries it; re-collect with `automix collect`",
+                    s.name()
+                ),
+            });
+        }
+        let (cv, policy) = train_cv(config, &records)?;
+        singles.push((s, cv));
+        if best.as_ref().is_none_or(|(b, ..)| cv > *b) {
+            best = Some((cv, s, policy));
+        }
+    }
+    let base = routing_records(rows, small, large, signals[0])?;
+    let values: Vec<Vec<Option<f64>>> = rows
+        .iter()
+        .map(|row| {
+            signal_values(
+                &signals,
+                row.run(small).and_then(|r| r.verification.as_ref()),
+            )
+        })
+        .collect();
+    let right: Vec<bool> = base.iter().map(|r| r.small_score >= VERDICT_CUT).collect();
+    let all: Vec<usize> = (0..signals.len()).collect();
+    let (fused_cv, fused_policy) = train_cv(config, &fused_records(&base, &values, &right, &all)?)?;
+    let mut without_cv = Vec::new();
+    for (j, &s) in signals.iter().enumerate() {
+        let rest: Vec<usize> = all.iter().copied().filter(|&k| k != j).collect();
+        let cv = match rest.as_slice() {
+            [only] => singles[*only].1,
+            _ => train_cv(config, &fused_records(&base, &values, &right, &rest)?)?.0,
+        };
+        without_cv.push((s, cv));
+    }
+    let (best_cv, best_signal, best_policy) = best.ok_or(AutomixError::Setting {
+        key: "hparam.fuse_signals",
+        message: "lists no signal".into(),
+    })?;
+    let wins = fused_cv > best_cv + 1e-9;
+    let model = wins
+        .then(|| FusedConfidence::fit(&values, &right))
+        .transpose()?;
+    let report = SignalFusion {
+        signals: signals.clone(),
+        model,
+        fused_cv,
+        single_cv: singles,
+        without_cv,
+    };
+    Ok(if wins {
+        (signals[0], fused_policy, report)
+    } else {
+        (best_signal, best_policy, report)
+    })
+}
