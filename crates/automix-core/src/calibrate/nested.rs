@@ -74,22 +74,32 @@ pub(crate) fn nested_paired(
     };
     let n = input.data.len();
     let outer_seed = config.seed.wrapping_add(1_000);
+    let inners = fold_assignments(n, folds, config.repeats.min(INNER_REPEATS), config.seed);
     for outer in fold_assignments(n, folds, OUTER_REPEATS, outer_seed) {
-        let outer_sums = input.data.fold_sums(input.cells, &outer, folds);
-        for (f, held) in outer_sums.iter().enumerate() {
+        let buckets: Vec<_> = inners
+            .iter()
+            .map(|inner| joint_buckets(input, &outer, inner, folds))
+            .collect();
+        for f in 0..folds {
+            let held: Vec<(u32, CellSums)> = buckets[0][f * folds..(f + 1) * folds]
+                .iter()
+                .flatten()
+                .cloned()
+                .collect();
             let train_cells = Cells {
-                sums: input.cells.without(held),
+                sums: input.cells.without(&held),
                 ..Cells::default()
             };
             let train = Stats {
                 sums: Cow::Owned(train_cells.sums.clone()),
                 ..input.stats.clone()
             };
-            let inner = inner_fold_sums(input, &outer, f, (config, folds));
+            let inner: Vec<Vec<Vec<(u32, CellSums)>>> =
+                buckets.iter().map(|b| inner_folds(b, f, folds)).collect();
             let calibrated =
                 inner_calibrated(&train, &train_cells, input.g, &inner, config, used, options);
             let (threshold_rule, _) = train_stats(&train, threshold, options)?;
-            let held_out = fold_stats(input.stats, held);
+            let held_out = fold_stats(input.stats, &held);
             let base = held_out.baseline();
             let score = |rule: &DecisionRule| {
                 let o = held_out.outcome_of(rule, options.unknown_confidence);
@@ -107,27 +117,36 @@ pub(crate) fn nested_paired(
     Ok(paired)
 }
 
-/// Inner fold sums over the rows outside outer fold `f`: each inner assignment gives the
-/// held-out rows an extra fold, which is dropped.
-fn inner_fold_sums(
+/// The rows' cell sums per (outer fold, inner fold) bucket, `outer * folds + inner`, in
+/// one pass: every outer fold's held-out rows and inner folds are unions of buckets, so the
+/// nested comparison passes over the rows once per pair of assignments.
+fn joint_buckets(
     input: &NestedInput<'_, '_>,
     outer: &[usize],
+    inner: &[usize],
+    folds: usize,
+) -> Vec<Vec<(u32, CellSums)>> {
+    let joint: Vec<usize> = outer
+        .iter()
+        .zip(inner)
+        .map(|(o, i)| o * folds + i)
+        .collect();
+    input.data.fold_sums(input.cells, &joint, folds * folds)
+}
+
+/// The inner folds of the rows outside outer fold `f`: inner fold `g` is the union of the
+/// buckets `(o, g)`, `o ≠ f` (a cell may appear once per bucket; every reader sums entries).
+fn inner_folds(
+    buckets: &[Vec<(u32, CellSums)>],
     f: usize,
-    (config, folds): (&CalibratedConfig, usize),
-) -> Vec<Vec<Vec<(u32, CellSums)>>> {
-    let n = input.data.len();
-    let repeats = config.repeats.min(INNER_REPEATS);
-    fold_assignments(n, folds, repeats, config.seed)
-        .into_iter()
-        .map(|mut inner| {
-            for (row, fold) in inner.iter_mut().enumerate() {
-                if outer[row] == f {
-                    *fold = folds;
-                }
-            }
-            let mut sums = input.data.fold_sums(input.cells, &inner, folds + 1);
-            sums.truncate(folds);
-            sums
+    folds: usize,
+) -> Vec<Vec<(u32, CellSums)>> {
+    (0..folds)
+        .map(|g| {
+            (0..folds)
+                .filter(|&o| o != f)
+                .flat_map(|o| buckets[o * folds + g].iter().cloned())
+                .collect()
         })
         .collect()
 }
@@ -178,11 +197,12 @@ fn inner_calibrated(
         .map(|fit| fit.rule)
 }
 
-/// The cells of one fold as statistics of their own (every other cell empty).
+/// The cells of one fold as statistics of their own (every other cell empty; a cell's
+/// entries from several buckets are merged).
 fn fold_stats<'a>(stats: &Stats<'a>, fold: &[(u32, CellSums)]) -> Stats<'a> {
     let mut sums = vec![CellSums::default(); stats.keys.len()];
     for (cell, s) in fold {
-        sums[*cell as usize] = s.clone();
+        sums[*cell as usize].merge(s);
     }
     Stats {
         sums: Cow::Owned(sums),
