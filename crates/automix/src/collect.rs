@@ -153,10 +153,11 @@ async fn answer_and_verify(
     let call = ask(model, &job.prompts, query, kind, (budget, true)).await?;
     let verification = if verified && job.automix.enable_self_verification {
         let verifier = verifier_for(model, job.prompts.clone(), &job.automix)?;
+        // The answer already carries its logprobs; the signals' own samples need none.
         let source = AnswerSource::Templates {
             kind,
             max_tokens: budget,
-            logprobs: true,
+            logprobs: false,
         };
         // Every signal, so any `verifier_signal` trains on the rows (answer consistency
         // only with `answer_samples` > 0).

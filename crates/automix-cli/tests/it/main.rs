@@ -42,7 +42,7 @@ async fn spawn_serve(
     extra: &[&str],
     (key, value): (&str, &str),
     stderr: std::process::Stdio,
-) -> (std::process::Child, String) {
+) -> (KillOnDrop, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -67,6 +67,7 @@ async fn spawn_serve(
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let child = KillOnDrop(Some(child));
     assert!(up, "automix serve at {base} did not come up");
     (child, base)
 }
@@ -449,6 +450,7 @@ async fn serve_as_a_second_process_under_load_then_reload_and_drain() {
         .unwrap();
     assert_eq!(unauthorised.status(), 401);
     assert!(kill("-TERM").success());
+    let child = child.into_inner();
     let status = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .unwrap()
@@ -860,10 +862,11 @@ async fn three_serve_processes_share_one_belief_through_redis() {
     }
     assert_eq!(views[0]["table"], views[1]["table"]);
     assert_eq!(views[0]["table"], views[2]["table"]);
-    for mut child in children {
+    for child in children {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
+        let mut child = child.into_inner();
         let _ = tokio::task::spawn_blocking(move || child.wait()).await;
     }
 }
@@ -892,14 +895,13 @@ async fn traffic_export_drains_the_shadow_stream_into_rows_that_train() {
         ),
     )
     .unwrap();
-    let (child, base) = spawn_serve(
+    let (_serve, base) = spawn_serve(
         &dir,
         &["--no-policy"],
         ("AUTOMIX_ADMIN_KEYS", "admin"),
         std::process::Stdio::inherit(),
     )
     .await;
-    let _serve = KillOnDrop(child);
     let client = reqwest::Client::new();
     for i in 0..3 {
         let resp = client
@@ -1007,12 +1009,25 @@ async fn traffic_export_drains_the_shadow_stream_into_rows_that_train() {
 }
 
 /// A child process killed when the test ends, passed or not (a panicking test must not
-/// leave a server holding the test's output open).
-struct KillOnDrop(std::process::Child);
+/// leave a server holding the test's output open), unless taken out to be waited for.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, std::process::Child::id)
+    }
+
+    /// The child, no longer killed on drop (the caller stops and waits for it).
+    fn into_inner(mut self) -> std::process::Child {
+        self.0.take().expect("taken once")
+    }
+}
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

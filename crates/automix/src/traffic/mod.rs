@@ -117,14 +117,25 @@ impl ShadowSettings {
         }
     }
 
-    /// What is wrong with these settings, as (key, message); `None` when they are usable.
+    /// What is wrong with these settings, as (key, message); `None` when they are usable:
+    /// their own rules, then where the rows go (`belief_store` decides a stream).
     pub fn problem(&self, belief_store: &str) -> Option<(&'static str, String)> {
+        if let Some(p) = self.rules_problem() {
+            return Some(p);
+        }
+        match self.target(belief_store) {
+            Err(AutomixError::Setting { key, message }) => {
+                Some((key.rsplit('.').next().unwrap_or(key), message))
+            }
+            _ => None,
+        }
+    }
+
+    /// What is wrong with the settings' own rules (rate, budget, slots, judge, retrain),
+    /// whatever the rows' target.
+    pub fn rules_problem(&self) -> Option<(&'static str, String)> {
         if !(0.0..=1.0).contains(&self.rate) {
             return Some(("rate", "must be in [0, 1]".into()));
-        }
-        if let Err(AutomixError::Setting { key, message }) = self.target(belief_store) {
-            let key = key.rsplit('.').next().unwrap_or(key);
-            return Some((key, message));
         }
         if self
             .max_cost_per_hour
@@ -240,11 +251,7 @@ impl Shadow {
             });
         }
         // The sink is the caller's: only the settings' own rules are checked here.
-        let belief_store = match &sink {
-            RowSink::File { .. } => "memory",
-            RowSink::Stream(_) => "redis://",
-        };
-        if let Some((key, message)) = settings.problem(belief_store) {
+        if let Some((key, message)) = settings.rules_problem() {
             return Err(AutomixError::Setting {
                 key: "automix.shadow",
                 message: format!("{key} {message}"),
