@@ -638,12 +638,21 @@ pub struct CascadeOutcome {
 
 /// Replays `policy` on `rows`: which models each query visits, what it keeps, what it pays.
 pub fn simulate_cascade(policy: &CascadePolicy, rows: &[CascadeRow]) -> CascadeOutcome {
-    let n = policy.model.len();
+    simulate_cascade_by(rows, policy.model.len(), |_| policy)
+}
+
+/// [`simulate_cascade`] with row `i` routed by `policy_of(i)` (e.g. its task's table), all
+/// over the same `n` models.
+pub fn simulate_cascade_by<'a>(
+    rows: &[CascadeRow],
+    n: usize,
+    policy_of: impl Fn(usize) -> &'a CascadePolicy,
+) -> CascadeOutcome {
     let mut reached = vec![0.0; n];
     let mut kept = vec![0.0; n];
     let (mut quality, mut cost) = (0.0, 0.0);
-    for r in rows {
-        let (q, c, path) = run_one(policy, r);
+    for (i, r) in rows.iter().enumerate() {
+        let (q, c, path) = run_one(policy_of(i), r);
         quality += q;
         cost += c;
         for &m in &path {

@@ -64,13 +64,7 @@ impl SignalCurve {
 
     /// `P(right)` at `x`: the nearest level's.
     pub fn at(&self, x: f64) -> f64 {
-        let upper = self.levels.partition_point(|&l| l < x);
-        let i = match upper {
-            0 => 0,
-            u if u == self.levels.len() || x - self.levels[u - 1] < self.levels[u] - x => u - 1,
-            u => u,
-        };
-        self.p_right[i]
+        self.p_right[crate::calibrate::nearest_level(&self.levels, x)]
     }
 }
 

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use automix_core::cascade::{
-    CascadeModel, CascadeOutcome, CascadePolicy, CascadeRow, run_one, solve_cascade,
+    CascadeModel, CascadeOutcome, CascadePolicy, CascadeRow, simulate_cascade_by, solve_cascade,
 };
 
 use crate::error::Result;
@@ -79,27 +79,9 @@ pub fn simulate_by_task(
     rows: &[CascadeRow],
     row_tasks: &[&str],
 ) -> CascadeOutcome {
-    let n = pooled.model.len();
-    let (mut quality, mut cost) = (0.0, 0.0);
-    let (mut reached, mut kept) = (vec![0.0; n], vec![0.0; n]);
-    for (r, task) in rows.iter().zip(row_tasks) {
-        let (q, c, path) = run_one(policy_for(pooled, tasks, task), r);
-        quality += q;
-        cost += c;
-        for &m in &path {
-            reached[m] += 1.0;
-        }
-        if let Some(&last) = path.last() {
-            kept[last] += 1.0;
-        }
-    }
-    let len = rows.len().max(1) as f64;
-    CascadeOutcome {
-        quality: quality / len,
-        cost: cost / len,
-        reached: reached.iter().map(|x| x / len).collect(),
-        kept: kept.iter().map(|x| x / len).collect(),
-    }
+    simulate_cascade_by(rows, pooled.model.len(), |i| {
+        policy_for(pooled, tasks, row_tasks.get(i).copied().unwrap_or(""))
+    })
 }
 
 #[cfg(test)]

@@ -322,20 +322,36 @@ pub fn train_policy(
     small: &str,
     large: &str,
 ) -> Result<RouterPolicy> {
-    if !config.hparam.fuse_signals.is_empty() {
+    let (signal, policy, fusion) = if config.hparam.fuse_signals.is_empty() {
+        let signal = config.hparam.verifier_signal;
+        (
+            signal,
+            train_on_signal(config, rows, (small, large), signal)?,
+            None,
+        )
+    } else {
         let (signal, policy, fusion) = crate::fused::train_fused(config, rows, (small, large))?;
-        return Ok(RouterPolicy {
-            format_version: ROUTER_POLICY_VERSION,
-            small_model: small.to_owned(),
-            large_model: large.to_owned(),
-            verifier_signal: signal,
-            cost_mode: config.hparam.cost_mode,
-            policy,
-            cascade: None,
-            fusion: Some(fusion),
-        });
-    }
-    let signal = config.hparam.verifier_signal;
+        (signal, policy, Some(fusion))
+    };
+    Ok(RouterPolicy {
+        format_version: ROUTER_POLICY_VERSION,
+        small_model: small.to_owned(),
+        large_model: large.to_owned(),
+        verifier_signal: signal,
+        cost_mode: config.hparam.cost_mode,
+        policy,
+        cascade: None,
+        fusion,
+    })
+}
+
+/// The configured method trained on `signal` alone.
+fn train_on_signal(
+    config: &Config,
+    rows: &[TrainingRow],
+    (small, large): (&str, &str),
+    signal: VerifierSignal,
+) -> Result<automix_core::Policy> {
     let records = routing_records(rows, small, large, signal)?;
     let known = records.iter().any(|r| r.verifier.known().is_some());
     // The paper's votes are in every row; a signal added later may not be.
@@ -351,17 +367,12 @@ pub fn train_policy(
         });
     }
     let (spec, options) = method_and_options(config)?;
-    let policy = automix_core::train(&records, &cost_model(config), &spec, &options)?;
-    Ok(RouterPolicy {
-        format_version: ROUTER_POLICY_VERSION,
-        small_model: small.to_owned(),
-        large_model: large.to_owned(),
-        verifier_signal: signal,
-        cost_mode: config.hparam.cost_mode,
-        policy,
-        cascade: None,
-        fusion: None,
-    })
+    Ok(automix_core::train(
+        &records,
+        &cost_model(config),
+        &spec,
+        &options,
+    )?)
 }
 
 /// Rows per task needed before a task gets its own pre-selection.

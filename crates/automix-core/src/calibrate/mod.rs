@@ -123,13 +123,7 @@ impl GainCurve {
     /// The fitted gain at `x`: the value of the nearest level (a tie goes to the higher
     /// level, the side [`GainCurve::cut_below`] keeps).
     pub fn at(&self, x: f64) -> f64 {
-        let upper = self.levels.partition_point(|&l| l < x);
-        let i = match upper {
-            0 => 0,
-            u if u == self.levels.len() || x - self.levels[u - 1] < self.levels[u] - x => u - 1,
-            u => u,
-        };
-        self.gains[i]
+        self.gains[nearest_level(&self.levels, x)]
     }
 
     /// The confidence below which the gain is at least `cut`: escalate when `p < x`.
@@ -143,6 +137,16 @@ impl GainCurve {
         } else {
             (self.levels[k - 1] + self.levels[k]) / 2.0
         }
+    }
+}
+
+/// The index of the level nearest `x` in ascending, non-empty `levels` (a tie goes to the
+/// higher level).
+pub(crate) fn nearest_level(levels: &[f64], x: f64) -> usize {
+    match levels.partition_point(|&l| l < x) {
+        0 => 0,
+        u if u == levels.len() || x - levels[u - 1] < levels[u] - x => u - 1,
+        u => u,
     }
 }
 

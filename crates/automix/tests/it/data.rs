@@ -324,39 +324,15 @@ fn a_policy_file_routing_cannot_use_is_refused_at_load() {
 /// (0.94 wrong, 0.96 right: one bin at 4 bins), a finer bin count wins out of fold.
 #[test]
 fn the_cascade_chooses_its_bin_count_by_cross_validation() {
-    use crate::support::{Run, training_row};
     let config = automix::Config::parse(
         "automix:\n  cost_lambda: 0.2\nhparam:\n  num_bins: 4\n  per_task_prior: false\n",
         std::path::Path::new("bins.yaml"),
     )
     .unwrap();
-    let rows: Vec<TrainingRow> = (0..400)
-        .map(|i| {
-            let confidence = 0.85 + 0.15 * f64::from(i % 100) / 100.0;
-            let right = confidence > 0.95;
-            let runs = [
-                Run {
-                    model: "tiny",
-                    right,
-                    cost: 1e-6,
-                    confidence: Some(confidence),
-                },
-                Run {
-                    model: "mid",
-                    right: true,
-                    cost: 5e-5,
-                    confidence: Some(0.9),
-                },
-                Run {
-                    model: "big",
-                    right: true,
-                    cost: 1e-4,
-                    confidence: None,
-                },
-            ];
-            training_row(i as usize, "mmlu", &runs)
-        })
-        .collect();
+    let rows = crate::support::chain_rows(400, |i| {
+        let confidence = 0.85 + 0.15 * (i % 100) as f64 / 100.0;
+        (confidence, confidence > 0.95)
+    });
     let names = ["tiny".to_string(), "mid".to_string(), "big".to_string()];
     let plan = automix::training::train_cascade_plan(&config, &rows, &names).unwrap();
     let cv = plan.cross_validation.unwrap();
@@ -372,43 +348,19 @@ fn the_cascade_chooses_its_bin_count_by_cross_validation() {
 /// wrong; quantile edges give 1.0 a bin of its own, and cross-validation picks them.
 #[test]
 fn the_cascade_gives_a_confidence_mass_point_its_own_bin() {
-    use crate::support::{Run, training_row};
     let config = automix::Config::parse(
         "automix:\n  cost_lambda: 0.2\nhparam:\n  num_bins: 4\n  per_task_prior: false\n",
         std::path::Path::new("bins.yaml"),
     )
     .unwrap();
-    let rows: Vec<TrainingRow> = (0..500)
-        .map(|i| {
-            let k = i % 100;
-            let (confidence, right) = if k < 56 {
-                (1.0, (i / 100 + k) % 20 != 0)
-            } else {
-                (0.97 + 0.029 * f64::from(k - 56) / 44.0, i % 10 < 3)
-            };
-            let runs = [
-                Run {
-                    model: "tiny",
-                    right,
-                    cost: 1e-6,
-                    confidence: Some(confidence),
-                },
-                Run {
-                    model: "mid",
-                    right: true,
-                    cost: 5e-5,
-                    confidence: Some(0.9),
-                },
-                Run {
-                    model: "big",
-                    right: true,
-                    cost: 1e-4,
-                    confidence: None,
-                },
-            ];
-            training_row(i as usize, "mmlu", &runs)
-        })
-        .collect();
+    let rows = crate::support::chain_rows(500, |i| {
+        let k = i % 100;
+        if k < 56 {
+            (1.0, (i / 100 + k) % 20 != 0)
+        } else {
+            (0.97 + 0.029 * (k - 56) as f64 / 44.0, i % 10 < 3)
+        }
+    });
     let names = ["tiny".to_string(), "mid".to_string(), "big".to_string()];
     let plan = automix::training::train_cascade_plan(&config, &rows, &names).unwrap();
     let cv = plan.cross_validation.unwrap();

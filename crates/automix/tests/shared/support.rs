@@ -351,3 +351,35 @@ pub fn two_signal_rows(n: usize, small: &str, large: &str) -> Vec<TrainingRow> {
         })
         .collect()
 }
+
+/// Rows of a three-model chain on one task: `tiny` (verified; `signal(i)` gives its
+/// confidence and whether it is right), `mid` (always right, confidence 0.9) and `big`
+/// (always right), at 1e-6, 5e-5 and 1e-4 per answer.
+pub fn chain_rows(n: usize, signal: impl Fn(usize) -> (f64, bool)) -> Vec<TrainingRow> {
+    (0..n)
+        .map(|i| {
+            let (confidence, right) = signal(i);
+            let runs = [
+                Run {
+                    model: "tiny",
+                    right,
+                    cost: 1e-6,
+                    confidence: Some(confidence),
+                },
+                Run {
+                    model: "mid",
+                    right: true,
+                    cost: 5e-5,
+                    confidence: Some(0.9),
+                },
+                Run {
+                    model: "big",
+                    right: true,
+                    cost: 1e-4,
+                    confidence: None,
+                },
+            ];
+            training_row(i, "mmlu", &runs)
+        })
+        .collect()
+}
