@@ -98,7 +98,11 @@ pub(crate) fn nested_paired(
                 buckets.iter().map(|b| inner_folds(b, f, folds)).collect();
             let calibrated =
                 inner_calibrated(&train, &train_cells, input.g, &inner, config, used, options);
-            let (threshold_rule, _) = train_stats(&train, threshold, options)?;
+            // A fold where Threshold has no feasible candidate is no evidence for it: the
+            // pair is left out (with fewer than two pairs the calibrated fit is kept).
+            let Ok((threshold_rule, _)) = train_stats(&train, threshold, options) else {
+                continue;
+            };
             let held_out = fold_stats(input.stats, &held);
             let base = held_out.baseline();
             let score = |rule: &DecisionRule| {
