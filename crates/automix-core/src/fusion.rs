@@ -136,6 +136,30 @@ impl FusedConfidence {
             .collect()
     }
 
+    /// Checks shapes and ranges for `signals` signals (a policy file may have been edited):
+    /// the reason when it cannot score every row it is given.
+    pub fn problem(&self, signals: usize) -> Option<String> {
+        if self.weights.len() != signals || self.curves.len() != signals {
+            return Some(format!(
+                "{} weights and {} curves for {signals} signals",
+                self.weights.len(),
+                self.curves.len()
+            ));
+        }
+        let finite = self.intercept.is_finite() && self.weights.iter().all(|w| w.is_finite());
+        if !finite || !(self.base_rate > 0.0 && self.base_rate < 1.0) {
+            return Some("intercept and weights must be finite, base_rate in (0, 1)".into());
+        }
+        let curve_ok = |c: &SignalCurve| {
+            !c.levels.is_empty()
+                && c.levels.len() == c.p_right.len()
+                && c.levels.windows(2).all(|w| w[0] < w[1])
+                && c.p_right.iter().all(|p| *p > 0.0 && *p < 1.0)
+        };
+        (!self.curves.iter().flatten().all(curve_ok))
+            .then(|| "every curve needs ascending levels, one P(right) in (0, 1) per level".into())
+    }
+
     /// The fused `P(right)`; `None` when every signal is unknown (the policy's
     /// `unknown_confidence` rule decides such a row, as for one signal).
     pub fn predict(&self, row: &[Option<f64>]) -> Option<f64> {
@@ -317,6 +341,16 @@ mod tests {
         let assignment: Vec<usize> = (0..400).map(|i| i % 5).collect();
         let oof = cross_fit(&signals, &right, &assignment, 5).unwrap();
         assert!(oof.iter().all(Option::is_some));
+    }
+
+    #[test]
+    fn a_damaged_fusion_is_named() {
+        let signals = vec![vec![Some(0.2), Some(0.9)], vec![Some(0.8), Some(0.1)]];
+        let mut f = FusedConfidence::fit(&signals, &[false, true]).unwrap();
+        assert_eq!(f.problem(2), None);
+        assert!(f.problem(3).unwrap().contains("3 signals"));
+        f.weights[0] = f64::NAN;
+        assert!(f.problem(2).is_some());
     }
 
     #[test]

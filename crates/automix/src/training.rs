@@ -141,6 +141,12 @@ impl RouterPolicy {
         self.policy
             .validate()
             .map_err(|e| ("policy", e.to_string()))?;
+        if let Some(f) = &self.fusion
+            && let Some(model) = &f.model
+            && let Some(reason) = model.problem(f.signals.len())
+        {
+            return Err(("fusion.model", reason));
+        }
         let Some(plan) = &self.cascade else {
             return Ok(());
         };

@@ -450,6 +450,13 @@ fn fused_signals_beat_each_signal_alone_and_replay_in_eval() {
     let path = temp("fused").join("policy.json");
     policy.save(&path).unwrap();
     assert_eq!(RouterPolicy::load(&path).unwrap().fusion, policy.fusion);
+    // A damaged fusion is refused at load, naming the field, not routed as "unknown".
+    let mut damaged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    damaged["fusion"]["model"]["weights"] = serde_json::json!([1.0]);
+    std::fs::write(&path, damaged.to_string()).unwrap();
+    let err = RouterPolicy::load(&path).unwrap_err().to_string();
+    assert!(err.contains("fusion.model"), "{err}");
     let (train, test) = automix::training::resplit(&rows, 0, 0.3);
     let report = automix::evaluate::evaluate(&config, &train, &test, "small", "large").unwrap();
     let line = |name: &str| report.lines.iter().find(|l| l.name == name).unwrap();
