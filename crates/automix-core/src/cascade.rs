@@ -606,7 +606,7 @@ fn model_edges(rows: &[CascadeRow], n: usize, bins: CascadeBins) -> Vec<Vec<f64>
 /// from it. Bin and class totals are unchanged; a bin where, by noise, fewer answers were
 /// right than in the bin below no longer argues for escalating a more confident answer.
 /// The "unknown" symbol (last) is not ordered and keeps its counts.
-fn monotone_observation(counts: &mut [Vec<f64>]) {
+pub fn monotone_observation(counts: &mut [Vec<f64>]) {
     let [wrong, right] = counts else {
         return;
     };

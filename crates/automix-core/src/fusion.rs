@@ -147,7 +147,7 @@ impl FusedConfidence {
             ));
         }
         let finite = self.intercept.is_finite() && self.weights.iter().all(|w| w.is_finite());
-        if !finite || !(self.base_rate > 0.0 && self.base_rate < 1.0) {
+        if !(finite && self.base_rate > 0.0 && self.base_rate < 1.0) {
             return Some("intercept and weights must be finite, base_rate in (0, 1)".into());
         }
         let curve_ok = |c: &SignalCurve| {
@@ -217,10 +217,10 @@ fn newton_logistic(x: &[Vec<f64>], y: &[bool], ridge: f64) -> (f64, Vec<f64>) {
             let w = (p * (1.0 - p)).max(1e-12);
             let r = f64::from(u8::from(yi)) - p;
             let xi = |k: usize| if k == 0 { 1.0 } else { row[k - 1] };
-            for a in 0..d {
-                grad[a] += r * xi(a);
-                for b in 0..d {
-                    hess[a][b] += w * xi(a) * xi(b);
+            for (a, (g, h_row)) in grad.iter_mut().zip(hess.iter_mut()).enumerate() {
+                *g += r * xi(a);
+                for (b, h) in h_row.iter_mut().enumerate() {
+                    *h += w * xi(a) * xi(b);
                 }
             }
         }
@@ -250,12 +250,14 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
         }
         a.swap(col, pivot);
         b.swap(col, pivot);
-        for row in col + 1..n {
-            let f = a[row][col] / a[col][col];
-            for k in col..n {
-                a[row][k] -= f * a[col][k];
+        let (top, below) = a.split_at_mut(col + 1);
+        let pivot_row = &top[col];
+        for (offset, r) in below.iter_mut().enumerate() {
+            let f = r[col] / pivot_row[col];
+            for (x, p) in r[col..].iter_mut().zip(&pivot_row[col..]) {
+                *x -= f * p;
             }
-            b[row] -= f * b[col];
+            b[col + 1 + offset] -= f * b[col];
         }
     }
     let mut x = vec![0.0; n];

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use automix_core::cascade::run_one;
 
-use crate::cascade_tasks::{TASK_KAPPAS, policy_for, simulate_by_task, task_policies};
+use crate::cascade_tasks::{TaskShrink, policy_for, simulate_by_task, task_policies};
 use crate::config::{Config, VerifierSignal};
 use crate::dataset::TrainingRow;
 use crate::error::{AutomixError, Result};
@@ -123,12 +123,20 @@ pub struct CascadeCv {
     /// for one pooled table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_kappa: Option<f64>,
-    /// Every κ tried with its out-of-fold net mean.
+    /// The per-task tables shrink each task's verifier observation models too, not only its
+    /// prior.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub task_observation: bool,
+    /// Every κ tried for the prior alone with its best out-of-fold net mean.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub task_kappas_tried: Vec<(f64, f64)>,
+    /// Every κ tried for the prior and the observation models with its best net mean.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_observation_tried: Vec<(f64, f64)>,
     /// Out-of-fold net of the chosen solver λ: mean and sd over the assignments.
     pub net: (f64, f64),
-    /// Every solver λ tried at the chosen bin count, with its out-of-fold net mean.
+    /// Every solver λ tried for the chosen bins and per-task tables, with its out-of-fold
+    /// net mean.
     pub tried: Vec<(f64, f64)>,
     /// The best fixed model on the training rows and its net.
     pub best_fixed: (String, f64),
@@ -207,60 +215,68 @@ struct CvRows<'a> {
     assignments: &'a [Vec<usize>],
 }
 
-/// Per-assignment out-of-fold net `quality − λ·cost` of the cascade solved with
-/// `solver_lambda` and `bins`; with `kappa`, each held-out row routes by its task's table
-/// (the task's prior shrunk toward the pooled one by κ, fitted on the training folds).
-fn out_of_fold_net(
+/// Per-assignment out-of-fold nets `quality − λ·cost` of the cascade solved with
+/// `solver_lambda` and `bins`, one list per entry of `routings`: `None` routes every
+/// held-out row by the pooled table, a [`TaskShrink`] by its task's table fitted on the
+/// training folds. Each fold's pooled table is solved once for all routings.
+fn out_of_fold_nets(
     config: &Config,
     models: &[String],
     cv: &CvRows<'_>,
     (solver_lambda, bins): (f64, CascadeBins),
-    (lambda, kappa): (f64, Option<f64>),
-) -> Result<Vec<f64>> {
-    cv.assignments
-        .iter()
-        .map(|fold| {
-            let mut net = 0.0;
-            for f in 0..CASCADE_FOLDS {
-                let (mut train, mut train_tasks, mut held) = (Vec::new(), Vec::new(), Vec::new());
-                for (i, (r, t)) in cv.rows.iter().zip(cv.tasks).enumerate() {
-                    if fold[i] == f {
-                        held.push((r, *t));
-                    } else {
-                        train.push(r.clone());
-                        train_tasks.push(*t);
-                    }
-                }
-                if held.is_empty() || train.is_empty() {
-                    continue;
-                }
-                let policy = solve_on(config, models, &train, solver_lambda, bins)?;
-                let tables = match kappa {
-                    Some(k) => task_policies(&policy, &train, &train_tasks, k)?,
-                    None => BTreeMap::new(),
-                };
-                for (r, task) in held {
-                    let (q, c, _) = run_one(policy_for(&policy, &tables, task), r);
-                    net += q - lambda * c;
+    (lambda, routings): (f64, &[Option<TaskShrink>]),
+) -> Result<Vec<Vec<f64>>> {
+    let mut nets = vec![vec![0.0; cv.assignments.len()]; routings.len()];
+    for (a, fold) in cv.assignments.iter().enumerate() {
+        for f in 0..CASCADE_FOLDS {
+            let (mut train, mut train_tasks, mut held) = (Vec::new(), Vec::new(), Vec::new());
+            for (i, (r, t)) in cv.rows.iter().zip(cv.tasks).enumerate() {
+                if fold[i] == f {
+                    held.push((r, *t));
+                } else {
+                    train.push(r.clone());
+                    train_tasks.push(*t);
                 }
             }
-            Ok(net / cv.rows.len() as f64)
-        })
-        .collect()
+            if held.is_empty() || train.is_empty() {
+                continue;
+            }
+            let policy = solve_on(config, models, &train, solver_lambda, bins)?;
+            for (routing, net) in routings.iter().zip(&mut nets) {
+                let tables = match routing {
+                    Some(shrink) => task_policies(&policy, &train, &train_tasks, *shrink)?,
+                    None => BTreeMap::new(),
+                };
+                for (r, task) in &held {
+                    let (q, c, _) = run_one(policy_for(&policy, &tables, task), r);
+                    net[a] += q - lambda * c;
+                }
+            }
+        }
+    }
+    for per_assignment in &mut nets {
+        per_assignment
+            .iter_mut()
+            .for_each(|n| *n /= cv.rows.len() as f64);
+    }
+    Ok(nets)
 }
 
-/// What the per-task choice settled: κ (`None`: one pooled table), the solver λ, the
-/// out-of-fold net (mean, sd) and every κ tried with its best net.
+/// What the per-task choice settled: the shrinkage (`None`: one pooled table), the solver
+/// λ, the out-of-fold net (mean, sd), the solver λs tried for the winner with their nets,
+/// and every shrinkage tried with its best net.
 struct TaskChoice {
-    kappa: Option<f64>,
+    shrink: Option<TaskShrink>,
     solver_lambda: f64,
     net: (f64, f64),
-    tried: Vec<(f64, f64)>,
+    lambdas: Vec<(f64, f64)>,
+    tried: Vec<(TaskShrink, f64)>,
 }
 
-/// κ for per-task tables, chosen out of fold jointly with the solver λ (`scales` of the
-/// objective's) at the chosen bins: the pooled table unless a κ nets strictly more.
-fn choose_task_kappa(
+/// Per-task tables, chosen out of fold jointly with the solver λ (`scales` of the
+/// objective's) at the chosen bins: every [`TaskShrink::candidates`], or the pooled table
+/// unless one nets strictly more.
+fn choose_task_shrink(
     config: &Config,
     models: &[String],
     cv: &CvRows<'_>,
@@ -271,21 +287,34 @@ fn choose_task_kappa(
     if !config.hparam.per_task_prior || distinct.len() < 2 {
         return Ok(pooled);
     }
+    let candidates: Vec<TaskShrink> = TaskShrink::candidates().collect();
+    let routings: Vec<Option<TaskShrink>> = candidates.iter().copied().map(Some).collect();
+    // [candidate][scale]: (solver λ, mean, sd)
+    let mut results = vec![Vec::new(); candidates.len()];
+    for scale in scales {
+        let point = (lambda * scale, bins);
+        let nets = out_of_fold_nets(config, models, cv, point, (lambda, &routings))?;
+        for (per_candidate, nets) in results.iter_mut().zip(&nets) {
+            let (mean, sd) = automix_core::calibrate::mean_sd(nets);
+            per_candidate.push((point.0, mean, sd));
+        }
+    }
     let mut best = pooled;
-    for kappa in TASK_KAPPAS {
-        let mut best_here = f64::NEG_INFINITY;
-        for scale in scales {
-            let point = (lambda * scale, bins);
-            let nets = out_of_fold_net(config, models, cv, point, (lambda, Some(kappa)))?;
-            let (mean, sd) = automix_core::calibrate::mean_sd(&nets);
-            best_here = best_here.max(mean);
+    for (shrink, per_scale) in candidates.iter().zip(&results) {
+        for &(solver_lambda, mean, sd) in per_scale {
+            // Prior-only and stronger shrinkage come first and are kept on a tie.
             if mean > best.net.0 + 1e-12 {
-                best.kappa = Some(kappa);
-                best.solver_lambda = point.0;
+                best.shrink = Some(*shrink);
+                best.solver_lambda = solver_lambda;
                 best.net = (mean, sd);
+                best.lambdas = per_scale.iter().map(|(l, m, _)| (*l, *m)).collect();
             }
         }
-        best.tried.push((kappa, best_here));
+        let best_here = per_scale
+            .iter()
+            .map(|t| t.1)
+            .fold(f64::NEG_INFINITY, f64::max);
+        best.tried.push((*shrink, best_here));
     }
     Ok(best)
 }
@@ -321,8 +350,8 @@ fn choose_bins(
         let mut best_here = f64::NEG_INFINITY;
         for scale in scales {
             let point = (lambda * scale, bins);
-            let nets = out_of_fold_net(config, models, cv_rows, point, (lambda, None))?;
-            let (mean, sd) = automix_core::calibrate::mean_sd(&nets);
+            let nets = out_of_fold_nets(config, models, cv_rows, point, (lambda, &[None]))?;
+            let (mean, sd) = automix_core::calibrate::mean_sd(&nets[0]);
             tried.push((bins, point.0, mean));
             best_here = best_here.max(mean);
             // Coarser bins are tried first (equal-width before quantile) and kept on a tie:
@@ -396,17 +425,19 @@ pub fn train_cascade(
         quantile: quantile_bins_tried,
     } = choose_bins(config, models, &cv_rows, scales, lambda)?;
     let pooled = TaskChoice {
-        kappa: None,
+        shrink: None,
         solver_lambda,
         net: (mean, sd),
+        lambdas: tried,
         tried: Vec::new(),
     };
     let TaskChoice {
-        kappa: task_kappa,
+        shrink: task_shrink,
         solver_lambda,
         net: (mean, sd),
-        tried: task_kappas_tried,
-    } = choose_task_kappa(config, models, &cv_rows, (bins, scales), (lambda, pooled))?;
+        lambdas: tried,
+        tried: task_tried,
+    } = choose_task_shrink(config, models, &cv_rows, (bins, scales), (lambda, pooled))?;
     let (best_j, best_fixed) = (0..models.len())
         .map(|j| {
             let fixed = fixed_replay(&crows, j, models.len());
@@ -416,8 +447,8 @@ pub fn train_cascade(
     let mut policy = solve_on(config, models, &crows, solver_lambda, bins)?;
     // "Cannot beat" includes a tie up to summation order: the fixed model is simpler.
     let falls_back = best_fixed >= mean - 1e-12;
-    let task_tables = match task_kappa {
-        Some(k) if !falls_back => task_policies(&policy, &crows, &tasks, k)?,
+    let task_tables = match task_shrink {
+        Some(shrink) if !falls_back => task_policies(&policy, &crows, &tasks, shrink)?,
         _ => BTreeMap::new(),
     };
     let fallback = falls_back.then(|| {
@@ -443,8 +474,18 @@ pub fn train_cascade(
             binning: bins.binning,
             bins_tried,
             quantile_bins_tried,
-            task_kappa: task_kappa.filter(|_| !falls_back),
-            task_kappas_tried,
+            task_kappa: task_shrink.filter(|_| !falls_back).map(|t| t.kappa),
+            task_observation: task_shrink.is_some_and(|t| t.observation) && !falls_back,
+            task_kappas_tried: task_tried
+                .iter()
+                .filter(|(t, _)| !t.observation)
+                .map(|(t, net)| (t.kappa, *net))
+                .collect(),
+            task_observation_tried: task_tried
+                .iter()
+                .filter(|(t, _)| t.observation)
+                .map(|(t, net)| (t.kappa, *net))
+                .collect(),
             net: (mean, sd),
             tried,
             best_fixed: (models[best_j].clone(), best_fixed),

@@ -120,6 +120,7 @@ pub fn train_fused(
 ) -> Result<(VerifierSignal, automix_core::Policy, SignalFusion)> {
     let signals = config.hparam.fuse_signals.clone();
     let mut singles = Vec::new();
+    let mut per_signal = Vec::new();
     let mut best: Option<(f64, VerifierSignal, automix_core::Policy)> = None;
     for &s in &signals {
         let records = routing_records(rows, small, large, s)?;
@@ -137,17 +138,19 @@ pub fn train_fused(
         if best.as_ref().is_none_or(|(b, ..)| cv > *b) {
             best = Some((cv, s, policy));
         }
+        per_signal.push(records);
     }
-    let base = routing_records(rows, small, large, signals[0])?;
-    let values: Vec<Vec<Option<f64>>> = rows
-        .iter()
-        .map(|row| {
-            signal_values(
-                &signals,
-                row.run(small).and_then(|r| r.verification.as_ref()),
-            )
-        })
+    // A listed signal makes `best` and a first `per_signal` entry.
+    let (best_cv, best_signal, best_policy) = best.ok_or(AutomixError::Setting {
+        key: "hparam.fuse_signals",
+        message: "lists no signal".into(),
+    })?;
+    // Row i's value of every signal, read off the per-signal records (one per row, in
+    // order); the first signal's records carry everything else a record needs.
+    let values: Vec<Vec<Option<f64>>> = (0..rows.len())
+        .map(|i| per_signal.iter().map(|r| r[i].verifier.known()).collect())
         .collect();
+    let base = per_signal.swap_remove(0);
     let right: Vec<bool> = base.iter().map(|r| r.small_score >= VERDICT_CUT).collect();
     let all: Vec<usize> = (0..signals.len()).collect();
     let (fused_cv, fused_policy) = train_cv(config, &fused_records(&base, &values, &right, &all)?)?;
@@ -160,10 +163,6 @@ pub fn train_fused(
         };
         without_cv.push((s, cv));
     }
-    let (best_cv, best_signal, best_policy) = best.ok_or(AutomixError::Setting {
-        key: "hparam.fuse_signals",
-        message: "lists no signal".into(),
-    })?;
     let wins = fused_cv > best_cv + 1e-9;
     let model = wins
         .then(|| FusedConfidence::fit(&values, &right))

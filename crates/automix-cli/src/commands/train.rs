@@ -139,13 +139,21 @@ fn print_cascade_cv(cv: &automix::cascade::CascadeCv) {
     let kappas: Vec<String> = cv
         .task_kappas_tried
         .iter()
-        .map(|(k, net)| format!("κ={k}: {net:.4}"))
+        .map(|(k, net)| format!("prior κ={k}: {net:.4}"))
+        .chain(
+            cv.task_observation_tried
+                .iter()
+                .map(|(k, net)| format!("prior and verifier κ={k}: {net:.4}")),
+        )
         .collect();
     if !kappas.is_empty() {
+        let chosen = match (cv.task_kappa, cv.task_observation) {
+            (None, _) => "none, one pooled table".to_owned(),
+            (Some(k), false) => format!("each task's prior, κ={k}"),
+            (Some(k), true) => format!("each task's prior and verifier, κ={k}"),
+        };
         println!(
-            "  cascade per-task tables: {} (out-of-fold net {:.4} pooled, {})",
-            cv.task_kappa
-                .map_or("none, one pooled table".into(), |k| format!("κ={k}")),
+            "  cascade per-task tables: {chosen} (out-of-fold net {:.4} pooled, {})",
             cv.bins_tried
                 .iter()
                 .chain(&cv.quantile_bins_tried)

@@ -91,7 +91,7 @@ pub(crate) fn nested_paired(
                 ..Cells::default()
             };
             let train = Stats {
-                sums: Cow::Owned(train_cells.sums.clone()),
+                sums: Cow::Borrowed(&train_cells.sums),
                 ..input.stats.clone()
             };
             let inner: Vec<Vec<Vec<(u32, CellSums)>>> =

@@ -33,7 +33,7 @@ async fn learning_proxy(small: &FakeOpenAi, large: &FakeOpenAi, settings: ProxyS
                 hparam:\n  routing_method: Threshold\n  verifier_signal: samples\n";
     let config = Config::parse(text, Path::new("hostile.yaml")).unwrap();
     let policy = plan(&config);
-    let handles = pair(&small, &large);
+    let handles = pair(small, large);
     start_routed(handles, settings, &config, Some(policy)).await
 }
 

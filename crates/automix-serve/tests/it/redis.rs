@@ -59,7 +59,7 @@ async fn replica(
     small: &FakeOpenAi,
     large: &FakeOpenAi,
 ) -> Replica {
-    let handles = pair(&small, &large);
+    let handles = pair(small, large);
     let settings = ProxySettings {
         admin_keys: vec!["admin".into()],
         ..ProxySettings::default()
@@ -353,7 +353,7 @@ async fn reloadable(
     large: &FakeOpenAi,
 ) -> Replica {
     use std::sync::Arc;
-    let handles = pair(&small, &large);
+    let handles = pair(small, large);
     let build = {
         let (config, policy) = (config.clone(), policy.clone());
         move || {

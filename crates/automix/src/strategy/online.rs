@@ -19,6 +19,8 @@ use crate::training::CascadePlan;
 
 /// The online belief of a cascade: a particle filter in this process (`belief_store:
 /// memory`, the default), or counts shared by replicas through a store (`redis://…`).
+// One per cascade strategy, built once: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum OnlineBelief {
     /// Particles, this process only.

@@ -416,6 +416,7 @@ fn the_cascade_solves_a_table_per_task_where_tasks_differ() {
     let cv = plan.cross_validation.as_ref().unwrap();
     assert!(cv.task_kappa.is_some(), "{cv:?}");
     assert_eq!(cv.task_kappas_tried.len(), 3, "{cv:?}");
+    assert_eq!(cv.task_observation_tried.len(), 3, "{cv:?}");
     assert_eq!(plan.task_policies.len(), 2);
     assert_eq!(plan.start_for("easy").model, 0, "{plan:?}");
     assert_eq!(plan.start_for("hard").model, 1, "{plan:?}");
@@ -424,6 +425,53 @@ fn the_cascade_solves_a_table_per_task_where_tasks_differ() {
     let (train, test) = automix::training::resplit(&rows, 0, 0.3);
     let report = automix::cascade::evaluate_cascade(&config, &train, &test, &names).unwrap();
     assert!(report.lines[0].net > 0.84, "{:?}", report.lines[0]);
+}
+
+/// Tasks where the small model is right equally often but its verifier means different
+/// things (exact on one task, a coin flip on the other) get per-task observation models:
+/// the pooled table trusts a confident answer of the noisy task, the task's own table
+/// does not.
+#[test]
+fn the_cascade_fits_a_verifier_per_task_where_its_confidence_means_different_things() {
+    use crate::support::{Run, training_row};
+    let config = automix::Config::parse(
+        "automix:\n  cost_lambda: 0.3\nhparam:\n  num_bins: 4\n  per_task_prior: true\n",
+        std::path::Path::new("tasks.yaml"),
+    )
+    .unwrap();
+    let rows: Vec<TrainingRow> = (0..600)
+        .map(|i| {
+            let (honest, j) = (i % 2 == 0, i / 2);
+            let right = j % 2 == 0;
+            let confident = if honest { right } else { (j / 2) % 3 == 0 };
+            let runs = [
+                Run {
+                    model: "tiny",
+                    right,
+                    cost: 1e-6,
+                    confidence: Some(if confident { 1.0 } else { 0.0 }),
+                },
+                Run {
+                    model: "big",
+                    right: true,
+                    cost: 1e-4,
+                    confidence: None,
+                },
+            ];
+            training_row(i, if honest { "honest" } else { "noisy" }, &runs)
+        })
+        .collect();
+    let names = ["tiny".to_string(), "big".to_string()];
+    let plan = automix::training::train_cascade_plan(&config, &rows, &names).unwrap();
+    let cv = plan.cross_validation.as_ref().unwrap();
+    assert!(cv.task_kappa.is_some() && cv.task_observation, "{cv:?}");
+    assert_eq!(plan.start_for("honest").model, 0, "{plan:?}");
+    assert_eq!(plan.start_for("noisy").model, 1, "{plan:?}");
+    // Held out: the pooled table nets about 0.74 (it keeps the noisy task's confident
+    // answers, half of them wrong); per-task verifiers net about 0.775.
+    let (train, test) = automix::training::resplit(&rows, 0, 0.3);
+    let report = automix::cascade::evaluate_cascade(&config, &train, &test, &names).unwrap();
+    assert!(report.lines[0].net > 0.76, "{:?}", report.lines[0]);
 }
 
 /// `hparam.fuse_signals`: where two signals each see half of what makes the small answer
