@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use automix_core::cascade::run_one;
 
+use crate::cascade_fusion::{CascadeFusion, with_confidences};
 use crate::cascade_tasks::{TaskShrink, policy_for, simulate_by_task, task_policies};
 use crate::config::{Config, VerifierSignal};
 use crate::dataset::TrainingRow;
@@ -133,6 +134,10 @@ pub struct CascadeCv {
     /// Every κ tried for the prior and the observation models with its best net mean.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub task_observation_tried: Vec<(f64, f64)>,
+    /// With `hparam.fuse_signals`: the fused confidences' and the single signal's best
+    /// out-of-fold nets (the fused ones route only if strictly better).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<FusionCv>,
     /// Out-of-fold net of the chosen solver λ: mean and sd over the assignments.
     pub net: (f64, f64),
     /// Every solver λ tried for the chosen bins and per-task tables, with its out-of-fold
@@ -143,6 +148,17 @@ pub struct CascadeCv {
     /// Set when the cascade could not beat the best fixed model and routes to it alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+}
+
+/// The cascade's comparison of fused confidences with the configured signal alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FusionCv {
+    /// The signals fused.
+    pub signals: Vec<VerifierSignal>,
+    /// Best out-of-fold net (pooled table) on the fused confidences.
+    pub fused_net: f64,
+    /// The same on the configured `verifier_signal` alone.
+    pub single_net: f64,
 }
 
 impl CascadeCv {
@@ -162,6 +178,10 @@ pub struct TrainedCascade {
     pub policy: CascadePolicy,
     /// Per-task tables (empty unless cross-validation chose a κ).
     pub task_policies: BTreeMap<String, CascadePolicy>,
+    /// The per-model fused confidences, when they route (`hparam.fuse_signals`).
+    pub fusion: Option<CascadeFusion>,
+    /// The training rows as the cascade read them (fused confidences out of fold).
+    pub rows: Vec<CascadeRow>,
     /// Money per cost unit.
     pub unit: f64,
     /// Cross-validation.
@@ -386,6 +406,97 @@ fn choose_bins(
     })
 }
 
+/// The training rows' cascade rows as the cascade will read them, and the bins'
+/// cross-validation on them: the configured `verifier_signal`, or with
+/// `hparam.fuse_signals` the fused confidences where they net strictly more out of fold.
+struct ConfidenceChoice {
+    rows: Vec<CascadeRow>,
+    choice: BinsChoice,
+    fusion: Option<CascadeFusion>,
+    record: Option<FusionCv>,
+}
+
+fn choose_confidences(
+    config: &Config,
+    (rows, models, unit): (&[TrainingRow], &[String], f64),
+    (tasks, assignments): (&[&str], &[Vec<usize>]),
+    scales: &[f64],
+) -> Result<ConfidenceChoice> {
+    let lambda = config.automix.lambda();
+    let crows = cascade_rows(rows, models, config.hparam.verifier_signal, unit)?;
+    let choose = |crows: &[CascadeRow]| {
+        let cv = CvRows {
+            rows: crows,
+            tasks,
+            assignments,
+        };
+        choose_bins(config, models, &cv, scales, lambda)
+    };
+    let single = choose(&crows)?;
+    let signals = &config.hparam.fuse_signals;
+    if signals.len() < 2 {
+        return Ok(ConfidenceChoice {
+            rows: crows,
+            choice: single,
+            fusion: None,
+            record: None,
+        });
+    }
+    let fitted = crate::cascade_fusion::fit(rows, models, signals)?;
+    let fused_rows = with_confidences(&crows, &fitted.confidences);
+    let fused = choose(&fused_rows)?;
+    let record = Some(FusionCv {
+        signals: signals.clone(),
+        fused_net: fused.net.0,
+        single_net: single.net.0,
+    });
+    // The single signal is simpler and measured with fewer calls: it wins a tie.
+    Ok(if fused.net.0 > single.net.0 + 1e-12 {
+        ConfidenceChoice {
+            rows: fused_rows,
+            choice: fused,
+            fusion: Some(fitted.fusion),
+            record,
+        }
+    } else {
+        ConfidenceChoice {
+            rows: crows,
+            choice: single,
+            fusion: None,
+            record,
+        }
+    })
+}
+
+/// The multiples of `lambda` tried as the solver's λ (only λ itself at λ = 0).
+fn solver_scales(lambda: f64) -> &'static [f64] {
+    if lambda > 0.0 {
+        &SOLVER_LAMBDA_SCALES
+    } else {
+        &[1.0]
+    }
+}
+
+/// The fixed model with the best net `quality − λ·cost` on `rows`, and that net.
+fn best_fixed_model(rows: &[CascadeRow], models: usize, lambda: f64) -> (usize, f64) {
+    (0..models)
+        .map(|j| {
+            let fixed = fixed_replay(rows, j, models);
+            (j, fixed.quality - lambda * fixed.cost)
+        })
+        .fold((0, f64::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a })
+}
+
+/// The κs tried for the prior alone (`observation` false) or with the observation models,
+/// with their best nets.
+fn kappas_tried(tried: &[(TaskShrink, f64)], observation: bool) -> Vec<(f64, f64)> {
+    tried
+        .iter()
+        .filter(|(t, _)| t.observation == observation)
+        .map(|(t, net)| (t.kappa, *net))
+        .collect()
+}
+
 /// Estimates and solves the cascade on training rows, the solver's λ chosen by K-fold
 /// cross-validation for the config's `quality − λ·cost`. When no solver λ beats the best
 /// fixed model out of fold, the cascade falls back to that model alone and says so.
@@ -400,21 +511,23 @@ pub fn train_cascade(
         got: 0,
     })?;
     let unit = cost_unit(rows, largest)?;
-    let crows = cascade_rows(rows, models, config.hparam.verifier_signal, unit)?;
     let lambda = config.automix.lambda();
-    let folds = CASCADE_FOLDS.min(crows.len() / 2).max(2);
+    let folds = CASCADE_FOLDS.min(rows.len() / 2).max(2);
     let assignments =
-        automix_core::calibrate::fold_assignments(crows.len(), folds, CASCADE_REPEATS, 0);
+        automix_core::calibrate::fold_assignments(rows.len(), folds, CASCADE_REPEATS, 0);
     let tasks: Vec<&str> = rows.iter().map(|r| r.task_name.as_str()).collect();
+    let scales = solver_scales(lambda);
+    let split = (tasks.as_slice(), assignments.as_slice());
+    let ConfidenceChoice {
+        rows: crows,
+        choice,
+        fusion,
+        record: fusion_record,
+    } = choose_confidences(config, (rows, models, unit), split, scales)?;
     let cv_rows = CvRows {
         rows: &crows,
         tasks: &tasks,
         assignments: &assignments,
-    };
-    let scales: &[f64] = if lambda > 0.0 {
-        &SOLVER_LAMBDA_SCALES
-    } else {
-        &[1.0]
     };
     let BinsChoice {
         solver_lambda,
@@ -423,7 +536,7 @@ pub fn train_cascade(
         tried,
         uniform: bins_tried,
         quantile: quantile_bins_tried,
-    } = choose_bins(config, models, &cv_rows, scales, lambda)?;
+    } = choice;
     let pooled = TaskChoice {
         shrink: None,
         solver_lambda,
@@ -438,12 +551,7 @@ pub fn train_cascade(
         lambdas: tried,
         tried: task_tried,
     } = choose_task_shrink(config, models, &cv_rows, (bins, scales), (lambda, pooled))?;
-    let (best_j, best_fixed) = (0..models.len())
-        .map(|j| {
-            let fixed = fixed_replay(&crows, j, models.len());
-            (j, fixed.quality - lambda * fixed.cost)
-        })
-        .fold((0, f64::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
+    let (best_j, best_fixed) = best_fixed_model(&crows, models.len(), lambda);
     let mut policy = solve_on(config, models, &crows, solver_lambda, bins)?;
     // "Cannot beat" includes a tie up to summation order: the fixed model is simpler.
     let falls_back = best_fixed >= mean - 1e-12;
@@ -464,6 +572,9 @@ pub fn train_cascade(
     Ok(TrainedCascade {
         policy,
         task_policies: task_tables,
+        // Kept on a fallback too: the per-request λ tables still verify.
+        fusion,
+        rows: crows,
         unit,
         cv: CascadeCv {
             folds,
@@ -476,20 +587,13 @@ pub fn train_cascade(
             quantile_bins_tried,
             task_kappa: task_shrink.filter(|_| !falls_back).map(|t| t.kappa),
             task_observation: task_shrink.is_some_and(|t| t.observation) && !falls_back,
-            task_kappas_tried: task_tried
-                .iter()
-                .filter(|(t, _)| !t.observation)
-                .map(|(t, net)| (t.kappa, *net))
-                .collect(),
-            task_observation_tried: task_tried
-                .iter()
-                .filter(|(t, _)| t.observation)
-                .map(|(t, net)| (t.kappa, *net))
-                .collect(),
+            task_kappas_tried: kappas_tried(&task_tried, false),
+            task_observation_tried: kappas_tried(&task_tried, true),
             net: (mean, sd),
             tried,
             best_fixed: (models[best_j].clone(), best_fixed),
             fallback,
+            fusion: fusion_record,
         },
     })
 }
@@ -558,24 +662,63 @@ pub struct LambdaTable {
     pub policy: CascadePolicy,
 }
 
-/// The cascade solved at every λ of [`SWEEP_LAMBDAS`] on `rows`, for per-request λ.
+/// The cascade solved at every λ of [`SWEEP_LAMBDAS`] on the trained cascade's rows, for
+/// per-request λ.
 pub fn lambda_family(
     config: &Config,
-    rows: &[TrainingRow],
+    trained: &TrainedCascade,
     models: &[String],
-    unit: f64,
-    bins: CascadeBins,
 ) -> Result<Vec<LambdaTable>> {
-    let crows = cascade_rows(rows, models, config.hparam.verifier_signal, unit)?;
     SWEEP_LAMBDAS
         .iter()
         .map(|&lambda| {
             Ok(LambdaTable {
                 lambda,
-                policy: solve_on(config, models, &crows, lambda, bins)?,
+                policy: solve_on(config, models, &trained.rows, lambda, trained.cv.bins())?,
             })
         })
         .collect()
+}
+
+/// The held-out lines: the trained cascade (by task), the threshold rule, every fixed
+/// model and the oracle, in that order.
+fn cascade_lines(
+    config: &Config,
+    trained: &TrainedCascade,
+    models: &[String],
+    rows: &[CascadeRow],
+    tasks: &[&str],
+) -> Vec<CascadeLine> {
+    let lambda = trained.cv.objective_lambda;
+    let line = |name: String, quality: f64, cost: f64, reached: Vec<f64>| CascadeLine {
+        net: quality - lambda * cost,
+        name,
+        quality,
+        cost,
+        reached,
+    };
+    let out = simulate_by_task(&trained.policy, &trained.task_policies, rows, tasks);
+    let name = match &trained.cv.fallback {
+        Some(_) => format!("cascade → {} alone", models[trained.policy.start.model]),
+        None => "POMDP cascade".into(),
+    };
+    let mut lines = vec![line(name, out.quality, out.cost, out.reached)];
+    let n = models.len();
+    let threshold = config.automix.verification_threshold;
+    let t = threshold_replay(rows, n, threshold, config.automix.max_escalations);
+    lines.push(line(
+        format!("threshold {threshold}"),
+        t.quality,
+        t.cost,
+        t.reached,
+    ));
+    for (j, name) in models.iter().enumerate() {
+        let f = fixed_replay(rows, j, n);
+        lines.push(line(format!("only {name}"), f.quality, f.cost, f.reached));
+    }
+    let o = oracle_replay(rows, n);
+    lines.push(line("oracle".into(), o.quality, o.cost, o.reached));
+    lines
 }
 
 /// Trains on `train` (solver λ by cross-validation), replays on `test`; adds the λ sweep.
@@ -588,48 +731,23 @@ pub fn evaluate_cascade(
     let trained = train_cascade(config, train, models)?;
     let signal = config.hparam.verifier_signal;
     let unit = trained.unit;
-    let rows = cascade_rows(test, models, signal, unit)?;
-    let train_rows = cascade_rows(train, models, signal, unit)?;
+    let mut rows = cascade_rows(test, models, signal, unit)?;
+    if let Some(fusion) = &trained.fusion {
+        fusion.apply(test, models, &mut rows);
+    }
+    let train_rows = &trained.rows;
     if rows.is_empty() {
         return Err(AutomixError::InsufficientRows(
             "no held-out rows for the cascade".into(),
         ));
     }
     let lambda = trained.cv.objective_lambda;
-    let line = |name: String, quality: f64, cost: f64, reached: Vec<f64>| CascadeLine {
-        net: quality - lambda * cost,
-        name,
-        quality,
-        cost,
-        reached,
-    };
-    let mut lines = Vec::new();
     let test_tasks: Vec<&str> = test.iter().map(|r| r.task_name.as_str()).collect();
-    let out = simulate_by_task(&trained.policy, &trained.task_policies, &rows, &test_tasks);
-    let name = match &trained.cv.fallback {
-        Some(_) => format!("cascade → {} alone", models[trained.policy.start.model]),
-        None => "POMDP cascade".into(),
-    };
-    lines.push(line(name, out.quality, out.cost, out.reached));
-    let n = models.len();
-    let threshold = config.automix.verification_threshold;
-    let t = threshold_replay(&rows, n, threshold, config.automix.max_escalations);
-    lines.push(line(
-        format!("threshold {threshold}"),
-        t.quality,
-        t.cost,
-        t.reached,
-    ));
-    for (j, name) in models.iter().enumerate() {
-        let f = fixed_replay(&rows, j, n);
-        lines.push(line(format!("only {name}"), f.quality, f.cost, f.reached));
-    }
-    let o = oracle_replay(&rows, n);
-    lines.push(line("oracle".into(), o.quality, o.cost, o.reached));
+    let lines = cascade_lines(config, &trained, models, &rows, &test_tasks);
     let sweep = SWEEP_LAMBDAS
         .iter()
         .map(|&l| {
-            let policy = solve_on(config, models, &train_rows, l, trained.cv.bins())?;
+            let policy = solve_on(config, models, train_rows, l, trained.cv.bins())?;
             let o = simulate_cascade(&policy, &rows);
             Ok(CascadeSweepPoint {
                 lambda: l,

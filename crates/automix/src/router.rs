@@ -44,6 +44,9 @@ pub struct RouterSettings {
     /// The policy's fused confidence, when it routes on several signals (then every one of
     /// them is measured and `signal` names the first).
     pub fusion: Option<std::sync::Arc<crate::fused::SignalFusion>>,
+    /// The cascade's per-model fused confidences, when the cascade routes on them (then
+    /// every fused signal is measured and each model's verification reads its fusion).
+    pub cascade_fusion: Option<std::sync::Arc<crate::cascade_fusion::CascadeFusion>>,
     /// Most escalations per query (`max_escalations`; a request may lower or raise it).
     pub max_escalations: usize,
     /// The rule on steps no trained policy covers.
@@ -61,9 +64,25 @@ pub struct RouterSettings {
 impl RouterSettings {
     /// The signals a verification measures: the fused ones, else the one routed on.
     pub fn measured(&self) -> Vec<VerifierSignal> {
-        self.fusion
-            .as_ref()
-            .map_or_else(|| vec![self.signal], |f| f.signals.clone())
+        match (&self.cascade_fusion, &self.fusion) {
+            (Some(c), _) => c.signals.clone(),
+            (None, Some(f)) => f.signals.clone(),
+            (None, None) => vec![self.signal],
+        }
+    }
+
+    /// The score decisions read from model `name`'s verification `record`.
+    pub fn score(&self, name: &str, record: &crate::dataset::VerificationRecord) -> VerifierScore {
+        match (&self.cascade_fusion, &self.fusion) {
+            (Some(c), _) if c.models.contains_key(name) => c
+                .confidence(name, Some(record))
+                .and_then(|p| automix_core::Confidence::new(p).ok())
+                .map_or(VerifierScore::Unknown, VerifierScore::Known),
+            // A model the cascade's fusion does not cover reads the configured signal.
+            (Some(_), _) => verifier_score(Some(record), self.signal),
+            (None, Some(f)) => f.score(record),
+            (None, None) => verifier_score(Some(record), self.signal),
+        }
     }
 
     /// Resolves the settings of `config` for `policy`.
@@ -83,18 +102,18 @@ impl RouterSettings {
                 .map(std::sync::Arc::new),
             _ => None,
         };
-        let samples_answers = fusion.as_ref().map_or(vec![signal], |f| f.signals.clone());
-        if samples_answers.contains(&VerifierSignal::AnswerConsistency) && a.answer_samples() == 0 {
-            // Refused rather than quietly sampling one answer: the signal needs samples.
-            return Err(AutomixError::Setting {
-                key: "automix.answer_samples",
-                message: "is 0, but routing reads answer_consistency, which samples answers".into(),
-            });
-        }
-        Ok(Self {
+        // Only where the cascade routes (a plan, the POMDP router, `enable_cascade`).
+        let cascade_fusion = match policy.and_then(|p| p.cascade.as_ref()) {
+            Some(plan) if a.use_pomdp_router && a.enable_cascade => {
+                plan.fusion.clone().map(std::sync::Arc::new)
+            }
+            _ => None,
+        };
+        let settings = Self {
             verify: a.enable_self_verification,
             signal,
             fusion,
+            cascade_fusion,
             max_escalations: a.max_escalations,
             threshold: ThresholdRule {
                 threshold: a.verification_threshold,
@@ -104,7 +123,18 @@ impl RouterSettings {
             checks: a.answer_checks.clone(),
             answer_samples: a.answer_samples(),
             answer_temperature: a.verification_temperature,
-        })
+        };
+        let samples = settings
+            .measured()
+            .contains(&VerifierSignal::AnswerConsistency);
+        if samples && settings.answer_samples == 0 {
+            // Refused rather than quietly sampling one answer: the signal needs samples.
+            return Err(AutomixError::Setting {
+                key: "automix.answer_samples",
+                message: "is 0, but routing reads answer_consistency, which samples answers".into(),
+            });
+        }
+        Ok(settings)
     }
 }
 
@@ -787,10 +817,7 @@ impl Router {
         trace
             .calls
             .push(CallRecord::verify(&model.entry.name, &record, started));
-        let score = match &self.settings.fusion {
-            Some(f) => f.score(&record),
-            None => verifier_score(Some(&record), self.settings.signal),
-        };
+        let score = self.settings.score(&model.entry.name, &record);
         trace.verified = true;
         if trace.path.len() == 1 {
             trace.first_score = score.known();

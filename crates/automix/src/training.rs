@@ -68,6 +68,10 @@ pub struct CascadePlan {
     /// task's table; a request's own λ uses the pooled family.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub task_policies: std::collections::BTreeMap<String, automix_core::cascade::CascadePolicy>,
+    /// Per-model fused confidences (`hparam.fuse_signals`), when they route: each verified
+    /// model's verification measures every fused signal and the table reads their fusion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<crate::cascade_fusion::CascadeFusion>,
 }
 
 impl CascadePlan {
@@ -184,6 +188,9 @@ impl RouterPolicy {
                 "cascade.cost_unit",
                 format!("{} must be > 0", plan.cost_unit),
             ));
+        }
+        if let Some(problem) = plan.fusion.as_ref().and_then(|f| f.problem()) {
+            return Err(("cascade.fusion", problem));
         }
         for (task, t) in &plan.task_policies {
             t.validate()
@@ -392,7 +399,7 @@ pub fn train_cascade_plan(
     models: &[String],
 ) -> Result<CascadePlan> {
     let trained = crate::cascade::train_cascade(config, rows, models)?;
-    let (policy, cost_unit, trained_bins) = (trained.policy, trained.unit, trained.cv.bins());
+    let lambda_family = crate::cascade::lambda_family(config, &trained, models)?;
     let mut task_starts = std::collections::BTreeMap::new();
     // A fallback was validated for every task together; per-task starts were not. Per-task
     // tables, where cross-validation chose them, carry their own starts.
@@ -400,11 +407,12 @@ pub fn train_cascade_plan(
         && trained.cv.fallback.is_none()
         && trained.task_policies.is_empty()
     {
-        let signal = config.hparam.verifier_signal;
-        let crows = crate::cascade::cascade_rows(rows, models, signal, cost_unit)?;
         let mut by_task: std::collections::BTreeMap<String, Vec<_>> = Default::default();
-        for (row, crow) in rows.iter().zip(crows) {
-            by_task.entry(row.task_name.clone()).or_default().push(crow);
+        for (row, crow) in rows.iter().zip(&trained.rows) {
+            by_task
+                .entry(row.task_name.clone())
+                .or_default()
+                .push(crow.clone());
         }
         task_starts = automix_core::replay::task_starts(
             models,
@@ -417,30 +425,16 @@ pub fn train_cascade_plan(
     }
     Ok(CascadePlan {
         models: models.to_vec(),
-        cost_unit,
-        policy,
+        cost_unit: trained.unit,
+        policy: trained.policy,
         task_starts,
-        rates: Some(model_rates(rows, models, config.hparam.verifier_signal)?),
-        lambda_family: crate::cascade::lambda_family(
-            config,
-            rows,
-            models,
-            cost_unit,
-            trained_bins,
-        )?,
+        rates: Some(automix_core::replay::model_rates(
+            &trained.rows,
+            models.len(),
+        )),
+        lambda_family,
         task_policies: trained.task_policies,
+        fusion: trained.fusion,
         cross_validation: Some(trained.cv),
     })
-}
-
-/// Laplace-smoothed success rate and verifier true/false-positive rates per model
-/// ([`automix_core::replay::model_rates`] on the rows' scores and confidences).
-pub fn model_rates(
-    rows: &[TrainingRow],
-    models: &[String],
-    signal: VerifierSignal,
-) -> Result<automix_core::belief::ModelRates> {
-    // Costs do not enter the rates: any positive unit will do.
-    let crows = crate::cascade::cascade_rows(rows, models, signal, 1.0)?;
-    Ok(automix_core::replay::model_rates(&crows, models.len()))
 }

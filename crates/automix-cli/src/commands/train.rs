@@ -121,6 +121,20 @@ fn print_fusion(f: &automix::fused::SignalFusion) {
 
 /// The cascade's cross-validation: the bins chosen, each bin count's and each κ's net.
 fn print_cascade_cv(cv: &automix::cascade::CascadeCv) {
+    if let Some(f) = &cv.fusion {
+        let names: Vec<&str> = f.signals.iter().map(|s| s.name()).collect();
+        let verdict = if f.fused_net > f.single_net + 1e-12 {
+            "routes on the fusion"
+        } else {
+            "routes on verifier_signal alone"
+        };
+        println!(
+            "  cascade fused confidence ({}): out-of-fold net {:.4}, verifier_signal alone {:.4}: {verdict}",
+            names.join(" + "),
+            f.fused_net,
+            f.single_net
+        );
+    }
     let tried: Vec<String> = cv
         .bins_tried
         .iter()

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use automix::TaskMetric;
-use automix::config::Config;
+use automix::config::{Config, VerifierSignal};
 use automix::dataset::*;
 use automix::evaluate::evaluate;
 use automix::training::{RouterPolicy, routing_records, split, train_policy};
@@ -522,6 +522,71 @@ fn fused_signals_beat_each_signal_alone_and_replay_in_eval() {
         std::path::Path::new("one.yaml"),
     );
     assert!(one.unwrap_err().to_string().contains("fuse_signals"));
+}
+
+/// `hparam.fuse_signals` with `train --cascade`: where two signals each see half of what
+/// makes the small answer right, the cascade reads their fused confidence (out of fold
+/// ahead of the configured signal alone), the plan carries the fusion (a damaged one is
+/// refused at load), the router measures both signals and scores with it, and `eval
+/// --cascade` replays held-out rows through it ahead of the single-signal cascade.
+#[test]
+fn the_cascade_routes_on_fused_signals_where_they_beat_one_signal() {
+    let rows = crate::support::two_signal_rows(400, "small", "large");
+    let text = "automix:\n  cost_lambda: 0.2\nhparam:\n  verifier_signal: samples\n";
+    let single = Config::parse(text, std::path::Path::new("one.yaml")).unwrap();
+    let fused = Config::parse(
+        &format!("{text}  fuse_signals: [samples, answer_logprob]\n"),
+        std::path::Path::new("fuse.yaml"),
+    )
+    .unwrap();
+    let names = ["small".to_string(), "large".to_string()];
+    let plan = automix::training::train_cascade_plan(&fused, &rows, &names).unwrap();
+    let cv = plan.cross_validation.as_ref().unwrap();
+    let record = cv.fusion.as_ref().unwrap();
+    assert!(record.fused_net > record.single_net + 0.02, "{record:?}");
+    let fusion = plan.fusion.as_ref().unwrap();
+    assert_eq!(fusion.models.keys().collect::<Vec<_>>(), ["small"]);
+    // Live: every fused signal is measured, and a verification scores by the fusion.
+    let policy = RouterPolicy {
+        cascade: Some(plan.clone()),
+        ..train_policy(&single, &rows, "small", "large").unwrap()
+    };
+    let settings = automix::router::RouterSettings::resolve(&fused, Some(&policy)).unwrap();
+    assert_eq!(
+        settings.measured(),
+        [VerifierSignal::Samples, VerifierSignal::AnswerLogprob]
+    );
+    let both = rows[0].models[0].verification.clone().unwrap();
+    let only_votes = rows[2].models[0].verification.clone().unwrap();
+    let (high, low) = (
+        settings.score("small", &both),
+        settings.score("small", &only_votes),
+    );
+    assert!(
+        high.known().unwrap() > 0.8 && low.known().unwrap() < 0.2,
+        "{high:?} {low:?}"
+    );
+    let path = temp("cascade-fused").join("policy.json");
+    policy.save(&path).unwrap();
+    assert_eq!(
+        RouterPolicy::load(&path).unwrap().cascade.unwrap().fusion,
+        plan.fusion
+    );
+    let mut damaged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    damaged["cascade"]["fusion"]["models"]["small"]["weights"] = serde_json::json!([1.0]);
+    std::fs::write(&path, damaged.to_string()).unwrap();
+    let err = RouterPolicy::load(&path).unwrap_err().to_string();
+    assert!(err.contains("cascade.fusion"), "{err}");
+    let (train, test) = automix::training::resplit(&rows, 0, 0.3);
+    let net = |config: &Config| {
+        automix::cascade::evaluate_cascade(config, &train, &test, &names)
+            .unwrap()
+            .lines[0]
+            .net
+    };
+    let (fused_net, single_net) = (net(&fused), net(&single));
+    assert!(fused_net > single_net + 0.02, "{fused_net} vs {single_net}");
 }
 
 /// A calibrated policy over three confidence levels (the Python package's test rows): its
