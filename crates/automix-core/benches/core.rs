@@ -104,6 +104,7 @@ fn cascade_rows(models: usize, n: usize) -> Vec<automix_core::cascade::CascadeRo
                 scores,
                 answer_costs: (0..models).map(|m| 3f64.powi(m as i32)).collect(),
                 verify_costs: vec![0.2; models],
+                confidences_jumped: Vec::new(),
             }
         })
         .collect()

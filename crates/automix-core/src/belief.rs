@@ -313,6 +313,7 @@ pub fn cascade_from_rates(
         symbols: 3,
         prior,
         observation,
+        observation_jumped: Vec::new(),
         quality: vec![vec![0.0, 1.0]; n],
         answer_cost: answer_cost.to_vec(),
         verify_cost: verify_cost.to_vec(),

@@ -39,6 +39,11 @@ pub struct CascadeModel {
     /// `observation[i][c][o]`: P(symbol o | model i correct = c) for model i's verification
     /// (i < N−1).
     pub observation: Vec<Vec<Vec<f64>>>,
+    /// The same for a model verified when the model before it did not answer just before
+    /// (the cascade started there or jumped): its signal may read less then
+    /// ([`CascadeRow::confidences_jumped`]). Empty: `observation` on every path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observation_jumped: Vec<Vec<Vec<f64>>>,
     /// `quality[i][c]`: expected score of model i's answer when its correctness is c.
     pub quality: Vec<Vec<f64>>,
     /// Cost of model i's answer.
@@ -188,6 +193,19 @@ impl CascadeModel {
         {
             return bad("observation must be (N−1) × 2 × symbols".into());
         }
+        let same_shape = |a: &Vec<Vec<f64>>, b: &Vec<Vec<f64>>| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.len() == y.len())
+        };
+        if !self.observation_jumped.is_empty()
+            && (self.observation_jumped.len() != self.observation.len()
+                || !self
+                    .observation_jumped
+                    .iter()
+                    .zip(&self.observation)
+                    .all(|(a, b)| same_shape(a, b)))
+        {
+            return bad("observation_jumped must be empty or shaped as observation".into());
+        }
         let finite = self.prior.iter().all(|p| p.is_finite() && *p >= 0.0)
             && self
                 .answer_cost
@@ -292,9 +310,15 @@ impl Solver<'_> {
         let mass: f64 = w.iter().sum();
         let mut total = -self.s.lambda * self.m.verify_cost[j] * mass;
         let mut next = vec![0.0; w.len()];
+        // The model just verified (the last in the history) answered just before j.
+        let sequential = h.last().is_some_and(|(m, _)| m + 1 == j);
+        let table = match self.m.observation_jumped.get(j) {
+            Some(jumped) if !sequential => jumped,
+            _ => &self.m.observation[j],
+        };
         for o in 0..self.m.symbols {
             for (v, x) in next.iter_mut().enumerate() {
-                *x = w[v] * self.m.observation[j][(v >> j) & 1][o];
+                *x = w[v] * table[(v >> j) & 1][o];
             }
             h.push((j, o));
             total += self.after_verify(h, &next, j, escalations);
@@ -461,9 +485,23 @@ pub struct CascadeRow {
     pub answer_costs: Vec<f64>,
     /// Cost of each model's verification.
     pub verify_costs: Vec<f64>,
+    /// Model i's confidence when model i − 1 did not answer just before it (the cascade
+    /// started at i or jumped to it): a signal that compares with the previous answer is
+    /// unknown then. Empty: the same as `confidences` on every path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confidences_jumped: Vec<Option<f64>>,
 }
 
 impl CascadeRow {
+    /// Model `model`'s confidence on a path whose previous model was `previous`.
+    pub fn confidence_after(&self, model: usize, previous: Option<usize>) -> Option<f64> {
+        let sequential = model > 0 && previous == Some(model - 1);
+        match self.confidences_jumped.get(model) {
+            Some(jumped) if !sequential => *jumped,
+            _ => self.confidences.get(model).copied().flatten(),
+        }
+    }
+
     /// The hidden state: bit i set when model i scores ≥ [`crate::VERDICT_CUT`].
     pub fn state(&self) -> usize {
         self.scores
@@ -525,7 +563,6 @@ pub fn estimate_cascade_binned(
         _ => symbol(symbols, p),
     };
     let mut prior = vec![alpha; 1 << n];
-    let mut obs = vec![vec![vec![alpha; symbols]; 2]; n.saturating_sub(1)];
     let mut qsum = vec![[0.0; 2]; n];
     let mut qcount = vec![[0.0; 2]; n];
     for r in rows {
@@ -535,11 +572,17 @@ pub fn estimate_cascade_binned(
             let c = (v >> i) & 1;
             qsum[i][c] += r.scores[i];
             qcount[i][c] += 1.0;
-            if i + 1 < n {
-                obs[i][c][bin(i, r.confidences[i])] += 1.0;
-            }
         }
     }
+    let counts = |confidence: &dyn Fn(&CascadeRow, usize) -> Option<f64>| {
+        observation_model(rows, (n, symbols, alpha), &bin, confidence)
+    };
+    let obs = counts(&|r, i| r.confidences[i]);
+    let observation_jumped = if rows.iter().any(|r| !r.confidences_jumped.is_empty()) {
+        counts(&|r, i| r.confidence_after(i, None))
+    } else {
+        Vec::new()
+    };
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     // Without rows of a kind, a wrong answer scores 0 and a right one 1; graded scores use
     // the data.
@@ -556,6 +599,40 @@ pub fn estimate_cascade_binned(
                 .collect()
         })
         .collect();
+    let total: f64 = prior.iter().sum();
+    Ok(CascadeModel {
+        models: models.to_vec(),
+        symbols,
+        prior: prior.iter().map(|p| p / total).collect(),
+        observation: obs,
+        observation_jumped,
+        quality,
+        answer_cost: (0..n)
+            .map(|i| mean(&rows.iter().map(|r| r.answer_costs[i]).collect::<Vec<_>>()))
+            .collect(),
+        verify_cost: (0..n)
+            .map(|i| mean(&rows.iter().map(|r| r.verify_costs[i]).collect::<Vec<_>>()))
+            .collect(),
+        edges,
+    })
+}
+
+/// Every verified model's observation model, P(symbol | correct), from the rows'
+/// confidences as `confidence(row, model)` reads them: Dirichlet pseudo-count `alpha` per
+/// cell, monotone in the confidence, normalised per correctness class.
+fn observation_model(
+    rows: &[CascadeRow],
+    (n, symbols, alpha): (usize, usize, f64),
+    bin: &dyn Fn(usize, Option<f64>) -> usize,
+    confidence: &dyn Fn(&CascadeRow, usize) -> Option<f64>,
+) -> Vec<Vec<Vec<f64>>> {
+    let mut obs = vec![vec![vec![alpha; symbols]; 2]; n.saturating_sub(1)];
+    for r in rows {
+        let v = r.state();
+        for (i, per_model) in obs.iter_mut().enumerate() {
+            per_model[(v >> i) & 1][bin(i, confidence(r, i))] += 1.0;
+        }
+    }
     for per_model in &mut obs {
         monotone_observation(per_model);
         for row in per_model.iter_mut() {
@@ -567,21 +644,7 @@ pub fn estimate_cascade_binned(
             }
         }
     }
-    let total: f64 = prior.iter().sum();
-    Ok(CascadeModel {
-        models: models.to_vec(),
-        symbols,
-        prior: prior.iter().map(|p| p / total).collect(),
-        observation: obs,
-        quality,
-        answer_cost: (0..n)
-            .map(|i| mean(&rows.iter().map(|r| r.answer_costs[i]).collect::<Vec<_>>()))
-            .collect(),
-        verify_cost: (0..n)
-            .map(|i| mean(&rows.iter().map(|r| r.verify_costs[i]).collect::<Vec<_>>()))
-            .collect(),
-        edges,
-    })
+    obs
 }
 
 /// The quantile edges of every verified model's known confidences (none for uniform bins).
@@ -683,7 +746,9 @@ pub fn run_one(policy: &CascadePolicy, r: &CascadeRow) -> (f64, f64, Vec<usize>)
     let mut history = Vec::new();
     loop {
         cost += r.verify_costs[current];
-        history.push((current, policy.symbol(current, r.confidences[current])));
+        let previous = path.len().checked_sub(2).map(|k| path[k]);
+        let confidence = r.confidence_after(current, previous);
+        history.push((current, policy.symbol(current, confidence)));
         match policy.decide(&history) {
             CascadeAction::Keep => return (r.scores[current], cost, path),
             CascadeAction::AnswerWith(j) => {
@@ -729,6 +794,7 @@ mod tests {
                     confidences: vec![Some(small), None],
                     answer_costs: vec![1.0, 10.0],
                     verify_costs: vec![0.1, 0.0],
+                    confidences_jumped: Vec::new(),
                 }
             })
             .collect();
@@ -763,6 +829,7 @@ mod tests {
                 confidences: vec![Some(0.5), None],
                 answer_costs: vec![1.0, 10.0],
                 verify_costs: vec![0.1, 0.0],
+                confidences_jumped: Vec::new(),
             })
             .collect();
         let model = estimate_cascade(&names(2), &rows, 4, 1.0).unwrap();
@@ -792,6 +859,7 @@ mod tests {
                 confidences: vec![Some(f64::from(i % 4) / 3.0), None, None],
                 answer_costs: vec![1.0, 3.0, 9.0],
                 verify_costs: vec![0.2, 0.5, 0.0],
+                confidences_jumped: Vec::new(),
             })
             .collect();
         let model = estimate_cascade(&names(3), &rows, 3, 1.0).unwrap();

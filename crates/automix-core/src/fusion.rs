@@ -276,7 +276,20 @@ pub fn cross_fit(
     assignment: &[usize],
     folds: usize,
 ) -> Result<Vec<Option<f64>>> {
+    cross_fit_at(signals, right, assignment, folds, signals)
+}
+
+/// [`cross_fit`], predicting each row at `at[row]` instead of its own values: the same
+/// out-of-fold fits scored on other inputs (a row with one signal masked as unknown, say).
+pub fn cross_fit_at(
+    signals: &[Vec<Option<f64>>],
+    right: &[bool],
+    assignment: &[usize],
+    folds: usize,
+    at: &[Vec<Option<f64>>],
+) -> Result<Vec<Option<f64>>> {
     check_shape(signals, right)?;
+    check_shape(at, right)?;
     let mut out = vec![None; signals.len()];
     for f in 0..folds {
         let (train_x, train_y): (Vec<Vec<Option<f64>>>, Vec<bool>) = signals
@@ -292,7 +305,7 @@ pub fn cross_fit(
         let model = FusedConfidence::fit(&train_x, &train_y)?;
         for (i, a) in assignment.iter().enumerate() {
             if *a == f {
-                out[i] = model.predict(&signals[i]);
+                out[i] = model.predict(&at[i]);
             }
         }
     }

@@ -149,6 +149,7 @@ mod tests {
             confidences: vec![confidence, None],
             answer_costs: vec![1.0, 10.0],
             verify_costs: vec![0.5, 0.0],
+            confidences_jumped: Vec::new(),
         }
     }
 

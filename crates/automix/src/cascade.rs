@@ -57,6 +57,11 @@ pub fn cascade_rows(
                     .iter()
                     .map(|r| r.verification.as_ref().map_or(0.0, |v| v.cost) / unit)
                     .collect(),
+                // Agreement with the previous answer is unknown off the sequential path.
+                confidences_jumped: match signal {
+                    VerifierSignal::PreviousAgreement => vec![None; runs.len()],
+                    _ => Vec::new(),
+                },
             })
         })
         .collect()
@@ -443,7 +448,7 @@ fn choose_confidences(
         });
     }
     let fitted = crate::cascade_fusion::fit(rows, models, signals)?;
-    let fused_rows = with_confidences(&crows, &fitted.confidences);
+    let fused_rows = with_confidences(&crows, &fitted);
     let fused = choose(&fused_rows)?;
     let record = Some(FusionCv {
         signals: signals.clone(),
@@ -475,6 +480,19 @@ fn solver_scales(lambda: f64) -> &'static [f64] {
     } else {
         &[1.0]
     }
+}
+
+/// `rows` with `previous_agreement` filled in from the stored answers where the cascade
+/// reads it (as its signal or a fused one) and a row lacks it.
+fn fill_previous_agreement<'a>(
+    config: &Config,
+    rows: &'a [TrainingRow],
+    models: &[String],
+) -> Result<std::borrow::Cow<'a, [TrainingRow]>> {
+    let h = &config.hparam;
+    let wanted = h.verifier_signal == VerifierSignal::PreviousAgreement
+        || h.fuse_signals.contains(&VerifierSignal::PreviousAgreement);
+    crate::signal::previous_agreement::fill_missing(rows, models, wanted)
 }
 
 /// The fixed model with the best net `quality − λ·cost` on `rows`, and that net.
@@ -510,6 +528,7 @@ pub fn train_cascade(
         needed: 1,
         got: 0,
     })?;
+    let rows = &*fill_previous_agreement(config, rows, models)?;
     let unit = cost_unit(rows, largest)?;
     let lambda = config.automix.lambda();
     let folds = CASCADE_FOLDS.min(rows.len() / 2).max(2);
@@ -729,6 +748,7 @@ pub fn evaluate_cascade(
     models: &[String],
 ) -> Result<CascadeReport> {
     let trained = train_cascade(config, train, models)?;
+    let test = &*fill_previous_agreement(config, test, models)?;
     let signal = config.hparam.verifier_signal;
     let unit = trained.unit;
     let mut rows = cascade_rows(test, models, signal, unit)?;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use automix_core::VERDICT_CUT;
 use automix_core::cascade::CascadeRow;
-use automix_core::fusion::{FusedConfidence, cross_fit};
+use automix_core::fusion::{FusedConfidence, cross_fit_at};
 use serde::{Deserialize, Serialize};
 
 use crate::config::VerifierSignal;
@@ -36,6 +36,18 @@ pub struct FittedCascadeFusion {
     pub fusion: CascadeFusion,
     /// `confidences[row][model]`: out of fold for the verified models, `None` for the last.
     pub confidences: Vec<Vec<Option<f64>>>,
+    /// The same with `previous_agreement` unknown (a path that skipped model i − 1);
+    /// empty when it is not fused.
+    pub jumped: Vec<Vec<Option<f64>>>,
+}
+
+/// `values` with `previous_agreement` unknown, if it is among `signals`.
+fn masked(signals: &[VerifierSignal], values: &[Option<f64>]) -> Vec<Option<f64>> {
+    signals
+        .iter()
+        .zip(values)
+        .map(|(s, v)| v.filter(|_| *s != VerifierSignal::PreviousAgreement))
+        .collect()
 }
 
 /// Each listed signal's value in one run's verification.
@@ -79,17 +91,27 @@ pub fn fit(
         automix_core::calibrate::fold_assignments(rows.len(), folds, 1, CROSS_FIT_SEED)
             .pop()
             .unwrap_or_default();
+    let agreement = signals.contains(&VerifierSignal::PreviousAgreement);
     let mut confidences = vec![vec![None; models.len()]; rows.len()];
+    let mut jumped = if agreement {
+        confidences.clone()
+    } else {
+        Vec::new()
+    };
     let mut fitted = BTreeMap::new();
-    for (i, name) in models
-        .iter()
-        .enumerate()
-        .take(models.len().saturating_sub(1))
-    {
+    let verified = models.len().saturating_sub(1);
+    for (i, name) in models.iter().enumerate().take(verified) {
         let (values, right) = columns(rows, name, signals)?;
-        let oof = cross_fit(&values, &right, &assignment, folds)?;
+        let oof = cross_fit_at(&values, &right, &assignment, folds, &values)?;
         for (row, p) in confidences.iter_mut().zip(oof) {
             row[i] = p;
+        }
+        if agreement {
+            let at: Vec<_> = values.iter().map(|v| masked(signals, v)).collect();
+            let oof = cross_fit_at(&values, &right, &assignment, folds, &at)?;
+            for (row, p) in jumped.iter_mut().zip(oof) {
+                row[i] = p;
+            }
         }
         fitted.insert(name.clone(), FusedConfidence::fit(&values, &right)?);
     }
@@ -99,6 +121,7 @@ pub fn fit(
             models: fitted,
         },
         confidences,
+        jumped,
     })
 }
 
@@ -114,11 +137,20 @@ impl CascadeFusion {
     /// `crows` (built from `rows` for `models`) with every verified model's confidence
     /// replaced by its fused one: how held-out rows are replayed.
     pub fn apply(&self, rows: &[TrainingRow], models: &[String], crows: &mut [CascadeRow]) {
+        let agreement = self.signals.contains(&VerifierSignal::PreviousAgreement);
         for (row, crow) in rows.iter().zip(crows) {
+            if agreement {
+                crow.confidences_jumped = crow.confidences.clone();
+            }
             for (i, name) in models.iter().enumerate() {
-                if self.models.contains_key(name) {
-                    let record = row.run(name).and_then(|r| r.verification.as_ref());
-                    crow.confidences[i] = self.confidence(name, record);
+                let Some(model) = self.models.get(name) else {
+                    continue;
+                };
+                let record = row.run(name).and_then(|r| r.verification.as_ref());
+                let v = values(&self.signals, record);
+                crow.confidences[i] = model.predict(&v);
+                if agreement {
+                    crow.confidences_jumped[i] = model.predict(&masked(&self.signals, &v));
                 }
             }
         }
@@ -133,20 +165,26 @@ impl CascadeFusion {
     }
 }
 
-/// `crows` with the verified models' confidences taken from `confidences[row][model]`.
-pub fn with_confidences(crows: &[CascadeRow], confidences: &[Vec<Option<f64>>]) -> Vec<CascadeRow> {
+/// `crows` with the verified models' confidences (and, where the fusion compares with the
+/// previous answer, their off-path ones) taken from the fit's out-of-fold values.
+pub fn with_confidences(crows: &[CascadeRow], fitted: &FittedCascadeFusion) -> Vec<CascadeRow> {
     crows
         .iter()
-        .zip(confidences)
-        .map(|(r, c)| {
+        .enumerate()
+        .map(|(row, r)| {
             let mut r = r.clone();
-            for (i, p) in c
-                .iter()
-                .enumerate()
-                .take(r.confidences.len().saturating_sub(1))
-            {
-                r.confidences[i] = *p;
+            let verified = r.confidences.len().saturating_sub(1);
+            if let Some(c) = fitted.confidences.get(row) {
+                r.confidences[..verified].copy_from_slice(&c[..verified]);
             }
+            r.confidences_jumped = match fitted.jumped.get(row) {
+                Some(j) => {
+                    let mut jumped = r.confidences.clone();
+                    jumped[..verified].copy_from_slice(&j[..verified]);
+                    jumped
+                }
+                None => Vec::new(),
+            };
             r
         })
         .collect()

@@ -168,6 +168,7 @@ mod tests {
             confidences: vec![Some(0.5), None],
             answer_costs: vec![0.1, 1.0],
             verify_costs: vec![0.01, 0.0],
+            confidences_jumped: Vec::new(),
         }
     }
 

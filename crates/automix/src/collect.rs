@@ -107,7 +107,9 @@ pub async fn collect_row(
     let mut runs = Vec::new();
     let last = job.models.len() - 1;
     for (i, model) in job.models.models().iter().enumerate() {
-        runs.push(answer_and_verify(job, query, metric, model, i < last).await?);
+        let previous = runs.last().map(|r: &ModelRun| r.normalised_answer.clone());
+        let verified = (i < last).then_some(previous.as_deref());
+        runs.push(answer_and_verify(job, query, metric, model, verified).await?);
     }
     let truth = match labels {
         LabelSource::GroundTruth => query.ground_truth.clone().unwrap_or_default(),
@@ -137,21 +139,24 @@ pub async fn collect_row(
     })
 }
 
-/// One model's answer to `query` and, when `verified`, its self-verification; the score is
-/// filled in by the caller once every answer is in.
+/// One model's answer to `query` and, when `verified` (with the next cheaper model's
+/// normalised answer, if any), its self-verification; the score is filled in by the caller
+/// once every answer is in.
 async fn answer_and_verify(
     job: &CollectJob,
     query: &QueryRow,
     metric: TaskMetric,
     model: &ModelHandle,
-    verified: bool,
+    verified: Option<Option<&str>>,
 ) -> Result<ModelRun> {
     let kind = metric.task_kind();
     let budget = answer_budget(kind, &job.collect);
     // Every signal is measured, so the answer's token logprobs are asked for (an upstream
     // that does not return them leaves `answer_logprob` unknown).
     let call = ask(model, &job.prompts, query, kind, (budget, true)).await?;
-    let verification = if verified && job.automix.enable_self_verification {
+    let verification = if let Some(previous_answer) = verified
+        && job.automix.enable_self_verification
+    {
         let verifier = verifier_for(model, job.prompts.clone(), &job.automix)?;
         // The answer already carries its logprobs; the signals' own samples need none.
         let source = AnswerSource::Templates {
@@ -169,6 +174,7 @@ async fn answer_and_verify(
             source: &source,
             answer: &call.text,
             answer_logprobs: call.logprobs.as_deref(),
+            previous_answer,
             answer_samples: job.automix.answer_samples(),
             temperature: job.automix.verification_temperature,
         };

@@ -93,6 +93,9 @@ pub enum VerifierSignal {
     /// Mean token probability of the answer itself, from the answer call's logprobs (no
     /// extra call; see [`crate::signal`]).
     AnswerLogprob,
+    /// Agreement with the next cheaper model's answer in a cascade (no extra call; see
+    /// [`crate::signal`]).
+    PreviousAgreement,
 }
 
 impl VerifierSignal {
@@ -103,6 +106,7 @@ impl VerifierSignal {
             Self::Logprob => "logprob",
             Self::AnswerConsistency => "answer_consistency",
             Self::AnswerLogprob => "answer_logprob",
+            Self::PreviousAgreement => "previous_agreement",
         }
     }
 }
@@ -142,7 +146,8 @@ pub struct HParams {
     pub unknown_confidence: Decision,
     /// Small-model answers that always escalate (FixedAnswerRouting).
     pub fixed_answers: Vec<String>,
-    /// `samples` (default), `logprob`, `answer_consistency` or `answer_logprob`.
+    /// `samples` (default), `logprob`, `answer_consistency`, `answer_logprob` or
+    /// `previous_agreement` (a cascade's later models only).
     pub verifier_signal: VerifierSignal,
     /// Signals fused into one confidence (two or more; empty: route on `verifier_signal`
     /// alone). Training keeps the fusion only where it beats each of them alone out of
@@ -173,6 +178,21 @@ impl Default for HParams {
             fuse_signals: Vec::new(),
             per_task_prior: false,
         }
+    }
+}
+
+impl HParams {
+    /// The signals the two-model path fuses: `fuse_signals` without `previous_agreement`,
+    /// which the small model never has (it is a cascade's signal); empty when fewer than
+    /// two remain, and the two-model policy then routes on `verifier_signal`.
+    pub fn two_model_fuse_signals(&self) -> Vec<VerifierSignal> {
+        let kept: Vec<VerifierSignal> = self
+            .fuse_signals
+            .iter()
+            .copied()
+            .filter(|s| *s != VerifierSignal::PreviousAgreement)
+            .collect();
+        if kept.len() < 2 { Vec::new() } else { kept }
     }
 }
 

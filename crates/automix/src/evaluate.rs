@@ -295,7 +295,7 @@ pub fn evaluate(
         lines.push(l);
         points.extend(o.map(OperatingPoint::from));
     }
-    if !config.hparam.fuse_signals.is_empty() {
+    if !config.hparam.two_model_fuse_signals().is_empty() {
         lines.push(fused_line(config, (train, test), (small, large), &data)?);
     }
     let (sweep, cross_validation) = data.sweep(config)?;

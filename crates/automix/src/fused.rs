@@ -118,7 +118,7 @@ pub fn train_fused(
     rows: &[TrainingRow],
     (small, large): (&str, &str),
 ) -> Result<(VerifierSignal, automix_core::Policy, SignalFusion)> {
-    let signals = config.hparam.fuse_signals.clone();
+    let signals = config.hparam.two_model_fuse_signals();
     let mut singles = Vec::new();
     let mut per_signal = Vec::new();
     let mut best: Option<(f64, VerifierSignal, automix_core::Policy)> = None;

@@ -23,6 +23,7 @@ pub mod project;
 pub mod redis_conn;
 pub mod retrain;
 pub mod router;
+mod router_settings;
 pub mod shard;
 pub mod signal;
 pub mod strategy;

@@ -290,6 +290,15 @@ fn same_answer(a: &str, b: &str) -> bool {
     }
 }
 
+/// `text` as `metric` reads it (option letter, final number, ...); without a metric, the
+/// normalised text.
+pub fn normalised(metric: Option<TaskMetric>, text: &str, choices: &[(String, String)]) -> String {
+    match metric {
+        Some(m) => m.extract(text, choices),
+        None => normalise_answer(text),
+    }
+}
+
 /// SQuAD token F1 between normalised strings.
 pub fn token_f1(prediction: &str, truth: &str) -> f64 {
     let p: Vec<&str> = prediction.split_whitespace().collect();

@@ -335,7 +335,7 @@ pub fn train_policy(
     small: &str,
     large: &str,
 ) -> Result<RouterPolicy> {
-    let (signal, policy, fusion) = if config.hparam.fuse_signals.is_empty() {
+    let (signal, policy, fusion) = if config.hparam.two_model_fuse_signals().is_empty() {
         let signal = config.hparam.verifier_signal;
         (
             signal,

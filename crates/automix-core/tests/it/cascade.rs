@@ -24,6 +24,7 @@ proptest! {
             confidences: c.iter().map(|&x| Some(f64::from(x))).collect(),
             answer_costs: vec![1.0, 3.0, 9.0],
             verify_costs: vec![0.1, 0.1, 0.0],
+            confidences_jumped: Vec::new(),
         }).collect();
         let model = estimate_cascade(&names(3), &rows, 4, 1e-9).unwrap();
         let policy = solve_cascade(&model, CascadeSettings { lambda: 1e-6, ..Default::default() }).unwrap();
@@ -46,6 +47,7 @@ proptest! {
             confidences: vec![Some(conf[i % conf.len()]), Some(conf[(i * 7) % conf.len()]), None],
             answer_costs: vec![1.0, 2.0, 4.0],
             verify_costs: vec![0.1, 0.1, 0.0],
+            confidences_jumped: Vec::new(),
         }).collect();
         let model = estimate_cascade(&names(3), &rows, 2, 1.0).unwrap();
         let policy = solve_cascade(&model, CascadeSettings { lambda, ..Default::default() }).unwrap();
@@ -92,6 +94,7 @@ fn max_escalations_and_discount_limit_the_cascade() {
             ],
             answer_costs: vec![1.0, 2.0, 4.0],
             verify_costs: vec![0.1, 0.1, 0.0],
+            confidences_jumped: Vec::new(),
         })
         .collect();
     let model = estimate_cascade(&names(3), &rows, 2, 1e-6).unwrap();

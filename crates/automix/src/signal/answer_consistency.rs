@@ -9,13 +9,13 @@
 //! that does.
 
 use automix_llm::{ChatRequest, Usage};
-use automix_verify::{SelfConsistency, normalise_answer};
+use automix_verify::SelfConsistency;
 
 use crate::dataset::QueryRow;
 use crate::error::{AutomixError, Result};
 use crate::models::ModelHandle;
 use crate::pipeline::{AnswerSource, answer_request};
-use crate::task_metric::{TaskMetric, token_f1};
+use crate::task_metric::{TaskMetric, normalised, token_f1};
 
 /// Two free-text answers agree at this token F1 or above (SQuAD's usual half-overlap).
 const AGREEMENT_F1: f64 = 0.5;
@@ -81,10 +81,7 @@ pub fn measure(
     choices: &[(String, String)],
     usage: Usage,
 ) -> AnswerConsistency {
-    let norm = |t: &str| match metric {
-        Some(m) => m.extract(t, choices),
-        None => normalise_answer(t),
-    };
+    let norm = |t: &str| normalised(metric, t, choices);
     let free_text = metric.is_none_or(|m| {
         matches!(
             m,

@@ -15,9 +15,11 @@
 //! | `logprob` | `verdict_logprob.rs` | one greedy verdict with logprobs |
 //! | `answer_consistency` | `answer_consistency.rs` | one request for k answers (or k) |
 //! | `answer_logprob` | `answer_logprob.rs` | none (the answer is asked with logprobs) |
+//! | `previous_agreement` | `previous_agreement.rs` | none (the cheaper model's answer) |
 
 pub mod answer_consistency;
 mod answer_logprob;
+pub mod previous_agreement;
 mod verdict_logprob;
 mod verdict_votes;
 
@@ -50,6 +52,9 @@ pub struct SignalInput<'a> {
     pub answer: &'a str,
     /// The answer's token logprobs, when the upstream returned them.
     pub answer_logprobs: Option<&'a [automix_llm::TokenLogprob]>,
+    /// The next cheaper model's normalised answer, when that model answered just before
+    /// this one in the same query (a cascade escalating one step).
+    pub previous_answer: Option<&'a str>,
     /// Answers sampled by sampling signals (`automix.answer_samples`; 0: not measured).
     pub answer_samples: u32,
     /// Their temperature (`verification_temperature`).
@@ -83,11 +88,12 @@ pub trait Signal: Send + Sync {
 
 /// Every signal, in the order `collect` measures them (votes before the logprob verdict,
 /// whose fallback fills the votes' field only when they were not measured).
-pub const ALL: [VerifierSignal; 4] = [
+pub const ALL: [VerifierSignal; 5] = [
     VerifierSignal::Samples,
     VerifierSignal::Logprob,
     VerifierSignal::AnswerConsistency,
     VerifierSignal::AnswerLogprob,
+    VerifierSignal::PreviousAgreement,
 ];
 
 /// The signal of `kind` (the registration).
@@ -97,6 +103,7 @@ pub fn of(kind: VerifierSignal) -> &'static dyn Signal {
         VerifierSignal::Logprob => &verdict_logprob::VerdictLogprob,
         VerifierSignal::AnswerConsistency => &answer_consistency::AnswerConsistencySignal,
         VerifierSignal::AnswerLogprob => &answer_logprob::AnswerLogprob,
+        VerifierSignal::PreviousAgreement => &previous_agreement::PreviousAgreement,
     }
 }
 
@@ -154,11 +161,18 @@ mod tests {
             p_ver: Some(0.25),
             logprob_p: Some(0.5),
             answer_consistency: Some(0.75),
-            signals: [("answer_logprob".to_owned(), 0.125)].into(),
+            signals: [
+                ("answer_logprob".to_owned(), 0.125),
+                ("previous_agreement".to_owned(), 0.0625),
+            ]
+            .into(),
             ..VerificationRecord::default()
         };
         let read: Vec<Option<f64>> = ALL.iter().map(|k| of(*k).read(&record)).collect();
-        assert_eq!(read, [Some(0.25), Some(0.5), Some(0.75), Some(0.125)]);
+        assert_eq!(
+            read,
+            [Some(0.25), Some(0.5), Some(0.75), Some(0.125), Some(0.0625)]
+        );
         assert_eq!(
             of(VerifierSignal::Logprob).read(&VerificationRecord::default()),
             None

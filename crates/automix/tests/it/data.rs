@@ -589,6 +589,62 @@ fn the_cascade_routes_on_fused_signals_where_they_beat_one_signal() {
     assert!(fused_net > single_net + 0.02, "{fused_net} vs {single_net}");
 }
 
+/// `previous_agreement` fused in a cascade: where the middle model's own verifier says
+/// nothing but its answer agreeing with the cheap model's means it is right, the fused
+/// cascade runs the cheap model first to get that evidence, keeps the middle model's
+/// agreeing answers and escalates the rest. Rows collected without the signal get it from
+/// their stored answers; a path that skips the cheap model reads it as unknown.
+#[test]
+fn the_cascade_fuses_agreement_with_the_previous_answer() {
+    let rows = crate::support::agreement_chain_rows(400);
+    let single = Config::parse(
+        crate::support::AGREEMENT_CHAIN_CONFIG,
+        std::path::Path::new("one.yaml"),
+    )
+    .unwrap();
+    let fused = Config::parse(
+        &format!(
+            "{}  fuse_signals: [samples, previous_agreement]\n",
+            crate::support::AGREEMENT_CHAIN_CONFIG
+        ),
+        std::path::Path::new("agree.yaml"),
+    )
+    .unwrap();
+    let names = ["tiny".to_string(), "mid".to_string(), "big".to_string()];
+    let plan = automix::training::train_cascade_plan(&fused, &rows, &names).unwrap();
+    let record = plan
+        .cross_validation
+        .as_ref()
+        .unwrap()
+        .fusion
+        .clone()
+        .unwrap();
+    assert!(record.fused_net > record.single_net + 0.03, "{record:?}");
+    assert!(plan.fusion.is_some());
+    // The fused table starts at the cheap model: the agreement exists only after it.
+    assert_eq!(plan.policy.start.model, 0, "{:?}", plan.policy.start);
+    let (train, test) = automix::training::resplit(&rows, 0, 0.3);
+    let report = |config: &Config| {
+        automix::cascade::evaluate_cascade(config, &train, &test, &names).unwrap()
+    };
+    let (with, without) = (report(&fused), report(&single));
+    assert!(
+        with.lines[0].net > without.lines[0].net + 0.03,
+        "{:?} vs {:?}",
+        with.lines[0],
+        without.lines[0]
+    );
+    // Every query reached the middle model through the cheap one, so none read the
+    // agreement as unknown; a quarter of them (both right) kept its answer.
+    assert!(
+        (with.lines[0].reached[2] - 0.75).abs() < 0.1,
+        "{:?}",
+        with.lines[0]
+    );
+    // The two-model path leaves the cascade's signal out: nothing left to fuse.
+    assert!(fused.hparam.two_model_fuse_signals().is_empty());
+}
+
 /// A calibrated policy over three confidence levels (the Python package's test rows): its
 /// cross-validation once recorded a challenger scored on no assignment as a NaN mean,
 /// which JSON writes as `null`, so the saved file did not load back. Every trained policy

@@ -388,3 +388,34 @@ fn answer_consistency_without_samples_is_refused() {
         .to_string();
     assert!(err.contains("automix.answer_samples"), "{err}");
 }
+
+/// `previous_agreement` live: the middle model's verification reads whether its answer
+/// agrees with the cheap model's (zero calls), scored by the plan's fusion: agreeing, it is
+/// kept; disagreeing, the query goes on to the large model.
+#[tokio::test]
+async fn a_fused_cascade_reads_agreement_with_the_previous_answer_live() {
+    let rows = crate::support::agreement_chain_rows(400);
+    let text = format!(
+        "{}  fuse_signals: [samples, previous_agreement]\n",
+        crate::support::AGREEMENT_CHAIN_CONFIG
+    );
+    let config = Config::parse(&text, Path::new("agree.yaml")).unwrap();
+    let names = ["tiny".to_string(), "mid".to_string(), "big".to_string()];
+    let mut policy = train_policy(&config, &rows, "tiny", "big").unwrap();
+    policy.cascade = Some(train_cascade_plan(&config, &rows, &names).unwrap());
+    for (tiny_answer, kept, mid_high) in [("B", "mid", true), ("A", "big", false)] {
+        let (tiny_m, _) = scripted_model("tiny", 1.0, tiny_answer, &["Correct", "Incorrect"]);
+        let (mid_m, _) = scripted_model("mid", 5.0, "B", &["Correct", "Incorrect"]);
+        let (big_m, _) = scripted_model("big", 10.0, "B", &["Correct"]);
+        let models = ModelSet::new(vec![big_m, mid_m, tiny_m]).unwrap();
+        let prompts = Arc::new(PromptSet::builtin());
+        let router = Router::new(&config, models, prompts, Some(policy.clone())).unwrap();
+        let out = router.route_single(&query("q")).await.unwrap();
+        assert_eq!(out.model_name, kept, "{out:?}");
+        assert_eq!(out.escalation_path[..2], ["tiny", "mid"], "{out:?}");
+        let mid = out.steps.iter().find(|s| s.model == "mid").unwrap();
+        let score = mid.verification_score.unwrap();
+        assert_eq!(score > 0.8, mid_high, "{out:?}");
+        assert!(mid_high || score < 0.5, "{out:?}");
+    }
+}

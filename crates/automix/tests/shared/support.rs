@@ -383,3 +383,41 @@ pub fn chain_rows(n: usize, signal: impl Fn(usize) -> (f64, bool)) -> Vec<Traini
         })
         .collect()
 }
+
+/// The settings [`agreement_chain_rows`] are meant for (no discount, so a two-step path is
+/// worth its quality).
+pub const AGREEMENT_CHAIN_CONFIG: &str =
+    "automix:\n  cost_lambda: 0.5\n  discount_factor: 1.0\nhparam:\n  verifier_signal: samples\n";
+
+/// Rows of a `tiny` → `mid` → `big` chain (1e-6, 1e-5, 1e-4 per answer) where neither
+/// verifier says anything (votes 0.5) but `mid` is right exactly when its answer ("B")
+/// agrees with a right `tiny` ("B"; wrong answers are "A" and "C"): each is right on half
+/// the rows, independently.
+pub fn agreement_chain_rows(n: usize) -> Vec<TrainingRow> {
+    (0..n)
+        .map(|i| {
+            let (tiny_right, mid_right) = (i % 2 == 0, (i / 2) % 2 == 0);
+            let run = |model, right, cost, confidence| Run {
+                model,
+                right,
+                cost,
+                confidence,
+            };
+            let runs = [
+                run("tiny", tiny_right, 1e-6, Some(0.5)),
+                run("mid", mid_right, 1e-5, Some(0.5)),
+                run("big", true, 1e-4, None),
+            ];
+            let mut row = training_row(i, "general", &runs);
+            let answers = [
+                if tiny_right { "B" } else { "A" },
+                if mid_right { "B" } else { "C" },
+                "B",
+            ];
+            for (m, answer) in row.models.iter_mut().zip(answers) {
+                m.normalised_answer = answer.into();
+            }
+            row
+        })
+        .collect()
+}
