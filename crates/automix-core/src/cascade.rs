@@ -316,9 +316,10 @@ impl Solver<'_> {
             Some(jumped) if !sequential => jumped,
             _ => &self.m.observation[j],
         };
+        let likelihood = |v: usize, o: usize| table[(v >> j) & 1][o];
         for o in 0..self.m.symbols {
             for (v, x) in next.iter_mut().enumerate() {
-                *x = w[v] * table[(v >> j) & 1][o];
+                *x = w[v] * likelihood(v, o);
             }
             h.push((j, o));
             total += self.after_verify(h, &next, j, escalations);

@@ -58,12 +58,11 @@ fn values(signals: &[VerifierSignal], record: Option<&VerificationRecord>) -> Ve
         .collect()
 }
 
+/// Per row, every signal's value (`None`: unknown), and whether the answer was right.
+type SignalColumns = (Vec<Vec<Option<f64>>>, Vec<bool>);
+
 /// Every signal's values of model `name` per row, and whether its answer was right.
-fn columns(
-    rows: &[TrainingRow],
-    name: &str,
-    signals: &[VerifierSignal],
-) -> Result<(Vec<Vec<Option<f64>>>, Vec<bool>)> {
+fn columns(rows: &[TrainingRow], name: &str, signals: &[VerifierSignal]) -> Result<SignalColumns> {
     rows.iter()
         .map(|row| {
             let run = row.run(name).ok_or_else(|| AutomixError::MissingRun {

@@ -109,9 +109,13 @@ pub struct RouteOutcome {
     /// This route's id (unique per router): what feedback names.
     #[serde(default)]
     pub route_id: String,
-    /// The verifier signal the decisions read (`None` when nothing was verified).
+    /// The verifier signal the decisions read (`None` when nothing was verified); with a
+    /// fused policy, `fused_signals` says what they read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<VerifierSignal>,
+    /// With a fused policy, every signal whose fused confidence the decisions read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fused_signals: Vec<VerifierSignal>,
     /// Models that answered, in order (`models_tried` in JSON, as in the proxy's reply).
     #[serde(rename = "models_tried", alias = "escalation_path")]
     pub escalation_path: Vec<String>,
@@ -282,6 +286,8 @@ pub(crate) struct OutcomeParts<'a> {
     pub(crate) route_to_llm: bool,
     pub(crate) decision: RouteDecision,
     pub(crate) signal: VerifierSignal,
+    /// The fused signals, empty without a fusion.
+    pub(crate) fused: Vec<VerifierSignal>,
     pub(crate) started: Instant,
 }
 
@@ -345,6 +351,11 @@ impl Trace {
             decision: parts.decision,
             route_id: String::new(),
             signal: self.verified.then_some(parts.signal),
+            fused_signals: if self.verified {
+                parts.fused
+            } else {
+                Vec::new()
+            },
             escalation_path: self.path,
             total_tokens: self
                 .calls

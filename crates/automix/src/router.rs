@@ -221,6 +221,7 @@ impl Router {
             route_to_llm: false,
             decision: RouteDecision::Direct,
             signal: self.settings.signal,
+            fused: self.settings.fused_signals(),
             started,
         }))
     }
@@ -648,6 +649,7 @@ impl Router {
             route_to_llm: kept != 0,
             decision,
             signal: self.settings.signal,
+            fused: self.settings.fused_signals(),
             started,
         })
     }

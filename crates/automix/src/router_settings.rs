@@ -48,6 +48,15 @@ impl RouterSettings {
         }
     }
 
+    /// The signals a fusion combines (empty without one): what an outcome lists.
+    pub fn fused_signals(&self) -> Vec<VerifierSignal> {
+        if self.cascade_fusion.is_some() || self.fusion.is_some() {
+            self.measured()
+        } else {
+            Vec::new()
+        }
+    }
+
     /// The score decisions read from model `name`'s verification `record`.
     pub fn score(&self, name: &str, record: &crate::dataset::VerificationRecord) -> VerifierScore {
         match (&self.cascade_fusion, &self.fusion) {

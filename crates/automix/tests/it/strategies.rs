@@ -413,6 +413,8 @@ async fn a_fused_cascade_reads_agreement_with_the_previous_answer_live() {
         let out = router.route_single(&query("q")).await.unwrap();
         assert_eq!(out.model_name, kept, "{out:?}");
         assert_eq!(out.escalation_path[..2], ["tiny", "mid"], "{out:?}");
+        use automix::config::VerifierSignal::{PreviousAgreement, Samples};
+        assert_eq!(out.fused_signals, [Samples, PreviousAgreement]);
         let mid = out.steps.iter().find(|s| s.model == "mid").unwrap();
         let score = mid.verification_score.unwrap();
         assert_eq!(score > 0.8, mid_high, "{out:?}");
