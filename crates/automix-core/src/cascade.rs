@@ -634,18 +634,26 @@ fn observation_model(
             per_model[(v >> i) & 1][bin(i, confidence(r, i))] += 1.0;
         }
     }
-    for per_model in &mut obs {
+    finish_observation(&mut obs);
+    obs
+}
+
+/// Turns observation counts (per verified model, per correctness class, per symbol) into
+/// the model the solver reads: monotone in the confidence ([`monotone_observation`]) and
+/// normalised per class (uniform for a class without counts).
+pub fn finish_observation(counts: &mut [Vec<Vec<f64>>]) {
+    for per_model in counts {
         monotone_observation(per_model);
         for row in per_model.iter_mut() {
             let total: f64 = row.iter().sum();
+            let symbols = row.len().max(1) as f64;
             if total > 0.0 {
                 row.iter_mut().for_each(|x| *x /= total);
             } else {
-                row.iter_mut().for_each(|x| *x = 1.0 / symbols as f64);
+                row.iter_mut().for_each(|x| *x = 1.0 / symbols);
             }
         }
     }
-    obs
 }
 
 /// The quantile edges of every verified model's known confidences (none for uniform bins).
@@ -670,7 +678,7 @@ fn model_edges(rows: &[CascadeRow], n: usize, bins: CascadeBins) -> Vec<Vec<f64>
 /// from it. Bin and class totals are unchanged; a bin where, by noise, fewer answers were
 /// right than in the bin below no longer argues for escalating a more confident answer.
 /// The "unknown" symbol (last) is not ordered and keeps its counts.
-pub fn monotone_observation(counts: &mut [Vec<f64>]) {
+fn monotone_observation(counts: &mut [Vec<f64>]) {
     let [wrong, right] = counts else {
         return;
     };

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use automix_core::cascade::{
-    CascadeModel, CascadeOutcome, CascadePolicy, CascadeRow, monotone_observation,
+    CascadeModel, CascadeOutcome, CascadePolicy, CascadeRow, finish_observation,
     simulate_cascade_by, solve_cascade,
 };
 use serde::{Deserialize, Serialize};
@@ -92,15 +92,7 @@ pub fn shrunk_observation(
             }
         }
     }
-    for classes in &mut counts {
-        monotone_observation(classes);
-        for row in classes.iter_mut() {
-            let total: f64 = row.iter().sum();
-            if total > 0.0 {
-                row.iter_mut().for_each(|x| *x /= total);
-            }
-        }
-    }
+    finish_observation(&mut counts);
     counts
 }
 
