@@ -74,27 +74,28 @@ impl RouterSettings {
     /// Resolves the settings of `config` for `policy`.
     pub fn resolve(config: &Config, policy: Option<&RouterPolicy>) -> Result<Self> {
         let a = &config.automix;
-        let signal = match policy {
-            Some(p) if a.use_pomdp_router => p.verifier_signal,
+        // The cascade routes where a policy has a plan, the POMDP router is on and
+        // `enable_cascade`: then the plan's own signal and fusion score verifications, not
+        // the two-model policy's (which was trained on the small model alone).
+        let plan = policy
+            .and_then(|p| p.cascade.as_ref())
+            .filter(|_| a.use_pomdp_router && a.enable_cascade);
+        let signal = match (policy, plan) {
+            (Some(p), Some(plan)) => plan.verifier_signal.unwrap_or(p.verifier_signal),
+            (Some(p), None) if a.use_pomdp_router => p.verifier_signal,
             _ if a.use_logprob_verification => VerifierSignal::Logprob,
             // Without a policy the configured signal is read (samples unless set).
             _ => config.hparam.verifier_signal,
         };
         let fusion = match policy {
-            Some(p) if a.use_pomdp_router => p
+            Some(p) if a.use_pomdp_router && plan.is_none() => p
                 .fusion
                 .clone()
                 .filter(|f| f.model.is_some())
                 .map(std::sync::Arc::new),
             _ => None,
         };
-        // Only where the cascade routes (a plan, the POMDP router, `enable_cascade`).
-        let cascade_fusion = match policy.and_then(|p| p.cascade.as_ref()) {
-            Some(plan) if a.use_pomdp_router && a.enable_cascade => {
-                plan.fusion.clone().map(std::sync::Arc::new)
-            }
-            _ => None,
-        };
+        let cascade_fusion = plan.and_then(|p| p.fusion.clone()).map(std::sync::Arc::new);
         let settings = Self {
             verify: a.enable_self_verification,
             signal,

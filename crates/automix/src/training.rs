@@ -72,6 +72,10 @@ pub struct CascadePlan {
     /// model's verification measures every fused signal and the table reads their fusion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fusion: Option<crate::cascade_fusion::CascadeFusion>,
+    /// The signal the plan was trained on (`hparam.verifier_signal`); plans from before
+    /// it was recorded read the two-model policy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifier_signal: Option<VerifierSignal>,
 }
 
 impl CascadePlan {
@@ -435,6 +439,7 @@ pub fn train_cascade_plan(
         lambda_family,
         task_policies: trained.task_policies,
         fusion: trained.fusion,
+        verifier_signal: Some(config.hparam.verifier_signal),
         cross_validation: Some(trained.cv),
     })
 }

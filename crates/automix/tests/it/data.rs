@@ -566,6 +566,22 @@ fn the_cascade_routes_on_fused_signals_where_they_beat_one_signal() {
         high.known().unwrap() > 0.8 && low.known().unwrap() < 0.2,
         "{high:?} {low:?}"
     );
+    // A routing cascade scores with its own signal, not the two-model policy's fusion
+    // (fitted on the small model alone).
+    let single_plan = automix::training::train_cascade_plan(&single, &rows, &names).unwrap();
+    let two_model_fused = Config::parse(
+        "hparam:\n  routing_method: auto\n  fuse_signals: [samples, answer_logprob]\n",
+        std::path::Path::new("fuse.yaml"),
+    )
+    .unwrap();
+    let mixed = RouterPolicy {
+        cascade: Some(single_plan),
+        ..train_policy(&two_model_fused, &rows, "small", "large").unwrap()
+    };
+    assert!(mixed.fusion.as_ref().unwrap().model.is_some());
+    let settings = automix::router::RouterSettings::resolve(&single, Some(&mixed)).unwrap();
+    assert_eq!(settings.measured(), [VerifierSignal::Samples]);
+    assert!(settings.fused_signals().is_empty());
     let path = temp("cascade-fused").join("policy.json");
     policy.save(&path).unwrap();
     assert_eq!(
