@@ -58,9 +58,10 @@ pub fn cascade_rows(
                     .map(|r| r.verification.as_ref().map_or(0.0, |v| v.cost) / unit)
                     .collect(),
                 // Agreement with the previous answer is unknown off the sequential path.
-                confidences_jumped: match signal {
-                    VerifierSignal::PreviousAgreement => vec![None; runs.len()],
-                    _ => Vec::new(),
+                confidences_jumped: if signal.reads_previous_answer() {
+                    vec![None; runs.len()]
+                } else {
+                    Vec::new()
                 },
             })
         })

@@ -41,12 +41,12 @@ pub struct FittedCascadeFusion {
     pub jumped: Vec<Vec<Option<f64>>>,
 }
 
-/// `values` with `previous_agreement` unknown, if it is among `signals`.
+/// `values` with every signal that reads the previous answer unknown.
 fn masked(signals: &[VerifierSignal], values: &[Option<f64>]) -> Vec<Option<f64>> {
     signals
         .iter()
         .zip(values)
-        .map(|(s, v)| v.filter(|_| *s != VerifierSignal::PreviousAgreement))
+        .map(|(s, v)| v.filter(|_| !s.reads_previous_answer()))
         .collect()
 }
 
@@ -90,7 +90,7 @@ pub fn fit(
         automix_core::calibrate::fold_assignments(rows.len(), folds, 1, CROSS_FIT_SEED)
             .pop()
             .unwrap_or_default();
-    let agreement = signals.contains(&VerifierSignal::PreviousAgreement);
+    let agreement = signals.iter().any(|s| s.reads_previous_answer());
     let mut confidences = vec![vec![None; models.len()]; rows.len()];
     let mut jumped = if agreement {
         confidences.clone()
@@ -136,7 +136,7 @@ impl CascadeFusion {
     /// `crows` (built from `rows` for `models`) with every verified model's confidence
     /// replaced by its fused one: how held-out rows are replayed.
     pub fn apply(&self, rows: &[TrainingRow], models: &[String], crows: &mut [CascadeRow]) {
-        let agreement = self.signals.contains(&VerifierSignal::PreviousAgreement);
+        let agreement = self.signals.iter().any(|s| s.reads_previous_answer());
         for (row, crow) in rows.iter().zip(crows) {
             if agreement {
                 crow.confidences_jumped = crow.confidences.clone();

@@ -109,6 +109,12 @@ impl VerifierSignal {
             Self::PreviousAgreement => "previous_agreement",
         }
     }
+
+    /// Whether it is known only after the next cheaper model answered
+    /// ([`crate::signal::Signal::reads_previous_answer`]).
+    pub fn reads_previous_answer(self) -> bool {
+        crate::signal::of(self).reads_previous_answer()
+    }
 }
 
 /// LLMRouter's `hparam`, plus our objectives.
@@ -182,15 +188,15 @@ impl Default for HParams {
 }
 
 impl HParams {
-    /// The signals the two-model path fuses: `fuse_signals` without `previous_agreement`,
-    /// which the small model never has (it is a cascade's signal); empty when fewer than
+    /// The signals the two-model path fuses: `fuse_signals` without those that read the
+    /// previous answer (`previous_agreement`), which the small model never has; empty when fewer than
     /// two remain, and the two-model policy then routes on `verifier_signal`.
     pub fn two_model_fuse_signals(&self) -> Vec<VerifierSignal> {
         let kept: Vec<VerifierSignal> = self
             .fuse_signals
             .iter()
             .copied()
-            .filter(|s| *s != VerifierSignal::PreviousAgreement)
+            .filter(|s| !s.reads_previous_answer())
             .collect();
         if kept.len() < 2 { Vec::new() } else { kept }
     }

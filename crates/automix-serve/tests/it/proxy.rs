@@ -51,6 +51,16 @@ pub fn pair(small: &FakeOpenAi, large: &FakeOpenAi) -> Vec<ModelHandle> {
     ]
 }
 
+/// The reply's `x-automix-verification-score` header as a number (a test fails if it is
+/// missing or "unknown").
+fn score_header(headers: &reqwest::header::HeaderMap) -> f64 {
+    headers["x-automix-verification-score"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// POSTs `body` to the proxy's chat endpoint.
 pub async fn chat(base: &str, body: &Value) -> reqwest::Response {
     reqwest::Client::new()
@@ -1867,11 +1877,7 @@ async fn answer_consistency_scores_agreement_of_sampled_answers() {
         .await;
         assert_eq!(resp.status(), 200);
         let h = resp.headers().clone();
-        let score: f64 = h["x-automix-verification-score"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let score = score_header(&h);
         assert!((score - expect_score).abs() < 1e-3, "{samples:?}: {score}");
         assert_eq!(h["x-automix-models-tried"], expect_models, "{samples:?}");
         let body: Value = resp.json().await.unwrap();
@@ -1929,11 +1935,7 @@ async fn a_fused_policy_measures_every_signal_and_routes_on_their_fusion() {
         let resp = chat(&p.base, &body).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["x-automix-decision"], decision);
-        let score: f64 = resp.headers()["x-automix-verification-score"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let score = score_header(resp.headers());
         let expected = model
             .predict(&[Some(votes), Some((-0.5f64).exp())])
             .unwrap();
@@ -1970,11 +1972,7 @@ async fn answer_logprob_routes_without_a_verification_call() {
         let resp = chat(&p.base, &body).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["x-automix-decision"], decision);
-        let score: f64 = resp.headers()["x-automix-verification-score"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let score = score_header(resp.headers());
         assert!((score - (-0.5f64).exp()).abs() < 1e-3, "{score}");
         let reply: Value = resp.json().await.unwrap();
         assert_eq!(reply["automix"]["model_name"], model);

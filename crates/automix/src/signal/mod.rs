@@ -72,6 +72,13 @@ pub trait Signal: Send + Sync {
         false
     }
 
+    /// Whether it compares with the previous model's answer, so that it is known only for
+    /// a model whose next cheaper model answered just before it (a cascade's signal: the
+    /// two-model path's small model never has it, and a path that skips is unknown).
+    fn reads_previous_answer(&self) -> bool {
+        false
+    }
+
     /// Its value in `record` (a probability-like confidence in [0, 1]); `None` when it
     /// was not measured or is unknown.
     fn read(&self, record: &VerificationRecord) -> Option<f64>;

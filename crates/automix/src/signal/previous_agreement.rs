@@ -47,6 +47,10 @@ impl Signal for PreviousAgreement {
         VerifierSignal::PreviousAgreement
     }
 
+    fn reads_previous_answer(&self) -> bool {
+        true
+    }
+
     fn read(&self, record: &VerificationRecord) -> Option<f64> {
         record.signals.get(NAME).copied()
     }
