@@ -169,5 +169,65 @@ fn cascade(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, training, decide, cascade);
+/// Four signals per row (two continuous, one a vote share, one sometimes unknown), each
+/// carrying part of whether the answer is right: the fused confidence's inputs.
+fn fusion_rows(n: usize) -> (Vec<Vec<Option<f64>>>, Vec<bool>) {
+    // SplitMix64: independent draws per (row, signal), where `bench_rows`' linear hash
+    // would make the signals nearly copies of the label.
+    let h = |i: usize, k: usize| {
+        let mut z = ((i as u64) << 8 | k as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) % 1000) as usize
+    };
+    (0..n)
+        .map(|i| {
+            let right = h(i, 1) < 400;
+            let lean = if right { 150 } else { 0 };
+            let signal = |k: usize| ((h(i, k) + lean).min(999) as f64) / 999.0;
+            let votes = ((h(i, 6) % 3 + usize::from(right)) as f64 / 3.0).min(1.0);
+            let unknown = h(i, 7) < 50;
+            let row = vec![
+                Some(signal(2)),
+                Some(signal(3)),
+                Some(votes),
+                (!unknown).then(|| signal(4)),
+            ];
+            (row, right)
+        })
+        .unzip()
+}
+
+/// Fitting the fused confidence (per-signal isotonic curves and the ridge logistic fit),
+/// its 5-fold cross-fit (what training runs), and one fused score at decision time.
+fn fusion(c: &mut Criterion) {
+    use automix_core::fusion::{FusedConfidence, cross_fit};
+    let mut group = c.benchmark_group("fusion");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for n in [1_000usize, 10_000, 100_000] {
+        let (signals, right) = fusion_rows(n);
+        group.bench_with_input(BenchmarkId::new("fit/4signals", n), &n, |b, _| {
+            b.iter(|| FusedConfidence::fit(black_box(&signals), &right))
+        });
+        let assignment: Vec<usize> = (0..n).map(|i| i % 5).collect();
+        group.bench_with_input(BenchmarkId::new("cross_fit5/4signals", n), &n, |b, _| {
+            b.iter(|| cross_fit(black_box(&signals), &right, &assignment, 5))
+        });
+    }
+    let (signals, right) = fusion_rows(10_000);
+    let fused = FusedConfidence::fit(&signals, &right).expect("bench rows fit");
+    let mut i = 0usize;
+    group.bench_function("predict/4signals", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            fused.predict(black_box(&signals[i]))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, training, decide, cascade, fusion);
 criterion_main!(benches);
