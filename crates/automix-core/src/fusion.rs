@@ -22,10 +22,11 @@ use serde::{Deserialize, Serialize};
 use crate::calibrate::pav;
 use crate::error::{CoreError, Result};
 
-/// One signal's calibration: `P(right)` at each distinct value seen, non-decreasing.
+/// One signal's calibration: `P(right)` as a non-decreasing step function of the value,
+/// read at the nearest stored level.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SignalCurve {
-    /// Distinct values seen, ascending.
+    /// Ascending values: the first and last value seen in each step of the curve.
     pub levels: Vec<f64>,
     /// Smoothed `P(right)` at each level, non-decreasing.
     pub p_right: Vec<f64>,

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use automix_core::cascade::run_one;
 
-use crate::cascade_fusion::{CascadeFusion, with_confidences};
+use crate::cascade_fusion::{CascadeFusion, choose_fused_models, with_confidences};
 use crate::cascade_tasks::{TaskShrink, policy_for, simulate_by_task, task_policies};
 use crate::config::{Config, VerifierSignal};
 use crate::dataset::TrainingRow;
@@ -161,10 +161,16 @@ pub struct CascadeCv {
 pub struct FusionCv {
     /// The signals fused.
     pub signals: Vec<VerifierSignal>,
-    /// Best out-of-fold net (pooled table) on the fused confidences.
+    /// Best out-of-fold net (pooled table) with every verified model on its fusion.
     pub fused_net: f64,
     /// The same on the configured `verifier_signal` alone.
     pub single_net: f64,
+    /// The verified models that route on their fusion (the others on `verifier_signal`).
+    #[serde(default)]
+    pub fused_models: Vec<String>,
+    /// Best out-of-fold net of that choice.
+    #[serde(default)]
+    pub chosen_net: f64,
 }
 
 impl CascadeCv {
@@ -449,28 +455,41 @@ fn choose_confidences(
         });
     }
     let fitted = crate::cascade_fusion::fit(rows, models, signals)?;
-    let fused_rows = with_confidences(&crows, &fitted);
-    let fused = choose(&fused_rows)?;
+    let verified = models.len().saturating_sub(1);
+    let chosen = choose_fused_models(verified, |mask| {
+        if mask.iter().all(|f| !*f) {
+            // The single signal's rows, evaluated above.
+            return Ok((None, single.net.0));
+        }
+        let rows = with_confidences(&crows, &fitted, mask);
+        let choice = choose(&rows)?;
+        let net = choice.net.0;
+        Ok((Some((rows, choice)), net))
+    })?;
+    let fused_models: Vec<String> = (models.iter().zip(&chosen.mask))
+        .filter(|(_, f)| **f)
+        .map(|(m, _)| m.clone())
+        .collect();
     let record = Some(FusionCv {
         signals: signals.clone(),
-        fused_net: fused.net.0,
-        single_net: single.net.0,
+        fused_net: chosen.fused_net,
+        single_net: chosen.single_net,
+        fused_models,
+        chosen_net: chosen.net,
     });
-    // The single signal is simpler and measured with fewer calls: it wins a tie.
-    Ok(if fused.net.0 > single.net.0 + 1e-12 {
-        ConfidenceChoice {
-            rows: fused_rows,
-            choice: fused,
-            fusion: Some(fitted.fusion),
+    Ok(match chosen.choice {
+        Some((rows, choice)) => ConfidenceChoice {
+            rows,
+            choice,
+            fusion: fitted.fusion.only(models, &chosen.mask),
             record,
-        }
-    } else {
-        ConfidenceChoice {
+        },
+        None => ConfidenceChoice {
             rows: crows,
             choice: single,
             fusion: None,
             record,
-        }
+        },
     })
 }
 

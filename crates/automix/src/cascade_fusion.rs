@@ -2,8 +2,9 @@
 //! per verified model, the fused confidence of the listed signals
 //! ([`automix_core::fusion`], as the two-model path fuses them), cross-fitted so the
 //! cascade's observation models are estimated from out-of-fold values. The cascade's own
-//! cross-validation then decides: the fused confidences route only if they net strictly
-//! more out of fold than the configured `verifier_signal` alone.
+//! cross-validation then decides, per verified model ([`choose_fused_models`]): a model's
+//! fused confidence routes only where it makes the cascade net strictly more out of fold
+//! than that model's configured `verifier_signal` alone.
 
 use std::collections::BTreeMap;
 
@@ -26,8 +27,13 @@ const CROSS_FIT_SEED: u64 = 11;
 pub struct CascadeFusion {
     /// The signals fused, in `hparam.fuse_signals` order.
     pub signals: Vec<VerifierSignal>,
-    /// Fusion per verified model (llm_data name); the last model is never verified.
+    /// Fusion per verified model that routes on it (llm_data name); the last model is
+    /// never verified.
     pub models: BTreeMap<String, FusedConfidence>,
+    /// Verified models that route on the configured `verifier_signal` alone (their fusion
+    /// did not pay out of fold).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unfused: Vec<String>,
 }
 
 /// A fusion and the training rows' out-of-fold fused confidences.
@@ -118,6 +124,7 @@ pub fn fit(
         fusion: CascadeFusion {
             signals: signals.to_vec(),
             models: fitted,
+            unfused: Vec::new(),
         },
         confidences,
         jumped,
@@ -125,6 +132,17 @@ pub fn fit(
 }
 
 impl CascadeFusion {
+    /// The fusion of the models `fused` marks (per verified model, cheapest first); the
+    /// others route on the configured signal. `None` when it marks none.
+    pub fn only(mut self, models: &[String], fused: &[bool]) -> Option<Self> {
+        for (name, _) in models.iter().zip(fused).filter(|(_, f)| !**f) {
+            if self.models.remove(name).is_some() {
+                self.unfused.push(name.clone());
+            }
+        }
+        (!self.models.is_empty()).then_some(self)
+    }
+
     /// The fused confidence of model `name`'s verification; `None` when the model has no
     /// fusion (the last model) or every signal is unknown.
     pub fn confidence(&self, name: &str, record: Option<&VerificationRecord>) -> Option<f64> {
@@ -164,27 +182,131 @@ impl CascadeFusion {
     }
 }
 
-/// `crows` with the verified models' confidences (and, where the fusion compares with the
-/// previous answer, their off-path ones) taken from the fit's out-of-fold values.
-pub fn with_confidences(crows: &[CascadeRow], fitted: &FittedCascadeFusion) -> Vec<CascadeRow> {
+/// `crows` with the confidences of the verified models `fused` marks (and, where the
+/// fusion compares with the previous answer, their off-path ones) taken from the fit's
+/// out-of-fold values; the other models keep their own signal's.
+pub fn with_confidences(
+    crows: &[CascadeRow],
+    fitted: &FittedCascadeFusion,
+    fused: &[bool],
+) -> Vec<CascadeRow> {
+    let marked = |i: usize| fused.get(i).copied().unwrap_or(false);
     crows
         .iter()
         .enumerate()
         .map(|(row, r)| {
             let mut r = r.clone();
             let verified = r.confidences.len().saturating_sub(1);
-            if let Some(c) = fitted.confidences.get(row) {
-                r.confidences[..verified].copy_from_slice(&c[..verified]);
-            }
-            r.confidences_jumped = match fitted.jumped.get(row) {
-                Some(j) => {
-                    let mut jumped = r.confidences.clone();
-                    jumped[..verified].copy_from_slice(&j[..verified]);
-                    jumped
-                }
-                None => Vec::new(),
+            // A model's off-path confidence is its own unless stored apart.
+            let mut jumped = if r.confidences_jumped.is_empty() {
+                r.confidences.clone()
+            } else {
+                r.confidences_jumped.clone()
             };
+            if let Some(c) = fitted.confidences.get(row) {
+                (0..verified)
+                    .filter(|&i| marked(i))
+                    .for_each(|i| r.confidences[i] = c[i]);
+            }
+            if let Some(j) = fitted.jumped.get(row) {
+                (0..verified)
+                    .filter(|&i| marked(i))
+                    .for_each(|i| jumped[i] = j[i]);
+                r.confidences_jumped = jumped;
+            } else if !r.confidences_jumped.is_empty() {
+                (0..verified)
+                    .filter(|&i| marked(i))
+                    .for_each(|i| jumped[i] = r.confidences[i]);
+                r.confidences_jumped = jumped;
+            }
             r
         })
         .collect()
+}
+
+/// Which verified models route on their fused confidence: `evaluate(fused)` cross-validates
+/// the cascade with the models `fused` marks on their fusion and returns its choice and
+/// out-of-fold net. Starts from the better of "every model fused" and "none", then flips
+/// one model at a time and keeps a flip that nets strictly more (or ties and fuses fewer:
+/// the single signal is simpler and measured with fewer calls). `verified + 2` evaluations
+/// instead of `2^verified`. Returns the mask, its choice and net, and the nets of none and
+/// of all.
+pub fn choose_fused_models<T>(
+    verified: usize,
+    mut evaluate: impl FnMut(&[bool]) -> Result<(T, f64)>,
+) -> Result<FusedModelsChoice<T>> {
+    const TIE: f64 = 1e-12;
+    let none = vec![false; verified];
+    let all = vec![true; verified];
+    let (single, single_net) = evaluate(&none)?;
+    let (fused, fused_net) = evaluate(&all)?;
+    let (mut mask, mut choice, mut net) = if fused_net > single_net + TIE {
+        (all, fused, fused_net)
+    } else {
+        (none, single, single_net)
+    };
+    for i in 0..verified {
+        let mut trial = mask.clone();
+        trial[i] = !trial[i];
+        // Both extremes were evaluated already.
+        if trial.iter().all(|f| *f) || trial.iter().all(|f| !*f) {
+            continue;
+        }
+        let (c, n) = evaluate(&trial)?;
+        let simpler = !trial[i];
+        if n > net + TIE || (simpler && n >= net - TIE) {
+            (mask, choice, net) = (trial, c, n);
+        }
+    }
+    Ok(FusedModelsChoice {
+        mask,
+        choice,
+        net,
+        single_net,
+        fused_net,
+    })
+}
+
+/// What [`choose_fused_models`] settled.
+pub struct FusedModelsChoice<T> {
+    /// Per verified model (cheapest first): whether it routes on its fusion.
+    pub mask: Vec<bool>,
+    /// The cross-validation's choice for that mask.
+    pub choice: T,
+    /// Its out-of-fold net.
+    pub net: f64,
+    /// The net with every model on the configured signal alone.
+    pub single_net: f64,
+    /// The net with every verified model on its fusion.
+    pub fused_net: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nets of a 3-verified-model chain where only the middle model's fusion pays.
+    fn net_of(mask: &[bool]) -> f64 {
+        let gains = [-0.01, 0.05, 0.0];
+        0.2 + mask
+            .iter()
+            .zip(gains)
+            .map(|(f, g)| if *f { g } else { 0.0 })
+            .sum::<f64>()
+    }
+
+    #[test]
+    fn each_model_routes_on_its_fusion_only_where_that_pays() {
+        let mut calls = Vec::new();
+        let chosen = choose_fused_models(3, |mask| {
+            calls.push(mask.to_vec());
+            Ok(((), net_of(mask)))
+        })
+        .unwrap();
+        // The first model's fusion loses; the third's ties, and the simpler side wins.
+        assert_eq!(chosen.mask, [false, true, false]);
+        assert!((chosen.net - 0.25).abs() < 1e-12);
+        assert!((chosen.fused_net - 0.24).abs() < 1e-12 && chosen.single_net == 0.2);
+        assert_eq!(calls.len(), 5, "{calls:?}");
+    }
 }

@@ -699,7 +699,7 @@ impl Router {
         let answer = call.text.as_str();
         let (index, query) = (run.at.model, run.query);
         let model = &self.models.models()[index];
-        let signals = self.settings.measured();
+        let signals = self.settings.measured_for(&model.entry.name);
         let started = Instant::now();
         let input = SignalInput {
             model,

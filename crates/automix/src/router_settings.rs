@@ -39,12 +39,28 @@ pub struct RouterSettings {
 }
 
 impl RouterSettings {
-    /// The signals a verification measures: the fused ones, else the one routed on.
+    /// Every signal some verification measures: the fused ones (with the one configured
+    /// signal where a cascade model routes on it alone), else the one routed on.
     pub fn measured(&self) -> Vec<VerifierSignal> {
         match (&self.cascade_fusion, &self.fusion) {
-            (Some(c), _) => c.signals.clone(),
+            (Some(c), _) => {
+                let mut signals = c.signals.clone();
+                if !c.unfused.is_empty() && !signals.contains(&self.signal) {
+                    signals.push(self.signal);
+                }
+                signals
+            }
             (None, Some(f)) => f.signals.clone(),
             (None, None) => vec![self.signal],
+        }
+    }
+
+    /// The signals model `name`'s verification measures: its fusion's, or the one signal.
+    pub fn measured_for(&self, name: &str) -> Vec<VerifierSignal> {
+        match &self.cascade_fusion {
+            Some(c) if c.models.contains_key(name) => c.signals.clone(),
+            Some(_) => vec![self.signal],
+            None => self.measured(),
         }
     }
 

@@ -123,13 +123,17 @@ fn print_fusion(f: &automix::fused::SignalFusion) {
 fn print_cascade_cv(cv: &automix::cascade::CascadeCv) {
     if let Some(f) = &cv.fusion {
         let names: Vec<&str> = f.signals.iter().map(|s| s.name()).collect();
-        let verdict = if f.fused_net > f.single_net + 1e-12 {
-            "routes on the fusion"
+        let verdict = if f.fused_models.is_empty() {
+            "routes on verifier_signal alone".to_owned()
         } else {
-            "routes on verifier_signal alone"
+            format!(
+                "routes on the fusion for {} (net {:.4}), the other models on verifier_signal",
+                f.fused_models.join(", "),
+                f.chosen_net
+            )
         };
         println!(
-            "  cascade fused confidence ({}): out-of-fold net {:.4}, verifier_signal alone {:.4}: {verdict}",
+            "  cascade fused confidence ({}): out-of-fold net {:.4} with every model fused, verifier_signal alone {:.4}: {verdict}",
             names.join(" + "),
             f.fused_net,
             f.single_net

@@ -605,6 +605,85 @@ fn the_cascade_routes_on_fused_signals_where_they_beat_one_signal() {
     assert!(fused_net > single_net + 0.02, "{fused_net} vs {single_net}");
 }
 
+/// In a chain where one model's fusion pays and another's adds nothing, each verified model
+/// is chosen on its own: the first routes on its fused confidence, the middle one on the
+/// configured signal (a tie goes to the simpler signal), the plan says which, and live the
+/// middle model measures and scores its one signal only.
+#[test]
+fn the_cascade_fuses_only_the_models_whose_fusion_pays() {
+    use crate::support::{Run, training_row};
+    let rows: Vec<_> = (0..600)
+        .map(|i| {
+            // tiny: right exactly when both signals are high (the fusion sees it, votes
+            // alone do not); mid: right exactly when its votes say so, its answer
+            // probability noise.
+            let votes = if i % 2 == 0 { 1.0 } else { 0.0 };
+            let answer_p = if i % 4 < 2 || i % 7 == 0 { 0.9 } else { 0.2 };
+            let mid_right = i % 3 != 0;
+            let runs = [
+                Run {
+                    model: "tiny",
+                    right: votes > 0.5 && answer_p > 0.5,
+                    cost: 1e-6,
+                    confidence: Some(votes),
+                },
+                Run {
+                    model: "mid",
+                    right: mid_right,
+                    cost: 2e-5,
+                    confidence: Some(f64::from(u8::from(mid_right))),
+                },
+                Run {
+                    model: "big",
+                    right: true,
+                    cost: 1e-4,
+                    confidence: None,
+                },
+            ];
+            let mut row = training_row(i, "general", &runs);
+            let noise = f64::from(((i * 7919) % 10) as u8) / 10.0;
+            for (m, p) in [(0, answer_p), (1, noise)] {
+                if let Some(v) = row.models[m].verification.as_mut() {
+                    v.signals.insert("answer_logprob".into(), p);
+                }
+            }
+            row
+        })
+        .collect();
+    let config = Config::parse(
+        "automix:\n  cost_lambda: 0.2\nhparam:\n  routing_method: auto\n  verifier_signal: samples\n  fuse_signals: [samples, answer_logprob]\n",
+        std::path::Path::new("fuse.yaml"),
+    )
+    .unwrap();
+    let names = ["tiny", "mid", "big"].map(String::from);
+    let plan = automix::training::train_cascade_plan(&config, &rows, &names).unwrap();
+    let record = plan
+        .cross_validation
+        .as_ref()
+        .unwrap()
+        .fusion
+        .clone()
+        .unwrap();
+    assert_eq!(record.fused_models, ["tiny"], "{record:?}");
+    assert!(record.chosen_net > record.single_net + 0.02, "{record:?}");
+    assert!(record.chosen_net >= record.fused_net - 1e-12, "{record:?}");
+    let fusion = plan.fusion.as_ref().unwrap();
+    assert_eq!(fusion.models.keys().collect::<Vec<_>>(), ["tiny"]);
+    assert_eq!(fusion.unfused, ["mid"]);
+    let policy = RouterPolicy {
+        cascade: Some(plan.clone()),
+        ..train_policy(&config, &rows, "tiny", "mid").unwrap()
+    };
+    let settings = automix::router::RouterSettings::resolve(&config, Some(&policy)).unwrap();
+    assert_eq!(
+        settings.measured_for("tiny"),
+        [VerifierSignal::Samples, VerifierSignal::AnswerLogprob]
+    );
+    assert_eq!(settings.measured_for("mid"), [VerifierSignal::Samples]);
+    let mid_wrong = rows[0].models[1].verification.clone().unwrap();
+    assert_eq!(settings.score("mid", &mid_wrong).known(), Some(0.0));
+}
+
 /// `previous_agreement` fused in a cascade: where the middle model's own verifier says
 /// nothing but its answer agreeing with the cheap model's means it is right, the fused
 /// cascade runs the cheap model first to get that evidence, keeps the middle model's
