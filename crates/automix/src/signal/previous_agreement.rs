@@ -79,14 +79,22 @@ impl Signal for PreviousAgreement {
 
 /// `rows` with every verified model after the first (in `models` order, cheapest first)
 /// carrying its agreement with the model before it, where the stored record lacks it:
-/// computed from the rows' normalised answers. Borrowed unchanged when `wanted` is false.
+/// computed from the rows' normalised answers. Borrowed unchanged when `wanted` is false
+/// or no record lacks it (rows collected with the signal).
 /// A row whose metric is unknown is an error naming the row: the comparison depends on it.
 pub fn fill_missing<'a>(
     rows: &'a [TrainingRow],
     models: &[String],
     wanted: bool,
 ) -> Result<Cow<'a, [TrainingRow]>> {
-    if !wanted {
+    let lacks = |row: &TrainingRow| {
+        models.windows(2).any(|pair| {
+            row.run(&pair[0]).is_some()
+                && (row.run(&pair[1]).and_then(|r| r.verification.as_ref()))
+                    .is_some_and(|v| !v.signals.contains_key(NAME))
+        })
+    };
+    if !wanted || !rows.iter().any(lacks) {
         return Ok(Cow::Borrowed(rows));
     }
     let mut rows = rows.to_vec();
@@ -127,5 +135,37 @@ mod tests {
         assert_eq!(agreement(Some(TaskMetric::EmMc), "b", "c"), 0.0);
         let f1 = agreement(None, "the cat sat", "the cat ran");
         assert!(f1 > 0.5 && f1 < 1.0, "{f1}");
+    }
+
+    /// One row of a two-model chain; the second model's record carries `stored` if given.
+    fn row(stored: Option<f64>) -> TrainingRow {
+        let signals = stored.map_or(serde_json::json!({}), |v| serde_json::json!({ NAME: v }));
+        let run = |model: &str, answer: &str| {
+            serde_json::json!({
+                "model": model, "answer": answer, "normalised_answer": answer, "score": 1.0,
+                "tokens": {"prompt": 1, "completion": 1}, "cost": 0.0, "latency_ms": 1,
+                "verification": {"samples": 1, "correct": 1, "incorrect": 0, "unparsed": 0,
+                    "logprob_source": "",
+                    "tokens": {"prompt": 1, "completion": 1}, "cost": 0.0, "signals": signals}
+            })
+        };
+        serde_json::from_value(serde_json::json!({
+            "id": "r", "task_name": "mmlu", "metric": "em_mc", "query": "q", "ground_truth": "b",
+            "split": "train", "models": [run("a", "b"), run("c", "b")]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn stored_agreement_is_borrowed_and_missing_agreement_is_derived() {
+        let models = ["a".to_string(), "c".to_string()];
+        let stored = [row(Some(0.0))];
+        let kept = fill_missing(&stored, &models, true).unwrap();
+        assert!(matches!(kept, Cow::Borrowed(_)));
+        let old = [row(None)];
+        let filled = fill_missing(&old, &models, true).unwrap();
+        assert!(matches!(filled, Cow::Owned(_)));
+        let v = filled[0].models[1].verification.as_ref().unwrap();
+        assert_eq!(v.signals.get(NAME), Some(&1.0));
     }
 }
