@@ -605,6 +605,15 @@ fn the_cascade_routes_on_fused_signals_where_they_beat_one_signal() {
     assert!(fused_net > single_net + 0.02, "{fused_net} vs {single_net}");
 }
 
+/// The cascade cross-validation's record of the fused-against-single comparison.
+fn fusion_cv(plan: &automix::training::CascadePlan) -> automix::cascade::FusionCv {
+    let cv = plan
+        .cross_validation
+        .as_ref()
+        .expect("a trained plan records its CV");
+    cv.fusion.clone().expect("fuse_signals was set")
+}
+
 /// In a chain where one model's fusion pays and another's adds nothing, each verified model
 /// is chosen on its own: the first routes on its fused confidence, the middle one on the
 /// configured signal (a tie goes to the simpler signal), the plan says which, and live the
@@ -657,13 +666,7 @@ fn the_cascade_fuses_only_the_models_whose_fusion_pays() {
     .unwrap();
     let names = ["tiny", "mid", "big"].map(String::from);
     let plan = automix::training::train_cascade_plan(&config, &rows, &names).unwrap();
-    let record = plan
-        .cross_validation
-        .as_ref()
-        .unwrap()
-        .fusion
-        .clone()
-        .unwrap();
+    let record = fusion_cv(&plan);
     assert_eq!(record.fused_models, ["tiny"], "{record:?}");
     assert!(record.chosen_net > record.single_net + 0.02, "{record:?}");
     assert!(record.chosen_net >= record.fused_net - 1e-12, "{record:?}");
@@ -707,13 +710,7 @@ fn the_cascade_fuses_agreement_with_the_previous_answer() {
     .unwrap();
     let names = ["tiny".to_string(), "mid".to_string(), "big".to_string()];
     let plan = automix::training::train_cascade_plan(&fused, &rows, &names).unwrap();
-    let record = plan
-        .cross_validation
-        .as_ref()
-        .unwrap()
-        .fusion
-        .clone()
-        .unwrap();
+    let record = fusion_cv(&plan);
     assert!(record.fused_net > record.single_net + 0.03, "{record:?}");
     assert!(plan.fusion.is_some());
     // The fused table starts at the cheap model: the agreement exists only after it.
