@@ -134,14 +134,21 @@ def test_routing_releases_the_gil_and_ctrl_c_cancels_a_batch(project):
             ticks.append(1)
             time.sleep(0.001)
 
+    # A shell without job control starts background jobs with SIGINT ignored, and Python
+    # then keeps it ignored: install Python's own handler, as a terminal session has it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     counter = threading.Thread(target=count)
     counter.start()
     threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
     started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        router.route_batch(batch=[{"query": f"Answer slowly {i}: capital of France?"} for i in range(8)])
-    stop.set()
-    counter.join()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            router.route_batch(batch=[{"query": f"Answer slowly {i}: capital of France?"} for i in range(8)])
+    finally:
+        # Also on failure: a counter left running would keep pytest from exiting.
+        stop.set()
+        counter.join()
+        signal.signal(signal.SIGINT, previous)
     # Cancelled, not finished: each of those queries would take 30 s upstream.
     assert time.monotonic() - started < 20
     # Another Python thread ran while the batch was routing (the GIL was released).
