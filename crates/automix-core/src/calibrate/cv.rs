@@ -212,6 +212,9 @@ pub(crate) fn mean_outcome(outcomes: &[Outcome]) -> Outcome {
 pub(crate) struct CvScore {
     pub(crate) values: Vec<f64>,
     pub(crate) outcome: Outcome,
+    /// Under the ΔIBC objective, the mean of ΔIBC × spend (the excess gain,
+    /// [`super::operating_point`]); `None` under the others.
+    pub(crate) excess: Option<f64>,
 }
 
 impl CvScore {
@@ -234,9 +237,15 @@ impl CvScore {
                 objective_key(objective, o, l, options).map(|k| k.0)
             })
             .collect::<Option<Vec<f64>>>()?;
+        let excess = (objective == Objective::DeltaIbc).then(|| {
+            let spent = outcomes.iter().map(|o| o.cost - base.small_cost);
+            let products: Vec<f64> = values.iter().zip(spent).map(|(d, s)| d * s).collect();
+            mean_sd(&products).0
+        });
         Some(Self {
             values,
             outcome: mean_outcome(outcomes),
+            excess,
         })
     }
 
@@ -260,42 +269,45 @@ pub(crate) struct CalibratedArm {
     pub(crate) outcomes: Vec<Vec<Outcome>>,
 }
 
-/// Picks κ and the cut whose out-of-fold scores are best under `objective`.
+/// Picks κ and the cut whose out-of-fold scores are best under `objective`; under ΔIBC,
+/// the robust operating point of [`super::operating_point`].
 pub(crate) fn choose_calibrated(
     arms: Vec<CalibratedArm>,
-    base: &Baseline,
+    (base, noise): (&Baseline, &RatioNoise),
     folds: usize,
     repeats: usize,
     objective: Objective,
     options: &TrainOptions,
 ) -> Result<CalibratedFit> {
-    let mut best: Option<(CvScore, Option<f64>, f64, GainModel)> = None;
+    let mut best_ratio: Option<ScoredCut> = None;
+    let mut best_excess: Option<ScoredCut> = None;
     let mut alternatives = Vec::new();
-    for arm in arms {
-        let mut best_here: Option<(CvScore, f64)> = None;
-        for (c, &cut) in arm.cuts.iter().enumerate() {
-            let outcomes: Vec<Outcome> = arm.outcomes.iter().map(|o| o[c]).collect();
-            let Some(score) = CvScore::of(base, &outcomes, objective, options) else {
-                continue;
-            };
-            if best_here.as_ref().is_none_or(|(b, _)| score.beats(b)) {
-                best_here = Some((score, cut));
-            }
-        }
-        let Some((score, cut)) = best_here else {
+    for (index, arm) in arms.iter().enumerate() {
+        let (by_objective, by_excess) = best_cuts(arm, index, base, objective, options);
+        let Some(here) = by_objective else {
             continue;
         };
-        let (mean, sd) = mean_sd(&score.values);
+        let (mean, sd) = mean_sd(&here.score.values);
         alternatives.push(CvAlternative {
             name: kappa_name(arm.kappa),
             mean,
             sd,
         });
-        if best.as_ref().is_none_or(|(b, ..)| score.beats(b)) {
-            best = Some((score, arm.kappa, cut, arm.model));
+        if best_ratio
+            .as_ref()
+            .is_none_or(|b| here.score.beats(&b.score))
+        {
+            best_ratio = Some(here);
+        }
+        if let Some(e) = by_excess
+            && best_excess
+                .as_ref()
+                .is_none_or(|b| e.score.beats_on_excess(&b.score))
+        {
+            best_excess = Some(e);
         }
     }
-    let Some((score, kappa, cut, model)) = best else {
+    let Some(best_ratio) = best_ratio else {
         return Err(CoreError::NoFeasibleCandidate {
             method: "Calibrated".into(),
             constraint: format!("{objective:?} out of fold"),
@@ -305,8 +317,15 @@ pub(crate) fn choose_calibrated(
             max_rate: f64::NAN,
         });
     };
+    let (kept, why) = settle_point(best_ratio, best_excess, base, noise);
+    let ScoredCut { score, cut, arm } = kept;
+    let Some(arm) = arms.into_iter().nth(arm) else {
+        unreachable!("a scored cut names one of the arms it was scored on");
+    };
+    let (kappa, model) = (arm.kappa, arm.model);
     let (mean, sd) = mean_sd(&score.values);
     let rule = model.rule(cut);
+    let why = why.map_or_else(String::new, |w| format!(" ({w})"));
     Ok(CalibratedFit {
         cv: CvSummary {
             folds,
@@ -315,7 +334,10 @@ pub(crate) fn choose_calibrated(
             mean,
             sd,
             outcome: score.outcome,
-            chosen: format!("{}, escalate where E[gain] ≥ {cut:.4}", kappa_name(kappa)),
+            chosen: format!(
+                "{}, escalate where E[gain] ≥ {cut:.4}{why}",
+                kappa_name(kappa)
+            ),
             alternatives,
         },
         rule,
@@ -472,7 +494,8 @@ pub(crate) fn train_cross_validated(
         challenger,
         options,
     )?;
-    let fit = choose_calibrated(arms, &base, folds, config.repeats, used, options)?;
+    let noise = RatioNoise::of(&stats);
+    let fit = choose_calibrated(arms, (&base, &noise), folds, config.repeats, used, options)?;
     let unit = if base.large_cost > 0.0 {
         base.large_cost
     } else {

@@ -46,10 +46,12 @@ use crate::train::{
 mod curve;
 mod cv;
 mod nested;
+mod operating_point;
 
 pub(crate) use curve::*;
 pub use cv::*;
 pub(crate) use nested::*;
+pub(crate) use operating_point::*;
 
 /// Settings of the calibrated method and its cross-validation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

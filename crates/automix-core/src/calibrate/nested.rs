@@ -196,7 +196,8 @@ fn inner_calibrated(
         .collect();
     let base = train.baseline();
     let folds = inner.first().map_or(0, Vec::len);
-    choose_calibrated(arms, &base, folds, inner.len(), used, options)
+    let noise = RatioNoise::of(train);
+    choose_calibrated(arms, (&base, &noise), folds, inner.len(), used, options)
         .ok()
         .map(|fit| fit.rule)
 }
