@@ -118,7 +118,7 @@ impl FusedConfidence {
     /// `right[row]`.
     pub fn fit(signals: &[Vec<Option<f64>>], right: &[bool]) -> Result<Self> {
         check_shape(signals, right)?;
-        Ok(SortedSignals::new(signals).fit_where(signals, right, |_| true))
+        Ok(SortedSignals::new(signals, right).fit_where(signals, right, |_| true))
     }
 
     /// Signal j's calibrated log-odds relative to the base rate (0 when unknown).
@@ -168,25 +168,76 @@ impl FusedConfidence {
     }
 }
 
-/// Each signal's known, finite values as row indices in ascending order of value: sorted
-/// once, so every fold of a cross-fit reads its curves off the same order in one pass.
+/// Each signal's known, finite values with their rows' labels, in ascending order of value:
+/// sorted once, so every fold of a cross-fit reads its curves off the same order in one
+/// sequential pass (an entry holds the value and label itself, since reading them through
+/// the row index in value order is a cache miss per row).
 struct SortedSignals {
-    order: Vec<Vec<usize>>,
+    entries: Vec<Vec<SortedEntry>>,
+}
+
+#[derive(Clone, Copy)]
+struct SortedEntry {
+    value: f64,
+    row: u32,
+    right: bool,
 }
 
 impl SortedSignals {
-    fn new(signals: &[Vec<Option<f64>>]) -> Self {
+    fn new(signals: &[Vec<Option<f64>>], right: &[bool]) -> Self {
         let m = signals.first().map_or(0, Vec::len);
-        let order = (0..m)
+        let entries = (0..m)
             .map(|j| {
-                let mut rows: Vec<(f64, usize)> = (signals.iter().enumerate())
-                    .filter_map(|(i, row)| row[j].filter(|v| v.is_finite()).map(|v| (v, i)))
+                let mut rows: Vec<SortedEntry> = (signals.iter().enumerate())
+                    .filter_map(|(i, row)| {
+                        let value = row[j].filter(|v| v.is_finite())?;
+                        Some(SortedEntry {
+                            value,
+                            // `check_shape` bounds the rows by `u32::MAX`.
+                            row: i as u32,
+                            right: right[i],
+                        })
+                    })
                     .collect();
-                rows.sort_by(|a, b| a.0.total_cmp(&b.0));
-                rows.into_iter().map(|(_, i)| i).collect()
+                rows.sort_by(|a, b| a.value.total_cmp(&b.value));
+                rows
             })
             .collect();
-        Self { order }
+        Self { entries }
+    }
+
+    /// The logistic stage's inputs for the `kept` rows (ascending), row after row: each
+    /// signal's calibrated log-odds relative to the base rate (0 when unknown), as
+    /// [`FusedConfidence::feature`] computes them, read off the sorted values in one walk
+    /// along each curve instead of a search per row.
+    fn features(&self, fused: &FusedConfidence, kept: &[usize], rows: usize) -> Vec<f64> {
+        let m = self.entries.len();
+        let base = logit(fused.base_rate);
+        let mut position = vec![u32::MAX; rows];
+        for (k, &i) in kept.iter().enumerate() {
+            // `check_shape` bounds the rows by `u32::MAX`.
+            position[i] = k as u32;
+        }
+        let mut features = vec![0.0; kept.len() * m];
+        for (j, entries) in self.entries.iter().enumerate() {
+            let Some(curve) = &fused.curves[j] else {
+                continue;
+            };
+            let log_odds: Vec<f64> = curve.p_right.iter().map(|&p| logit(p) - base).collect();
+            let mut above = 0;
+            for e in entries {
+                let k = position[e.row as usize];
+                if k == u32::MAX {
+                    continue;
+                }
+                while above < curve.levels.len() && curve.levels[above] < e.value {
+                    above += 1;
+                }
+                let level = crate::calibrate::nearest_level_above(&curve.levels, above, e.value);
+                features[k as usize * m + j] = log_odds[level];
+            }
+        }
+        features
     }
 
     /// The fusion fitted on the rows `keep` accepts.
@@ -196,16 +247,16 @@ impl SortedSignals {
         right: &[bool],
         keep: impl Fn(usize) -> bool,
     ) -> FusedConfidence {
-        let curves: Vec<Option<SignalCurve>> = (self.order.iter().enumerate())
-            .map(|(j, rows)| {
-                let points = rows.iter().filter(|&&i| keep(i));
-                SignalCurve::fit_sorted(points.filter_map(|&i| Some((signals[i][j]?, right[i]))))
+        let curves: Vec<Option<SignalCurve>> = (self.entries.iter())
+            .map(|entries| {
+                let points = entries.iter().filter(|e| keep(e.row as usize));
+                SignalCurve::fit_sorted(points.map(|e| (e.value, e.right)))
             })
             .collect();
         let kept: Vec<usize> = (0..signals.len()).filter(|&i| keep(i)).collect();
         let rights = kept.iter().filter(|&&i| right[i]).count() as f64;
         let base_rate = (rights + 1.0) / (kept.len() as f64 + 2.0);
-        let m = self.order.len();
+        let m = self.entries.len();
         let mut fused = FusedConfidence {
             curves,
             base_rate,
@@ -213,12 +264,12 @@ impl SortedSignals {
             weights: vec![0.0; m],
         };
         let base = logit(base_rate);
-        let features: Vec<f64> = (kept.iter())
-            .flat_map(|&i| (0..m).map(move |j| (i, j)))
-            .map(|(i, j)| fused.feature(j, signals[i][j], base))
-            .collect();
+        let features = self.features(&fused, &kept, signals.len());
         let labels: Vec<bool> = kept.iter().map(|&i| right[i]).collect();
-        // From naive Bayes: every signal's log-odds counted once.
+        // From naive Bayes: every signal's log-odds counted once. (Starting a fold from the
+        // previous fold's optimum was tried: its steps land so near the optimum that
+        // `newton_logistic`'s slope test rejects them and the log-likelihood must be
+        // computed, which cost as many passes as starting afresh.)
         let start: Vec<f64> = std::iter::once(base)
             .chain(std::iter::repeat_n(1.0, m))
             .collect();
@@ -249,6 +300,13 @@ fn check_shape(signals: &[Vec<Option<f64>>], right: &[bool]) -> Result<usize> {
             "every row needs the same number (≥ 1) of signals, {m} in the first"
         ));
     }
+    if u32::try_from(signals.len()).is_err() {
+        return bad(format!(
+            "{} rows: at most {} are fused",
+            signals.len(),
+            u32::MAX
+        ));
+    }
     Ok(m)
 }
 
@@ -260,29 +318,34 @@ fn check_shape(signals: &[Vec<Option<f64>>], right: &[bool]) -> Result<usize> {
 /// cycle on these log-odds features, and from all-zero weights it takes many short steps;
 /// halving a step until the penalised log-likelihood improves converges from either.
 fn newton_logistic(x: &[f64], m: usize, y: &[bool], ridge: f64, start: &[f64]) -> (f64, Vec<f64>) {
-    let d = m + 1;
     let mut beta = start.to_vec();
-    let mut current = penalised_log_likelihood(x, m, y, ridge, &beta);
+    let mut at = slope(x, m, y, ridge, &beta);
+    // The penalised log-likelihood at `beta`, computed only when a step must be judged by it.
+    let mut value_at: Option<f64> = None;
     for _ in 0..50 {
-        let (mut grad, mut hess) = gradient_and_hessian(x, m, y, &beta);
-        for k in 1..d {
-            grad[k] -= ridge * beta[k];
-            hess[k][k] += ridge;
-        }
-        let Some(mut step) = solve(hess, grad.clone()) else {
+        let Some(mut step) = solve(at.hess.clone(), at.grad.clone()) else {
             break;
         };
         // The Newton decrement: half of it is how much a full step would still gain.
-        let decrement: f64 = grad.iter().zip(&step).map(|(g, s)| g * s).sum();
+        let decrement: f64 = at.grad.iter().zip(&step).map(|(g, s)| g * s).sum();
         if decrement < 1e-9 {
             break;
         }
         let mut accepted = false;
         for _ in 0..30 {
             let trial: Vec<f64> = beta.iter().zip(&step).map(|(b, s)| b + s).collect();
-            let value = penalised_log_likelihood(x, m, y, ridge, &trial);
-            if value >= current {
-                (beta, current, accepted) = (trial, value, true);
+            let next = slope(x, m, y, ridge, &trial);
+            // The objective is concave, so its slope along the step only falls: still
+            // rising at the trial point means it rose all the way there. Only otherwise
+            // are the two values computed (a pass with a logarithm per row).
+            let rising = next.grad.iter().zip(&step).map(|(g, s)| g * s).sum::<f64>() >= 0.0;
+            let improves = rising || {
+                let here = *value_at.get_or_insert_with(|| value(x, m, y, ridge, &beta));
+                let there = value(x, m, y, ridge, &trial);
+                there >= here
+            };
+            if improves {
+                (beta, at, accepted, value_at) = (trial, next, true, None);
                 break;
             }
             step.iter_mut().for_each(|s| *s *= 0.5);
@@ -307,8 +370,8 @@ fn linear(beta: &[f64], row: &[f64]) -> f64 {
     beta[0] + row.iter().zip(&beta[1..]).map(|(a, b)| a * b).sum::<f64>()
 }
 
-/// `Σ y·z − log(1 + e^z) − ridge/2 · |w|²`, stable for large |z|.
-fn penalised_log_likelihood(x: &[f64], m: usize, y: &[bool], ridge: f64, beta: &[f64]) -> f64 {
+/// `Σ y·z − log(1 + e^z) − ridge/2 · |w|²` at `beta`, stable for large |z|.
+fn value(x: &[f64], m: usize, y: &[bool], ridge: f64, beta: &[f64]) -> f64 {
     let fit: f64 = design_rows(x, m, y)
         .map(|(row, yi)| {
             let z = linear(beta, row);
@@ -319,13 +382,15 @@ fn penalised_log_likelihood(x: &[f64], m: usize, y: &[bool], ridge: f64, beta: &
     fit - ridge / 2.0 * beta[1..].iter().map(|w| w * w).sum::<f64>()
 }
 
-/// The log-likelihood's gradient and negated Hessian at `beta` (unpenalised).
-fn gradient_and_hessian(
-    x: &[f64],
-    m: usize,
-    y: &[bool],
-    beta: &[f64],
-) -> (Vec<f64>, Vec<Vec<f64>>) {
+/// The penalised log-likelihood's gradient and negated Hessian at a point.
+struct Slope {
+    grad: Vec<f64>,
+    hess: Vec<Vec<f64>>,
+}
+
+/// The gradient and negated Hessian of [`value`] at `beta` (intercept unpenalised), in one
+/// pass over the rows.
+fn slope(x: &[f64], m: usize, y: &[bool], ridge: f64, beta: &[f64]) -> Slope {
     let d = m + 1;
     let mut grad = vec![0.0; d];
     // The upper triangle, flat (`upper[a * d + b]`, b ≥ a), mirrored at the end.
@@ -344,10 +409,14 @@ fn gradient_and_hessian(
             }
         }
     }
-    let hess = (0..d)
+    let mut hess: Vec<Vec<f64>> = (0..d)
         .map(|a| (0..d).map(|b| upper[a.min(b) * d + a.max(b)]).collect())
         .collect();
-    (grad, hess)
+    for k in 1..d {
+        grad[k] -= ridge * beta[k];
+        hess[k][k] += ridge;
+    }
+    Slope { grad, hess }
 }
 
 /// Solves `a · x = b` by Gaussian elimination with partial pivoting; `None` if singular.
@@ -400,7 +469,7 @@ pub fn cross_fit_at(
 ) -> Result<Vec<Option<f64>>> {
     check_shape(signals, right)?;
     check_shape(at, right)?;
-    let sorted = SortedSignals::new(signals);
+    let sorted = SortedSignals::new(signals, right);
     let mut out = vec![None; signals.len()];
     for f in 0..folds {
         if assignment.iter().all(|a| *a == f) {
@@ -506,11 +575,7 @@ mod tests {
             })
             .collect();
         let beta = [fused.intercept, fused.weights[0], fused.weights[1]];
-        let (mut grad, _) = gradient_and_hessian(&x, 2, &right, &beta);
-        grad.iter_mut()
-            .skip(1)
-            .zip(&beta[1..])
-            .for_each(|(g, b)| *g -= RIDGE * b);
+        let grad = slope(&x, 2, &right, RIDGE, &beta).grad;
         // A summed gradient over 600 rows: within 1e-9 of the optimal log-likelihood.
         assert!(grad.iter().all(|g| g.abs() < 1e-3), "{grad:?}");
         let sum = fused.weights[0] + fused.weights[1];

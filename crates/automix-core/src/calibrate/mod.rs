@@ -145,7 +145,13 @@ impl GainCurve {
 /// The index of the level nearest `x` in ascending, non-empty `levels` (a tie goes to the
 /// higher level).
 pub(crate) fn nearest_level(levels: &[f64], x: f64) -> usize {
-    match levels.partition_point(|&l| l < x) {
+    nearest_level_above(levels, levels.partition_point(|&l| l < x), x)
+}
+
+/// [`nearest_level`] given `above`, the index of the first level ≥ `x` (a caller walking
+/// ascending values finds it without a search).
+pub(crate) fn nearest_level_above(levels: &[f64], above: usize, x: f64) -> usize {
+    match above {
         0 => 0,
         u if u == levels.len() || x - levels[u - 1] < levels[u] - x => u - 1,
         u => u,
