@@ -320,6 +320,26 @@ fn semi_synthetic_table() {
     }
 }
 
+/// Held-out ΔIBC (`None` where undefined on `test`) of `auto`, `Calibrated` alone and
+/// Threshold, each trained on `train_rows` with per-task curves, default costs.
+fn three_methods_held_out(
+    train_rows: &[RoutingRecord],
+    test: &[RoutingRecord],
+) -> [Option<f64>; 3] {
+    let costs = CostModel::default();
+    [
+        MethodKind::Auto,
+        MethodKind::Calibrated,
+        MethodKind::Threshold,
+    ]
+    .map(|kind| {
+        let mut spec = MethodSpec::new(kind, 8);
+        spec.calibrated.per_task = true;
+        let policy = train(train_rows, &costs, &spec, &TrainOptions::default()).unwrap();
+        held_out_lift_if_defined(&policy, test, &costs)
+    })
+}
+
 /// Prints the README's small-set table: the same generator on 240-row subsets (60 rows per
 /// dataset, a fresh subset per seed), 10 random 70/30 splits of each of 20 subsets; median,
 /// 10th percentile and worst held-out ΔIBC of `auto`, `Calibrated` alone and Threshold (splits
@@ -328,7 +348,6 @@ fn semi_synthetic_table() {
 #[ignore = "prints the README table; minutes in a debug build"]
 fn small_set_table() {
     let base = anlp_records();
-    let costs = CostModel::default();
     println!("| verifier AUC | auto (default) | Calibrated | Threshold (paper) |");
     println!("|---|---|---|---|");
     let hash = |i: usize, salt: u64| {
@@ -357,21 +376,11 @@ fn small_set_table() {
                 let train_rows: Vec<RoutingRecord> =
                     train_part.into_iter().map(|x| x.1.clone()).collect();
                 let test: Vec<RoutingRecord> = test_part.into_iter().map(|x| x.1.clone()).collect();
-                for (k, kind) in [
-                    MethodKind::Auto,
-                    MethodKind::Calibrated,
-                    MethodKind::Threshold,
-                ]
-                .into_iter()
-                .enumerate()
+                for (k, lift) in three_methods_held_out(&train_rows, &test)
+                    .into_iter()
+                    .enumerate()
                 {
-                    let mut spec = MethodSpec::new(kind, 8);
-                    spec.calibrated.per_task = true;
-                    let policy =
-                        train(&train_rows, &costs, &spec, &TrainOptions::default()).unwrap();
-                    if let Some(l) = held_out_lift_if_defined(&policy, &test, &costs) {
-                        lifts[k].push(l);
-                    }
+                    lifts[k].extend(lift);
                 }
             }
         }
@@ -394,7 +403,6 @@ fn small_set_table() {
 #[ignore = "prints the README table; minutes in a debug build"]
 fn shifted_task_mix_table() {
     let base = anlp_records();
-    let costs = CostModel::default();
     let mut tasks: Vec<String> = base.iter().filter_map(|r| r.task_name.clone()).collect();
     tasks.sort();
     tasks.dedup();
@@ -414,19 +422,11 @@ fn shifted_task_mix_table() {
                     });
                 let train_rows: Vec<RoutingRecord> = train_part.into_iter().map(|x| x.1).collect();
                 let test: Vec<RoutingRecord> = test_part.into_iter().map(|x| x.1).collect();
-                for (k, kind) in [
-                    MethodKind::Auto,
-                    MethodKind::Calibrated,
-                    MethodKind::Threshold,
-                ]
-                .into_iter()
-                .enumerate()
+                for (k, lift) in three_methods_held_out(&train_rows, &test)
+                    .into_iter()
+                    .enumerate()
                 {
-                    let mut spec = MethodSpec::new(kind, 8);
-                    spec.calibrated.per_task = true;
-                    let policy =
-                        train(&train_rows, &costs, &spec, &TrainOptions::default()).unwrap();
-                    lifts[k].push(held_out_lift(&policy, &test, &costs));
+                    lifts[k].push(lift.unwrap());
                 }
             }
             let cell = |v: &[f64]| {
