@@ -316,7 +316,9 @@ fn check_shape(signals: &[Vec<Option<f64>>], right: &[bool]) -> Result<usize> {
 ///
 /// Why damped: plain Newton from the naive-Bayes start (every weight 1) can overshoot and
 /// cycle on these log-odds features, and from all-zero weights it takes many short steps;
-/// halving a step until the penalised log-likelihood improves converges from either.
+/// halving a step until the penalised log-likelihood improves converges from either. A
+/// step is judged by the slope at its end first (one pass, no logarithm per row), by the
+/// two values only when that slope is negative.
 fn newton_logistic(x: &[f64], m: usize, y: &[bool], ridge: f64, start: &[f64]) -> (f64, Vec<f64>) {
     let mut beta = start.to_vec();
     let mut at = slope(x, m, y, ridge, &beta);
@@ -529,6 +531,34 @@ mod tests {
         let assignment: Vec<usize> = (0..400).map(|i| i % 5).collect();
         let oof = cross_fit(&signals, &right, &assignment, 5).unwrap();
         assert!(oof.iter().all(Option::is_some));
+    }
+
+    #[test]
+    fn the_walked_features_are_the_searched_ones() {
+        // Unknown and non-finite values, ties, and a subset of rows kept, as a fold has.
+        let signals: Vec<Vec<Option<f64>>> = (0..300)
+            .map(|i| {
+                let a = f64::from((i * 37 % 101) as u8) / 100.0;
+                let b = match i % 11 {
+                    0 => None,
+                    1 => Some(f64::NAN),
+                    _ => Some(f64::from((i * 13 % 7) as u8) / 6.0),
+                };
+                vec![Some(a), b]
+            })
+            .collect();
+        let right: Vec<bool> = (0..300).map(|i| (i * 37 % 101) > 40 + i % 30).collect();
+        let sorted = SortedSignals::new(&signals, &right);
+        let keep = |i: usize| i % 5 != 2;
+        let fused = sorted.fit_where(&signals, &right, keep);
+        let kept: Vec<usize> = (0..300).filter(|&i| keep(i)).collect();
+        let walked = sorted.features(&fused, &kept, signals.len());
+        let base = logit(fused.base_rate);
+        let searched: Vec<f64> = (kept.iter())
+            .flat_map(|&i| (0..2).map(move |j| (i, j)))
+            .map(|(i, j)| fused.feature(j, signals[i][j], base))
+            .collect();
+        assert_eq!(walked, searched);
     }
 
     #[test]
