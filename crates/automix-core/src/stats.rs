@@ -395,7 +395,11 @@ impl Stats<'_> {
 
     /// The small and large model alone.
     pub(crate) fn baseline(&self) -> Baseline {
-        let t = self.total();
+        self.baseline_of(&self.total())
+    }
+
+    /// [`Stats::baseline`] from the already merged cells `t`.
+    pub(crate) fn baseline_of(&self, t: &CellSums) -> Baseline {
         let n = t.rows as f64;
         let (small_cost, large_cost) = match self.uniform {
             Some(c) => (c.small, c.large),

@@ -475,7 +475,7 @@ pub(crate) fn train_cross_validated(
     config.validate()?;
     let cells = data.cells_for(&options.fixed_answers);
     let stats = data.stats(&cells);
-    let base = stats.baseline();
+    let (base, noise) = RatioNoise::with_baseline(&stats);
     let used = objective_used(options.objective, base.lift_defined());
     let g = GainCells::new(&stats);
     let known = g.known_rows(&stats.sums) as usize;
@@ -494,7 +494,6 @@ pub(crate) fn train_cross_validated(
         challenger,
         options,
     )?;
-    let noise = RatioNoise::of(&stats);
     let fit = choose_calibrated(arms, (&base, &noise), folds, config.repeats, used, options)?;
     let unit = if base.large_cost > 0.0 {
         base.large_cost

@@ -194,9 +194,8 @@ fn inner_calibrated(
             })
         })
         .collect();
-    let base = train.baseline();
+    let (base, noise) = RatioNoise::with_baseline(train);
     let folds = inner.first().map_or(0, Vec::len);
-    let noise = RatioNoise::of(train);
     choose_calibrated(arms, (&base, &noise), folds, inner.len(), used, options)
         .ok()
         .map(|fit| fit.rule)

@@ -28,13 +28,15 @@ pub(crate) struct RatioNoise {
 }
 
 impl RatioNoise {
-    pub(crate) fn of(stats: &Stats<'_>) -> Self {
+    /// The baseline of `stats` and the noise of a ΔIBC on them, from one merge of the cells.
+    pub(crate) fn with_baseline(stats: &Stats<'_>) -> (Baseline, Self) {
         let t = stats.total();
         let abs_gain = t.needy_gain.value() - t.small_better_gain.value();
-        Self {
+        let noise = Self {
             rows: t.rows as f64,
             mean_sq_gain: abs_gain / t.rows.max(1) as f64,
-        }
+        };
+        (stats.baseline_of(&t), noise)
     }
 
     /// The delta-method standard error of ΔIBC at outcome `o` on these rows (∞ at no spend).
