@@ -457,22 +457,26 @@ pub fn cross_fit(
     assignment: &[usize],
     folds: usize,
 ) -> Result<Vec<Option<f64>>> {
-    cross_fit_at(signals, right, assignment, folds, signals)
+    let mut out = cross_fit_at(signals, right, assignment, folds, &[signals])?;
+    Ok(out.pop().unwrap_or_default())
 }
 
-/// [`cross_fit`], predicting each row at `at[row]` instead of its own values: the same
-/// out-of-fold fits scored on other inputs (a row with one signal masked as unknown, say).
+/// [`cross_fit`], predicting each row at `at[k][row]` for every input set `k` instead of
+/// its own values: the same out-of-fold fits (made once) scored on other inputs (a row
+/// with one signal masked as unknown, say); one result per input set.
 pub fn cross_fit_at(
     signals: &[Vec<Option<f64>>],
     right: &[bool],
     assignment: &[usize],
     folds: usize,
-    at: &[Vec<Option<f64>>],
-) -> Result<Vec<Option<f64>>> {
+    at: &[&[Vec<Option<f64>>]],
+) -> Result<Vec<Vec<Option<f64>>>> {
     check_shape(signals, right)?;
-    check_shape(at, right)?;
+    for inputs in at {
+        check_shape(inputs, right)?;
+    }
     let sorted = SortedSignals::new(signals, right);
-    let mut out = vec![None; signals.len()];
+    let mut out = vec![vec![None; signals.len()]; at.len()];
     for f in 0..folds {
         if assignment.iter().all(|a| *a == f) {
             continue;
@@ -480,7 +484,9 @@ pub fn cross_fit_at(
         let model = sorted.fit_where(signals, right, |i| assignment[i] != f);
         for (i, a) in assignment.iter().enumerate() {
             if *a == f {
-                out[i] = model.predict(&at[i]);
+                for (out, inputs) in out.iter_mut().zip(at) {
+                    out[i] = model.predict(&inputs[i]);
+                }
             }
         }
     }

@@ -107,16 +107,24 @@ pub fn fit(
     let verified = models.len().saturating_sub(1);
     for (i, name) in models.iter().enumerate().take(verified) {
         let (values, right) = columns(rows, name, signals)?;
-        let oof = cross_fit_at(&values, &right, &assignment, folds, &values)?;
-        for (row, p) in confidences.iter_mut().zip(oof) {
+        // The off-path inputs (the previous answer unknown) are scored by the same fits.
+        let off_path: Vec<_> = if agreement {
+            values.iter().map(|v| masked(signals, v)).collect()
+        } else {
+            Vec::new()
+        };
+        let inputs: Vec<&[Vec<Option<f64>>]> = if agreement {
+            vec![&values, &off_path]
+        } else {
+            vec![&values]
+        };
+        let mut oof = cross_fit_at(&values, &right, &assignment, folds, &inputs)?.into_iter();
+        for (row, p) in confidences.iter_mut().zip(oof.next().unwrap_or_default()) {
             row[i] = p;
         }
-        if agreement {
-            let at: Vec<_> = values.iter().map(|v| masked(signals, v)).collect();
-            let oof = cross_fit_at(&values, &right, &assignment, folds, &at)?;
-            for (row, p) in jumped.iter_mut().zip(oof) {
-                row[i] = p;
-            }
+        // Without agreement `jumped` is empty and there is no second result.
+        for (row, p) in jumped.iter_mut().zip(oof.next().unwrap_or_default()) {
+            row[i] = p;
         }
         fitted.insert(name.clone(), FusedConfidence::fit(&values, &right)?);
     }
