@@ -198,8 +198,23 @@ fn fusion_rows(n: usize) -> (Vec<Vec<Option<f64>>>, Vec<bool>) {
         .unzip()
 }
 
+/// Routing rows whose confidence is the fused one: the small answer's score is whether it
+/// is right, the large one right on 85% of rows.
+fn fused_routing_rows(fused: &[Option<f64>], right: &[bool]) -> Vec<RoutingRecord> {
+    (fused.iter().zip(right).enumerate())
+        .map(|(i, (p, &r))| {
+            let verifier = p
+                .and_then(|p| Confidence::new(p).ok())
+                .map_or(VerifierScore::Unknown, VerifierScore::Known);
+            let large = f64::from(u8::from((i * 7919) % 100 < 85));
+            RoutingRecord::new(f64::from(u8::from(r)), large, verifier)
+        })
+        .collect()
+}
+
 /// Fitting the fused confidence (per-signal isotonic curves and the ridge logistic fit),
-/// its 5-fold cross-fit (what training runs), and one fused score at decision time.
+/// its 5-fold cross-fit, training `auto` on the cross-fitted values, and one fused score at
+/// decision time.
 fn fusion(c: &mut Criterion) {
     use automix_core::fusion::{FusedConfidence, cross_fit};
     let mut group = c.benchmark_group("fusion");
@@ -217,6 +232,23 @@ fn fusion(c: &mut Criterion) {
             b.iter(|| cross_fit(black_box(&signals), &right, &assignment, 5))
         });
     }
+    // Training on a fused confidence at 100k rows: the cross-fit, then `auto` (with its
+    // cross-validation) on the cross-fitted confidences.
+    let (signals, right) = fusion_rows(100_000);
+    let assignment: Vec<usize> = (0..signals.len()).map(|i| i % 5).collect();
+    let costs = CostModel::default();
+    group.bench_function("cross_fit5_then_auto/4signals/100000", |b| {
+        b.iter(|| {
+            let oof = cross_fit(black_box(&signals), &right, &assignment, 5)?;
+            let rows = fused_routing_rows(&oof, &right);
+            train(
+                &rows,
+                &costs,
+                &MethodSpec::paper(MethodKind::Auto, 8),
+                &TrainOptions::default(),
+            )
+        })
+    });
     let (signals, right) = fusion_rows(10_000);
     let fused = FusedConfidence::fit(&signals, &right).expect("bench rows fit");
     let mut i = 0usize;

@@ -118,7 +118,9 @@ impl FusedConfidence {
     /// `right[row]`.
     pub fn fit(signals: &[Vec<Option<f64>>], right: &[bool]) -> Result<Self> {
         check_shape(signals, right)?;
-        Ok(SortedSignals::new(signals, right).fit_where(signals, right, |_| true))
+        Ok(SortedSignals::new(signals, right)
+            .fit_where(signals, right, |_| true)
+            .0)
     }
 
     /// Signal j's calibrated log-odds relative to the base rate (0 when unknown).
@@ -156,16 +158,27 @@ impl FusedConfidence {
     /// The fused `P(right)`; `None` when every signal is unknown (the policy's
     /// `unknown_confidence` rule decides such a row, as for one signal).
     pub fn predict(&self, row: &[Option<f64>]) -> Option<f64> {
-        if row.len() != self.weights.len() || row.iter().all(|x| x.is_none_or(|v| !v.is_finite())) {
+        if row.len() != self.weights.len() || all_unknown(row) {
             return None;
         }
         let base = logit(self.base_rate);
-        let z: f64 = self.intercept
-            + (row.iter().enumerate())
-                .map(|(j, x)| self.weights[j] * self.feature(j, *x, base))
-                .sum::<f64>();
-        Some(sigmoid(z))
+        let features = row
+            .iter()
+            .enumerate()
+            .map(|(j, x)| self.feature(j, *x, base));
+        Some(self.combine(features))
     }
+
+    /// The fused `P(right)` from a row's logistic inputs (one per signal).
+    fn combine(&self, features: impl Iterator<Item = f64>) -> f64 {
+        let z: f64 = features.zip(&self.weights).map(|(f, w)| w * f).sum();
+        sigmoid(self.intercept + z)
+    }
+}
+
+/// Whether no signal of the row is known (its fused confidence is unknown).
+fn all_unknown(row: &[Option<f64>]) -> bool {
+    row.iter().all(|x| x.is_none_or(|v| !v.is_finite()))
 }
 
 /// Each signal's known, finite values with their rows' labels, in ascending order of value:
@@ -199,26 +212,22 @@ impl SortedSignals {
                         })
                     })
                     .collect();
-                rows.sort_by(|a, b| a.value.total_cmp(&b.value));
+                // Rows of equal value are read as one level, so their order is free.
+                rows.sort_unstable_by(|a, b| a.value.total_cmp(&b.value));
                 rows
             })
             .collect();
         Self { entries }
     }
 
-    /// The logistic stage's inputs for the `kept` rows (ascending), row after row: each
-    /// signal's calibrated log-odds relative to the base rate (0 when unknown), as
-    /// [`FusedConfidence::feature`] computes them, read off the sorted values in one walk
-    /// along each curve instead of a search per row.
-    fn features(&self, fused: &FusedConfidence, kept: &[usize], rows: usize) -> Vec<f64> {
+    /// The logistic stage's inputs for every row, row after row: each signal's calibrated
+    /// log-odds relative to the base rate (0 when unknown), as [`FusedConfidence::feature`]
+    /// computes them, read off the sorted values in one walk along each curve instead of a
+    /// search per row.
+    fn features(&self, fused: &FusedConfidence, rows: usize) -> Vec<f64> {
         let m = self.entries.len();
         let base = logit(fused.base_rate);
-        let mut position = vec![u32::MAX; rows];
-        for (k, &i) in kept.iter().enumerate() {
-            // `check_shape` bounds the rows by `u32::MAX`.
-            position[i] = k as u32;
-        }
-        let mut features = vec![0.0; kept.len() * m];
+        let mut features = vec![0.0; rows * m];
         for (j, entries) in self.entries.iter().enumerate() {
             let Some(curve) = &fused.curves[j] else {
                 continue;
@@ -226,27 +235,25 @@ impl SortedSignals {
             let log_odds: Vec<f64> = curve.p_right.iter().map(|&p| logit(p) - base).collect();
             let mut above = 0;
             for e in entries {
-                let k = position[e.row as usize];
-                if k == u32::MAX {
-                    continue;
-                }
                 while above < curve.levels.len() && curve.levels[above] < e.value {
                     above += 1;
                 }
                 let level = crate::calibrate::nearest_level_above(&curve.levels, above, e.value);
-                features[k as usize * m + j] = log_odds[level];
+                features[e.row as usize * m + j] = log_odds[level];
             }
         }
         features
     }
 
-    /// The fusion fitted on the rows `keep` accepts.
+    /// The fusion fitted on the rows `keep` accepts, and every row's logistic inputs under
+    /// it ([`SortedSignals::features`]), so a cross-fit scores its held-out rows without a
+    /// search either.
     fn fit_where(
         &self,
         signals: &[Vec<Option<f64>>],
         right: &[bool],
         keep: impl Fn(usize) -> bool,
-    ) -> FusedConfidence {
+    ) -> (FusedConfidence, Vec<f64>) {
         let curves: Vec<Option<SignalCurve>> = (self.entries.iter())
             .map(|entries| {
                 let points = entries.iter().filter(|e| keep(e.row as usize));
@@ -264,7 +271,11 @@ impl SortedSignals {
             weights: vec![0.0; m],
         };
         let base = logit(base_rate);
-        let features = self.features(&fused, &kept, signals.len());
+        let all = self.features(&fused, signals.len());
+        let features: Vec<f64> = (kept.iter())
+            .flat_map(|&i| &all[i * m..(i + 1) * m])
+            .copied()
+            .collect();
         let labels: Vec<bool> = kept.iter().map(|&i| right[i]).collect();
         // From naive Bayes: every signal's log-odds counted once. (Starting a fold from the
         // previous fold's optimum was tried: its steps land so near the optimum that
@@ -276,7 +287,7 @@ impl SortedSignals {
         let (intercept, weights) = newton_logistic(&features, m, &labels, RIDGE, &start);
         fused.intercept = intercept;
         fused.weights = weights;
-        fused
+        (fused, all)
     }
 }
 
@@ -299,6 +310,9 @@ fn check_shape(signals: &[Vec<Option<f64>>], right: &[bool]) -> Result<usize> {
         return bad(format!(
             "every row needs the same number (≥ 1) of signals, {m} in the first"
         ));
+    }
+    if m > MAX_SIGNALS {
+        return bad(format!("{m} signals: at most {MAX_SIGNALS} are fused"));
     }
     if u32::try_from(signals.len()).is_err() {
         return bad(format!(
@@ -393,32 +407,61 @@ struct Slope {
 /// The gradient and negated Hessian of [`value`] at `beta` (intercept unpenalised), in one
 /// pass over the rows.
 fn slope(x: &[f64], m: usize, y: &[bool], ridge: f64, beta: &[f64]) -> Slope {
-    let d = m + 1;
-    let mut grad = vec![0.0; d];
-    // The upper triangle, flat (`upper[a * d + b]`, b ≥ a), mirrored at the end.
-    let mut upper = vec![0.0; d * d];
-    let mut row_x = vec![1.0; d];
-    for (row, yi) in design_rows(x, m, y) {
-        row_x[1..].copy_from_slice(&row[..m]);
-        let p = sigmoid(linear(beta, row));
-        let w = (p * (1.0 - p)).max(1e-12);
-        let r = f64::from(u8::from(yi)) - p;
-        for (a, &xa) in row_x.iter().enumerate() {
-            grad[a] += r * xa;
-            let wa = w * xa;
-            for (h, xb) in upper[a * d + a..(a + 1) * d].iter_mut().zip(&row_x[a..]) {
-                *h += wa * xb;
-            }
-        }
+    // The per-row sums are most of a fit's time: with the width a constant, the loops over
+    // the 1 + m columns unroll and the sums stay in registers. Every width has its own
+    // copy; `check_shape` bounds the signals by `MAX_SIGNALS`.
+    match m {
+        1 => slope_of_width::<2>(x, y, ridge, beta),
+        2 => slope_of_width::<3>(x, y, ridge, beta),
+        3 => slope_of_width::<4>(x, y, ridge, beta),
+        4 => slope_of_width::<5>(x, y, ridge, beta),
+        5 => slope_of_width::<6>(x, y, ridge, beta),
+        6 => slope_of_width::<7>(x, y, ridge, beta),
+        7 => slope_of_width::<8>(x, y, ridge, beta),
+        8 => slope_of_width::<{ MAX_SIGNALS + 1 }>(x, y, ridge, beta),
+        _ => unreachable!("check_shape bounds the signals by 1..={MAX_SIGNALS}, not {m}"),
     }
-    let mut hess: Vec<Vec<f64>> = (0..d)
-        .map(|a| (0..d).map(|b| upper[a.min(b) * d + a.max(b)]).collect())
+}
+
+/// [`slope`] for rows of `D − 1` features (`D` coefficients with the intercept).
+fn slope_of_width<const D: usize>(x: &[f64], y: &[bool], ridge: f64, beta: &[f64]) -> Slope {
+    let (mut grad, upper) = row_sums::<D>(x, y, beta);
+    let mut hess: Vec<Vec<f64>> = (0..D)
+        .map(|a| (0..D).map(|b| upper[a.min(b)][a.max(b)]).collect())
         .collect();
-    for k in 1..d {
+    for k in 1..D {
         grad[k] -= ridge * beta[k];
         hess[k][k] += ridge;
     }
-    Slope { grad, hess }
+    Slope {
+        grad: grad.to_vec(),
+        hess,
+    }
+}
+
+/// The most signals one fusion combines (every signal the router knows fits).
+pub const MAX_SIGNALS: usize = 8;
+
+/// `Σ (y − p)·x` and the upper triangle of `Σ p(1 − p)·x·xᵀ` over the rows of `x` (`D − 1`
+/// features each, `x = (1, features…)`), unpenalised; `beta` has `D` entries.
+fn row_sums<const D: usize>(x: &[f64], y: &[bool], beta: &[f64]) -> ([f64; D], [[f64; D]; D]) {
+    let mut grad = [0.0; D];
+    let mut upper = [[0.0; D]; D];
+    let mut row_x = [1.0; D];
+    for (row, yi) in design_rows(x, D - 1, y) {
+        row_x[1..].copy_from_slice(row);
+        let p = sigmoid(linear(beta, row));
+        let w = (p * (1.0 - p)).max(1e-12);
+        let r = f64::from(u8::from(yi)) - p;
+        for a in 0..D {
+            grad[a] += r * row_x[a];
+            let wa = w * row_x[a];
+            for b in a..D {
+                upper[a][b] += wa * row_x[b];
+            }
+        }
+    }
+    (grad, upper)
 }
 
 /// Solves `a · x = b` by Gaussian elimination with partial pivoting; `None` if singular.
@@ -457,40 +500,77 @@ pub fn cross_fit(
     assignment: &[usize],
     folds: usize,
 ) -> Result<Vec<Option<f64>>> {
-    let mut out = cross_fit_at(signals, right, assignment, folds, &[signals])?;
-    Ok(out.pop().unwrap_or_default())
+    let mut out = cross_fit_at(signals, right, assignment, folds, &[])?;
+    Ok(out.swap_remove(0))
 }
 
-/// [`cross_fit`], predicting each row at `at[k][row]` for every input set `k` instead of
-/// its own values: the same out-of-fold fits (made once) scored on other inputs (a row
-/// with one signal masked as unknown, say); one result per input set.
+/// [`cross_fit`], and the same out-of-fold fits (made once) scored on other inputs too:
+/// row i at `also[k][i]` for each input set `k` (a row with one signal masked as unknown,
+/// say). The first result is the rows' own, then one per input set.
 pub fn cross_fit_at(
     signals: &[Vec<Option<f64>>],
     right: &[bool],
     assignment: &[usize],
     folds: usize,
-    at: &[&[Vec<Option<f64>>]],
+    also: &[&[Vec<Option<f64>>]],
 ) -> Result<Vec<Vec<Option<f64>>>> {
-    check_shape(signals, right)?;
-    for inputs in at {
+    let m = check_shape(signals, right)?;
+    for inputs in also {
         check_shape(inputs, right)?;
     }
     let sorted = SortedSignals::new(signals, right);
-    let mut out = vec![vec![None; signals.len()]; at.len()];
-    for f in 0..folds {
-        if assignment.iter().all(|a| *a == f) {
-            continue;
-        }
-        let model = sorted.fit_where(signals, right, |i| assignment[i] != f);
-        for (i, a) in assignment.iter().enumerate() {
-            if *a == f {
-                for (out, inputs) in out.iter_mut().zip(at) {
-                    out[i] = model.predict(&inputs[i]);
-                }
-            }
+    let fold_scores = |f: usize| {
+        let (model, features) = sorted.fit_where(signals, right, |i| assignment[i] != f);
+        let held_out = (0..signals.len()).filter(|&i| assignment[i] == f);
+        let scores: Vec<(usize, Option<f64>, Vec<Option<f64>>)> = held_out
+            .map(|i| {
+                // The walked inputs are the ones `predict` computes (a test checks it).
+                let own = (!all_unknown(&signals[i]))
+                    .then(|| model.combine(features[i * m..(i + 1) * m].iter().copied()));
+                (i, own, also.iter().map(|a| model.predict(&a[i])).collect())
+            })
+            .collect();
+        scores
+    };
+    let trained: Vec<usize> = (0..folds)
+        .filter(|&f| !assignment.iter().all(|a| *a == f))
+        .collect();
+    let mut out = vec![vec![None; signals.len()]; 1 + also.len()];
+    for (i, own, others) in in_parallel(&trained, fold_scores).into_iter().flatten() {
+        out[0][i] = own;
+        for (out, p) in out[1..].iter_mut().zip(others) {
+            out[i] = p;
         }
     }
     Ok(out)
+}
+
+/// `work` of every item, in order, spread over the machine's cores (the folds of a
+/// cross-fit are independent, and each is most of a training's time at 100k rows); the
+/// results are those of a sequential map.
+fn in_parallel<T: Send>(items: &[usize], work: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = threads.min(items.len());
+    if threads <= 1 {
+        return items.iter().map(|&f| work(f)).collect();
+    }
+    let work = &work;
+    let mut results: Vec<(usize, T)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mine = items.iter().enumerate().skip(t).step_by(threads);
+                    mine.map(|(k, &f)| (k, work(f))).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    results.sort_by_key(|(k, _)| *k);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 #[cfg(test)]
@@ -556,15 +636,22 @@ mod tests {
         let right: Vec<bool> = (0..300).map(|i| (i * 37 % 101) > 40 + i % 30).collect();
         let sorted = SortedSignals::new(&signals, &right);
         let keep = |i: usize| i % 5 != 2;
-        let fused = sorted.fit_where(&signals, &right, keep);
-        let kept: Vec<usize> = (0..300).filter(|&i| keep(i)).collect();
-        let walked = sorted.features(&fused, &kept, signals.len());
+        let (fused, walked) = sorted.fit_where(&signals, &right, keep);
         let base = logit(fused.base_rate);
-        let searched: Vec<f64> = (kept.iter())
-            .flat_map(|&i| (0..2).map(move |j| (i, j)))
+        let searched: Vec<f64> = (0..300)
+            .flat_map(|i| (0..2).map(move |j| (i, j)))
             .map(|(i, j)| fused.feature(j, signals[i][j], base))
             .collect();
         assert_eq!(walked, searched);
+        // So the cross-fit's walked scores are the scores `predict` gives.
+        let assignment: Vec<usize> = (0..300).map(|i| (i * 7) % 5).collect();
+        let [own, searched] =
+            &cross_fit_at(&signals, &right, &assignment, 5, &[&signals]).unwrap()[..]
+        else {
+            panic!("two result sets")
+        };
+        assert_eq!(own, searched);
+        assert!(own.iter().all(Option::is_some));
     }
 
     #[test]

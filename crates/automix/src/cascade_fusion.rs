@@ -113,12 +113,12 @@ pub fn fit(
         } else {
             Vec::new()
         };
-        let inputs: Vec<&[Vec<Option<f64>>]> = if agreement {
-            vec![&values, &off_path]
+        let also: Vec<&[Vec<Option<f64>>]> = if agreement {
+            vec![&off_path]
         } else {
-            vec![&values]
+            Vec::new()
         };
-        let mut oof = cross_fit_at(&values, &right, &assignment, folds, &inputs)?.into_iter();
+        let mut oof = cross_fit_at(&values, &right, &assignment, folds, &also)?.into_iter();
         for (row, p) in confidences.iter_mut().zip(oof.next().unwrap_or_default()) {
             row[i] = p;
         }
