@@ -249,6 +249,17 @@ fn fusion(c: &mut Criterion) {
             )
         })
     });
+    // The same training without the cross-fit: a continuous confidence (every row its own
+    // level) is the cross-validated methods' slowest input.
+    let oof = cross_fit(&signals, &right, &assignment, 5).expect("bench rows cross-fit");
+    let rows = fused_routing_rows(&oof, &right);
+    for kind in [MethodKind::Calibrated, MethodKind::Auto] {
+        let spec = MethodSpec::paper(kind, 8);
+        let id = format!("continuous/{}/100000", kind.name());
+        group.bench_function(id, |b| {
+            b.iter(|| train(black_box(&rows), &costs, &spec, &TrainOptions::default()))
+        });
+    }
     let (signals, right) = fusion_rows(10_000);
     let fused = FusedConfidence::fit(&signals, &right).expect("bench rows fit");
     let mut i = 0usize;

@@ -536,41 +536,16 @@ pub fn cross_fit_at(
         .filter(|&f| !assignment.iter().all(|a| *a == f))
         .collect();
     let mut out = vec![vec![None; signals.len()]; 1 + also.len()];
-    for (i, own, others) in in_parallel(&trained, fold_scores).into_iter().flatten() {
+    for (i, own, others) in crate::parallel::map_in_parallel(&trained, |&f| fold_scores(f))
+        .into_iter()
+        .flatten()
+    {
         out[0][i] = own;
         for (out, p) in out[1..].iter_mut().zip(others) {
             out[i] = p;
         }
     }
     Ok(out)
-}
-
-/// `work` of every item, in order, spread over the machine's cores (the folds of a
-/// cross-fit are independent, and each is most of a training's time at 100k rows); the
-/// results are those of a sequential map.
-fn in_parallel<T: Send>(items: &[usize], work: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = threads.min(items.len());
-    if threads <= 1 {
-        return items.iter().map(|&f| work(f)).collect();
-    }
-    let work = &work;
-    let mut results: Vec<(usize, T)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                scope.spawn(move || {
-                    let mine = items.iter().enumerate().skip(t).step_by(threads);
-                    mine.map(|(k, &f)| (k, work(f))).collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
-    results.sort_by_key(|(k, _)| *k);
-    results.into_iter().map(|(_, r)| r).collect()
 }
 
 #[cfg(test)]

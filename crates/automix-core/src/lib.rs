@@ -38,6 +38,7 @@ mod error;
 pub mod fusion;
 mod methods;
 mod metrics;
+mod parallel;
 mod policy;
 pub mod pomdp;
 mod record;

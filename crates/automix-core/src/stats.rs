@@ -187,9 +187,52 @@ impl CellSums {
 
     /// Σ(large − small).
     pub(crate) fn gain(&self) -> Sum {
+        CellGain::of(self).gain()
+    }
+}
+
+/// What a gain curve reads of a cell: its rows and the two gain sums, 40 bytes where a
+/// [`CellSums`] is 168, so the training cells of every fold are cheap to take out (with a
+/// continuous confidence every row is a cell).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CellGain {
+    pub(crate) rows: u64,
+    needy_gain: Sum,
+    small_better_gain: Sum,
+}
+
+impl CellGain {
+    pub(crate) fn of(s: &CellSums) -> Self {
+        Self {
+            rows: s.rows,
+            needy_gain: s.needy_gain,
+            small_better_gain: s.small_better_gain,
+        }
+    }
+
+    /// Every cell's, in cell order.
+    pub(crate) fn all(sums: &[CellSums]) -> Vec<Self> {
+        sums.iter().map(Self::of).collect()
+    }
+
+    /// Σ(large − small).
+    pub(crate) fn gain(&self) -> Sum {
         let mut g = self.needy_gain;
         g.merge(self.small_better_gain);
         g
+    }
+
+    /// `all` without the rows of `fold` (a part of them), as [`Cells::without`] takes
+    /// them out of the full sums.
+    pub(crate) fn without(all: &[CellGain], fold: &[(u32, CellSums)]) -> Vec<CellGain> {
+        let mut out = all.to_vec();
+        for (cell, s) in fold {
+            let g = &mut out[*cell as usize];
+            g.rows -= s.rows;
+            g.needy_gain.remove(s.needy_gain);
+            g.small_better_gain.remove(s.small_better_gain);
+        }
+        out
     }
 }
 
@@ -289,6 +332,69 @@ impl Cells {
             sums[*cell as usize].remove(s);
         }
         sums
+    }
+}
+
+/// Cells merged where every rule of a threshold grid decides alike: known confidences with
+/// the same grid points at or above them (`x ≤ t` for the same `t`), of the same task and
+/// fixed-answer flag; unknown ones by task and flag. With a continuous confidence every row
+/// is a cell, but the paper's Threshold on n bins tells at most n + 2 groups apart per
+/// task, so `auto`'s Threshold challenger trains on groups (the same candidates, the same
+/// rows behind each decision).
+pub(crate) struct GridGroups {
+    /// Each cell's group.
+    group_of: Vec<u32>,
+    /// The groups as cells: a member's key, every member's sums merged.
+    pub(crate) cells: Cells,
+}
+
+impl GridGroups {
+    /// The groups of `stats`' cells under the thresholds `grid`.
+    pub(crate) fn new(stats: &Stats<'_>, grid: &[f64]) -> Self {
+        let mut index: FxHashMap<(u32, bool, usize), u32> = FxHashMap::default();
+        let mut cells = Cells::default();
+        let group_of = (stats.keys.iter().zip(stats.sums.iter()))
+            .map(|(key, sums)| {
+                let above = key
+                    .known()
+                    .map_or(usize::MAX, |x| grid.partition_point(|&t| t < x));
+                let next = cells.keys.len() as u32;
+                let g = *index.entry((key.task, key.forced, above)).or_insert(next);
+                if g == next {
+                    cells.keys.push(*key);
+                    cells.sums.push(CellSums::default());
+                }
+                cells.sums[g as usize].merge(sums);
+                g
+            })
+            .collect();
+        Self { group_of, cells }
+    }
+
+    /// The groups as training statistics (task names and costs as in `like`).
+    pub(crate) fn stats<'a>(&'a self, like: &Stats<'a>) -> Stats<'a> {
+        Stats {
+            keys: &self.cells.keys,
+            sums: Cow::Borrowed(&self.cells.sums),
+            ..like.clone()
+        }
+    }
+
+    /// Cell entries (a fold's) as group entries, merged per group in entry order.
+    pub(crate) fn entries(&self, fold: &[(u32, CellSums)]) -> Vec<(u32, CellSums)> {
+        const NONE: u32 = u32::MAX;
+        let mut slot = vec![NONE; self.cells.keys.len()];
+        let mut out: Vec<(u32, CellSums)> = Vec::new();
+        for (cell, sums) in fold {
+            let g = self.group_of[*cell as usize];
+            let s = &mut slot[g as usize];
+            if *s == NONE {
+                *s = out.len() as u32;
+                out.push((g, CellSums::default()));
+            }
+            out[*s as usize].1.merge(sums);
+        }
+        out
     }
 }
 
@@ -470,5 +576,54 @@ mod tests {
         rest.add_row(0.5, 0.25, None);
         rest.add_row(0.75, 0.0, None);
         assert_eq!(all, rest);
+    }
+
+    #[test]
+    fn threshold_decides_its_grid_groups_as_it_decides_their_cells() {
+        use crate::confidence::Confidence;
+        use crate::metrics::Dataset;
+        use crate::record::RoutingRecord;
+        // A continuous confidence (every row its own cell), two tasks, some unknown, and
+        // confidences exactly on the grid.
+        let rows: Vec<RoutingRecord> = (0..400u32)
+            .map(|i| {
+                let p = f64::from((i * 7919) % 1000) / 999.0;
+                let p = if i % 50 == 0 { 0.25 } else { p };
+                let verifier = if i % 37 == 0 {
+                    VerifierScore::Unknown
+                } else {
+                    VerifierScore::Known(Confidence::new(p).unwrap())
+                };
+                let small = f64::from(u8::from((i * 31) % 100 < (40.0 + 50.0 * p) as u32));
+                let mut r = RoutingRecord::new(small, f64::from(u8::from(i % 5 != 0)), verifier);
+                r.task_name = Some(["a", "b"][(i % 2) as usize].into());
+                r
+            })
+            .collect();
+        let data = Dataset::new(&rows, &crate::cost::CostModel::default()).unwrap();
+        let cells = data.cells_for(&[]);
+        let stats = data.stats(&cells);
+        let groups = GridGroups::new(&stats, &crate::compat::py_grid(8));
+        let grouped = groups.stats(&stats);
+        assert!(groups.cells.keys.len() <= 2 * (8 + 2) && grouped.rows() == 400);
+        let spec = crate::methods::MethodSpec::new(crate::methods::MethodKind::Threshold, 8);
+        let options = crate::train::TrainOptions::default();
+        let on_cells = crate::train::train_stats(&stats, &spec, &options).unwrap();
+        let on_groups = crate::train::train_stats(&grouped, &spec, &options).unwrap();
+        assert_eq!(on_cells.0.rule, on_groups.0.rule);
+        for t in crate::compat::py_grid(8) {
+            let rule = DecisionRule::Threshold { threshold: t };
+            let a = stats.outcome_of(&rule, Decision::Escalate);
+            let b = grouped.outcome_of(&rule, Decision::Escalate);
+            assert!((a.quality - b.quality).abs() < 1e-12, "{t}: {a:?} {b:?}");
+            assert_eq!(a.escalation_rate, b.escalation_rate);
+        }
+        // A fold's entries land in their groups.
+        let fold: Vec<(u32, CellSums)> = (0..stats.keys.len() as u32)
+            .step_by(3)
+            .map(|c| (c, stats.sums[c as usize]))
+            .collect();
+        let rows_of = |e: &[(u32, CellSums)]| e.iter().map(|(_, s)| s.rows).sum::<u64>();
+        assert_eq!(rows_of(&groups.entries(&fold)), rows_of(&fold));
     }
 }

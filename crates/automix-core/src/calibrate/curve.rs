@@ -36,14 +36,14 @@ impl GainCells {
     }
 
     /// Rows with a known confidence in `sums`.
-    pub(crate) fn known_rows(&self, sums: &[CellSums]) -> u64 {
+    pub(crate) fn known_rows(&self, sums: &[CellGain]) -> u64 {
         self.by_level.iter().map(|&c| sums[c].rows).sum()
     }
 
     /// Fits the model on the rows summed in `sums` (one entry per cell).
     pub(crate) fn fit(
         &self,
-        sums: &[CellSums],
+        sums: &[CellGain],
         names: &[String],
         kappa: Option<f64>,
     ) -> Option<GainModel> {
@@ -85,7 +85,7 @@ pub(crate) struct Level {
 pub(crate) fn aggregate(
     cells: impl Iterator<Item = usize>,
     g: &GainCells,
-    sums: &[CellSums],
+    sums: &[CellGain],
 ) -> Vec<Level> {
     let mut out: Vec<(f64, u64, Sum)> = Vec::new();
     for c in cells.filter(|&c| sums[c].rows > 0) {

@@ -71,33 +71,36 @@ pub(crate) struct Entry<'a> {
     pub(crate) predicted: f64,
 }
 
-/// Out-of-fold entries of one fold assignment: each fold's cells with the gain predicted
-/// by the model fitted on the other folds.
+/// Out-of-fold entries of one fold assignment, one list per κ of `kappas`: each fold's
+/// cells with the gain predicted by the model fitted on the other folds (`gains`: every
+/// cell's, from which each fold's training cells are taken once for all κ).
 pub(crate) fn out_of_fold_entries<'a>(
     stats: &Stats<'_>,
-    cells: &Cells,
-    g: &GainCells,
+    (gains, g): (&[CellGain], &GainCells),
     fold_sums: &'a [Vec<(u32, CellSums)>],
-    kappa: Option<f64>,
+    kappas: &[Option<f64>],
     unknown: Decision,
-) -> Vec<Entry<'a>> {
-    let mut out = Vec::new();
+) -> Vec<Vec<Entry<'a>>> {
+    let mut out: Vec<Vec<Entry<'a>>> = kappas.iter().map(|_| Vec::new()).collect();
     for fold in fold_sums {
-        let model = g.fit(&cells.without(fold), stats.task_names, kappa);
-        for (cell, sums) in fold {
-            let c = *cell as usize;
-            let forced = forced_decision(&stats.keys[c], unknown);
-            // A known confidence without a prediction (its training folds had none)
-            // escalates: the safe side.
-            let predicted = match (&model, forced) {
-                (Some(m), None) => g.predict(m, stats.task_names, c),
-                _ => f64::NAN,
-            };
-            out.push(Entry {
-                sums,
-                forced,
-                predicted,
-            });
+        let train = CellGain::without(gains, fold);
+        for (kappa, entries) in kappas.iter().zip(&mut out) {
+            let model = g.fit(&train, stats.task_names, *kappa);
+            for (cell, sums) in fold {
+                let c = *cell as usize;
+                let forced = forced_decision(&stats.keys[c], unknown);
+                // A known confidence without a prediction (its training folds had none)
+                // escalates: the safe side.
+                let predicted = match (&model, forced) {
+                    (Some(m), None) => g.predict(m, stats.task_names, c),
+                    _ => f64::NAN,
+                };
+                entries.push(Entry {
+                    sums,
+                    forced,
+                    predicted,
+                });
+            }
         }
     }
     out
@@ -420,14 +423,15 @@ pub(crate) fn cross_validate_arms(
     (cells, stats, g): (&Cells, &Stats<'_>, &GainCells),
     config: &CalibratedConfig,
     folds: usize,
-    challenger: Option<&MethodSpec>,
+    challenger: Option<(&MethodSpec, &GridGroups)>,
     options: &TrainOptions,
 ) -> Result<(Vec<CalibratedArm>, Vec<Outcome>)> {
+    let gains = CellGain::all(&stats.sums);
     let mut arms: Vec<CalibratedArm> = config
         .shrinkages(stats.task_names.len())
         .into_iter()
         .filter_map(|kappa| {
-            let model = g.fit(&stats.sums, stats.task_names, kappa)?;
+            let model = g.fit(&gains, stats.task_names, kappa)?;
             let cuts = candidate_cuts(&model);
             Some(CalibratedArm {
                 kappa,
@@ -437,26 +441,38 @@ pub(crate) fn cross_validate_arms(
             })
         })
         .collect();
+    // Each assignment is independent: its arms' outcomes and the challenger's.
+    let assignments = fold_assignments(data.len(), folds, config.repeats, config.seed);
+    let scored = crate::parallel::map_in_parallel(&assignments, |assignment| {
+        let fold_sums = data.fold_sums(cells, assignment, folds);
+        let kappas: Vec<Option<f64>> = arms.iter().map(|a| a.kappa).collect();
+        let entries = out_of_fold_entries(
+            stats,
+            (&gains, g),
+            &fold_sums,
+            &kappas,
+            options.unknown_confidence,
+        );
+        let per_arm: Vec<Vec<Outcome>> = (arms.iter().zip(entries))
+            .map(|(arm, entries)| outcomes_for_cuts(entries, stats.uniform, &arm.cuts))
+            .collect();
+        // The challenger (Threshold) on the cells its grid tells apart: the same decisions.
+        let challenger = challenger
+            .map(|(spec, groups)| {
+                let fold_sums: Vec<_> = fold_sums.iter().map(|f| groups.entries(f)).collect();
+                let grouped = groups.stats(stats);
+                out_of_fold_outcome(&grouped, &groups.cells, &fold_sums, spec, options)
+            })
+            .transpose()?;
+        Ok((per_arm, challenger))
+    });
     let mut challenger_outcomes = Vec::new();
-    for assignment in fold_assignments(data.len(), folds, config.repeats, config.seed) {
-        let fold_sums = data.fold_sums(cells, &assignment, folds);
-        for arm in &mut arms {
-            let entries = out_of_fold_entries(
-                stats,
-                cells,
-                g,
-                &fold_sums,
-                arm.kappa,
-                options.unknown_confidence,
-            );
-            arm.outcomes
-                .push(outcomes_for_cuts(entries, stats.uniform, &arm.cuts));
+    for result in scored {
+        let (per_arm, challenger): (Vec<Vec<Outcome>>, Option<Outcome>) = result?;
+        for (arm, outcomes) in arms.iter_mut().zip(per_arm) {
+            arm.outcomes.push(outcomes);
         }
-        if let Some(spec) = challenger {
-            challenger_outcomes.push(out_of_fold_outcome(
-                stats, cells, &fold_sums, spec, options,
-            )?);
-        }
+        challenger_outcomes.extend(challenger);
     }
     Ok((arms, challenger_outcomes))
 }
@@ -478,14 +494,15 @@ pub(crate) fn train_cross_validated(
     let (base, noise) = RatioNoise::with_baseline(&stats);
     let used = objective_used(options.objective, base.lift_defined());
     let g = GainCells::new(&stats);
-    let known = g.known_rows(&stats.sums) as usize;
+    let known = g.known_rows(&CellGain::all(&stats.sums)) as usize;
     if known == 0 {
         return Err(no_known_confidence());
     }
     // Fewer rows than 2 per fold cannot be cross-validated meaningfully.
     let folds = config.folds.min(known / 2).max(2);
     let threshold = MethodSpec::new(MethodKind::Threshold, spec.num_bins);
-    let challenger = (spec.kind == MethodKind::Auto).then_some(&threshold);
+    let groups = GridGroups::new(&stats, &crate::compat::py_grid(spec.num_bins));
+    let challenger = (spec.kind == MethodKind::Auto).then_some((&threshold, &groups));
     let (arms, threshold_outcomes) = cross_validate_arms(
         data,
         (&cells, &stats, &g),
@@ -517,19 +534,20 @@ pub(crate) fn train_cross_validated(
     };
     let challenge = CvScore::of(&base, &threshold_outcomes, used, options);
     let paired = match challenger {
-        Some(spec) => {
+        Some((spec, groups)) => {
             let input = NestedInput {
                 data,
                 cells: &cells,
                 stats: &stats,
                 g: &g,
+                groups,
             };
             Some(nested_paired(&input, (config, folds), spec, used, options)?)
         }
         None => None,
     };
     let chosen = settle(calibrated, challenge, paired.as_ref(), || {
-        Ok(train_stats(&stats, &threshold, options)?.0)
+        Ok(train_stats(&groups.stats(&stats), &threshold, options)?.0)
     })?;
     let train = stats.outcome_of(&chosen.candidate.rule, options.unknown_confidence);
     let oracle = stats.oracle();

@@ -37,7 +37,7 @@ use crate::methods::{Candidate, MethodKind};
 use crate::metrics::{Baseline, Dataset, Decision, Lift, Outcome, lift};
 use crate::policy::{POLICY_FORMAT_VERSION, Policy};
 use crate::rule::DecisionRule;
-use crate::stats::{CellKey, CellSums, Cells, Stats, Sum, Totals, escalates};
+use crate::stats::{CellGain, CellKey, CellSums, Cells, GridGroups, Stats, Sum, Totals, escalates};
 use crate::train::{
     Objective, TrainOptions, TrainingSummary, fallback_note, objective_key, objective_used,
     train_stats,
@@ -306,7 +306,7 @@ pub fn pooled_sweep(data: &Dataset) -> Result<Vec<Candidate>> {
 pub(crate) fn pooled_sweep_stats(stats: &Stats<'_>) -> Result<Vec<Candidate>> {
     let g = GainCells::new(stats);
     let model = g
-        .fit(&stats.sums, stats.task_names, None)
+        .fit(&CellGain::all(&stats.sums), stats.task_names, None)
         .ok_or_else(no_known_confidence)?;
     Ok(model
         .sweep()

@@ -17,6 +17,9 @@ use super::*;
 const OUTER_REPEATS: usize = 2;
 const INNER_REPEATS: usize = 2;
 
+/// Cell sums per (outer fold, inner fold) bucket of one pair of assignments.
+type Buckets = Vec<Vec<(u32, CellSums)>>;
+
 /// Objective values of the two procedures on each held-out outer fold, paired.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct PairedFolds {
@@ -57,6 +60,8 @@ pub(crate) struct NestedInput<'a, 'b> {
     pub(crate) cells: &'a Cells,
     pub(crate) stats: &'a Stats<'b>,
     pub(crate) g: &'a GainCells,
+    /// The cells Threshold's grid tells apart, where it trains.
+    pub(crate) groups: &'a GridGroups,
 }
 
 /// Runs both procedures on the training part of every outer fold and scores them on its
@@ -68,57 +73,88 @@ pub(crate) fn nested_paired(
     used: Objective,
     options: &TrainOptions,
 ) -> Result<PairedFolds> {
-    let mut paired = PairedFolds {
-        folds,
-        ..PairedFolds::default()
-    };
     let n = input.data.len();
     let outer_seed = config.seed.wrapping_add(1_000);
     let inners = fold_assignments(n, folds, config.repeats.min(INNER_REPEATS), config.seed);
-    for outer in fold_assignments(n, folds, OUTER_REPEATS, outer_seed) {
-        let buckets: Vec<_> = inners
-            .iter()
-            .map(|inner| joint_buckets(input, &outer, inner, folds))
-            .collect();
-        for f in 0..folds {
-            let held: Vec<(u32, CellSums)> = buckets[0][f * folds..(f + 1) * folds]
-                .iter()
-                .flatten()
-                .cloned()
-                .collect();
-            let train_cells = Cells {
-                sums: input.cells.without(&held),
-                ..Cells::default()
-            };
-            let train = Stats {
-                sums: Cow::Borrowed(&train_cells.sums),
-                ..input.stats.clone()
-            };
-            let inner: Vec<Vec<Vec<(u32, CellSums)>>> =
-                buckets.iter().map(|b| inner_folds(b, f, folds)).collect();
-            let calibrated =
-                inner_calibrated(&train, &train_cells, input.g, &inner, config, used, options);
-            // A fold where Threshold has no feasible candidate is no evidence for it: the
-            // pair is left out (with fewer than two pairs the calibrated fit is kept).
-            let Ok((threshold_rule, _)) = train_stats(&train, threshold, options) else {
-                continue;
-            };
-            let held_out = fold_stats(input.stats, &held);
-            let base = held_out.baseline();
-            let score = |rule: &DecisionRule| {
-                let o = held_out.outcome_of(rule, options.unknown_confidence);
-                objective_key(used, &o, lift(&base, &o), options).map(|k| k.0)
-            };
-            if let (Some(c), Some(t)) = (
-                calibrated.as_ref().and_then(&score),
-                score(&threshold_rule.rule),
-            ) {
-                paired.calibrated.push(c);
-                paired.threshold.push(t);
-            }
-        }
-    }
-    Ok(paired)
+    let outers = fold_assignments(n, folds, OUTER_REPEATS, outer_seed);
+    // Every outer assignment's buckets, then every (assignment, held-out fold) on its own:
+    // the units are independent and each re-runs the inner cross-validation.
+    let buckets: Vec<Vec<Buckets>> = outers
+        .iter()
+        .map(|outer| {
+            (inners.iter())
+                .map(|inner| joint_buckets(input, outer, inner, folds))
+                .collect()
+        })
+        .collect();
+    let units: Vec<(usize, usize)> = (0..outers.len())
+        .flat_map(|o| (0..folds).map(move |f| (o, f)))
+        .collect();
+    let pairs = crate::parallel::map_in_parallel(&units, |&(o, f)| {
+        held_out_pair(
+            input,
+            &buckets[o],
+            f,
+            (config, folds),
+            threshold,
+            used,
+            options,
+        )
+    });
+    let (calibrated, threshold) = pairs.into_iter().flatten().unzip();
+    Ok(PairedFolds {
+        calibrated,
+        threshold,
+        folds,
+    })
+}
+
+/// Both procedures trained outside held-out fold `f` of one outer assignment (its
+/// `buckets`) and scored on it: `(calibrated, threshold)`, or `None` when either is
+/// undefined there. A fold where Threshold has no feasible candidate is no evidence for it:
+/// the pair is left out (with fewer than two pairs the calibrated fit is kept).
+fn held_out_pair(
+    input: &NestedInput<'_, '_>,
+    buckets: &[Buckets],
+    f: usize,
+    (config, folds): (&CalibratedConfig, usize),
+    threshold: &MethodSpec,
+    used: Objective,
+    options: &TrainOptions,
+) -> Option<(f64, f64)> {
+    let held: Vec<(u32, CellSums)> = buckets[0][f * folds..(f + 1) * folds]
+        .iter()
+        .flatten()
+        .cloned()
+        .collect();
+    let train_cells = Cells {
+        sums: input.cells.without(&held),
+        ..Cells::default()
+    };
+    let train = Stats {
+        sums: Cow::Borrowed(&train_cells.sums),
+        ..input.stats.clone()
+    };
+    let inner: Vec<Vec<Vec<(u32, CellSums)>>> =
+        buckets.iter().map(|b| inner_folds(b, f, folds)).collect();
+    let calibrated = inner_calibrated(&train, input.g, &inner, config, used, options);
+    let threshold_train = Stats {
+        sums: Cow::Owned(input.groups.cells.without(&input.groups.entries(&held))),
+        ..input.groups.stats(input.stats)
+    };
+    let (threshold_rule, _) = train_stats(&threshold_train, threshold, options).ok()?;
+    let (keys, sums) = fold_cells(&held, input.stats.keys);
+    let held_out = Stats {
+        keys: &keys,
+        sums: Cow::Owned(sums),
+        ..input.stats.clone()
+    };
+    let base = held_out.baseline();
+    let score = |rule: &DecisionRule| {
+        let o = held_out.outcome_of(rule, options.unknown_confidence);
+        objective_key(used, &o, lift(&base, &o), options).map(|k| k.0)
+    };
+    Some((score(&calibrated?)?, score(&threshold_rule.rule)?))
 }
 
 /// The rows' cell sums per (outer fold, inner fold) bucket, `outer * folds + inner`, in
@@ -129,7 +165,7 @@ fn joint_buckets(
     outer: &[usize],
     inner: &[usize],
     folds: usize,
-) -> Vec<Vec<(u32, CellSums)>> {
+) -> Buckets {
     let joint: Vec<usize> = outer
         .iter()
         .zip(inner)
@@ -159,41 +195,39 @@ fn inner_folds(
 /// folds, the best chosen as [`choose_calibrated`] does; its rule.
 fn inner_calibrated(
     train: &Stats<'_>,
-    train_cells: &Cells,
     g: &GainCells,
     inner: &[Vec<Vec<(u32, CellSums)>>],
     config: &CalibratedConfig,
     used: Objective,
     options: &TrainOptions,
 ) -> Option<DecisionRule> {
-    let arms: Vec<CalibratedArm> = config
+    let gains = CellGain::all(&train.sums);
+    let mut arms: Vec<CalibratedArm> = config
         .shrinkages(train.task_names.len())
         .into_iter()
         .filter_map(|kappa| {
-            let model = g.fit(&train.sums, train.task_names, kappa)?;
-            let cuts = candidate_cuts(&model);
-            let outcomes = inner
-                .iter()
-                .map(|fold_sums| {
-                    let entries = out_of_fold_entries(
-                        train,
-                        train_cells,
-                        g,
-                        fold_sums,
-                        kappa,
-                        options.unknown_confidence,
-                    );
-                    outcomes_for_cuts(entries, train.uniform, &cuts)
-                })
-                .collect();
+            let model = g.fit(&gains, train.task_names, kappa)?;
             Some(CalibratedArm {
                 kappa,
+                cuts: candidate_cuts(&model),
                 model,
-                cuts,
-                outcomes,
+                outcomes: Vec::new(),
             })
         })
         .collect();
+    let kappas: Vec<Option<f64>> = arms.iter().map(|a| a.kappa).collect();
+    for fold_sums in inner {
+        let entries = out_of_fold_entries(
+            train,
+            (&gains, g),
+            fold_sums,
+            &kappas,
+            options.unknown_confidence,
+        );
+        for (arm, entries) in arms.iter_mut().zip(entries) {
+            (arm.outcomes).push(outcomes_for_cuts(entries, train.uniform, &arm.cuts));
+        }
+    }
     let (base, noise) = RatioNoise::with_baseline(train);
     let folds = inner.first().map_or(0, Vec::len);
     choose_calibrated(arms, (&base, &noise), folds, inner.len(), used, options)
@@ -201,17 +235,27 @@ fn inner_calibrated(
         .map(|fit| fit.rule)
 }
 
-/// The cells of one fold as statistics of their own (every other cell empty; a cell's
-/// entries from several buckets are merged).
-fn fold_stats<'a>(stats: &Stats<'a>, fold: &[(u32, CellSums)]) -> Stats<'a> {
-    let mut sums = vec![CellSums::default(); stats.keys.len()];
-    for (cell, s) in fold {
-        sums[*cell as usize].merge(s);
+/// The cells of one fold on their own, in cell order: their keys, and their sums (a cell's
+/// entries from several buckets merged in entry order). Scoring reads only cells with rows,
+/// in cell order, so these score a rule as the fold's cells among all the others would.
+fn fold_cells(fold: &[(u32, CellSums)], keys: &[CellKey]) -> (Vec<CellKey>, Vec<CellSums>) {
+    let mut entries: Vec<&(u32, CellSums)> = fold.iter().collect();
+    // Stable: a cell's entries stay in entry order.
+    entries.sort_by_key(|(cell, _)| *cell);
+    let mut out_keys: Vec<CellKey> = Vec::new();
+    let mut out_sums: Vec<CellSums> = Vec::new();
+    let mut last = None;
+    for (cell, s) in entries {
+        if last != Some(*cell) {
+            out_keys.push(keys[*cell as usize]);
+            out_sums.push(CellSums::default());
+            last = Some(*cell);
+        }
+        if let Some(sum) = out_sums.last_mut() {
+            sum.merge(s);
+        }
     }
-    Stats {
-        sums: Cow::Owned(sums),
-        ..stats.clone()
-    }
+    (out_keys, out_sums)
 }
 
 #[cfg(test)]
