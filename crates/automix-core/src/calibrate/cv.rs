@@ -500,9 +500,8 @@ pub(crate) fn train_cross_validated(
     }
     // Fewer rows than 2 per fold cannot be cross-validated meaningfully.
     let folds = config.folds.min(known / 2).max(2);
-    let threshold = MethodSpec::new(MethodKind::Threshold, spec.num_bins);
-    let groups = GridGroups::new(&stats, &crate::compat::py_grid(spec.num_bins));
-    let challenger = (spec.kind == MethodKind::Auto).then_some((&threshold, &groups));
+    let threshold = threshold_challenger(spec, &stats);
+    let challenger = threshold.as_ref().map(|(spec, groups)| (spec, groups));
     let (arms, threshold_outcomes) = cross_validate_arms(
         data,
         (&cells, &stats, &g),
@@ -512,43 +511,23 @@ pub(crate) fn train_cross_validated(
         options,
     )?;
     let fit = choose_calibrated(arms, (&base, &noise), folds, config.repeats, used, options)?;
-    let unit = if base.large_cost > 0.0 {
-        base.large_cost
-    } else {
-        1.0
+    let calibrated = calibrated_of(&fit, (&stats, &g, &base), options);
+    let input = NestedInput {
+        data,
+        cells: &cells,
+        stats: &stats,
+        g: &g,
     };
-    let calibrated = Calibrated {
-        candidate: Candidate {
-            method: MethodKind::Calibrated,
-            rule: fit.rule.clone(),
-            lambda: Some(fit.cut),
-        },
-        calibration: Some(Calibration {
-            lambdas: lambda_table(&stats, &g, &fit.model, options.unknown_confidence, unit),
-            model: fit.model.clone(),
-            cut: fit.cut,
-            kappa: fit.kappa,
-            unit,
-        }),
-        cv: fit.cv.clone(),
-    };
-    let challenge = CvScore::of(&base, &threshold_outcomes, used, options);
-    let paired = match challenger {
-        Some((spec, groups)) => {
-            let input = NestedInput {
-                data,
-                cells: &cells,
-                stats: &stats,
-                g: &g,
-                groups,
-            };
-            Some(nested_paired(&input, (config, folds), spec, used, options)?)
-        }
-        None => None,
-    };
-    let chosen = settle(calibrated, challenge, paired.as_ref(), || {
-        Ok(train_stats(&groups.stats(&stats), &threshold, options)?.0)
-    })?;
+    let challenge = (&base, threshold_outcomes.as_slice());
+    let chosen = challenge_calibrated(
+        calibrated,
+        &input,
+        challenge,
+        challenger,
+        (config, folds),
+        used,
+        options,
+    )?;
     let train = stats.outcome_of(&chosen.candidate.rule, options.unknown_confidence);
     let oracle = stats.oracle();
     let tried = chosen.cv.alternatives.len();
@@ -577,6 +556,66 @@ pub(crate) fn train_cross_validated(
             lambda: chosen.candidate.lambda,
             cross_validation: Some(chosen.cv),
         },
+    })
+}
+
+/// `auto`'s challenger: the paper's Threshold and the cells its grid tells apart, where
+/// it trains. `Calibrated` has none, and never pays for the groups.
+fn threshold_challenger(spec: &MethodSpec, stats: &Stats<'_>) -> Option<(MethodSpec, GridGroups)> {
+    (spec.kind == MethodKind::Auto).then(|| {
+        let grid = crate::compat::py_grid(spec.num_bins);
+        let threshold = MethodSpec::new(MethodKind::Threshold, spec.num_bins);
+        (threshold, GridGroups::new(stats, &grid))
+    })
+}
+
+/// The calibrated fit as a candidate, with its curves and λ table (in units of the large
+/// model's cost, 1 when that is free).
+fn calibrated_of(
+    fit: &CalibratedFit,
+    (stats, g, base): (&Stats<'_>, &GainCells, &Baseline),
+    options: &TrainOptions,
+) -> Calibrated {
+    let unit = if base.large_cost > 0.0 {
+        base.large_cost
+    } else {
+        1.0
+    };
+    Calibrated {
+        candidate: Candidate {
+            method: MethodKind::Calibrated,
+            rule: fit.rule.clone(),
+            lambda: Some(fit.cut),
+        },
+        calibration: Some(Calibration {
+            lambdas: lambda_table(stats, g, &fit.model, options.unknown_confidence, unit),
+            model: fit.model.clone(),
+            cut: fit.cut,
+            kappa: fit.kappa,
+            unit,
+        }),
+        cv: fit.cv.clone(),
+    }
+}
+
+/// `auto`'s challenge of the calibrated fit by the paper's Threshold (on its grid's
+/// `groups`), decided by the nested comparison; without a challenger, the calibrated fit.
+fn challenge_calibrated(
+    calibrated: Calibrated,
+    input: &NestedInput<'_, '_>,
+    (base, threshold_outcomes): (&Baseline, &[Outcome]),
+    challenger: Option<(&MethodSpec, &GridGroups)>,
+    (config, folds): (&CalibratedConfig, usize),
+    used: Objective,
+    options: &TrainOptions,
+) -> Result<Calibrated> {
+    let Some((threshold, groups)) = challenger else {
+        return Ok(calibrated);
+    };
+    let challenge = CvScore::of(base, threshold_outcomes, used, options);
+    let paired = nested_paired(input, groups, (config, folds), threshold, used, options)?;
+    settle(calibrated, challenge, Some(&paired), || {
+        Ok(train_stats(&groups.stats(input.stats), threshold, options)?.0)
     })
 }
 

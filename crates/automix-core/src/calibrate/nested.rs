@@ -60,14 +60,13 @@ pub(crate) struct NestedInput<'a, 'b> {
     pub(crate) cells: &'a Cells,
     pub(crate) stats: &'a Stats<'b>,
     pub(crate) g: &'a GainCells,
-    /// The cells Threshold's grid tells apart, where it trains.
-    pub(crate) groups: &'a GridGroups,
 }
 
 /// Runs both procedures on the training part of every outer fold and scores them on its
-/// held-out part.
+/// held-out part; Threshold trains on `groups`, the cells its grid tells apart.
 pub(crate) fn nested_paired(
     input: &NestedInput<'_, '_>,
+    groups: &GridGroups,
     (config, folds): (&CalibratedConfig, usize),
     threshold: &MethodSpec,
     used: Objective,
@@ -92,7 +91,7 @@ pub(crate) fn nested_paired(
         .collect();
     let pairs = crate::parallel::map_in_parallel(&units, |&(o, f)| {
         held_out_pair(
-            input,
+            (input, groups),
             &buckets[o],
             f,
             (config, folds),
@@ -114,7 +113,7 @@ pub(crate) fn nested_paired(
 /// undefined there. A fold where Threshold has no feasible candidate is no evidence for it:
 /// the pair is left out (with fewer than two pairs the calibrated fit is kept).
 fn held_out_pair(
-    input: &NestedInput<'_, '_>,
+    (input, groups): (&NestedInput<'_, '_>, &GridGroups),
     buckets: &[Buckets],
     f: usize,
     (config, folds): (&CalibratedConfig, usize),
@@ -139,8 +138,8 @@ fn held_out_pair(
         buckets.iter().map(|b| inner_folds(b, f, folds)).collect();
     let calibrated = inner_calibrated(&train, input.g, &inner, config, used, options);
     let threshold_train = Stats {
-        sums: Cow::Owned(input.groups.cells.without(&input.groups.entries(&held))),
-        ..input.groups.stats(input.stats)
+        sums: Cow::Owned(groups.cells.without(&groups.entries(&held))),
+        ..groups.stats(input.stats)
     };
     let (threshold_rule, _) = train_stats(&threshold_train, threshold, options).ok()?;
     let (keys, sums) = fold_cells(&held, input.stats.keys);
