@@ -224,7 +224,10 @@ impl CellGain {
 
     /// `all` without the rows of `fold` (a part of them), as [`Cells::without`] takes
     /// them out of the full sums.
-    pub(crate) fn without(all: &[CellGain], fold: &[(u32, CellSums)]) -> Vec<CellGain> {
+    pub(crate) fn without<'f>(
+        all: &[CellGain],
+        fold: impl IntoIterator<Item = &'f (u32, CellSums)>,
+    ) -> Vec<CellGain> {
         let mut out = all.to_vec();
         for (cell, s) in fold {
             let g = &mut out[*cell as usize];
@@ -307,26 +310,58 @@ impl Cells {
         assignment: &[usize],
         folds: usize,
     ) -> Vec<Vec<(u32, CellSums)>> {
-        const NONE: u32 = u32::MAX;
         let cells = self.keys.len();
-        let mut slot = vec![NONE; cells * folds];
+        // A cell's place in its fold's list, plus one (0: not yet there). Zeroed memory
+        // is mapped lazily, so a continuous confidence's one-row cells never touch it.
+        let mut slot = vec![0u32; cells * folds];
         let mut out: Vec<Vec<(u32, CellSums)>> = vec![Vec::new(); folds];
         for (row, &fold) in assignment.iter().enumerate() {
             let cell = self.row_cell[row];
-            let s = &mut slot[fold * cells + cell as usize];
-            if *s == NONE {
-                *s = out[fold].len() as u32;
-                out[fold].push((cell, CellSums::default()));
+            let whole = &self.sums[cell as usize];
+            if whole.rows == 1 {
+                // The cell's one row: its sums are the row's, bit for bit (the same
+                // additions from zero), and no other row of any fold shares the cell.
+                out[fold].push((cell, *whole));
+                continue;
             }
-            out[fold][*s as usize]
-                .1
-                .add_row(cols.small[row], cols.large[row], cols.costs.get(row));
+            let s = &mut slot[fold * cells + cell as usize];
+            if *s == 0 {
+                out[fold].push((cell, CellSums::default()));
+                *s = out[fold].len() as u32;
+            }
+            out[fold][*s as usize - 1].1.add_row(
+                cols.small[row],
+                cols.large[row],
+                cols.costs.get(row),
+            );
         }
         out
     }
 
+    /// The total ([`Stats::total`]) of the sums [`Cells::without`] would return for a fold
+    /// given stably sorted by cell, bit for bit, without building them.
+    pub(crate) fn total_without(&self, by_cell: &[&(u32, CellSums)]) -> CellSums {
+        let mut total = CellSums::default();
+        let mut next = 0;
+        for (c, whole) in self.sums.iter().enumerate() {
+            let mut s = *whole;
+            while let Some((cell, part)) = by_cell.get(next).copied() {
+                if *cell as usize != c {
+                    break;
+                }
+                s.remove(part);
+                next += 1;
+            }
+            total.merge(&s);
+        }
+        total
+    }
+
     /// Every row's sums minus the rows of `fold`: the training part of a fold.
-    pub(crate) fn without(&self, fold: &[(u32, CellSums)]) -> Vec<CellSums> {
+    pub(crate) fn without<'f>(
+        &self,
+        fold: impl IntoIterator<Item = &'f (u32, CellSums)>,
+    ) -> Vec<CellSums> {
         let mut sums = self.sums.clone();
         for (cell, s) in fold {
             sums[*cell as usize].remove(s);
@@ -381,7 +416,10 @@ impl GridGroups {
     }
 
     /// Cell entries (a fold's) as group entries, merged per group in entry order.
-    pub(crate) fn entries(&self, fold: &[(u32, CellSums)]) -> Vec<(u32, CellSums)> {
+    pub(crate) fn entries<'f>(
+        &self,
+        fold: impl IntoIterator<Item = &'f (u32, CellSums)>,
+    ) -> Vec<(u32, CellSums)> {
         const NONE: u32 = u32::MAX;
         let mut slot = vec![NONE; self.cells.keys.len()];
         let mut out: Vec<(u32, CellSums)> = Vec::new();

@@ -64,6 +64,10 @@ pub(crate) fn forced_decision(key: &CellKey, unknown: Decision) -> Option<bool> 
     }
 }
 
+/// One fold's entries (cell, sums) by reference: a nested fold is a union of buckets, read
+/// in place rather than copied.
+pub(crate) type FoldRef<'a> = Vec<&'a (u32, CellSums)>;
+
 /// Rows of one cell (of one fold) with the gain predicted for them.
 pub(crate) struct Entry<'a> {
     pub(crate) sums: &'a CellSums,
@@ -77,17 +81,17 @@ pub(crate) struct Entry<'a> {
 pub(crate) fn out_of_fold_entries<'a>(
     stats: &Stats<'_>,
     (gains, g): (&[CellGain], &GainCells),
-    fold_sums: &'a [Vec<(u32, CellSums)>],
+    fold_sums: &[FoldRef<'a>],
     kappas: &[Option<f64>],
     unknown: Decision,
 ) -> Vec<Vec<Entry<'a>>> {
     let mut out: Vec<Vec<Entry<'a>>> = kappas.iter().map(|_| Vec::new()).collect();
     for fold in fold_sums {
-        let train = CellGain::without(gains, fold);
+        let train = CellGain::without(gains, fold.iter().copied());
         for (kappa, entries) in kappas.iter().zip(&mut out) {
             let model = g.fit(&train, stats.task_names, *kappa);
-            for (cell, sums) in fold {
-                let c = *cell as usize;
+            for &(cell, ref sums) in fold.iter().copied() {
+                let c = cell as usize;
                 let forced = forced_decision(&stats.keys[c], unknown);
                 // A known confidence without a prediction (its training folds had none)
                 // escalates: the safe side.
@@ -445,11 +449,12 @@ pub(crate) fn cross_validate_arms(
     let assignments = fold_assignments(data.len(), folds, config.repeats, config.seed);
     let scored = crate::parallel::map_in_parallel(&assignments, |assignment| {
         let fold_sums = data.fold_sums(cells, assignment, folds);
+        let fold_refs: Vec<FoldRef<'_>> = fold_sums.iter().map(|f| f.iter().collect()).collect();
         let kappas: Vec<Option<f64>> = arms.iter().map(|a| a.kappa).collect();
         let entries = out_of_fold_entries(
             stats,
             (&gains, g),
-            &fold_sums,
+            &fold_refs,
             &kappas,
             options.unknown_confidence,
         );
@@ -494,7 +499,8 @@ pub(crate) fn train_cross_validated(
     let (base, noise) = RatioNoise::with_baseline(&stats);
     let used = objective_used(options.objective, base.lift_defined());
     let g = GainCells::new(&stats);
-    let known = g.known_rows(&CellGain::all(&stats.sums)) as usize;
+    let gains = CellGain::all(&stats.sums);
+    let known = g.known_rows(&gains) as usize;
     if known == 0 {
         return Err(no_known_confidence());
     }
@@ -517,6 +523,7 @@ pub(crate) fn train_cross_validated(
         cells: &cells,
         stats: &stats,
         g: &g,
+        gains: &gains,
     };
     let challenge = (&base, threshold_outcomes.as_slice());
     let chosen = challenge_calibrated(

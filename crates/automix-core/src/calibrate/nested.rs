@@ -60,6 +60,8 @@ pub(crate) struct NestedInput<'a, 'b> {
     pub(crate) cells: &'a Cells,
     pub(crate) stats: &'a Stats<'b>,
     pub(crate) g: &'a GainCells,
+    /// Every cell's gain (from `stats`), the inner fits' starting point.
+    pub(crate) gains: &'a [CellGain],
 }
 
 /// Runs both procedures on the training part of every outer fold and scores them on its
@@ -121,28 +123,26 @@ fn held_out_pair(
     used: Objective,
     options: &TrainOptions,
 ) -> Option<(f64, f64)> {
-    let held: Vec<(u32, CellSums)> = buckets[0][f * folds..(f + 1) * folds]
+    let held: FoldRef<'_> = buckets[0][f * folds..(f + 1) * folds]
         .iter()
         .flatten()
-        .cloned()
         .collect();
-    let train_cells = Cells {
-        sums: input.cells.without(&held),
-        ..Cells::default()
-    };
-    let train = Stats {
-        sums: Cow::Borrowed(&train_cells.sums),
-        ..input.stats.clone()
-    };
-    let inner: Vec<Vec<Vec<(u32, CellSums)>>> =
-        buckets.iter().map(|b| inner_folds(b, f, folds)).collect();
-    let calibrated = inner_calibrated(&train, input.g, &inner, config, used, options);
+    // The calibrated procedure reads only the training cells' gains and total: both are
+    // taken from the held-out entries, without a copy of every cell's sums.
+    let mut by_cell = held.clone();
+    // Stable: a cell's entries stay in entry order, as `Cells::without` removes them.
+    by_cell.sort_by_key(|(cell, _)| *cell);
+    let gains = CellGain::without(input.gains, held.iter().copied());
+    let noise = RatioNoise::with_baseline_of(input.stats, &input.cells.total_without(&by_cell));
+    let inner: Vec<Vec<FoldRef<'_>>> = buckets.iter().map(|b| inner_folds(b, f, folds)).collect();
+    let train = (input.stats, gains.as_slice(), input.g);
+    let calibrated = inner_calibrated(train, noise, &inner, config, used, options);
     let threshold_train = Stats {
-        sums: Cow::Owned(groups.cells.without(&groups.entries(&held))),
+        sums: Cow::Owned(groups.cells.without(&groups.entries(held.iter().copied()))),
         ..groups.stats(input.stats)
     };
     let (threshold_rule, _) = train_stats(&threshold_train, threshold, options).ok()?;
-    let (keys, sums) = fold_cells(&held, input.stats.keys);
+    let (keys, sums) = fold_cells(&by_cell, input.stats.keys);
     let held_out = Stats {
         keys: &keys,
         sums: Cow::Owned(sums),
@@ -175,16 +175,12 @@ fn joint_buckets(
 
 /// The inner folds of the rows outside outer fold `f`: inner fold `g` is the union of the
 /// buckets `(o, g)`, `o ≠ f` (a cell may appear once per bucket; every reader sums entries).
-fn inner_folds(
-    buckets: &[Vec<(u32, CellSums)>],
-    f: usize,
-    folds: usize,
-) -> Vec<Vec<(u32, CellSums)>> {
+fn inner_folds(buckets: &[Vec<(u32, CellSums)>], f: usize, folds: usize) -> Vec<FoldRef<'_>> {
     (0..folds)
         .map(|g| {
             (0..folds)
                 .filter(|&o| o != f)
-                .flat_map(|o| buckets[o * folds + g].iter().cloned())
+                .flat_map(|o| buckets[o * folds + g].iter())
                 .collect()
         })
         .collect()
@@ -193,19 +189,18 @@ fn inner_folds(
 /// The calibrated procedure on `train`: every κ's curves, their cuts scored on the inner
 /// folds, the best chosen as [`choose_calibrated`] does; its rule.
 fn inner_calibrated(
-    train: &Stats<'_>,
-    g: &GainCells,
-    inner: &[Vec<Vec<(u32, CellSums)>>],
+    (train, gains, g): (&Stats<'_>, &[CellGain], &GainCells),
+    (base, noise): (Baseline, RatioNoise),
+    inner: &[Vec<FoldRef<'_>>],
     config: &CalibratedConfig,
     used: Objective,
     options: &TrainOptions,
 ) -> Option<DecisionRule> {
-    let gains = CellGain::all(&train.sums);
     let mut arms: Vec<CalibratedArm> = config
         .shrinkages(train.task_names.len())
         .into_iter()
         .filter_map(|kappa| {
-            let model = g.fit(&gains, train.task_names, kappa)?;
+            let model = g.fit(gains, train.task_names, kappa)?;
             Some(CalibratedArm {
                 kappa,
                 cuts: candidate_cuts(&model),
@@ -218,7 +213,7 @@ fn inner_calibrated(
     for fold_sums in inner {
         let entries = out_of_fold_entries(
             train,
-            (&gains, g),
+            (gains, g),
             fold_sums,
             &kappas,
             options.unknown_confidence,
@@ -227,24 +222,20 @@ fn inner_calibrated(
             (arm.outcomes).push(outcomes_for_cuts(entries, train.uniform, &arm.cuts));
         }
     }
-    let (base, noise) = RatioNoise::with_baseline(train);
     let folds = inner.first().map_or(0, Vec::len);
     choose_calibrated(arms, (&base, &noise), folds, inner.len(), used, options)
         .ok()
         .map(|fit| fit.rule)
 }
 
-/// The cells of one fold on their own, in cell order: their keys, and their sums (a cell's
-/// entries from several buckets merged in entry order). Scoring reads only cells with rows,
+/// The cells of one fold (its entries stably sorted by cell) on their own, in cell order:
+/// their keys, and their sums (a cell's entries from several buckets merged in entry order). Scoring reads only cells with rows,
 /// in cell order, so these score a rule as the fold's cells among all the others would.
-fn fold_cells(fold: &[(u32, CellSums)], keys: &[CellKey]) -> (Vec<CellKey>, Vec<CellSums>) {
-    let mut entries: Vec<&(u32, CellSums)> = fold.iter().collect();
-    // Stable: a cell's entries stay in entry order.
-    entries.sort_by_key(|(cell, _)| *cell);
+fn fold_cells(by_cell: &[&(u32, CellSums)], keys: &[CellKey]) -> (Vec<CellKey>, Vec<CellSums>) {
     let mut out_keys: Vec<CellKey> = Vec::new();
     let mut out_sums: Vec<CellSums> = Vec::new();
     let mut last = None;
-    for (cell, s) in entries {
+    for (cell, s) in by_cell.iter().copied() {
         if last != Some(*cell) {
             out_keys.push(keys[*cell as usize]);
             out_sums.push(CellSums::default());

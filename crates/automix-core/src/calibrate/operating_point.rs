@@ -30,13 +30,17 @@ pub(crate) struct RatioNoise {
 impl RatioNoise {
     /// The baseline of `stats` and the noise of a ΔIBC on them, from one merge of the cells.
     pub(crate) fn with_baseline(stats: &Stats<'_>) -> (Baseline, Self) {
-        let t = stats.total();
+        Self::with_baseline_of(stats, &stats.total())
+    }
+
+    /// [`RatioNoise::with_baseline`] given the cells' total `t`.
+    pub(crate) fn with_baseline_of(stats: &Stats<'_>, t: &CellSums) -> (Baseline, Self) {
         let abs_gain = t.needy_gain.value() - t.small_better_gain.value();
         let noise = Self {
             rows: t.rows as f64,
             mean_sq_gain: abs_gain / t.rows.max(1) as f64,
         };
-        (stats.baseline_of(&t), noise)
+        (stats.baseline_of(t), noise)
     }
 
     /// The delta-method standard error of ΔIBC at outcome `o` on these rows (∞ at no spend).
