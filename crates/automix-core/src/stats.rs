@@ -228,14 +228,25 @@ impl CellGain {
         all: &[CellGain],
         fold: impl IntoIterator<Item = &'f (u32, CellSums)>,
     ) -> Vec<CellGain> {
-        let mut out = all.to_vec();
+        let mut out = Vec::new();
+        Self::without_into(&mut out, all, fold);
+        out
+    }
+
+    /// [`CellGain::without`] into `out`, whose allocation is reused across folds.
+    pub(crate) fn without_into<'f>(
+        out: &mut Vec<CellGain>,
+        all: &[CellGain],
+        fold: impl IntoIterator<Item = &'f (u32, CellSums)>,
+    ) {
+        out.clear();
+        out.extend_from_slice(all);
         for (cell, s) in fold {
             let g = &mut out[*cell as usize];
             g.rows -= s.rows;
             g.needy_gain.remove(s.needy_gain);
             g.small_better_gain.remove(s.small_better_gain);
         }
-        out
     }
 }
 
@@ -255,6 +266,9 @@ pub(crate) struct Cells {
     pub(crate) keys: Vec<CellKey>,
     pub(crate) sums: Vec<CellSums>,
     pub(crate) row_cell: Vec<u32>,
+    /// Whether each row is its cell's only row (a continuous confidence's usual case), read
+    /// in row order by [`Cells::fold_sums`]; empty for cells not grouped from rows.
+    pub(crate) row_alone: Vec<bool>,
 }
 
 impl Cells {
@@ -299,6 +313,9 @@ impl Cells {
                 cols.costs.get(row),
             );
         }
+        cells.row_alone = (cells.row_cell.iter())
+            .map(|&c| cells.sums[c as usize].rows == 1)
+            .collect();
         cells
     }
 
@@ -317,11 +334,10 @@ impl Cells {
         let mut out: Vec<Vec<(u32, CellSums)>> = vec![Vec::new(); folds];
         for (row, &fold) in assignment.iter().enumerate() {
             let cell = self.row_cell[row];
-            let whole = &self.sums[cell as usize];
-            if whole.rows == 1 {
+            if self.row_alone.get(row).copied().unwrap_or(false) {
                 // The cell's one row: its sums are the row's, bit for bit (the same
                 // additions from zero), and no other row of any fold shares the cell.
-                out[fold].push((cell, *whole));
+                out[fold].push((cell, self.sums[cell as usize]));
                 continue;
             }
             let s = &mut slot[fold * cells + cell as usize];

@@ -70,6 +70,25 @@ impl GainCells {
         let task = names.get(self.task[cell] as usize).map(String::as_str);
         model.gain(self.x[cell], task)
     }
+
+    /// Each task id's curve in `model` (the pooled one where the task has none): what
+    /// [`GainCells::predict`] looks up by name, looked up once per model.
+    pub(crate) fn curves_by_task<'m>(
+        &self,
+        model: &'m GainModel,
+        names: &[String],
+    ) -> Vec<&'m GainCurve> {
+        names
+            .iter()
+            .map(|name| model.tasks.get(name).unwrap_or(&model.pooled))
+            .collect()
+    }
+
+    /// [`GainCells::predict`] with the curves of [`GainCells::curves_by_task`].
+    pub(crate) fn predict_on(&self, curves: &[&GainCurve], pooled: &GainCurve, cell: usize) -> f64 {
+        let curve = curves.get(self.task[cell] as usize).copied().unwrap_or(pooled);
+        curve.at(self.x[cell])
+    }
 }
 
 /// Rows pooled at one confidence level.

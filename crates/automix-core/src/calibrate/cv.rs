@@ -86,17 +86,19 @@ pub(crate) fn out_of_fold_entries<'a>(
     unknown: Decision,
 ) -> Vec<Vec<Entry<'a>>> {
     let mut out: Vec<Vec<Entry<'a>>> = kappas.iter().map(|_| Vec::new()).collect();
+    let mut train = Vec::new();
     for fold in fold_sums {
-        let train = CellGain::without(gains, fold.iter().copied());
+        CellGain::without_into(&mut train, gains, fold.iter().copied());
         for (kappa, entries) in kappas.iter().zip(&mut out) {
             let model = g.fit(&train, stats.task_names, *kappa);
+            let curves = model.as_ref().map(|m| g.curves_by_task(m, stats.task_names));
             for &(cell, ref sums) in fold.iter().copied() {
                 let c = cell as usize;
                 let forced = forced_decision(&stats.keys[c], unknown);
                 // A known confidence without a prediction (its training folds had none)
                 // escalates: the safe side.
-                let predicted = match (&model, forced) {
-                    (Some(m), None) => g.predict(m, stats.task_names, c),
+                let predicted = match (&model, &curves, forced) {
+                    (Some(m), Some(curves), None) => g.predict_on(curves, &m.pooled, c),
                     _ => f64::NAN,
                 };
                 entries.push(Entry {
