@@ -633,6 +633,61 @@ mod tests {
     }
 
     #[test]
+    fn fold_sums_and_the_total_without_a_fold_are_the_slow_ways_bit_for_bit() {
+        use crate::confidence::Confidence;
+        use crate::metrics::Dataset;
+        use crate::record::RoutingRecord;
+        // One-row cells (a continuous part) beside shared ones (a few vote levels), with
+        // scores that are not dyadic, so any change of order would show.
+        let score = |i: usize| {
+            let i = i as u32;
+            let small = f64::from((i * 37) % 10) / 10.0 + 0.03;
+            (small, f64::from((i * 11) % 7) / 7.0)
+        };
+        let rows: Vec<RoutingRecord> = (0..300u32)
+            .map(|i| {
+                let p = if i % 3 == 0 {
+                    f64::from(i) / 301.0
+                } else {
+                    f64::from(i % 4) / 3.0
+                };
+                let verifier = VerifierScore::Known(Confidence::new(p).unwrap());
+                let (small, large) = score(i as usize);
+                RoutingRecord::new(small, large, verifier)
+            })
+            .collect();
+        let data = Dataset::new(&rows, &crate::cost::CostModel::default()).unwrap();
+        let cells = data.cells_for(&[]);
+        assert!(cells.row_alone.iter().any(|&a| a) && cells.row_alone.iter().any(|&a| !a));
+        let assignment: Vec<usize> = (0..rows.len()).map(|i| (i * 7) % 5).collect();
+        let folds = data.fold_sums(&cells, &assignment, 5);
+        for (f, fold) in folds.iter().enumerate() {
+            let mut slow: Vec<(u32, CellSums)> = Vec::new();
+            for row in (0..rows.len()).filter(|&r| assignment[r] == f) {
+                let cell = cells.row_cell[row];
+                let at = match slow.iter().position(|(c, _)| *c == cell) {
+                    Some(at) => at,
+                    None => {
+                        slow.push((cell, CellSums::default()));
+                        slow.len() - 1
+                    }
+                };
+                let (small, large) = score(row);
+                slow[at].1.add_row(small, large, None);
+            }
+            assert_eq!(fold, &slow, "fold {f}");
+            let mut by_cell: Vec<&(u32, CellSums)> = fold.iter().collect();
+            by_cell.sort_by_key(|(cell, _)| *cell);
+            let stats = data.stats(&cells);
+            let without = Stats {
+                sums: std::borrow::Cow::Owned(cells.without(fold)),
+                ..stats
+            };
+            assert_eq!(cells.total_without(&by_cell), without.total(), "fold {f}");
+        }
+    }
+
+    #[test]
     fn threshold_decides_its_grid_groups_as_it_decides_their_cells() {
         use crate::confidence::Confidence;
         use crate::metrics::Dataset;

@@ -86,7 +86,10 @@ impl GainCells {
 
     /// [`GainCells::predict`] with the curves of [`GainCells::curves_by_task`].
     pub(crate) fn predict_on(&self, curves: &[&GainCurve], pooled: &GainCurve, cell: usize) -> f64 {
-        let curve = curves.get(self.task[cell] as usize).copied().unwrap_or(pooled);
+        let curve = curves
+            .get(self.task[cell] as usize)
+            .copied()
+            .unwrap_or(pooled);
         curve.at(self.x[cell])
     }
 }

@@ -91,7 +91,9 @@ pub(crate) fn out_of_fold_entries<'a>(
         CellGain::without_into(&mut train, gains, fold.iter().copied());
         for (kappa, entries) in kappas.iter().zip(&mut out) {
             let model = g.fit(&train, stats.task_names, *kappa);
-            let curves = model.as_ref().map(|m| g.curves_by_task(m, stats.task_names));
+            let curves = model
+                .as_ref()
+                .map(|m| g.curves_by_task(m, stats.task_names));
             for &(cell, ref sums) in fold.iter().copied() {
                 let c = cell as usize;
                 let forced = forced_decision(&stats.keys[c], unknown);

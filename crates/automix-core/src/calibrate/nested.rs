@@ -229,8 +229,9 @@ fn inner_calibrated(
 }
 
 /// The cells of one fold (its entries stably sorted by cell) on their own, in cell order:
-/// their keys, and their sums (a cell's entries from several buckets merged in entry order). Scoring reads only cells with rows,
-/// in cell order, so these score a rule as the fold's cells among all the others would.
+/// their keys, and their sums (a cell's entries from several buckets merged in entry
+/// order). Scoring reads only cells with rows, in cell order, so these score a rule as the
+/// fold's cells among all the others would.
 fn fold_cells(by_cell: &[&(u32, CellSums)], keys: &[CellKey]) -> (Vec<CellKey>, Vec<CellSums>) {
     let mut out_keys: Vec<CellKey> = Vec::new();
     let mut out_sums: Vec<CellSums> = Vec::new();
