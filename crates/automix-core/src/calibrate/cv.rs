@@ -425,21 +425,21 @@ pub fn cross_validate(
 
 /// Every κ's curves fitted on all rows, and the out-of-fold outcomes of their cuts (and of
 /// the in-sample `challenger`, if any) over the seeded fold assignments: one pass over the
-/// rows per assignment, shared by every κ and the challenger.
+/// rows per assignment, shared by every κ and the challenger. `gains` are every cell's
+/// ([`CellGain::all`] of `stats`).
 pub(crate) fn cross_validate_arms(
     data: &Dataset,
-    (cells, stats, g): (&Cells, &Stats<'_>, &GainCells),
+    (cells, stats, g, gains): (&Cells, &Stats<'_>, &GainCells, &[CellGain]),
     config: &CalibratedConfig,
     folds: usize,
     challenger: Option<(&MethodSpec, &GridGroups)>,
     options: &TrainOptions,
 ) -> Result<(Vec<CalibratedArm>, Vec<Outcome>)> {
-    let gains = CellGain::all(&stats.sums);
     let mut arms: Vec<CalibratedArm> = config
         .shrinkages(stats.task_names.len())
         .into_iter()
         .filter_map(|kappa| {
-            let model = g.fit(&gains, stats.task_names, kappa)?;
+            let model = g.fit(gains, stats.task_names, kappa)?;
             let cuts = candidate_cuts(&model);
             Some(CalibratedArm {
                 kappa,
@@ -457,7 +457,7 @@ pub(crate) fn cross_validate_arms(
         let kappas: Vec<Option<f64>> = arms.iter().map(|a| a.kappa).collect();
         let entries = out_of_fold_entries(
             stats,
-            (&gains, g),
+            (gains, g),
             &fold_refs,
             &kappas,
             options.unknown_confidence,
@@ -514,7 +514,7 @@ pub(crate) fn train_cross_validated(
     let challenger = threshold.as_ref().map(|(spec, groups)| (spec, groups));
     let (arms, threshold_outcomes) = cross_validate_arms(
         data,
-        (&cells, &stats, &g),
+        (&cells, &stats, &g, &gains),
         config,
         folds,
         challenger,
