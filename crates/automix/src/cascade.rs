@@ -15,12 +15,13 @@ use std::collections::BTreeMap;
 
 use automix_core::cascade::run_one;
 
+use crate::cascade_chain::{ChainCv, chain_tables, routing_chain, table_at};
 use crate::cascade_fusion::{CascadeFusion, choose_fused_models, with_confidences};
 use crate::cascade_tasks::{TaskShrink, policy_for, simulate_by_task, task_policies};
 use crate::config::{Config, VerifierSignal};
 use crate::dataset::TrainingRow;
 use crate::error::{AutomixError, Result};
-use crate::evaluate::Spread;
+pub use crate::evaluate::{CascadeResplitLine, evaluate_cascade_resplits};
 use crate::training::verifier_score;
 
 /// Dirichlet pseudo-count of the cascade's observation model and prior.
@@ -151,6 +152,10 @@ pub struct CascadeCv {
     pub tried: Vec<(f64, f64)>,
     /// The best fixed model on the training rows and its net.
     pub best_fixed: (String, f64),
+    /// The learned threshold chain's cross-validation (none with `online_belief`); it
+    /// routes, instead of the solved table, when `chosen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainCv>,
     /// Set when the cascade could not beat the best fixed model and routes to it alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
@@ -226,7 +231,7 @@ fn bin_counts(configured: usize, models: usize) -> Vec<usize> {
     counts
 }
 
-fn solve_on(
+pub(crate) fn solve_on(
     config: &Config,
     models: &[String],
     rows: &[CascadeRow],
@@ -241,10 +246,10 @@ fn solve_on(
 }
 
 /// The rows the cascade's cross-validation splits: cascade rows and each row's task.
-struct CvRows<'a> {
-    rows: &'a [CascadeRow],
-    tasks: &'a [&'a str],
-    assignments: &'a [Vec<usize>],
+pub(crate) struct CvRows<'a> {
+    pub(crate) rows: &'a [CascadeRow],
+    pub(crate) tasks: &'a [&'a str],
+    pub(crate) assignments: &'a [Vec<usize>],
 }
 
 /// Per-assignment out-of-fold nets `quality − λ·cost` of the cascade solved with
@@ -303,6 +308,19 @@ struct TaskChoice {
     net: (f64, f64),
     lambdas: Vec<(f64, f64)>,
     tried: Vec<(TaskShrink, f64)>,
+}
+
+impl TaskChoice {
+    /// One pooled table: the bins' choice.
+    fn pooled(solver_lambda: f64, net: (f64, f64), lambdas: Vec<(f64, f64)>) -> Self {
+        Self {
+            shrink: None,
+            solver_lambda,
+            net,
+            lambdas,
+            tried: Vec::new(),
+        }
+    }
 }
 
 /// Per-task tables, chosen out of fold jointly with the solver λ (`scales` of the
@@ -576,13 +594,7 @@ pub fn train_cascade(
         uniform: bins_tried,
         quantile: quantile_bins_tried,
     } = choice;
-    let pooled = TaskChoice {
-        shrink: None,
-        solver_lambda,
-        net: (mean, sd),
-        lambdas: tried,
-        tried: Vec::new(),
-    };
+    let pooled = TaskChoice::pooled(solver_lambda, (mean, sd), tried);
     let TaskChoice {
         shrink: task_shrink,
         solver_lambda,
@@ -590,24 +602,23 @@ pub fn train_cascade(
         lambdas: tried,
         tried: task_tried,
     } = choose_task_shrink(config, models, &cv_rows, (bins, scales), (lambda, pooled))?;
+    let chain = routing_chain(config, (&cv_rows, folds), models, mean);
+    let routes = chain.as_ref().filter(|c| c.cv.chosen);
+    let (mean, sd) = routes.map_or((mean, sd), |c| c.net);
     let (best_j, best_fixed) = best_fixed_model(&crows, models.len(), lambda);
-    let mut policy = solve_on(config, models, &crows, solver_lambda, bins)?;
     // "Cannot beat" includes a tie up to summation order: the fixed model is simpler.
     let falls_back = best_fixed >= mean - 1e-12;
-    let task_tables = match task_shrink {
-        Some(shrink) if !falls_back => task_policies(&policy, &crows, &tasks, shrink)?,
-        _ => BTreeMap::new(),
+    let task_shrink = task_shrink.filter(|_| routes.is_none() && !falls_back);
+    let (mut policy, task_tables) = match routes {
+        Some(chain) => chain_tables(config, (models, &crows), bins, chain, falls_back)?,
+        None => solved_tables(
+            config,
+            (models, &crows, &tasks),
+            (solver_lambda, bins),
+            task_shrink,
+        )?,
     };
-    let fallback = falls_back.then(|| {
-        policy.start = StartChoice {
-            model: best_j,
-            verify: false,
-        };
-        format!(
-            "out of fold the cascade nets {mean:.4}, {} alone {best_fixed:.4}: routing every query to {} alone",
-            models[best_j], models[best_j]
-        )
-    });
+    let fallback = falls_back.then(|| fall_back(&mut policy, models, (best_j, best_fixed), mean));
     Ok(TrainedCascade {
         policy,
         task_policies: task_tables,
@@ -624,8 +635,8 @@ pub fn train_cascade(
             binning: bins.binning,
             bins_tried,
             quantile_bins_tried,
-            task_kappa: task_shrink.filter(|_| !falls_back).map(|t| t.kappa),
-            task_observation: task_shrink.is_some_and(|t| t.observation) && !falls_back,
+            task_kappa: task_shrink.map(|t| t.kappa),
+            task_observation: task_shrink.is_some_and(|t| t.observation),
             task_kappas_tried: kappas_tried(&task_tried, false),
             task_observation_tried: kappas_tried(&task_tried, true),
             net: (mean, sd),
@@ -633,8 +644,43 @@ pub fn train_cascade(
             best_fixed: (models[best_j].clone(), best_fixed),
             fallback,
             fusion: fusion_record,
+            chain: chain.map(|c| c.cv),
         },
     })
+}
+
+/// Routes every query to fixed model `best` (its out-of-fold net `best_net`, the
+/// cascade's `net`) and says so.
+fn fall_back(
+    policy: &mut CascadePolicy,
+    models: &[String],
+    (best, best_net): (usize, f64),
+    net: f64,
+) -> String {
+    policy.start = StartChoice {
+        model: best,
+        verify: false,
+    };
+    let name = &models[best];
+    format!(
+        "out of fold the cascade nets {net:.4}, {name} alone {best_net:.4}: routing every query to {name} alone"
+    )
+}
+
+/// The solved pooled table at `solver_lambda` and `bins`, and the per-task tables of
+/// `task_shrink`.
+fn solved_tables(
+    config: &Config,
+    (models, rows, tasks): (&[String], &[CascadeRow], &[&str]),
+    (solver_lambda, bins): (f64, CascadeBins),
+    task_shrink: Option<TaskShrink>,
+) -> Result<(CascadePolicy, BTreeMap<String, CascadePolicy>)> {
+    let policy = solve_on(config, models, rows, solver_lambda, bins)?;
+    let tables = match task_shrink {
+        Some(shrink) => task_policies(&policy, rows, tasks, shrink)?,
+        None => BTreeMap::new(),
+    };
+    Ok((policy, tables))
 }
 
 /// One line of the cascade table.
@@ -713,7 +759,7 @@ pub fn lambda_family(
         .map(|&lambda| {
             Ok(LambdaTable {
                 lambda,
-                policy: solve_on(config, models, &trained.rows, lambda, trained.cv.bins())?,
+                policy: table_at(config, trained, models, lambda)?,
             })
         })
         .collect()
@@ -739,6 +785,7 @@ fn cascade_lines(
     let out = simulate_by_task(&trained.policy, &trained.task_policies, rows, tasks);
     let name = match &trained.cv.fallback {
         Some(_) => format!("cascade → {} alone", models[trained.policy.start.model]),
+        None if trained.cv.chain.as_ref().is_some_and(|c| c.chosen) => "threshold chain".into(),
         None => "POMDP cascade".into(),
     };
     let mut lines = vec![line(name, out.quality, out.cost, out.reached)];
@@ -775,7 +822,6 @@ pub fn evaluate_cascade(
     if let Some(fusion) = &trained.fusion {
         fusion.apply(test, models, &mut rows);
     }
-    let train_rows = &trained.rows;
     if rows.is_empty() {
         return Err(AutomixError::InsufficientRows(
             "no held-out rows for the cascade".into(),
@@ -787,7 +833,7 @@ pub fn evaluate_cascade(
     let sweep = SWEEP_LAMBDAS
         .iter()
         .map(|&l| {
-            let policy = solve_on(config, models, train_rows, l, trained.cv.bins())?;
+            let policy = table_at(config, &trained, models, l)?;
             let o = simulate_cascade(&policy, &rows);
             Ok(CascadeSweepPoint {
                 lambda: l,
@@ -835,60 +881,4 @@ pub fn evaluate_cascade(
         frontier_metrics: frontier_metrics(&points, &base, base.small_cost, base.large_cost),
         sweep,
     })
-}
-
-/// One cascade line over many re-splits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CascadeResplitLine {
-    /// What was run.
-    pub name: String,
-    /// Mean quality.
-    pub quality: f64,
-    /// Mean cost.
-    pub cost: f64,
-    /// Net quality − λ·cost: mean ± sd and the worst split.
-    pub net: Spread,
-}
-
-/// The cascade table over `seeds` random re-splits (as [`crate::evaluate::evaluate_resplits`]).
-/// The trained cascade's line is named `cascade` whether or not it fell back.
-pub fn evaluate_cascade_resplits(
-    config: &Config,
-    rows: &[TrainingRow],
-    models: &[String],
-    seeds: u64,
-    test_share: f64,
-) -> Result<Vec<CascadeResplitLine>> {
-    let mut acc: Vec<(String, f64, f64, Vec<Option<f64>>)> = Vec::new();
-    for seed in 0..seeds {
-        let (train, test) = crate::training::resplit(rows, seed, test_share);
-        let report = evaluate_cascade(config, &train, &test, models)?;
-        for (i, line) in report.lines.into_iter().enumerate() {
-            let name = if i == 0 {
-                "cascade".to_owned()
-            } else {
-                line.name
-            };
-            match acc.iter_mut().find(|a| a.0 == name) {
-                Some(a) => {
-                    a.1 += line.quality;
-                    a.2 += line.cost;
-                    a.3.push(Some(line.net));
-                }
-                None => acc.push((name, line.quality, line.cost, vec![Some(line.net)])),
-            }
-        }
-    }
-    Ok(acc
-        .into_iter()
-        .filter_map(|(name, q, c, nets)| {
-            let n = nets.len() as f64;
-            Spread::of(&nets).map(|net| CascadeResplitLine {
-                name,
-                quality: q / n,
-                cost: c / n,
-                net,
-            })
-        })
-        .collect())
 }

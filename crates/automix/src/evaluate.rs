@@ -431,3 +431,59 @@ pub fn evaluate_resplits(
         })
         .collect())
 }
+
+/// One cascade line over many re-splits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CascadeResplitLine {
+    /// What was run.
+    pub name: String,
+    /// Mean quality.
+    pub quality: f64,
+    /// Mean cost.
+    pub cost: f64,
+    /// Net quality − λ·cost: mean ± sd and the worst split.
+    pub net: Spread,
+}
+
+/// The cascade table over `seeds` random re-splits (as [`crate::evaluate::evaluate_resplits`]).
+/// The trained cascade's line is named `cascade` whether or not it fell back.
+pub fn evaluate_cascade_resplits(
+    config: &Config,
+    rows: &[TrainingRow],
+    models: &[String],
+    seeds: u64,
+    test_share: f64,
+) -> Result<Vec<CascadeResplitLine>> {
+    let mut acc: Vec<(String, f64, f64, Vec<Option<f64>>)> = Vec::new();
+    for seed in 0..seeds {
+        let (train, test) = crate::training::resplit(rows, seed, test_share);
+        let report = crate::cascade::evaluate_cascade(config, &train, &test, models)?;
+        for (i, line) in report.lines.into_iter().enumerate() {
+            let name = if i == 0 {
+                "cascade".to_owned()
+            } else {
+                line.name
+            };
+            match acc.iter_mut().find(|a| a.0 == name) {
+                Some(a) => {
+                    a.1 += line.quality;
+                    a.2 += line.cost;
+                    a.3.push(Some(line.net));
+                }
+                None => acc.push((name, line.quality, line.cost, vec![Some(line.net)])),
+            }
+        }
+    }
+    Ok(acc
+        .into_iter()
+        .filter_map(|(name, q, c, nets)| {
+            let n = nets.len() as f64;
+            Spread::of(&nets).map(|net| CascadeResplitLine {
+                name,
+                quality: q / n,
+                cost: c / n,
+                net,
+            })
+        })
+        .collect())
+}

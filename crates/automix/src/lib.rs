@@ -5,6 +5,7 @@
 
 pub mod belief_store;
 pub mod cascade;
+pub mod cascade_chain;
 pub mod cascade_fusion;
 pub mod cascade_tasks;
 pub mod checks;

@@ -407,9 +407,12 @@ pub fn train_cascade_plan(
     let mut task_starts = std::collections::BTreeMap::new();
     // A fallback was validated for every task together; per-task starts were not. Per-task
     // tables, where cross-validation chose them, carry their own starts.
+    // A routing threshold chain's start is its first member, never a re-solved table's.
+    let chain_routes = trained.cv.chain.as_ref().is_some_and(|c| c.chosen);
     if config.hparam.per_task_prior
         && trained.cv.fallback.is_none()
         && trained.task_policies.is_empty()
+        && !chain_routes
     {
         let mut by_task: std::collections::BTreeMap<String, Vec<_>> = Default::default();
         for (row, crow) in rows.iter().zip(&trained.rows) {

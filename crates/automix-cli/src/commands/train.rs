@@ -165,7 +165,9 @@ fn print_cascade_cv(cv: &automix::cascade::CascadeCv) {
         )
         .collect();
     if !kappas.is_empty() {
+        let chain_routes = cv.chain.as_ref().is_some_and(|c| c.chosen);
         let chosen = match (cv.task_kappa, cv.task_observation) {
+            (None, _) if chain_routes => "none (the threshold chain routes)".to_owned(),
             (None, _) => "none, one pooled table".to_owned(),
             (Some(k), false) => format!("each task's prior, κ={k}"),
             (Some(k), true) => format!("each task's prior and verifier, κ={k}"),
@@ -180,6 +182,33 @@ fn print_cascade_cv(cv: &automix::cascade::CascadeCv) {
             kappas.join(", ")
         );
     }
+    if let Some(chain) = &cv.chain {
+        print_chain_cv(chain);
+    }
+}
+
+/// The learned threshold chain: its members and cuts, its out-of-fold nets, whether it routes.
+fn print_chain_cv(chain: &automix::cascade_chain::ChainCv) {
+    let cuts: Vec<String> = (chain.members.iter().zip(&chain.thresholds))
+        .map(|(m, t)| format!("{m} keeps at ≥ {t:.4}"))
+        .chain(chain.members.last().map(|m| format!("{m} answers")))
+        .collect();
+    let tried: Vec<String> = (chain.tried.iter())
+        .map(|(k, net)| match k {
+            0.0 => format!("pooled: {net:.4}"),
+            k => format!("per task κ={k}: {net:.4}"),
+        })
+        .collect();
+    let verdict = if chain.chosen {
+        "it routes (it nets more than the solved table)"
+    } else {
+        "the solved table routes"
+    };
+    println!(
+        "  cascade threshold chain {} (out-of-fold net {}): {verdict}",
+        cuts.join(", "),
+        tried.join(", ")
+    );
 }
 
 /// `hparam.verbose`: the rule in full, the candidates and the λ family, so a user can see

@@ -379,6 +379,62 @@ fn the_cascade_gives_a_confidence_mass_point_its_own_bin() {
     assert_eq!(edges.last(), Some(&1.0), "{edges:?}");
 }
 
+/// Where two models' confidences are continuous and informative, the learned threshold
+/// chain (each model's cut at the signal's own resolution) nets more out of fold than the
+/// best solved table, so it routes: the plan's table is the chain's (one edge per verified
+/// model, three symbols), it survives the policy file, and `eval` replays it on held-out
+/// rows ahead of every fixed model.
+#[test]
+fn a_threshold_chain_routes_where_it_beats_the_solved_table_out_of_fold() {
+    let config = Config::parse(
+        "automix:\n  cost_lambda: 0.3\nhparam:\n  per_task_prior: false\n",
+        std::path::Path::new("chain.yaml"),
+    )
+    .unwrap();
+    let rows = crate::support::continuous_chain_rows(1200);
+    let names = ["tiny".to_string(), "mid".to_string(), "big".to_string()];
+    let plan = automix::training::train_cascade_plan(&config, &rows, &names).unwrap();
+    let cv = plan.cross_validation.clone().unwrap();
+    let chain = cv.chain.clone().unwrap();
+    let best_table = (cv.bins_tried.iter().chain(&cv.quantile_bins_tried))
+        .map(|t| t.1)
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert!(chain.chosen && chain.net > best_table, "{cv:?}");
+    assert_eq!(cv.net.0, chain.net, "{cv:?}");
+    assert_eq!(plan.policy.model.symbols, 3);
+    // The chain starts at its first member, verified, whose cut is that model's one edge.
+    let first = names.iter().position(|n| *n == chain.members[0]).unwrap();
+    assert!(
+        plan.policy.start.model == first && plan.policy.start.verify,
+        "{cv:?}"
+    );
+    assert_eq!(plan.policy.model.edges[first], vec![chain.thresholds[0]]);
+    let mut policy = train_policy(&config, &rows, "tiny", "big").unwrap();
+    policy.cascade = Some(plan);
+    let path = temp("chain").join("policy.json");
+    policy.save(&path).unwrap();
+    assert_eq!(RouterPolicy::load(&path).unwrap().cascade, policy.cascade);
+    let (train, test) = automix::training::resplit(&rows, 0, 0.5);
+    let report = automix::cascade::evaluate_cascade(&config, &train, &test, &names).unwrap();
+    assert_eq!(
+        report.lines[0].name, "threshold chain",
+        "{:?}",
+        report.lines
+    );
+    let fixed = (report.lines.iter().filter(|l| l.name.starts_with("only ")))
+        .map(|l| l.net)
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert!(report.lines[0].net > fixed, "{:?}", report.lines);
+    // An online belief re-solves the table, so with it the chain is not a candidate.
+    let online = Config::parse(
+        "automix:\n  cost_lambda: 0.3\n  online_belief: true\nhparam:\n  per_task_prior: false\n",
+        std::path::Path::new("online.yaml"),
+    )
+    .unwrap();
+    let plan = automix::training::train_cascade_plan(&online, &rows, &names).unwrap();
+    assert_eq!(plan.cross_validation.unwrap().chain, None);
+}
+
 /// Tasks that differ in how often the small model is right get their own cascade tables
 /// (the task's prior shrunk toward the pooled one), chosen out of fold: with an
 /// uninformative verifier, the pooled table must treat both tasks alike.

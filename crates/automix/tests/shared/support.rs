@@ -384,6 +384,42 @@ pub fn chain_rows(n: usize, signal: impl Fn(usize) -> (f64, bool)) -> Vec<Traini
         .collect()
 }
 
+/// Rows of a `tiny` → `mid` → `big` chain (1e-6, 2e-5, 1e-4 per answer, verification a
+/// tenth of that) over five tasks, where each query has a difficulty, each model is right
+/// with a probability falling with it, and the two verified models' confidences are that
+/// probability plus noise, a continuous signal; `big` is right on most rows.
+pub fn continuous_chain_rows(n: usize) -> Vec<TrainingRow> {
+    // SplitMix64 draws in [0, 1) per (row, stream).
+    let u = |i: usize, k: u64| {
+        let mut z = ((i as u64) << 8 | k).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let tasks = ["math", "code", "qa", "mcq", "gen"];
+    (0..n)
+        .map(|i| {
+            let difficulty = 4.0 * u(i, 0) - 2.0;
+            let model = |k: u64, skill: f64, name, cost, verified: bool| {
+                let p = 1.0 / (1.0 + (difficulty - skill).exp());
+                let noise = 0.1 * (u(i, 10 + k) - 0.5);
+                Run {
+                    model: name,
+                    right: u(i, k) < p,
+                    cost,
+                    confidence: verified.then(|| (p + noise).clamp(0.0, 1.0)),
+                }
+            };
+            let runs = [
+                model(1, -0.5, "tiny", 1e-6, true),
+                model(2, 0.3, "mid", 2e-5, true),
+                model(3, 2.5, "big", 1e-4, false),
+            ];
+            training_row(i, tasks[i % tasks.len()], &runs)
+        })
+        .collect()
+}
+
 /// The settings [`agreement_chain_rows`] are meant for (no discount, so a two-step path is
 /// worth its quality).
 pub const AGREEMENT_CHAIN_CONFIG: &str =
