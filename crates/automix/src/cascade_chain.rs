@@ -467,14 +467,15 @@ pub fn chain_policies(
 }
 
 /// The threshold chain's cross-validation against the solved table's out-of-fold net
-/// `table_net`; none with `automix.online_belief`, whose belief re-solves the table.
+/// `table_net`; none with `hparam.threshold_chain: false`, or with `automix.online_belief`,
+/// whose belief re-solves the table.
 pub(crate) fn routing_chain(
     config: &Config,
     (cv, folds): (&CvRows<'_>, usize),
     models: &[String],
     table_net: f64,
 ) -> Option<ChainChoice> {
-    if config.automix.online_belief {
+    if config.automix.online_belief || !config.hparam.threshold_chain {
         return None;
     }
     let split = ChainSplit {

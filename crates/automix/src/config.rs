@@ -161,6 +161,9 @@ pub struct HParams {
     pub fuse_signals: Vec<VerifierSignal>,
     /// Per-task priors for ExactPOMDP.
     pub per_task_prior: bool,
+    /// The cascade also tries the learned threshold chain and routes with it where it nets
+    /// more out of fold ([`crate::cascade_chain`]); `false`: the solved table only.
+    pub threshold_chain: bool,
 }
 
 impl Default for HParams {
@@ -183,6 +186,7 @@ impl Default for HParams {
             verifier_signal: VerifierSignal::Samples,
             fuse_signals: Vec::new(),
             per_task_prior: false,
+            threshold_chain: true,
         }
     }
 }

@@ -114,7 +114,8 @@ impl RoutingStrategy for Cascade {
         PolicyView {
             strategy: self.name().to_owned(),
             rule: format!(
-                "a solved table over {} models ({}), λ {}",
+                "{} over {} models ({}), λ {}",
+                self.kind(),
                 self.plan.models.len(),
                 self.plan.models.join(" → "),
                 self.table.settings.lambda
@@ -122,6 +123,23 @@ impl RoutingStrategy for Cascade {
             trained_lambda: self.trained_lambda(),
             lambdas: self.family.iter().map(|(l, _)| *l).collect(),
             ..PolicyView::default()
+        }
+    }
+}
+
+impl Cascade {
+    /// What the plan's table is: a learned threshold chain (its members and cuts) or a
+    /// solved table.
+    fn kind(&self) -> String {
+        let cv = self.plan.cross_validation.as_ref();
+        match cv.and_then(|cv| cv.chain.as_ref()).filter(|c| c.chosen) {
+            Some(chain) => {
+                let cuts: Vec<String> = (chain.members.iter().zip(&chain.thresholds))
+                    .map(|(m, t)| format!("{m} keeps at ≥ {t:.4}"))
+                    .collect();
+                format!("a threshold chain ({})", cuts.join(", "))
+            }
+            None => "a solved table".to_owned(),
         }
     }
 }

@@ -444,3 +444,46 @@ fn shifted_task_mix_table() {
         }
     }
 }
+
+/// The cascade with and without the learned threshold chain on semi-synthetic chains
+/// (three and four models; confidences continuous, or piling up at 1.0 as logprobs do;
+/// informative or noisy), 10 re-splits training on a quarter of the rows as the issue's
+/// held-out chains do, λ 0.111 per call of the largest model: the README's table. Run with
+/// `cargo test --release -p automix --test it -- --ignored cascade_chain_table --nocapture`.
+#[test]
+#[ignore = "prints the README table; minutes in a debug build"]
+fn cascade_chain_table() {
+    use crate::support::{
+        ChainModel, ChainSignal, FOUR_MODEL_CHAIN, THREE_MODEL_CHAIN, chain_rows_of,
+    };
+    use automix::cascade::evaluate_cascade_resplits;
+    println!(
+        "| chain | confidence noise, share at 1.0 | table only | with the chain | best fixed model |"
+    );
+    println!("|---|---|---|---|---|");
+    let chains: [(&str, &[ChainModel]); 2] = [
+        ("3 models", &THREE_MODEL_CHAIN),
+        ("4 models", &FOUR_MODEL_CHAIN),
+    ];
+    for (label, models) in chains {
+        let names: Vec<String> = models.iter().map(|m| m.name.to_owned()).collect();
+        for (noise, top_mass) in [(0.1, 0.0), (0.1, 0.4), (0.4, 0.4)] {
+            let rows = chain_rows_of(2000, models, ChainSignal { noise, top_mass }, 7);
+            let cell = |chain: bool| {
+                let yaml = format!(
+                    "automix:\n  cost_lambda: 0.111\nhparam:\n  per_task_prior: true\n  threshold_chain: {chain}\n"
+                );
+                let config = Config::parse(&yaml, std::path::Path::new("chain.yaml")).unwrap();
+                let lines = evaluate_cascade_resplits(&config, &rows, &names, 10, 0.75).unwrap();
+                let fixed = (lines.iter().filter(|l| l.name.starts_with("only ")))
+                    .max_by(|a, b| a.net.mean.total_cmp(&b.net.mean))
+                    .map(|l| format!("{:.3} ({})", l.net.mean, &l.name[5..]))
+                    .unwrap();
+                let s = lines[0].net;
+                (format!("{:.3} (worst {:.3})", s.mean, s.worst), fixed)
+            };
+            let ((table, fixed), (chain, _)) = (cell(false), cell(true));
+            println!("| {label} | {noise}, {top_mass} | {table} | {chain} | {fixed} |");
+        }
+    }
+}

@@ -384,37 +384,117 @@ pub fn chain_rows(n: usize, signal: impl Fn(usize) -> (f64, bool)) -> Vec<Traini
         .collect()
 }
 
-/// Rows of a `tiny` → `mid` → `big` chain (1e-6, 2e-5, 1e-4 per answer, verification a
-/// tenth of that) over five tasks, where each query has a difficulty, each model is right
-/// with a probability falling with it, and the two verified models' confidences are that
-/// probability plus noise, a continuous signal; `big` is right on most rows.
+/// One model of [`chain_rows_of`]: its name, its skill (log-odds of a right answer at
+/// difficulty 0) and its money per answer.
+pub struct ChainModel {
+    pub name: &'static str,
+    pub skill: f64,
+    pub cost: f64,
+}
+
+/// `tiny` → `mid` → `big` (1e-6, 2e-5, 1e-4 per answer).
+pub const THREE_MODEL_CHAIN: [ChainModel; 3] = [
+    ChainModel {
+        name: "tiny",
+        skill: -0.5,
+        cost: 1e-6,
+    },
+    ChainModel {
+        name: "mid",
+        skill: 0.3,
+        cost: 2e-5,
+    },
+    ChainModel {
+        name: "big",
+        skill: 2.5,
+        cost: 1e-4,
+    },
+];
+
+/// Four models priced like a mini → 32B → 72B → frontier chain.
+pub const FOUR_MODEL_CHAIN: [ChainModel; 4] = [
+    ChainModel {
+        name: "mini",
+        skill: 0.6,
+        cost: 4e-4,
+    },
+    ChainModel {
+        name: "m32b",
+        skill: 0.9,
+        cost: 1.2e-3,
+    },
+    ChainModel {
+        name: "m72b",
+        skill: 1.2,
+        cost: 2e-3,
+    },
+    ChainModel {
+        name: "frontier",
+        skill: 1.5,
+        cost: 6e-3,
+    },
+];
+
+/// [`chain_rows_of`] over [`THREE_MODEL_CHAIN`], noise 0.1, no mass at 1.0.
 pub fn continuous_chain_rows(n: usize) -> Vec<TrainingRow> {
+    let signal = ChainSignal {
+        noise: 0.1,
+        top_mass: 0.0,
+    };
+    chain_rows_of(n, &THREE_MODEL_CHAIN, signal, 0)
+}
+
+/// How [`chain_rows_of`]'s verified models report their confidence.
+#[derive(Clone, Copy)]
+pub struct ChainSignal {
+    /// Width of the uniform noise on the probability of a right answer.
+    pub noise: f64,
+    /// Share of answers reported at exactly 1.0 (1.5× as often for a right answer, 0.5×
+    /// for a wrong one), as logprob confidences pile up there; the rest stay below 1.
+    pub top_mass: f64,
+}
+
+/// Rows of a chain of `models` (cheapest first, verification a tenth of an answer's cost)
+/// over five tasks: each query has a difficulty, each model is right with a probability
+/// falling with it, and every model but the last reports a confidence as `signal` says
+/// (that probability plus noise, or 1.0). Seeded by `seed`.
+pub fn chain_rows_of(
+    n: usize,
+    models: &[ChainModel],
+    signal: ChainSignal,
+    seed: u64,
+) -> Vec<TrainingRow> {
     // SplitMix64 draws in [0, 1) per (row, stream).
     let u = |i: usize, k: u64| {
-        let mut z = ((i as u64) << 8 | k).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = (((i as u64) << 8 | k) ^ (seed << 40)).wrapping_add(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
     };
     let tasks = ["math", "code", "qa", "mcq", "gen"];
+    let below_top = if signal.top_mass > 0.0 { 0.999 } else { 1.0 };
     (0..n)
         .map(|i| {
             let difficulty = 4.0 * u(i, 0) - 2.0;
-            let model = |k: u64, skill: f64, name, cost, verified: bool| {
-                let p = 1.0 / (1.0 + (difficulty - skill).exp());
-                let noise = 0.1 * (u(i, 10 + k) - 0.5);
-                Run {
-                    model: name,
-                    right: u(i, k) < p,
-                    cost,
-                    confidence: verified.then(|| (p + noise).clamp(0.0, 1.0)),
-                }
-            };
-            let runs = [
-                model(1, -0.5, "tiny", 1e-6, true),
-                model(2, 0.3, "mid", 2e-5, true),
-                model(3, 2.5, "big", 1e-4, false),
-            ];
+            let runs: Vec<Run<'_>> = (models.iter().enumerate())
+                .map(|(j, m)| {
+                    let k = j as u64 + 1;
+                    let p = 1.0 / (1.0 + (difficulty - m.skill).exp());
+                    let right = u(i, k) < p;
+                    let lean = if right { 1.5 } else { 0.5 };
+                    let confidence = if u(i, 20 + k) < signal.top_mass * lean {
+                        1.0
+                    } else {
+                        (p + signal.noise * (u(i, 10 + k) - 0.5)).clamp(0.0, below_top)
+                    };
+                    Run {
+                        model: m.name,
+                        right,
+                        cost: m.cost,
+                        confidence: (j + 1 < models.len()).then_some(confidence),
+                    }
+                })
+                .collect();
             training_row(i, tasks[i % tasks.len()], &runs)
         })
         .collect()
