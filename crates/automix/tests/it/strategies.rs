@@ -421,3 +421,62 @@ async fn a_fused_cascade_reads_agreement_with_the_previous_answer_live() {
         assert!(mid_high || score < 0.5, "{out:?}");
     }
 }
+
+/// A plan whose cascade is the learned threshold chain routes live by the chain's cuts:
+/// the cheap model's confident answer is kept; a doubtful one goes on to the chain's next
+/// member, skipping the model the chain left out, and the outcome names the chain.
+#[tokio::test]
+async fn a_threshold_chain_plan_routes_live_by_its_cuts() {
+    let rows = crate::support::continuous_chain_rows(1200);
+    let text = "automix:\n  cost_lambda: 0.3\nhparam:\n  per_task_prior: false\n";
+    let config = Config::parse(text, Path::new("chain.yaml")).unwrap();
+    let names = ["tiny".to_string(), "mid".to_string(), "big".to_string()];
+    let mut policy = train_policy(&config, &rows, "tiny", "big").unwrap();
+    let plan = train_cascade_plan(&config, &rows, &names).unwrap();
+    let chain = plan
+        .cross_validation
+        .as_ref()
+        .unwrap()
+        .chain
+        .clone()
+        .unwrap();
+    assert!(chain.chosen, "{chain:?}");
+    assert_eq!(chain.members, ["tiny", "big"], "{chain:?}");
+    policy.cascade = Some(plan);
+    let cases: [(&'static [&'static str], &str); 2] =
+        [(&["Correct"], "tiny"), (&["Incorrect"], "big")];
+    for (verdicts, kept) in cases {
+        let (tiny_m, _) = scripted_model("tiny", 1.0, "B", verdicts);
+        let (mid_m, mid) = scripted_model("mid", 5.0, "B", &["Correct"]);
+        let (big_m, _) = scripted_model("big", 10.0, "B", &["Correct"]);
+        let models = ModelSet::new(vec![big_m, mid_m, tiny_m]).unwrap();
+        let prompts = Arc::new(PromptSet::builtin());
+        let router = Router::new(&config, models, prompts, Some(policy.clone())).unwrap();
+        let out = router.route_single(&query("q")).await.unwrap();
+        assert_eq!(out.model_name, kept, "{out:?}");
+        let expected: &[&str] = if kept == "tiny" {
+            &["tiny"]
+        } else {
+            &["tiny", "big"]
+        };
+        assert_eq!(out.escalation_path, expected, "{out:?}");
+        assert!(mid.requests().is_empty(), "{out:?}");
+    }
+    let view = Router::new(
+        &config,
+        ModelSet::new(vec![
+            scripted_model("big", 10.0, "B", &["Correct"]).0,
+            scripted_model("mid", 5.0, "B", &["Correct"]).0,
+            scripted_model("tiny", 1.0, "B", &["Correct"]).0,
+        ])
+        .unwrap(),
+        Arc::new(PromptSet::builtin()),
+        Some(policy),
+    )
+    .unwrap()
+    .policy_view();
+    assert!(
+        view.rule.starts_with("a threshold chain (tiny keeps at ≥ "),
+        "{view:?}"
+    );
+}
