@@ -389,6 +389,24 @@ fn answer_consistency_without_samples_is_refused() {
     assert!(err.contains("automix.answer_samples"), "{err}");
 }
 
+/// A router over scripted `tiny` → `mid` → `big` (prices 1, 5, 10) with `policy`: `tiny`
+/// gives `(answer, verdicts)`, `mid` answers "B" with `mid_verdicts`, `big` answers "B".
+/// Also `mid`'s provider, to see whether it was called.
+fn chain_router(
+    config: &Config,
+    policy: &RouterPolicy,
+    (tiny_answer, tiny_verdicts): (&'static str, &'static [&'static str]),
+    mid_verdicts: &'static [&'static str],
+) -> (Router, Arc<ScriptedProvider>) {
+    let (tiny_m, _) = scripted_model("tiny", 1.0, tiny_answer, tiny_verdicts);
+    let (mid_m, mid) = scripted_model("mid", 5.0, "B", mid_verdicts);
+    let (big_m, _) = scripted_model("big", 10.0, "B", &["Correct"]);
+    let models = ModelSet::new(vec![big_m, mid_m, tiny_m]).unwrap();
+    let prompts = Arc::new(PromptSet::builtin());
+    let router = Router::new(config, models, prompts, Some(policy.clone())).unwrap();
+    (router, mid)
+}
+
 /// `previous_agreement` live: the middle model's verification reads whether its answer
 /// agrees with the cheap model's (zero calls), scored by the plan's fusion: agreeing, it is
 /// kept; disagreeing, the query goes on to the large model.
@@ -404,12 +422,8 @@ async fn a_fused_cascade_reads_agreement_with_the_previous_answer_live() {
     let mut policy = train_policy(&config, &rows, "tiny", "big").unwrap();
     policy.cascade = Some(train_cascade_plan(&config, &rows, &names).unwrap());
     for (tiny_answer, kept, mid_high) in [("B", "mid", true), ("A", "big", false)] {
-        let (tiny_m, _) = scripted_model("tiny", 1.0, tiny_answer, &["Correct", "Incorrect"]);
-        let (mid_m, _) = scripted_model("mid", 5.0, "B", &["Correct", "Incorrect"]);
-        let (big_m, _) = scripted_model("big", 10.0, "B", &["Correct"]);
-        let models = ModelSet::new(vec![big_m, mid_m, tiny_m]).unwrap();
-        let prompts = Arc::new(PromptSet::builtin());
-        let router = Router::new(&config, models, prompts, Some(policy.clone())).unwrap();
+        let both = &["Correct", "Incorrect"][..];
+        let (router, _) = chain_router(&config, &policy, (tiny_answer, both), both);
         let out = router.route_single(&query("q")).await.unwrap();
         assert_eq!(out.model_name, kept, "{out:?}");
         assert_eq!(out.escalation_path[..2], ["tiny", "mid"], "{out:?}");
@@ -446,12 +460,7 @@ async fn a_threshold_chain_plan_routes_live_by_its_cuts() {
     let cases: [(&'static [&'static str], &str); 2] =
         [(&["Correct"], "tiny"), (&["Incorrect"], "big")];
     for (verdicts, kept) in cases {
-        let (tiny_m, _) = scripted_model("tiny", 1.0, "B", verdicts);
-        let (mid_m, mid) = scripted_model("mid", 5.0, "B", &["Correct"]);
-        let (big_m, _) = scripted_model("big", 10.0, "B", &["Correct"]);
-        let models = ModelSet::new(vec![big_m, mid_m, tiny_m]).unwrap();
-        let prompts = Arc::new(PromptSet::builtin());
-        let router = Router::new(&config, models, prompts, Some(policy.clone())).unwrap();
+        let (router, mid) = chain_router(&config, &policy, ("B", verdicts), &["Correct"]);
         let out = router.route_single(&query("q")).await.unwrap();
         assert_eq!(out.model_name, kept, "{out:?}");
         let expected: &[&str] = if kept == "tiny" {
@@ -462,19 +471,9 @@ async fn a_threshold_chain_plan_routes_live_by_its_cuts() {
         assert_eq!(out.escalation_path, expected, "{out:?}");
         assert!(mid.requests().is_empty(), "{out:?}");
     }
-    let view = Router::new(
-        &config,
-        ModelSet::new(vec![
-            scripted_model("big", 10.0, "B", &["Correct"]).0,
-            scripted_model("mid", 5.0, "B", &["Correct"]).0,
-            scripted_model("tiny", 1.0, "B", &["Correct"]).0,
-        ])
-        .unwrap(),
-        Arc::new(PromptSet::builtin()),
-        Some(policy),
-    )
-    .unwrap()
-    .policy_view();
+    let view = chain_router(&config, &policy, ("B", &["Correct"]), &["Correct"])
+        .0
+        .policy_view();
     assert!(
         view.rule.starts_with("a threshold chain (tiny keeps at ≥ "),
         "{view:?}"
