@@ -374,8 +374,8 @@ pub fn choose_chain(
 /// `chain` as a cascade policy over `base`'s models (its prior, qualities and costs kept,
 /// for the report and the per-request λ family): one edge per verified model (the member's
 /// threshold), symbols below / at or above / unknown, and the table of the chain's
-/// histories. The observation model is left as `base` has it only in shape: the table,
-/// not a solve, decides.
+/// histories. The observation model is left as `base` has it only in shape and `value`
+/// is 0: the table, not a solve, decides.
 pub fn chain_policy(
     chain: &ThresholdChain,
     base: &CascadeModel,

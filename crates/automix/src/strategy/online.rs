@@ -61,6 +61,21 @@ impl Online {
     /// `plan` over `models` with the belief `config` asks for, started from the plan's
     /// trained rates.
     pub fn new(config: &Config, models: &ModelSet, plan: CascadePlan) -> Result<Self> {
+        // The belief re-solves a table from its rates: a plan whose cascade is a threshold
+        // chain would silently stop routing by the chain it was trained to be.
+        let cv = plan.cross_validation.as_ref();
+        if cv
+            .and_then(|cv| cv.chain.as_ref())
+            .is_some_and(|c| c.chosen)
+        {
+            return Err(AutomixError::Setting {
+                key: "automix.online_belief",
+                message: "the plan's cascade is a learned threshold chain, which an online \
+                          belief would replace by a re-solved table: retrain with \
+                          online_belief: true (the chain is not tried then) or turn it off"
+                    .into(),
+            });
+        }
         let belief = Arc::new(online_belief(config, &plan)?);
         Ok(Self {
             cascade: Cascade::new(models, plan)?,

@@ -478,4 +478,20 @@ async fn a_threshold_chain_plan_routes_live_by_its_cuts() {
         view.rule.starts_with("a threshold chain (tiny keeps at ≥ "),
         "{view:?}"
     );
+    // Served with an online belief, which would re-solve a table, it is refused by name.
+    let online =
+        "automix:\n  cost_lambda: 0.3\n  online_belief: true\nhparam:\n  per_task_prior: false\n";
+    let online = Config::parse(online, Path::new("online.yaml")).unwrap();
+    let models = ModelSet::new(
+        ["big", "mid", "tiny"]
+            .map(|m| scripted_model(m, 1.0, "B", &["Correct"]).0)
+            .to_vec(),
+    )
+    .unwrap();
+    let prompts = Arc::new(PromptSet::builtin());
+    let err = match Router::new(&online, models, prompts, Some(policy)) {
+        Ok(_) => panic!("a chain plan served with online_belief was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("automix.online_belief"), "{err}");
 }
