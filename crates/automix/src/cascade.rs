@@ -179,6 +179,11 @@ pub struct FusionCv {
 }
 
 impl CascadeCv {
+    /// The threshold chain, when it routes instead of the solved table.
+    pub fn chain_routes(&self) -> Option<&ChainCv> {
+        self.chain.as_ref().filter(|c| c.chosen)
+    }
+
     /// The chosen bins.
     pub fn bins(&self) -> CascadeBins {
         CascadeBins {
@@ -785,7 +790,7 @@ fn cascade_lines(
     let out = simulate_by_task(&trained.policy, &trained.task_policies, rows, tasks);
     let name = match &trained.cv.fallback {
         Some(_) => format!("cascade → {} alone", models[trained.policy.start.model]),
-        None if trained.cv.chain.as_ref().is_some_and(|c| c.chosen) => "threshold chain".into(),
+        None if trained.cv.chain_routes().is_some() => "threshold chain".into(),
         None => "POMDP cascade".into(),
     };
     let mut lines = vec![line(name, out.quality, out.cost, out.reached)];

@@ -21,17 +21,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use automix_core::cascade::{
     CascadeAction, CascadeModel, CascadePolicy, CascadeRow, CascadeSettings, StartChoice,
-    history_key,
+    estimate_cascade_binned, history_key,
 };
-use serde::{Deserialize, Serialize};
-
-use automix_core::cascade::estimate_cascade_binned;
 use automix_core::cascade_bins::CascadeBins;
+use serde::{Deserialize, Serialize};
 
 use crate::cascade::{CASCADE_SMOOTHING, CvRows, TrainedCascade, cascade_settings};
 use crate::cascade_tasks::{TASK_KAPPAS, TASK_TABLE_MIN_ROWS};
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{AutomixError, Result};
 
 /// An edge above every confidence: the member never keeps (a confidence is at most 1).
 const NEVER_KEEP: f64 = 2.0;
@@ -236,6 +234,15 @@ pub struct ChainCv {
     pub thresholds: Vec<f64>,
 }
 
+impl ChainCv {
+    /// Each verified member's cut ("tiny keeps at ≥ 0.6700"), as reports print it.
+    pub fn cuts(&self) -> Vec<String> {
+        (self.members.iter().zip(&self.thresholds))
+            .map(|(m, t)| format!("{m} keeps at ≥ {t:.4}"))
+            .collect()
+    }
+}
+
 /// The per-task κs the chain's cross-validation tries after the pooled chain.
 fn chain_kappas(per_task: bool, tasks: &[&str]) -> Vec<Option<f64>> {
     let distinct: std::collections::BTreeSet<&str> = tasks.iter().copied().collect();
@@ -381,7 +388,6 @@ pub fn chain_policy(
     base: &CascadeModel,
     settings: CascadeSettings,
 ) -> CascadePolicy {
-    let value = 0.0;
     let n = base.len();
     let symbols = 3;
     let mut edges = vec![vec![NEVER_KEEP]; n.saturating_sub(1)];
@@ -409,7 +415,7 @@ pub fn chain_policy(
             model: chain.members[0],
             verify: chain.members[0] + 1 < n,
         },
-        value,
+        value: 0.0,
         model,
         settings,
     }
@@ -453,17 +459,15 @@ fn chain_table(chain: &ThresholdChain, n: usize, symbols: usize) -> HashMap<u64,
     table
 }
 
-/// The chain's policy and per-task policies, as the plan carries them.
-pub fn chain_policies(
-    (pooled, by_task): (&ThresholdChain, &BTreeMap<String, ThresholdChain>),
+/// [`chain_policy`], checked as a policy file is at load.
+fn validated_policy(
+    chain: &ThresholdChain,
     base: &CascadeModel,
     settings: CascadeSettings,
-) -> (CascadePolicy, BTreeMap<String, CascadePolicy>) {
-    let tables = by_task
-        .iter()
-        .map(|(task, chain)| (task.clone(), chain_policy(chain, base, settings)))
-        .collect();
-    (chain_policy(pooled, base, settings), tables)
+) -> Result<CascadePolicy> {
+    let policy = chain_policy(chain, base, settings);
+    policy.validate()?;
+    Ok(policy)
 }
 
 /// The threshold chain's cross-validation against the solved table's out-of-fold net
@@ -499,13 +503,14 @@ pub(crate) fn chain_tables(
 ) -> Result<(CascadePolicy, BTreeMap<String, CascadePolicy>)> {
     let base = estimate_cascade_binned(models, rows, bins, CASCADE_SMOOTHING)?;
     let settings = cascade_settings(config, config.automix.lambda());
-    let by_task = if falls_back {
+    let policy = validated_policy(&chain.pooled, &base, settings)?;
+    let tables = if falls_back {
         BTreeMap::new()
     } else {
-        chain.by_task.clone()
+        (chain.by_task.iter())
+            .map(|(task, c)| Ok((task.clone(), validated_policy(c, &base, settings)?)))
+            .collect::<Result<_>>()?
     };
-    let (policy, tables) = chain_policies((&chain.pooled, &by_task), &base, settings);
-    policy.validate()?;
     Ok((policy, tables))
 }
 
@@ -517,15 +522,15 @@ pub(crate) fn table_at(
     models: &[String],
     l: f64,
 ) -> Result<CascadePolicy> {
-    if trained.cv.chain.as_ref().is_some_and(|c| c.chosen) {
+    if trained.cv.chain_routes().is_some() {
         let rows: Vec<&CascadeRow> = trained.rows.iter().collect();
-        if let Some(chain) = fit_chain(&rows, models.len(), l) {
-            let bins = trained.cv.bins();
-            let base = estimate_cascade_binned(models, &trained.rows, bins, CASCADE_SMOOTHING)?;
-            let policy = chain_policy(&chain, &base, cascade_settings(config, l));
-            policy.validate()?;
-            return Ok(policy);
-        }
+        // A routing chain had two models to fit; without them this is no silent table.
+        let chain = fit_chain(&rows, models.len(), l).ok_or_else(|| {
+            AutomixError::InsufficientRows("a threshold chain needs two models".into())
+        })?;
+        let bins = trained.cv.bins();
+        let base = estimate_cascade_binned(models, &trained.rows, bins, CASCADE_SMOOTHING)?;
+        return validated_policy(&chain, &base, cascade_settings(config, l));
     }
     crate::cascade::solve_on(config, models, &trained.rows, l, trained.cv.bins())
 }

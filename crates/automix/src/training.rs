@@ -408,7 +408,7 @@ pub fn train_cascade_plan(
     // A fallback was validated for every task together; per-task starts were not. Per-task
     // tables, where cross-validation chose them, carry their own starts.
     // A routing threshold chain's start is its first member, never a re-solved table's.
-    let chain_routes = trained.cv.chain.as_ref().is_some_and(|c| c.chosen);
+    let chain_routes = trained.cv.chain_routes().is_some();
     if config.hparam.per_task_prior
         && trained.cv.fallback.is_none()
         && trained.task_policies.is_empty()

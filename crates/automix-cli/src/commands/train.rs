@@ -165,7 +165,7 @@ fn print_cascade_cv(cv: &automix::cascade::CascadeCv) {
         )
         .collect();
     if !kappas.is_empty() {
-        let chain_routes = cv.chain.as_ref().is_some_and(|c| c.chosen);
+        let chain_routes = cv.chain_routes().is_some();
         let chosen = match (cv.task_kappa, cv.task_observation) {
             (None, _) if chain_routes => "none (the threshold chain routes)".to_owned(),
             (None, _) => "none, one pooled table".to_owned(),
@@ -189,8 +189,7 @@ fn print_cascade_cv(cv: &automix::cascade::CascadeCv) {
 
 /// The learned threshold chain: its members and cuts, its out-of-fold nets, whether it routes.
 fn print_chain_cv(chain: &automix::cascade_chain::ChainCv) {
-    let cuts: Vec<String> = (chain.members.iter().zip(&chain.thresholds))
-        .map(|(m, t)| format!("{m} keeps at ≥ {t:.4}"))
+    let cuts: Vec<String> = (chain.cuts().into_iter())
         .chain(chain.members.last().map(|m| format!("{m} answers")))
         .collect();
     let tried: Vec<String> = (chain.tried.iter())

@@ -132,13 +132,8 @@ impl Cascade {
     /// solved table.
     fn kind(&self) -> String {
         let cv = self.plan.cross_validation.as_ref();
-        match cv.and_then(|cv| cv.chain.as_ref()).filter(|c| c.chosen) {
-            Some(chain) => {
-                let cuts: Vec<String> = (chain.members.iter().zip(&chain.thresholds))
-                    .map(|(m, t)| format!("{m} keeps at ≥ {t:.4}"))
-                    .collect();
-                format!("a threshold chain ({})", cuts.join(", "))
-            }
+        match cv.and_then(|cv| cv.chain_routes()) {
+            Some(chain) => format!("a threshold chain ({})", chain.cuts().join(", ")),
             None => "a solved table".to_owned(),
         }
     }

@@ -64,10 +64,7 @@ impl Online {
         // The belief re-solves a table from its rates: a plan whose cascade is a threshold
         // chain would silently stop routing by the chain it was trained to be.
         let cv = plan.cross_validation.as_ref();
-        if cv
-            .and_then(|cv| cv.chain.as_ref())
-            .is_some_and(|c| c.chosen)
-        {
+        if cv.and_then(|cv| cv.chain_routes()).is_some() {
             return Err(AutomixError::Setting {
                 key: "automix.online_belief",
                 message: "the plan's cascade is a learned threshold chain, which an online \
