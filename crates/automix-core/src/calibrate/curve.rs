@@ -9,13 +9,17 @@ pub(crate) struct GainCells {
     pub(crate) by_task: Vec<usize>,
     /// Known-confidence cells, sorted by confidence.
     pub(crate) by_level: Vec<usize>,
-    /// Confidence per cell (NaN for an unknown one).
+    /// Confidence per cell (NaN for an unknown one): where a curve is looked up for it.
     pub(crate) x: Vec<f64>,
+    /// Level and raw confidence range per cell (`lo = hi = x` for a cell of raw rows).
+    pub(crate) range: Vec<LevelRange>,
     pub(crate) task: Vec<u32>,
 }
 
 impl GainCells {
-    pub(crate) fn new(stats: &Stats<'_>) -> Self {
+    /// The cells of `stats`; `ranges` are theirs when they are [`LevelGroups`], else every
+    /// distinct confidence is its own level.
+    pub(crate) fn new(stats: &Stats<'_>, ranges: Option<&[LevelRange]>) -> Self {
         let x: Vec<f64> = stats
             .keys
             .iter()
@@ -24,6 +28,10 @@ impl GainCells {
         let task: Vec<u32> = stats.keys.iter().map(|k| k.task).collect();
         let mut by_level: Vec<usize> = (0..x.len()).filter(|&c| !x[c].is_nan()).collect();
         by_level.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
+        let range = match ranges {
+            Some(r) => r.to_vec(),
+            None => distinct_levels(&x, &by_level),
+        };
         let mut by_task = by_level.clone();
         // Stable: within a task the cells stay in confidence order.
         by_task.sort_by_key(|&c| task[c]);
@@ -31,6 +39,7 @@ impl GainCells {
             by_task,
             by_level,
             x,
+            range,
             task,
         }
     }
@@ -94,36 +103,71 @@ impl GainCells {
     }
 }
 
-/// Rows pooled at one confidence level.
+/// Each cell its own distinct confidence's level (`by_level`: the known cells in
+/// confidence order); unknown cells get an empty NaN range.
+fn distinct_levels(x: &[f64], by_level: &[usize]) -> Vec<LevelRange> {
+    let mut range: Vec<LevelRange> = (x.iter())
+        .map(|&x| LevelRange {
+            level: u32::MAX,
+            lo: x,
+            hi: x,
+        })
+        .collect();
+    let mut level = 0u32;
+    for (i, &c) in by_level.iter().enumerate() {
+        if i > 0 && x[c] != x[by_level[i - 1]] {
+            level += 1;
+        }
+        range[c].level = level;
+    }
+    range
+}
+
+/// Rows pooled at one confidence level: `x` where the pooled curve is looked up for it,
+/// `lo..=hi` the raw confidences it spans.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Level {
     pub(crate) x: f64,
+    pub(crate) lo: f64,
+    pub(crate) hi: f64,
     pub(crate) n: f64,
     pub(crate) gain_sum: f64,
 }
 
-/// Sums the gain per distinct confidence of `cells` (given in confidence order); cells of
-/// other tasks or answers at the same confidence pool into one level.
+/// Sums the gain per level of `cells` (given in confidence order); cells of other tasks or
+/// answers at the same level pool into one.
 pub(crate) fn aggregate(
     cells: impl Iterator<Item = usize>,
     g: &GainCells,
     sums: &[CellGain],
 ) -> Vec<Level> {
-    let mut out: Vec<(f64, u64, Sum)> = Vec::new();
+    let mut out: Vec<(u32, Level, u64, Sum)> = Vec::new();
     for c in cells.filter(|&c| sums[c].rows > 0) {
+        let r = g.range[c];
         match out.last_mut() {
-            Some((x, n, gain)) if *x == g.x[c] => {
+            Some((level, l, n, gain)) if *level == r.level => {
+                l.lo = l.lo.min(r.lo);
+                l.hi = l.hi.max(r.hi);
                 *n += sums[c].rows;
                 gain.merge(sums[c].gain());
             }
-            _ => out.push((g.x[c], sums[c].rows, sums[c].gain())),
+            _ => {
+                let l = Level {
+                    x: g.x[c],
+                    lo: r.lo,
+                    hi: r.hi,
+                    n: 0.0,
+                    gain_sum: 0.0,
+                };
+                out.push((r.level, l, sums[c].rows, sums[c].gain()));
+            }
         }
     }
     out.into_iter()
-        .map(|(x, n, gain)| Level {
-            x,
+        .map(|(_, l, n, gain)| Level {
             n: n as f64,
             gain_sum: gain.value(),
+            ..l
         })
         .collect()
 }
@@ -168,22 +212,20 @@ pub(crate) fn pav(points: impl Iterator<Item = (f64, f64)>) -> Vec<Block> {
     blocks
 }
 
-/// The curve of `blocks` over `levels`, keeping only each block's first and last level: a
-/// confidence between them has the block's gain either way, and a continuous signal would
-/// otherwise put every training row's confidence in the policy file.
+/// The curve of `blocks` over `levels`, keeping only each block's lowest and highest raw
+/// confidence: a confidence between them has the block's gain either way, and a continuous
+/// signal would otherwise put every training row's confidence in the policy file. Raw ends
+/// (not a pooled level's representative) keep a cut between two training confidences.
 pub(crate) fn expand(blocks: &[Block], levels: &[Level]) -> GainCurve {
     let mut curve = GainCurve {
         levels: Vec::with_capacity(2 * blocks.len()),
         gains: Vec::with_capacity(2 * blocks.len()),
     };
     for b in blocks {
-        let ends = if b.first == b.last {
-            vec![b.first]
-        } else {
-            vec![b.first, b.last]
-        };
-        for i in ends {
-            curve.levels.push(levels[i].x);
+        let (lo, hi) = (levels[b.first].lo, levels[b.last].hi);
+        let ends: &[f64] = if lo == hi { &[lo] } else { &[lo, hi] };
+        for &x in ends {
+            curve.levels.push(x);
             curve.gains.push(b.mean());
         }
     }

@@ -498,11 +498,19 @@ pub(crate) fn train_cross_validated(
     options.objective.validate()?;
     let config = &spec.calibrated;
     config.validate()?;
-    let cells = data.cells_for(&options.fixed_answers);
-    let stats = data.stats(&cells);
-    let (base, noise) = RatioNoise::with_baseline(&stats);
+    let raw_cells = data.cells_for(&options.fixed_answers);
+    let raw_stats = data.stats(&raw_cells);
+    // A continuous confidence trains on quantile groups of its levels (exact decisions,
+    // see `levels`); a few-level one on its cells.
+    let pooled = LevelGroups::new(&raw_cells, &crate::compat::py_grid(spec.num_bins));
+    let (cells, ranges) = match &pooled {
+        Some(p) => (&p.cells, Some(p.ranges.as_slice())),
+        None => (&*raw_cells, None),
+    };
+    let stats = data.stats(cells);
+    let (base, noise) = RatioNoise::with_baseline(&raw_stats);
     let used = objective_used(options.objective, base.lift_defined());
-    let g = GainCells::new(&stats);
+    let g = GainCells::new(&stats, ranges);
     let gains = CellGain::all(&stats.sums);
     let known = g.known_rows(&gains) as usize;
     if known == 0 {
@@ -514,7 +522,7 @@ pub(crate) fn train_cross_validated(
     let challenger = threshold.as_ref().map(|(spec, groups)| (spec, groups));
     let (arms, threshold_outcomes) = cross_validate_arms(
         data,
-        (&cells, &stats, &g, &gains),
+        (cells, &stats, &g, &gains),
         config,
         folds,
         challenger,
@@ -524,7 +532,7 @@ pub(crate) fn train_cross_validated(
     let calibrated = calibrated_of(&fit, (&stats, &g, &base), options);
     let input = NestedInput {
         data,
-        cells: &cells,
+        cells,
         stats: &stats,
         g: &g,
         gains: &gains,
@@ -539,8 +547,8 @@ pub(crate) fn train_cross_validated(
         used,
         options,
     )?;
-    let train = stats.outcome_of(&chosen.candidate.rule, options.unknown_confidence);
-    let oracle = stats.oracle();
+    let train = raw_stats.outcome_of(&chosen.candidate.rule, options.unknown_confidence);
+    let oracle = raw_stats.oracle();
     let tried = chosen.cv.alternatives.len();
     Ok(Policy {
         format_version: POLICY_FORMAT_VERSION,

@@ -45,11 +45,13 @@ use crate::train::{
 
 mod curve;
 mod cv;
+mod levels;
 mod nested;
 mod operating_point;
 
 pub(crate) use curve::*;
 pub use cv::*;
+pub(crate) use levels::*;
 pub(crate) use nested::*;
 pub(crate) use operating_point::*;
 
@@ -304,7 +306,7 @@ pub fn pooled_sweep(data: &Dataset) -> Result<Vec<Candidate>> {
 
 /// [`pooled_sweep`] from the cells of training rows.
 pub(crate) fn pooled_sweep_stats(stats: &Stats<'_>) -> Result<Vec<Candidate>> {
-    let g = GainCells::new(stats);
+    let g = GainCells::new(stats, None);
     let model = g
         .fit(&CellGain::all(&stats.sums), stats.task_names, None)
         .ok_or_else(no_known_confidence)?;
@@ -335,6 +337,8 @@ mod tests {
             .iter()
             .map(|&(x, n, mean)| Level {
                 x,
+                lo: x,
+                hi: x,
                 n,
                 gain_sum: n * mean,
             })
