@@ -49,7 +49,7 @@ pub(crate) mod stats;
 pub mod synthetic;
 mod train;
 
-pub use calibrate::{CalibratedConfig, Calibration, CvSummary, GainCurve, GainModel};
+pub use calibrate::{CalibratedConfig, Calibration, CvSummary, GainCurve, GainModel, PooledLevels};
 pub use confidence::{Bins, Confidence, VERDICT_CUT, VerifierScore};
 pub use cost::{CostModel, QueryCosts, TokenPrice, TokenUsage};
 pub use error::{CoreError, Result};

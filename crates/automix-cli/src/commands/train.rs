@@ -252,6 +252,12 @@ pub(crate) fn print_cross_validation(cv: &automix::core::CvSummary) {
         cv.outcome.cost,
         100.0 * cv.outcome.escalation_rate
     );
+    if let Some(p) = &cv.pooled {
+        println!(
+            "    {} distinct confidences fitted as {} quantile groups (cuts and decisions on the raw values)",
+            p.distinct, p.groups
+        );
+    }
     for a in &cv.alternatives {
         println!("    {:<24} {:.4} ± {:.4}", a.name, a.mean, a.sd);
     }

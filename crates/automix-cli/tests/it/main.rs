@@ -80,9 +80,15 @@ fn temp(name: &str) -> PathBuf {
 
 /// Rows in the collected format: confident small answers tend to be right.
 fn write_rows(path: &Path) {
+    write_rows_of(path, 240, |i| f64::from(i % 9) / 8.0);
+}
+
+/// `rows` rows whose verifier confidence (votes and logprob alike) is `p(i)`; every fourth
+/// is a test row.
+fn write_rows_of(path: &Path, rows: u32, p: impl Fn(u32) -> f64) {
     let mut out = String::new();
-    for i in 0..240u32 {
-        let p = f64::from(i % 9) / 8.0;
+    for i in 0..rows {
+        let p = p(i);
         let small_right = f64::from(i * 7919 % 100) / 100.0 < p;
         let large_right = i % 5 != 0;
         let run = |model: &str, right: bool, verified: bool| {
@@ -211,6 +217,43 @@ fn train_then_eval_with_table_json_and_plots() {
     let oracle = lines.iter().find(|l| l["name"] == "oracle").unwrap();
     let small = lines.iter().find(|l| l["name"] == "always-small").unwrap();
     assert!(oracle["quality"].as_f64().unwrap() >= small["quality"].as_f64().unwrap());
+}
+
+/// A logprob with more distinct values than the fit's levels trains on quantile groups, and
+/// `train` says so, in its report and in the policy's summary.
+#[test]
+fn a_continuous_confidence_trains_on_quantile_groups_and_says_so() {
+    let dir = temp("pooled");
+    let p = |i: u32| f64::from((i * 7919) % 2999) / 2998.0;
+    write_rows_of(&dir.join("rows.jsonl"), 3000, p);
+    let config = write_config(&dir, "  verifier_signal: logprob\n");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("ExactPOMDP", "Calibrated")).unwrap();
+    let out = automix(&["--config", "automix.yaml", "train"], &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut train: Vec<u64> = (0..3000)
+        .filter(|i| i % 4 != 0)
+        .map(|i| p(i).to_bits())
+        .collect();
+    train.sort_unstable();
+    train.dedup();
+    let policy: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/policy.json")).unwrap())
+            .unwrap();
+    let pooled = &policy["policy"]["summary"]["cross_validation"]["pooled"];
+    assert_eq!(pooled["distinct"], json!(train.len()), "{policy:#}");
+    let groups = pooled["groups"].as_u64().unwrap();
+    assert!((1..train.len() as u64 / 2).contains(&groups), "{groups}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = format!(
+        "{} distinct confidences fitted as {groups} quantile groups",
+        train.len()
+    );
+    assert!(text.contains(&line), "{text}");
 }
 
 #[test]

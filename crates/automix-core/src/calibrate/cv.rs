@@ -22,6 +22,19 @@ pub struct CvSummary {
     pub chosen: String,
     /// The best out-of-fold mean of every alternative tried, for the report.
     pub alternatives: Vec<CvAlternative>,
+    /// Set when the confidences were pooled into quantile groups before the fit (more
+    /// distinct values than [`MAX_LEVELS`]); decisions stay those of the raw values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooled: Option<PooledLevels>,
+}
+
+/// How a continuous confidence was pooled for the cross-validated fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PooledLevels {
+    /// Distinct known confidences in the training rows.
+    pub distinct: usize,
+    /// Groups they were pooled into (per task and fixed-answer flag, unknowns included).
+    pub groups: usize,
 }
 
 /// One alternative of the cross-validated selection.
@@ -350,6 +363,7 @@ pub(crate) fn choose_calibrated(
                 kappa_name(kappa)
             ),
             alternatives,
+            pooled: None,
         },
         rule,
         cut,
@@ -550,6 +564,8 @@ pub(crate) fn train_cross_validated(
     let train = raw_stats.outcome_of(&chosen.candidate.rule, options.unknown_confidence);
     let oracle = raw_stats.oracle();
     let tried = chosen.cv.alternatives.len();
+    let mut cv = chosen.cv;
+    cv.pooled = pooled.as_ref().map(|p| p.summary());
     Ok(Policy {
         format_version: POLICY_FORMAT_VERSION,
         method: spec.clone(),
@@ -573,7 +589,7 @@ pub(crate) fn train_cross_validated(
             oracle,
             oracle_lift: lift(&base, &oracle),
             lambda: chosen.candidate.lambda,
-            cross_validation: Some(chosen.cv),
+            cross_validation: Some(cv),
         },
     })
 }

@@ -16,6 +16,8 @@
 
 use rustc_hash::FxHashMap;
 
+use super::PooledLevels;
+
 use crate::confidence::{Confidence, VerifierScore};
 use crate::stats::{CellKey, CellSums, Cells};
 
@@ -41,6 +43,8 @@ pub(crate) struct LevelGroups {
     pub(crate) cells: Cells,
     /// Per group, in group order; unknown-confidence groups have a NaN range.
     pub(crate) ranges: Vec<LevelRange>,
+    /// Distinct known confidences pooled.
+    distinct: usize,
 }
 
 impl LevelGroups {
@@ -58,6 +62,7 @@ impl LevelGroups {
         let mut groups = Self {
             cells: Cells::default(),
             ranges: Vec::new(),
+            distinct: distinct.len(),
         };
         let group_of: Vec<u32> = (cells.keys.iter().zip(&cells.sums))
             .map(|(key, sums)| {
@@ -75,6 +80,14 @@ impl LevelGroups {
             .collect();
         groups.finish(cells, &group_of);
         Some(groups)
+    }
+
+    /// What the training summary says of the pooling.
+    pub(crate) fn summary(&self) -> PooledLevels {
+        PooledLevels {
+            distinct: self.distinct,
+            groups: self.ranges.len(),
+        }
     }
 
     fn push(&mut self, key: CellKey, level: u32) {
@@ -187,6 +200,15 @@ mod tests {
         let cells = data.cells_for(&[]);
         let groups = LevelGroups::new(&cells, &crate::compat::py_grid(8)).unwrap();
         assert!(groups.cells.keys.len() < cells.keys.len() / 2);
+        let mut known: Vec<f64> = (rows.iter())
+            .filter_map(|r| match r.verifier {
+                VerifierScore::Known(p) => Some(p.get()),
+                VerifierScore::Unknown => None,
+            })
+            .collect();
+        known.sort_by(f64::total_cmp);
+        known.dedup();
+        let distinct = known.len();
         for kind in [MethodKind::Calibrated, MethodKind::Auto] {
             let mut spec = MethodSpec::new(kind, 8);
             spec.calibrated.per_task = true;
@@ -194,6 +216,14 @@ mod tests {
             let policy =
                 crate::train::train(&rows, &CostModel::default(), &spec, &options).unwrap();
             // `auto` may pick the paper's Threshold; `Calibrated` always has a curve.
+            let cv = policy.summary.cross_validation.as_ref();
+            let pooled = cv
+                .and_then(|cv| cv.pooled)
+                .expect("the summary names the pooling");
+            assert_eq!(
+                (pooled.distinct, pooled.groups),
+                (distinct, groups.ranges.len())
+            );
             let Some(calibration) = &policy.calibration else {
                 assert_eq!(kind, MethodKind::Auto, "Calibrated trained no curve");
                 continue;
