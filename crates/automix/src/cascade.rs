@@ -56,7 +56,10 @@ pub fn cascade_rows(
                 answer_costs: runs.iter().map(|r| r.cost / unit).collect(),
                 verify_costs: runs
                     .iter()
-                    .map(|r| r.verification.as_ref().map_or(0.0, |v| v.cost) / unit)
+                    .map(|r| {
+                        let v = r.verification.as_ref();
+                        v.map_or(0.0, |v| v.cost_of(&[signal])) / unit
+                    })
                     .collect(),
                 // Agreement with the previous answer is unknown off the sequential path.
                 confidences_jumped: if signal.reads_previous_answer() {
@@ -477,7 +480,7 @@ fn choose_confidences(
             record: None,
         });
     }
-    let fitted = crate::cascade_fusion::fit(rows, models, signals)?;
+    let fitted = crate::cascade_fusion::fit(rows, models, signals, unit)?;
     let verified = models.len().saturating_sub(1);
     let chosen = choose_fused_models(verified, |mask| {
         if mask.iter().all(|f| !*f) {
@@ -825,7 +828,7 @@ pub fn evaluate_cascade(
     let unit = trained.unit;
     let mut rows = cascade_rows(test, models, signal, unit)?;
     if let Some(fusion) = &trained.fusion {
-        fusion.apply(test, models, &mut rows);
+        fusion.apply(test, models, (&mut rows, unit));
     }
     if rows.is_empty() {
         return Err(AutomixError::InsufficientRows(

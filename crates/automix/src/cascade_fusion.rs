@@ -45,6 +45,15 @@ pub struct FittedCascadeFusion {
     /// The same with `previous_agreement` unknown (a path that skipped model i − 1);
     /// empty when it is not fused.
     pub jumped: Vec<Vec<Option<f64>>>,
+    /// `verify_costs[row][model]`: what measuring every fused signal cost (in the cost
+    /// unit), for the verified models; what a model routing on its fusion is charged.
+    pub verify_costs: Vec<Vec<f64>>,
+}
+
+/// What verifying model `name` of `row` on every one of `signals` cost, in `unit`s.
+fn fused_cost(row: &TrainingRow, name: &str, signals: &[VerifierSignal], unit: f64) -> f64 {
+    let record = row.run(name).and_then(|r| r.verification.as_ref());
+    record.map_or(0.0, |v| v.cost_of(signals)) / unit
 }
 
 /// `values` with every signal that reads the previous answer unknown.
@@ -85,11 +94,12 @@ fn columns(rows: &[TrainingRow], name: &str, signals: &[VerifierSignal]) -> Resu
 }
 
 /// Fits the fusion of `signals` for every verified model of `models` (cheapest first), with
-/// the rows' out-of-fold fused confidences.
+/// the rows' out-of-fold fused confidences and their verification costs in `unit`s.
 pub fn fit(
     rows: &[TrainingRow],
     models: &[String],
     signals: &[VerifierSignal],
+    unit: f64,
 ) -> Result<FittedCascadeFusion> {
     let folds = CROSS_FIT_FOLDS.min(rows.len()).max(2);
     let assignment =
@@ -136,6 +146,14 @@ pub fn fit(
         },
         confidences,
         jumped,
+        verify_costs: rows
+            .iter()
+            .map(|row| {
+                (models.iter().take(verified))
+                    .map(|name| fused_cost(row, name, signals, unit))
+                    .collect()
+            })
+            .collect(),
     })
 }
 
@@ -159,9 +177,15 @@ impl CascadeFusion {
             .predict(&values(&self.signals, record))
     }
 
-    /// `crows` (built from `rows` for `models`) with every verified model's confidence
-    /// replaced by its fused one: how held-out rows are replayed.
-    pub fn apply(&self, rows: &[TrainingRow], models: &[String], crows: &mut [CascadeRow]) {
+    /// `crows` (built from `rows` for `models`, costs in `unit`s) with every verified
+    /// model's confidence replaced by its fused one, and its verification cost by that of
+    /// every fused signal: how held-out rows are replayed.
+    pub fn apply(
+        &self,
+        rows: &[TrainingRow],
+        models: &[String],
+        (crows, unit): (&mut [CascadeRow], f64),
+    ) {
         let agreement = self.signals.iter().any(|s| s.reads_previous_answer());
         for (row, crow) in rows.iter().zip(crows) {
             if agreement {
@@ -174,6 +198,7 @@ impl CascadeFusion {
                 let record = row.run(name).and_then(|r| r.verification.as_ref());
                 let v = values(&self.signals, record);
                 crow.confidences[i] = model.predict(&v);
+                crow.verify_costs[i] = fused_cost(row, name, &self.signals, unit);
                 if agreement {
                     crow.confidences_jumped[i] = model.predict(&masked(&self.signals, &v));
                 }
@@ -192,7 +217,8 @@ impl CascadeFusion {
 
 /// `crows` with the confidences of the verified models `fused` marks (and, where the
 /// fusion compares with the previous answer, their off-path ones) taken from the fit's
-/// out-of-fold values; the other models keep their own signal's.
+/// out-of-fold values, and charged every fused signal's calls; the other models keep
+/// their own signal's.
 pub fn with_confidences(
     crows: &[CascadeRow],
     fitted: &FittedCascadeFusion,
@@ -215,6 +241,11 @@ pub fn with_confidences(
                 (0..verified)
                     .filter(|&i| marked(i))
                     .for_each(|i| r.confidences[i] = c[i]);
+            }
+            if let Some(c) = fitted.verify_costs.get(row) {
+                (0..verified)
+                    .filter(|&i| marked(i))
+                    .for_each(|i| r.verify_costs[i] = c[i]);
             }
             if let Some(j) = fitted.jumped.get(row) {
                 (0..verified)

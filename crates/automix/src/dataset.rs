@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use automix_llm::Usage;
 
+use crate::config::VerifierSignal;
 use crate::error::{AutomixError, Result};
 
 /// One query (LLMRouter's query JSONL).
@@ -407,6 +408,26 @@ pub struct VerificationRecord {
     pub tokens: Tokens,
     /// Money spent on verification (llm_data prices).
     pub cost: f64,
+    /// Money each measured signal's own calls cost, by signal name (`collect` and the
+    /// router record it; rows collected before it have none, see [`Self::cost_of`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signal_costs: BTreeMap<String, f64>,
+}
+
+impl VerificationRecord {
+    /// What routing on `signals` pays for this verification: their own calls, where the
+    /// record breaks its cost down by signal (a signal it does not list was not measured,
+    /// so nothing was spent on it). A record without the breakdown (collected before it
+    /// existed) charges its whole `cost` whatever it routes on, as it always did.
+    pub fn cost_of(&self, signals: &[VerifierSignal]) -> f64 {
+        if self.signal_costs.is_empty() {
+            return self.cost;
+        }
+        signals
+            .iter()
+            .filter_map(|s| self.signal_costs.get(s.name()))
+            .sum()
+    }
 }
 
 /// One model's answer to a query in a training row.

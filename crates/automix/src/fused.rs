@@ -7,8 +7,9 @@
 //! fusion only if its out-of-fold objective beats every listed signal alone; otherwise the
 //! policy routes on the best single signal (and says so). What each signal adds is the
 //! fusion's out-of-fold objective minus the fusion's without it. Every candidate is charged
-//! the rows' recorded verification cost: a fused policy measures every signal it fuses, so
-//! live it pays each one's calls (zero for `answer_logprob`).
+//! the calls of the signals it reads, where the rows break their verification cost down by
+//! signal ([`VerificationRecord::cost_of`]): a fused policy measures every signal it
+//! fuses, so live it pays each one's calls (zero for `answer_logprob`).
 
 use automix_core::fusion::{FusedConfidence, cross_fit};
 use automix_core::{RoutingRecord, VERDICT_CUT, VerifierScore};
@@ -64,14 +65,32 @@ fn signal_values(
 const CROSS_FIT_FOLDS: usize = 5;
 const CROSS_FIT_SEED: u64 = 7;
 
+/// Every signal's value per row (`[row][signal]`), and the small model's verification per
+/// row, which prices a set of them.
+struct SignalTable<'a> {
+    signals: &'a [VerifierSignal],
+    values: Vec<Vec<Option<f64>>>,
+    verifications: Vec<Option<&'a VerificationRecord>>,
+}
+
+impl SignalTable<'_> {
+    /// What verifying row `i` on the signals at `columns` cost.
+    fn cost(&self, i: usize, columns: &[usize]) -> f64 {
+        let picked: Vec<VerifierSignal> = columns.iter().map(|&j| self.signals[j]).collect();
+        self.verifications[i].map_or(0.0, |v| v.cost_of(&picked))
+    }
+}
+
 /// Records whose verifier score is the cross-fitted fusion of `columns` (indices into
-/// `signals` per row), on `base` records.
+/// the signals per row), on `base` records, charged the verification calls of every
+/// signal in `columns` (a fused policy measures them all).
 fn fused_records(
     base: &[RoutingRecord],
-    values: &[Vec<Option<f64>>],
+    table: &SignalTable<'_>,
     right: &[bool],
     columns: &[usize],
 ) -> Result<Vec<RoutingRecord>> {
+    let values = &table.values;
     let picked: Vec<Vec<Option<f64>>> = values
         .iter()
         .map(|row| columns.iter().map(|&j| row[j]).collect())
@@ -82,13 +101,15 @@ fn fused_records(
             .pop()
             .unwrap_or_default();
     let oof = cross_fit(&picked, right, &assignment, folds)?;
-    Ok(base
-        .iter()
-        .zip(oof)
-        .map(|(r, p)| RoutingRecord {
+    Ok((base.iter().zip(oof).enumerate())
+        .map(|(i, (r, p))| RoutingRecord {
             verifier: p
                 .and_then(|p| automix_core::Confidence::new(p).ok())
                 .map_or(VerifierScore::Unknown, VerifierScore::Known),
+            costs: r.costs.map(|c| automix_core::QueryCosts {
+                verifier: table.cost(i, columns),
+                ..c
+            }),
             ..r.clone()
         })
         .collect())
@@ -145,27 +166,33 @@ pub fn train_fused(
         key: "hparam.fuse_signals",
         message: "lists no signal".into(),
     })?;
-    // Row i's value of every signal, read off the per-signal records (one per row, in
-    // order); the first signal's records carry everything else a record needs.
-    let values: Vec<Vec<Option<f64>>> = (0..rows.len())
-        .map(|i| per_signal.iter().map(|r| r[i].verifier.known()).collect())
-        .collect();
+    // The first signal's records carry everything else a record needs.
+    let table = SignalTable {
+        signals: &signals,
+        values: (0..rows.len())
+            .map(|i| per_signal.iter().map(|r| r[i].verifier.known()).collect())
+            .collect(),
+        verifications: (rows.iter())
+            .map(|row| row.run(small).and_then(|r| r.verification.as_ref()))
+            .collect(),
+    };
+    let values = &table.values;
     let base = per_signal.swap_remove(0);
     let right: Vec<bool> = base.iter().map(|r| r.small_score >= VERDICT_CUT).collect();
     let all: Vec<usize> = (0..signals.len()).collect();
-    let (fused_cv, fused_policy) = train_cv(config, &fused_records(&base, &values, &right, &all)?)?;
+    let (fused_cv, fused_policy) = train_cv(config, &fused_records(&base, &table, &right, &all)?)?;
     let mut without_cv = Vec::new();
     for (j, &s) in signals.iter().enumerate() {
         let rest: Vec<usize> = all.iter().copied().filter(|&k| k != j).collect();
         let cv = match rest.as_slice() {
             [only] => singles[*only].1,
-            _ => train_cv(config, &fused_records(&base, &values, &right, &rest)?)?.0,
+            _ => train_cv(config, &fused_records(&base, &table, &right, &rest)?)?.0,
         };
         without_cv.push((s, cv));
     }
     let wins = fused_cv > best_cv + 1e-9;
     let model = wins
-        .then(|| FusedConfidence::fit(&values, &right))
+        .then(|| FusedConfidence::fit(values, &right))
         .transpose()?;
     let report = SignalFusion {
         signals: signals.clone(),

@@ -233,7 +233,9 @@ pub fn verifier_score(
         .map_or(VerifierScore::Unknown, VerifierScore::Known)
 }
 
-/// Routing records for the (small, large) pair; a row missing either model is an error.
+/// Routing records for the (small, large) pair, read on `signal` and charged its own
+/// verification calls ([`VerificationRecord::cost_of`]); a row missing either model is an
+/// error.
 pub fn routing_records(
     rows: &[TrainingRow],
     small: &str,
@@ -258,7 +260,10 @@ pub fn routing_records(
                 costs: Some(QueryCosts {
                     small: s.cost,
                     large: l.cost,
-                    verifier: s.verification.as_ref().map_or(0.0, |v| v.cost),
+                    verifier: s
+                        .verification
+                        .as_ref()
+                        .map_or(0.0, |v| v.cost_of(&[signal])),
                 }),
             })
         })
@@ -274,6 +279,10 @@ pub fn policy_records(rows: &[TrainingRow], policy: &RouterPolicy) -> Result<Vec
         for (r, row) in records.iter_mut().zip(rows) {
             let v = row.run(small).and_then(|run| run.verification.as_ref());
             r.verifier = v.map_or(VerifierScore::Unknown, |v| f.score(v));
+            // Live, a fused policy measures every signal it fuses.
+            if let (Some(costs), Some(v)) = (r.costs.as_mut(), v) {
+                costs.verifier = v.cost_of(&f.signals);
+            }
         }
     }
     Ok(records)

@@ -126,9 +126,14 @@ pub async fn measure(
     };
     let mut keep = None;
     for kind in ALL.into_iter().filter(|k| kinds.contains(k)) {
+        let before = record.cost;
         if let Some(text) = of(kind).measure(input, &mut record).await? {
             keep = Some(text);
         }
+        // What this signal's own calls cost, so training charges a policy only for the
+        // signals it routes on (`VerificationRecord::cost_of`).
+        let spent = record.cost - before;
+        record.signal_costs.insert(kind.name().to_owned(), spent);
     }
     Ok((record, keep))
 }

@@ -580,6 +580,81 @@ fn fused_signals_beat_each_signal_alone_and_replay_in_eval() {
     assert!(one.unwrap_err().to_string().contains("fuse_signals"));
 }
 
+/// What the small model's votes and its answer's logprob cost in [`signal_cost_rows`].
+const SIGNAL_COSTS: (f64, f64) = (1.0 / 67_108_864.0, 1.0 / 134_217_728.0);
+
+/// [`crate::support::two_signal_rows`] whose small verification costs both signals' calls,
+/// broken down by signal (`broken_down`) or recorded as one total, as older rows are.
+fn signal_cost_rows(broken_down: bool) -> Vec<TrainingRow> {
+    let (votes, answer) = SIGNAL_COSTS;
+    let mut rows = crate::support::two_signal_rows(400, "small", "large");
+    for row in &mut rows {
+        let v = row.models[0].verification.as_mut().unwrap();
+        assert!(v.signal_costs.is_empty());
+        v.cost = votes + answer;
+        if broken_down {
+            v.signal_costs = [("samples".into(), votes), ("answer_logprob".into(), answer)].into();
+        }
+    }
+    rows
+}
+
+/// Rows that break their verification cost down by signal charge a policy only the signals
+/// it reads: a single signal its own calls, a fusion every signal it fuses; rows without the
+/// breakdown charge their whole recorded cost, as before.
+#[test]
+fn a_policy_is_charged_the_calls_of_the_signals_it_reads() {
+    let (votes, answer) = SIGNAL_COSTS;
+    let broken_down = signal_cost_rows(true);
+    let flat = signal_cost_rows(false);
+    let charged = |rows: &[TrainingRow], signal| {
+        routing_records(rows, "small", "large", signal).unwrap()[0]
+            .costs
+            .unwrap()
+            .verifier
+    };
+    assert_eq!(charged(&broken_down, VerifierSignal::AnswerLogprob), answer);
+    assert_eq!(charged(&broken_down, VerifierSignal::Samples), votes);
+    assert_eq!(
+        charged(&broken_down, VerifierSignal::Logprob),
+        0.0,
+        "not measured"
+    );
+    assert_eq!(
+        charged(&flat, VerifierSignal::AnswerLogprob),
+        votes + answer
+    );
+    // A fused policy (it wins under the paper's relative costs) pays both signals' calls.
+    let relative = Config::parse(
+        "hparam:\n  routing_method: auto\n  fuse_signals: [samples, answer_logprob]\n",
+        std::path::Path::new("fuse.yaml"),
+    )
+    .unwrap();
+    let fused = train_policy(&relative, &broken_down, "small", "large").unwrap();
+    assert!(fused.fusion.as_ref().unwrap().model.is_some());
+    for rows in [&broken_down, &flat] {
+        let records = automix::training::policy_records(rows, &fused).unwrap();
+        assert_eq!(records[0].costs.unwrap().verifier, votes + answer);
+    }
+    // Under token costs, training compares each signal alone at its own price.
+    let tokens = Config::parse(
+        "hparam:\n  routing_method: auto\n  cost_mode: tokens\n  fuse_signals: [samples, answer_logprob]\n",
+        std::path::Path::new("fuse.yaml"),
+    )
+    .unwrap();
+    let fusion_of = |rows: &[TrainingRow]| {
+        let policy = train_policy(&tokens, rows, "small", "large").unwrap();
+        policy.fusion.unwrap()
+    };
+    let (split_costs, whole_costs) = (fusion_of(&broken_down), fusion_of(&flat));
+    // The fusion pays what every row recorded either way; each signal alone pays less
+    // once the rows say what it cost, so it scores higher out of fold.
+    assert_eq!(split_costs.fused_cv, whole_costs.fused_cv);
+    for ((s, alone), (_, charged_all)) in split_costs.single_cv.iter().zip(&whole_costs.single_cv) {
+        assert!(alone > charged_all, "{s:?}: {alone} vs {charged_all}");
+    }
+}
+
 /// `hparam.fuse_signals` with `train --cascade`: where two signals each see half of what
 /// makes the small answer right, the cascade reads their fused confidence (out of fold
 /// ahead of the configured signal alone), the plan carries the fusion (a damaged one is
@@ -659,6 +734,33 @@ fn the_cascade_routes_on_fused_signals_where_they_beat_one_signal() {
     };
     let (fused_net, single_net) = (net(&fused), net(&single));
     assert!(fused_net > single_net + 0.02, "{fused_net} vs {single_net}");
+}
+
+/// A cascade model routing on its fusion is charged every fused signal's calls, in
+/// training and in the held-out replay; on its own signal, that signal's calls.
+#[test]
+fn the_cascade_charges_a_fused_model_every_signal_it_measures() {
+    let (votes, answer) = SIGNAL_COSTS;
+    let rows = signal_cost_rows(true);
+    let text = "automix:\n  cost_lambda: 0.2\nhparam:\n  verifier_signal: samples\n";
+    let single = Config::parse(text, std::path::Path::new("one.yaml")).unwrap();
+    let fused = Config::parse(
+        &format!("{text}  fuse_signals: [samples, answer_logprob]\n"),
+        std::path::Path::new("fuse.yaml"),
+    )
+    .unwrap();
+    let names = ["small".to_string(), "large".to_string()];
+    let trained = automix::cascade::train_cascade(&fused, &rows, &names).unwrap();
+    let fusion = trained.fusion.as_ref().expect("the fusion routes here");
+    let unit = trained.unit;
+    assert_eq!(trained.rows[0].verify_costs[0], (votes + answer) / unit);
+    let alone = automix::cascade::train_cascade(&single, &rows, &names).unwrap();
+    assert_eq!(alone.rows[0].verify_costs[0], votes / alone.unit);
+    let mut replayed =
+        automix::cascade::cascade_rows(&rows, &names, VerifierSignal::Samples, unit).unwrap();
+    assert_eq!(replayed[0].verify_costs[0], votes / unit);
+    fusion.apply(&rows, &names, (&mut replayed, unit));
+    assert_eq!(replayed[0].verify_costs[0], (votes + answer) / unit);
 }
 
 /// The cascade cross-validation's record of the fused-against-single comparison.

@@ -85,6 +85,48 @@ async fn agreement_scores_each_answer_against_the_most_expensive_models() {
     );
 }
 
+/// `collect` records what each signal's own calls cost, so training can charge a policy
+/// only for the signals it reads; the parts add up to the verification's cost.
+#[tokio::test]
+async fn collect_breaks_the_verification_cost_down_by_signal() {
+    let row = collect_row(&job("B"), &mc_query("pick two"), LabelSource::GroundTruth)
+        .await
+        .unwrap();
+    let v = row.models[0].verification.as_ref().unwrap();
+    let names: Vec<&str> = v.signal_costs.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "answer_consistency",
+            "answer_logprob",
+            "logprob",
+            "previous_agreement",
+            "samples"
+        ]
+    );
+    let part = |name: &str| v.signal_costs[name];
+    assert!(
+        part("samples") > 0.0 && part("answer_consistency") > 0.0,
+        "{v:?}"
+    );
+    assert!(
+        part("logprob") > 0.0,
+        "the verdict fell back to sampling: {v:?}"
+    );
+    assert_eq!(
+        (part("answer_logprob"), part("previous_agreement")),
+        (0.0, 0.0)
+    );
+    let sum: f64 = v.signal_costs.values().sum();
+    assert!(
+        (sum - v.cost).abs() <= 1e-12 * v.cost,
+        "{sum} vs {}",
+        v.cost
+    );
+    // The largest model is not verified, so it has no breakdown either.
+    assert!(row.models[1].verification.is_none());
+}
+
 fn temp(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("automix-traffic-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
