@@ -288,6 +288,15 @@ fn print_collect_summary(summary: &automix::collect::CollectSummary, output: &Pa
             .collect();
         println!("  {model:<22} {}", cells.join(" | "));
     }
+    if !summary.signal_costs.is_empty() {
+        println!("\nverification cost per verified answer, by signal:");
+    }
+    for (model, per_signal) in &summary.signal_costs {
+        let cells: Vec<String> = (per_signal.iter())
+            .map(|(signal, cost)| format!("{signal} {cost:.3e}"))
+            .collect();
+        println!("  {model:<22} {}", cells.join(" | "));
+    }
     println!("\ntokens: {:?}", summary.tokens);
 }
 

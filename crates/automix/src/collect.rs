@@ -220,6 +220,10 @@ pub struct CollectSummary {
     pub calibration: BTreeMap<String, ModelCalibration>,
     /// Tokens per model (prompt + completion, answers and verification).
     pub tokens: BTreeMap<String, u64>,
+    /// Per model and signal: mean money its own calls cost per verified answer, over the
+    /// rows that break their verification cost down (`verification.signal_costs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signal_costs: BTreeMap<String, BTreeMap<String, f64>>,
     /// Seconds this run took.
     pub seconds: f64,
 }
@@ -285,6 +289,7 @@ pub fn summarise(rows: &[TrainingRow]) -> CollectSummary {
     let mut sums: BTreeMap<String, BTreeMap<String, (f64, usize)>> = BTreeMap::new();
     let mut cal: BTreeMap<String, BTreeMap<String, ScoredConfidences>> = BTreeMap::new();
     let mut tokens: BTreeMap<String, u64> = BTreeMap::new();
+    let mut costs: BTreeMap<String, BTreeMap<String, (f64, usize)>> = BTreeMap::new();
     for row in rows {
         for run in &row.models {
             let s = sums
@@ -302,6 +307,12 @@ pub fn summarise(rows: &[TrainingRow]) -> CollectSummary {
                     pairs.push((crate::signal::of(kind).read(v), run.score));
                 }
                 t += v.tokens.prompt + v.tokens.completion;
+                for (signal, cost) in &v.signal_costs {
+                    let c = costs.entry(run.model.clone()).or_default();
+                    let (sum, n) = c.entry(signal.clone()).or_default();
+                    *sum += cost;
+                    *n += 1;
+                }
             }
             *tokens.entry(run.model.clone()).or_default() += t;
         }
@@ -333,6 +344,15 @@ pub fn summarise(rows: &[TrainingRow]) -> CollectSummary {
             })
             .collect(),
         tokens,
+        signal_costs: costs
+            .into_iter()
+            .map(|(m, per_signal)| {
+                let means = (per_signal.into_iter())
+                    .map(|(name, (sum, n))| (name, sum / n as f64))
+                    .collect();
+                (m, means)
+            })
+            .collect(),
         seconds: 0.0,
     }
 }

@@ -709,6 +709,18 @@ async fn sharded_collection_merges_into_the_unsharded_rows() {
     ] {
         let (ok, log) = run(cmd(args)).await;
         assert!(ok, "{args}: {log}");
+        if args.starts_with("collect --output") {
+            // What each signal's calls cost, per verified answer of the small model.
+            let costs = log
+                .lines()
+                .skip_while(|l| !l.starts_with("verification cost per verified answer"))
+                .nth(1)
+                .unwrap_or_default();
+            assert!(
+                costs.contains("samples") && costs.contains("answer_logprob 0"),
+                "{log}"
+            );
+        }
     }
     let full = rows_by_id(&dir.join("full.jsonl"));
     let one = rows_by_id(&dir.join("rows.shard-1-of-2.jsonl"));

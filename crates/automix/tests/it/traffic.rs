@@ -125,6 +125,10 @@ async fn collect_breaks_the_verification_cost_down_by_signal() {
     );
     // The largest model is not verified, so it has no breakdown either.
     assert!(row.models[1].verification.is_none());
+    // The collect summary reports the mean per verified answer.
+    let summary = automix::collect::summarise(std::slice::from_ref(&row));
+    assert_eq!(summary.signal_costs["small"], v.signal_costs);
+    assert!(!summary.signal_costs.contains_key("large"));
 }
 
 fn temp(name: &str) -> std::path::PathBuf {
