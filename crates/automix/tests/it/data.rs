@@ -655,6 +655,19 @@ fn a_policy_is_charged_the_calls_of_the_signals_it_reads() {
     }
 }
 
+/// A two-model cascade's configs on votes alone and on votes fused with the answer's
+/// logprob (`single`, `fused`).
+fn cascade_signal_configs() -> (Config, Config) {
+    let text = "automix:\n  cost_lambda: 0.2\nhparam:\n  verifier_signal: samples\n";
+    let single = Config::parse(text, std::path::Path::new("one.yaml")).unwrap();
+    let fused = Config::parse(
+        &format!("{text}  fuse_signals: [samples, answer_logprob]\n"),
+        std::path::Path::new("fuse.yaml"),
+    )
+    .unwrap();
+    (single, fused)
+}
+
 /// `hparam.fuse_signals` with `train --cascade`: where two signals each see half of what
 /// makes the small answer right, the cascade reads their fused confidence (out of fold
 /// ahead of the configured signal alone), the plan carries the fusion (a damaged one is
@@ -663,13 +676,7 @@ fn a_policy_is_charged_the_calls_of_the_signals_it_reads() {
 #[test]
 fn the_cascade_routes_on_fused_signals_where_they_beat_one_signal() {
     let rows = crate::support::two_signal_rows(400, "small", "large");
-    let text = "automix:\n  cost_lambda: 0.2\nhparam:\n  verifier_signal: samples\n";
-    let single = Config::parse(text, std::path::Path::new("one.yaml")).unwrap();
-    let fused = Config::parse(
-        &format!("{text}  fuse_signals: [samples, answer_logprob]\n"),
-        std::path::Path::new("fuse.yaml"),
-    )
-    .unwrap();
+    let (single, fused) = cascade_signal_configs();
     let names = ["small".to_string(), "large".to_string()];
     let plan = automix::training::train_cascade_plan(&fused, &rows, &names).unwrap();
     let cv = plan.cross_validation.as_ref().unwrap();
@@ -742,13 +749,7 @@ fn the_cascade_routes_on_fused_signals_where_they_beat_one_signal() {
 fn the_cascade_charges_a_fused_model_every_signal_it_measures() {
     let (votes, answer) = SIGNAL_COSTS;
     let rows = signal_cost_rows(true);
-    let text = "automix:\n  cost_lambda: 0.2\nhparam:\n  verifier_signal: samples\n";
-    let single = Config::parse(text, std::path::Path::new("one.yaml")).unwrap();
-    let fused = Config::parse(
-        &format!("{text}  fuse_signals: [samples, answer_logprob]\n"),
-        std::path::Path::new("fuse.yaml"),
-    )
-    .unwrap();
+    let (single, fused) = cascade_signal_configs();
     let names = ["small".to_string(), "large".to_string()];
     let trained = automix::cascade::train_cascade(&fused, &rows, &names).unwrap();
     let fusion = trained.fusion.as_ref().expect("the fusion routes here");
