@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use automix_core::cascade::run_one;
 
 use crate::cascade_chain::{ChainCv, chain_tables, routing_chain, table_at};
-use crate::cascade_fusion::{CascadeFusion, choose_fused_models, with_confidences};
+use crate::cascade_fusion::{CascadeFusion, ConfidenceChoice, choose_confidences};
 use crate::cascade_tasks::{TaskShrink, policy_for, simulate_by_task, task_policies};
 use crate::config::{Config, VerifierSignal};
 use crate::dataset::TrainingRow;
@@ -256,8 +256,19 @@ pub(crate) fn solve_on(
 /// The rows the cascade's cross-validation splits: cascade rows and each row's task.
 pub(crate) struct CvRows<'a> {
     pub(crate) rows: &'a [CascadeRow],
+    /// `[assignment][fold]`: the rows as that fold sees them, where they differ per fold
+    /// (a fusion's nested cross-fit); `None`: `rows` everywhere.
+    pub(crate) per_fold: Option<&'a [Vec<Vec<CascadeRow>>]>,
     pub(crate) tasks: &'a [&'a str],
     pub(crate) assignments: &'a [Vec<usize>],
+}
+
+impl CvRows<'_> {
+    /// The rows fold `f` of assignment `a` trains and is scored on.
+    pub(crate) fn fold_rows(&self, a: usize, f: usize) -> &[CascadeRow] {
+        let nested = self.per_fold.and_then(|p| p.get(a)?.get(f));
+        nested.map_or(self.rows, Vec::as_slice)
+    }
 }
 
 /// Per-assignment out-of-fold nets `quality − λ·cost` of the cascade solved with
@@ -275,7 +286,7 @@ fn out_of_fold_nets(
     for (a, fold) in cv.assignments.iter().enumerate() {
         for f in 0..CASCADE_FOLDS {
             let (mut train, mut train_tasks, mut held) = (Vec::new(), Vec::new(), Vec::new());
-            for (i, (r, t)) in cv.rows.iter().zip(cv.tasks).enumerate() {
+            for (i, (r, t)) in cv.fold_rows(a, f).iter().zip(cv.tasks).enumerate() {
                 if fold[i] == f {
                     held.push((r, *t));
                 } else {
@@ -380,10 +391,10 @@ fn choose_task_shrink(
 /// What the bins' cross-validation settled: the solver λ and bins with the best
 /// out-of-fold net (mean, sd), the solver λs tried at those bins with their nets, and the
 /// best net of every equal-width and quantile bin count.
-struct BinsChoice {
+pub(crate) struct BinsChoice {
     solver_lambda: f64,
     bins: CascadeBins,
-    net: (f64, f64),
+    pub(crate) net: (f64, f64),
     tried: Vec<(f64, f64)>,
     uniform: Vec<(usize, f64)>,
     quantile: Vec<(usize, f64)>,
@@ -391,7 +402,7 @@ struct BinsChoice {
 
 /// The solver λ (`scales` of the objective's `lambda`) and the verifier bins, chosen
 /// jointly out of fold with one pooled table.
-fn choose_bins(
+pub(crate) fn choose_bins(
     config: &Config,
     models: &[String],
     cv_rows: &CvRows<'_>,
@@ -441,81 +452,6 @@ fn choose_bins(
             .collect(),
         uniform: bins_tried,
         quantile: quantile_bins_tried,
-    })
-}
-
-/// The training rows' cascade rows as the cascade will read them, and the bins'
-/// cross-validation on them: the configured `verifier_signal`, or with
-/// `hparam.fuse_signals` the fused confidences where they net strictly more out of fold.
-struct ConfidenceChoice {
-    rows: Vec<CascadeRow>,
-    choice: BinsChoice,
-    fusion: Option<CascadeFusion>,
-    record: Option<FusionCv>,
-}
-
-fn choose_confidences(
-    config: &Config,
-    (rows, models, unit): (&[TrainingRow], &[String], f64),
-    (tasks, assignments): (&[&str], &[Vec<usize>]),
-    scales: &[f64],
-) -> Result<ConfidenceChoice> {
-    let lambda = config.automix.lambda();
-    let crows = cascade_rows(rows, models, config.hparam.verifier_signal, unit)?;
-    let choose = |crows: &[CascadeRow]| {
-        let cv = CvRows {
-            rows: crows,
-            tasks,
-            assignments,
-        };
-        choose_bins(config, models, &cv, scales, lambda)
-    };
-    let single = choose(&crows)?;
-    let signals = &config.hparam.fuse_signals;
-    if signals.len() < 2 {
-        return Ok(ConfidenceChoice {
-            rows: crows,
-            choice: single,
-            fusion: None,
-            record: None,
-        });
-    }
-    let fitted = crate::cascade_fusion::fit(rows, models, signals, unit)?;
-    let verified = models.len().saturating_sub(1);
-    let chosen = choose_fused_models(verified, |mask| {
-        if mask.iter().all(|f| !*f) {
-            // The single signal's rows, evaluated above.
-            return Ok((None, single.net.0));
-        }
-        let rows = with_confidences(&crows, &fitted, mask);
-        let choice = choose(&rows)?;
-        let net = choice.net.0;
-        Ok((Some((rows, choice)), net))
-    })?;
-    let fused_models: Vec<String> = (models.iter().zip(&chosen.mask))
-        .filter(|(_, f)| **f)
-        .map(|(m, _)| m.clone())
-        .collect();
-    let record = Some(FusionCv {
-        signals: signals.clone(),
-        fused_net: chosen.fused_net,
-        single_net: chosen.single_net,
-        fused_models,
-        chosen_net: chosen.net,
-    });
-    Ok(match chosen.choice {
-        Some((rows, choice)) => ConfidenceChoice {
-            rows,
-            choice,
-            fusion: fitted.fusion.only(models, &chosen.mask),
-            record,
-        },
-        None => ConfidenceChoice {
-            rows: crows,
-            choice: single,
-            fusion: None,
-            record,
-        },
     })
 }
 
@@ -582,15 +518,17 @@ pub fn train_cascade(
         automix_core::calibrate::fold_assignments(rows.len(), folds, CASCADE_REPEATS, 0);
     let tasks: Vec<&str> = rows.iter().map(|r| r.task_name.as_str()).collect();
     let scales = solver_scales(lambda);
-    let split = (tasks.as_slice(), assignments.as_slice());
+    let split = (tasks.as_slice(), assignments.as_slice(), folds);
     let ConfidenceChoice {
         rows: crows,
+        per_fold,
         choice,
         fusion,
         record: fusion_record,
     } = choose_confidences(config, (rows, models, unit), split, scales)?;
     let cv_rows = CvRows {
         rows: &crows,
+        per_fold: per_fold.as_deref(),
         tasks: &tasks,
         assignments: &assignments,
     };

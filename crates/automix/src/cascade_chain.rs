@@ -256,16 +256,19 @@ fn chain_kappas(per_task: bool, tasks: &[&str]) -> Vec<Option<f64>> {
 /// Out-of-fold nets per assignment of the chain fitted on each fold's training rows, one
 /// list per entry of `kappas` (`None`: the pooled chain; `Some(κ)`: per-task thresholds).
 fn chain_out_of_fold_nets(
-    (rows, tasks, assignments): (&[CascadeRow], &[&str], &[Vec<usize>]),
-    (lambda, folds): (f64, usize),
+    split: &ChainSplit<'_>,
+    lambda: f64,
     kappas: &[Option<f64>],
 ) -> Vec<Vec<f64>> {
-    let mut nets = vec![vec![0.0; assignments.len()]; kappas.len()];
+    let (rows, tasks) = (split.rows, split.tasks);
+    let mut nets = vec![vec![0.0; split.assignments.len()]; kappas.len()];
     let models = rows.first().map_or(0, |r| r.scores.len());
-    for (a, fold) in assignments.iter().enumerate() {
-        for f in 0..folds {
+    for (a, fold) in split.assignments.iter().enumerate() {
+        for f in 0..split.folds {
             let (mut train, mut train_tasks, mut held) = (Vec::new(), Vec::new(), Vec::new());
-            for (i, (r, t)) in rows.iter().zip(tasks).enumerate() {
+            let fold_rows = split.per_fold.and_then(|p| p.get(a)?.get(f));
+            let fold_rows = fold_rows.map_or(rows, Vec::as_slice);
+            for (i, (r, t)) in fold_rows.iter().zip(tasks).enumerate() {
                 if fold[i] == f {
                     held.push((r, *t));
                 } else {
@@ -304,6 +307,9 @@ fn chain_out_of_fold_nets(
 pub struct ChainSplit<'a> {
     /// The cascade rows.
     pub rows: &'a [CascadeRow],
+    /// `[assignment][fold]`: the rows as that fold sees them, where they differ per fold
+    /// (a fusion's nested cross-fit); `None`: `rows` everywhere.
+    pub per_fold: Option<&'a [Vec<Vec<CascadeRow>>]>,
     /// Each row's task.
     pub tasks: &'a [&'a str],
     /// Fold of each row, per seeded assignment.
@@ -336,11 +342,7 @@ pub fn choose_chain(
 ) -> Option<ChainChoice> {
     let models = names.len();
     let kappas = chain_kappas(per_task, split.tasks);
-    let nets = chain_out_of_fold_nets(
-        (split.rows, split.tasks, split.assignments),
-        (lambda, split.folds),
-        &kappas,
-    );
+    let nets = chain_out_of_fold_nets(split, lambda, &kappas);
     let scored: Vec<(Option<f64>, (f64, f64))> = kappas
         .iter()
         .zip(&nets)
@@ -484,6 +486,7 @@ pub(crate) fn routing_chain(
     }
     let split = ChainSplit {
         rows: cv.rows,
+        per_fold: cv.per_fold,
         tasks: cv.tasks,
         assignments: cv.assignments,
         folds,

@@ -13,7 +13,8 @@ use automix_core::cascade::CascadeRow;
 use automix_core::fusion::{FusedConfidence, cross_fit_at};
 use serde::{Deserialize, Serialize};
 
-use crate::config::VerifierSignal;
+use crate::cascade::{BinsChoice, CvRows, FusionCv, cascade_rows, choose_bins};
+use crate::config::{Config, VerifierSignal};
 use crate::dataset::{TrainingRow, VerificationRecord};
 use crate::error::{AutomixError, Result};
 use crate::training::verifier_score;
@@ -40,14 +41,34 @@ pub struct CascadeFusion {
 pub struct FittedCascadeFusion {
     /// What routes live.
     pub fusion: CascadeFusion,
-    /// `confidences[row][model]`: out of fold for the verified models, `None` for the last.
+    /// Every training row's fused confidences, out of fold (cross-fitted over all rows);
+    /// what the final tables are estimated from.
+    pub whole: FusedValues,
+    /// `verify_costs[row][model]`: what measuring every fused signal cost (in the cost
+    /// unit), for the verified models; what a model routing on its fusion is charged.
+    pub verify_costs: Vec<Vec<f64>>,
+    /// `per_fold[assignment][fold]`: the fused confidences as that fold of the cascade's
+    /// cross-validation sees them, so no held-out label shapes them (nested cross-fit).
+    pub per_fold: Vec<Vec<FusedValues>>,
+}
+
+/// Fused confidences per row and model (`None`: unknown or the last model), on and off
+/// the sequential path.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FusedValues {
+    /// `confidences[row][model]`: `None` when unknown, and for the last model.
     pub confidences: Vec<Vec<Option<f64>>>,
     /// The same with `previous_agreement` unknown (a path that skipped model i − 1);
     /// empty when it is not fused.
     pub jumped: Vec<Vec<Option<f64>>>,
-    /// `verify_costs[row][model]`: what measuring every fused signal cost (in the cost
-    /// unit), for the verified models; what a model routing on its fusion is charged.
-    pub verify_costs: Vec<Vec<f64>>,
+}
+
+/// One verified model's signal values per row, whether its answer was right, and the
+/// values with the previous answer unknown (empty when no signal reads it).
+struct ModelColumns {
+    values: Vec<Vec<Option<f64>>>,
+    right: Vec<bool>,
+    off_path: Vec<Vec<Option<f64>>>,
 }
 
 /// What verifying model `name` of `row` on every one of `signals` cost, in `unit`s.
@@ -94,32 +115,91 @@ fn columns(rows: &[TrainingRow], name: &str, signals: &[VerifierSignal]) -> Resu
 }
 
 /// Fits the fusion of `signals` for every verified model of `models` (cheapest first), with
-/// the rows' out-of-fold fused confidences and their verification costs in `unit`s.
+/// the rows' out-of-fold fused confidences, their verification costs in `unit`s, and the
+/// confidences each fold of the cascade's cross-validation (`assignments` over `folds`)
+/// sees: its training rows cross-fitted among themselves, its held-out rows scored by a
+/// fusion fitted on the training rows alone.
 pub fn fit(
     rows: &[TrainingRow],
-    models: &[String],
-    signals: &[VerifierSignal],
+    (models, signals): (&[String], &[VerifierSignal]),
     unit: f64,
+    (assignments, folds): (&[Vec<usize>], usize),
 ) -> Result<FittedCascadeFusion> {
-    let folds = CROSS_FIT_FOLDS.min(rows.len()).max(2);
+    let agreement = signals.iter().any(|s| s.reads_previous_answer());
+    let verified = models.len().saturating_sub(1);
+    let cols = (models.iter().take(verified))
+        .map(|name| {
+            let (values, right) = columns(rows, name, signals)?;
+            let off_path = if agreement {
+                values.iter().map(|v| masked(signals, v)).collect()
+            } else {
+                Vec::new()
+            };
+            Ok(ModelColumns {
+                values,
+                right,
+                off_path,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let all: Vec<usize> = (0..rows.len()).collect();
+    let whole = cross_fitted(&cols, &all, models.len(), agreement)?;
+    let fitted = (models.iter().zip(&cols))
+        .map(|(name, c)| Ok((name.clone(), FusedConfidence::fit(&c.values, &c.right)?)))
+        .collect::<Result<BTreeMap<_, _>>>()?;
+    let per_fold = (assignments.iter())
+        .map(|fold| {
+            (0..folds)
+                .map(|f| fold_values(&cols, (fold, f), models.len(), agreement))
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(FittedCascadeFusion {
+        fusion: CascadeFusion {
+            signals: signals.to_vec(),
+            models: fitted,
+            unfused: Vec::new(),
+        },
+        whole,
+        verify_costs: rows
+            .iter()
+            .map(|row| {
+                (models.iter().take(verified))
+                    .map(|name| fused_cost(row, name, signals, unit))
+                    .collect()
+            })
+            .collect(),
+        per_fold,
+    })
+}
+
+/// The rows at `subset`, cross-fitted among themselves (each row's value from a fit on the
+/// other cross-fit folds of the subset): `width` models per row, in `subset`'s order.
+fn cross_fitted(
+    cols: &[ModelColumns],
+    subset: &[usize],
+    width: usize,
+    agreement: bool,
+) -> Result<FusedValues> {
+    let folds = CROSS_FIT_FOLDS.min(subset.len()).max(2);
     let assignment =
-        automix_core::calibrate::fold_assignments(rows.len(), folds, 1, CROSS_FIT_SEED)
+        automix_core::calibrate::fold_assignments(subset.len(), folds, 1, CROSS_FIT_SEED)
             .pop()
             .unwrap_or_default();
-    let agreement = signals.iter().any(|s| s.reads_previous_answer());
-    let mut confidences = vec![vec![None; models.len()]; rows.len()];
-    let mut jumped = if agreement {
-        confidences.clone()
-    } else {
-        Vec::new()
+    let mut out = FusedValues {
+        confidences: vec![vec![None; width]; subset.len()],
+        jumped: Vec::new(),
     };
-    let mut fitted = BTreeMap::new();
-    let verified = models.len().saturating_sub(1);
-    for (i, name) in models.iter().enumerate().take(verified) {
-        let (values, right) = columns(rows, name, signals)?;
+    if agreement {
+        out.jumped = out.confidences.clone();
+    }
+    for (i, c) in cols.iter().enumerate() {
+        let pick = |v: &[Vec<Option<f64>>]| subset.iter().map(|&r| v[r].clone()).collect();
+        let values: Vec<Vec<Option<f64>>> = pick(&c.values);
+        let right: Vec<bool> = subset.iter().map(|&r| c.right[r]).collect();
         // The off-path inputs (the previous answer unknown) are scored by the same fits.
-        let off_path: Vec<_> = if agreement {
-            values.iter().map(|v| masked(signals, v)).collect()
+        let off_path: Vec<Vec<Option<f64>>> = if agreement {
+            pick(&c.off_path)
         } else {
             Vec::new()
         };
@@ -129,32 +209,59 @@ pub fn fit(
             Vec::new()
         };
         let mut oof = cross_fit_at(&values, &right, &assignment, folds, &also)?.into_iter();
-        for (row, p) in confidences.iter_mut().zip(oof.next().unwrap_or_default()) {
+        for (row, p) in out
+            .confidences
+            .iter_mut()
+            .zip(oof.next().unwrap_or_default())
+        {
             row[i] = p;
         }
         // Without agreement `jumped` is empty and there is no second result.
-        for (row, p) in jumped.iter_mut().zip(oof.next().unwrap_or_default()) {
+        for (row, p) in out.jumped.iter_mut().zip(oof.next().unwrap_or_default()) {
             row[i] = p;
         }
-        fitted.insert(name.clone(), FusedConfidence::fit(&values, &right)?);
     }
-    Ok(FittedCascadeFusion {
-        fusion: CascadeFusion {
-            signals: signals.to_vec(),
-            models: fitted,
-            unfused: Vec::new(),
-        },
-        confidences,
-        jumped,
-        verify_costs: rows
-            .iter()
-            .map(|row| {
-                (models.iter().take(verified))
-                    .map(|name| fused_cost(row, name, signals, unit))
-                    .collect()
-            })
-            .collect(),
-    })
+    Ok(out)
+}
+
+/// Fold `f` of assignment `fold`'s view: its training rows cross-fitted among themselves,
+/// its held-out rows scored by a fusion fitted on the training rows; every row, in order.
+fn fold_values(
+    cols: &[ModelColumns],
+    (fold, f): (&[usize], usize),
+    width: usize,
+    agreement: bool,
+) -> Result<FusedValues> {
+    let (held, train): (Vec<usize>, Vec<usize>) = (0..fold.len()).partition(|&r| fold[r] == f);
+    let mut out = FusedValues {
+        confidences: vec![vec![None; width]; fold.len()],
+        jumped: Vec::new(),
+    };
+    if agreement {
+        out.jumped = out.confidences.clone();
+    }
+    if held.is_empty() || train.is_empty() {
+        return Ok(out);
+    }
+    let inner = cross_fitted(cols, &train, width, agreement)?;
+    for (k, &r) in train.iter().enumerate() {
+        out.confidences[r].clone_from(&inner.confidences[k]);
+        if agreement {
+            out.jumped[r].clone_from(&inner.jumped[k]);
+        }
+    }
+    for (i, c) in cols.iter().enumerate() {
+        let values: Vec<Vec<Option<f64>>> = train.iter().map(|&r| c.values[r].clone()).collect();
+        let right: Vec<bool> = train.iter().map(|&r| c.right[r]).collect();
+        let model = FusedConfidence::fit(&values, &right)?;
+        for &r in &held {
+            out.confidences[r][i] = model.predict(&c.values[r]);
+            if agreement {
+                out.jumped[r][i] = model.predict(&c.off_path[r]);
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl CascadeFusion {
@@ -216,12 +323,12 @@ impl CascadeFusion {
 }
 
 /// `crows` with the confidences of the verified models `fused` marks (and, where the
-/// fusion compares with the previous answer, their off-path ones) taken from the fit's
-/// out-of-fold values, and charged every fused signal's calls; the other models keep
-/// their own signal's.
+/// fusion compares with the previous answer, their off-path ones) taken from `values`, and
+/// charged every fused signal's calls (`fitted.verify_costs`); the other models keep their
+/// own signal's.
 pub fn with_confidences(
     crows: &[CascadeRow],
-    fitted: &FittedCascadeFusion,
+    (fitted, values): (&FittedCascadeFusion, &FusedValues),
     fused: &[bool],
 ) -> Vec<CascadeRow> {
     let marked = |i: usize| fused.get(i).copied().unwrap_or(false);
@@ -237,7 +344,7 @@ pub fn with_confidences(
             } else {
                 r.confidences_jumped.clone()
             };
-            if let Some(c) = fitted.confidences.get(row) {
+            if let Some(c) = values.confidences.get(row) {
                 (0..verified)
                     .filter(|&i| marked(i))
                     .for_each(|i| r.confidences[i] = c[i]);
@@ -247,7 +354,7 @@ pub fn with_confidences(
                     .filter(|&i| marked(i))
                     .for_each(|i| r.verify_costs[i] = c[i]);
             }
-            if let Some(j) = fitted.jumped.get(row) {
+            if let Some(j) = values.jumped.get(row) {
                 (0..verified)
                     .filter(|&i| marked(i))
                     .for_each(|i| jumped[i] = j[i]);
@@ -261,6 +368,108 @@ pub fn with_confidences(
             r
         })
         .collect()
+}
+
+/// [`with_confidences`] for every fold of the cascade's cross-validation, from the fit's
+/// nested values: `[assignment][fold]`.
+pub fn per_fold_rows(
+    crows: &[CascadeRow],
+    fitted: &FittedCascadeFusion,
+    fused: &[bool],
+) -> Vec<Vec<Vec<CascadeRow>>> {
+    (fitted.per_fold.iter())
+        .map(|folds| {
+            (folds.iter())
+                .map(|values| with_confidences(crows, (fitted, values), fused))
+                .collect()
+        })
+        .collect()
+}
+
+/// The training rows' cascade rows as the cascade will read them, and the bins'
+/// cross-validation on them: the configured `verifier_signal`, or with
+/// `hparam.fuse_signals` the fused confidences where they net strictly more out of fold.
+pub(crate) struct ConfidenceChoice {
+    pub(crate) rows: Vec<CascadeRow>,
+    /// `[assignment][fold]`: the rows as each fold of the cross-validation sees them, when
+    /// a fusion routes (its nested cross-fit); `None`: `rows` for every fold.
+    pub(crate) per_fold: Option<Vec<Vec<Vec<CascadeRow>>>>,
+    pub(crate) choice: BinsChoice,
+    pub(crate) fusion: Option<CascadeFusion>,
+    pub(crate) record: Option<FusionCv>,
+}
+
+/// The confidences the cascade routes on (see [`ConfidenceChoice`]): the fusion's
+/// candidates are cross-validated on their nested per-fold values, so no held-out label
+/// shapes the confidences a fold is scored on.
+pub(crate) fn choose_confidences(
+    config: &Config,
+    (rows, models, unit): (&[TrainingRow], &[String], f64),
+    (tasks, assignments, folds): (&[&str], &[Vec<usize>], usize),
+    scales: &[f64],
+) -> Result<ConfidenceChoice> {
+    let lambda = config.automix.lambda();
+    let crows = cascade_rows(rows, models, config.hparam.verifier_signal, unit)?;
+    let choose = |crows: &[CascadeRow], per_fold: Option<&[Vec<Vec<CascadeRow>>]>| {
+        let cv = CvRows {
+            rows: crows,
+            per_fold,
+            tasks,
+            assignments,
+        };
+        choose_bins(config, models, &cv, scales, lambda)
+    };
+    let single = choose(&crows, None)?;
+    let signals = &config.hparam.fuse_signals;
+    if signals.len() < 2 {
+        return Ok(ConfidenceChoice {
+            rows: crows,
+            per_fold: None,
+            choice: single,
+            fusion: None,
+            record: None,
+        });
+    }
+    let fitted = fit(rows, (models, signals), unit, (assignments, folds))?;
+    let verified = models.len().saturating_sub(1);
+    let chosen = choose_fused_models(verified, |mask| {
+        if mask.iter().all(|f| !*f) {
+            // The single signal's rows, evaluated above.
+            return Ok((None, single.net.0));
+        }
+        let rows = with_confidences(&crows, (&fitted, &fitted.whole), mask);
+        let per_fold = per_fold_rows(&crows, &fitted, mask);
+        let choice = choose(&rows, Some(&per_fold))?;
+        let net = choice.net.0;
+        Ok((Some((rows, per_fold, choice)), net))
+    })?;
+    let fused_models: Vec<String> = (models.iter().zip(&chosen.mask))
+        .filter(|(_, f)| **f)
+        .map(|(m, _)| m.clone())
+        .collect();
+    let record = Some(FusionCv {
+        signals: signals.clone(),
+        fused_net: chosen.fused_net,
+        single_net: chosen.single_net,
+        fused_models,
+        chosen_net: chosen.net,
+    });
+    Ok(match chosen.choice {
+        Some((rows, per_fold, choice)) => ConfidenceChoice {
+            rows,
+            per_fold: Some(per_fold),
+            choice,
+            fusion: fitted.fusion.only(models, &chosen.mask),
+            record,
+        },
+        None => ConfidenceChoice {
+            rows: crows,
+            per_fold: None,
+            choice: single,
+            fusion: None,
+            record,
+        },
+    })
 }
 
 /// Which verified models route on their fused confidence: `evaluate(fused)` cross-validates

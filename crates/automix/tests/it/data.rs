@@ -764,6 +764,40 @@ fn the_cascade_charges_a_fused_model_every_signal_it_measures() {
     assert_eq!(replayed[0].verify_costs[0], (votes + answer) / unit);
 }
 
+/// The cascade's fusion is cross-fitted inside each fold of the cascade's own
+/// cross-validation: flipping the labels of one fold's held-out rows leaves every fused
+/// confidence that fold is trained and scored on unchanged, while the fit over all rows
+/// (what the final tables read) moves.
+#[test]
+fn the_cascade_fusion_is_nested_in_the_cascade_folds() {
+    let rows = crate::support::two_signal_rows(300, "small", "large");
+    let assignments = automix_core::calibrate::fold_assignments(rows.len(), 5, 2, 0);
+    let mut flipped = rows.clone();
+    for (row, &fold) in flipped.iter_mut().zip(&assignments[0]) {
+        if fold == 0 {
+            row.models[0].score = 1.0 - row.models[0].score;
+        }
+    }
+    let names = ["small".to_string(), "large".to_string()];
+    let signals = [VerifierSignal::Samples, VerifierSignal::AnswerLogprob];
+    let fit = |rows: &[TrainingRow]| {
+        automix::cascade_fusion::fit(rows, (&names, &signals), 1.0, (&assignments, 5)).unwrap()
+    };
+    let (plain, changed) = (fit(&rows), fit(&flipped));
+    assert_eq!(plain.per_fold.len(), 2);
+    assert!(plain.per_fold.iter().all(|folds| folds.len() == 5));
+    assert_eq!(plain.per_fold[0][0], changed.per_fold[0][0]);
+    assert_ne!(plain.per_fold[0][1], changed.per_fold[0][1]);
+    assert_ne!(plain.whole, changed.whole);
+    // Every row of a fold has a value for the verified model, held out or not.
+    let fold = &plain.per_fold[1][3];
+    assert!(
+        fold.confidences
+            .iter()
+            .all(|c| c[0].is_some() && c[1].is_none())
+    );
+}
+
 /// The cascade cross-validation's record of the fused-against-single comparison.
 fn fusion_cv(plan: &automix::training::CascadePlan) -> automix::cascade::FusionCv {
     let cv = plan
