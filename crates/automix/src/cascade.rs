@@ -56,10 +56,7 @@ pub fn cascade_rows(
                 answer_costs: runs.iter().map(|r| r.cost / unit).collect(),
                 verify_costs: runs
                     .iter()
-                    .map(|r| {
-                        let v = r.verification.as_ref();
-                        v.map_or(0.0, |v| v.cost_of(&[signal])) / unit
-                    })
+                    .map(|r| r.verification_cost(&[signal]) / unit)
                     .collect(),
                 // Agreement with the previous answer is unknown off the sequential path.
                 confidences_jumped: if signal.reads_previous_answer() {
@@ -266,9 +263,19 @@ pub(crate) struct CvRows<'a> {
 impl CvRows<'_> {
     /// The rows fold `f` of assignment `a` trains and is scored on.
     pub(crate) fn fold_rows(&self, a: usize, f: usize) -> &[CascadeRow] {
-        let nested = self.per_fold.and_then(|p| p.get(a)?.get(f));
-        nested.map_or(self.rows, Vec::as_slice)
+        fold_rows(self.rows, self.per_fold, (a, f))
     }
+}
+
+/// The rows fold `f` of assignment `a` reads: its own (`per_fold[a][f]`) where the rows
+/// differ per fold, else `rows`. The solved table's and the chain's CVs both read this.
+pub(crate) fn fold_rows<'a>(
+    rows: &'a [CascadeRow],
+    per_fold: Option<&'a [Vec<Vec<CascadeRow>>]>,
+    (a, f): (usize, usize),
+) -> &'a [CascadeRow] {
+    let nested = per_fold.and_then(|p| p.get(a)?.get(f));
+    nested.map_or(rows, Vec::as_slice)
 }
 
 /// Per-assignment out-of-fold nets `quality − λ·cost` of the cascade solved with

@@ -266,8 +266,7 @@ fn chain_out_of_fold_nets(
     for (a, fold) in split.assignments.iter().enumerate() {
         for f in 0..split.folds {
             let (mut train, mut train_tasks, mut held) = (Vec::new(), Vec::new(), Vec::new());
-            let fold_rows = split.per_fold.and_then(|p| p.get(a)?.get(f));
-            let fold_rows = fold_rows.map_or(rows, Vec::as_slice);
+            let fold_rows = crate::cascade::fold_rows(rows, split.per_fold, (a, f));
             for (i, (r, t)) in fold_rows.iter().zip(tasks).enumerate() {
                 if fold[i] == f {
                     held.push((r, *t));

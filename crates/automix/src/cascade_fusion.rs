@@ -63,6 +63,23 @@ pub struct FusedValues {
     pub jumped: Vec<Vec<Option<f64>>>,
 }
 
+impl FusedValues {
+    /// Every value unknown: `rows` rows of `width` models, with off-path values when
+    /// `agreement` (a fused signal reads the previous answer).
+    fn unknown(rows: usize, width: usize, agreement: bool) -> Self {
+        let confidences = vec![vec![None; width]; rows];
+        let jumped = if agreement {
+            confidences.clone()
+        } else {
+            Vec::new()
+        };
+        Self {
+            confidences,
+            jumped,
+        }
+    }
+}
+
 /// One verified model's signal values per row, whether its answer was right, and the
 /// values with the previous answer unknown (empty when no signal reads it).
 struct ModelColumns {
@@ -73,8 +90,7 @@ struct ModelColumns {
 
 /// What verifying model `name` of `row` on every one of `signals` cost, in `unit`s.
 fn fused_cost(row: &TrainingRow, name: &str, signals: &[VerifierSignal], unit: f64) -> f64 {
-    let record = row.run(name).and_then(|r| r.verification.as_ref());
-    record.map_or(0.0, |v| v.cost_of(signals)) / unit
+    row.run(name).map_or(0.0, |r| r.verification_cost(signals)) / unit
 }
 
 /// `values` with every signal that reads the previous answer unknown.
@@ -186,13 +202,7 @@ fn cross_fitted(
         automix_core::calibrate::fold_assignments(subset.len(), folds, 1, CROSS_FIT_SEED)
             .pop()
             .unwrap_or_default();
-    let mut out = FusedValues {
-        confidences: vec![vec![None; width]; subset.len()],
-        jumped: Vec::new(),
-    };
-    if agreement {
-        out.jumped = out.confidences.clone();
-    }
+    let mut out = FusedValues::unknown(subset.len(), width, agreement);
     for (i, c) in cols.iter().enumerate() {
         let pick = |v: &[Vec<Option<f64>>]| subset.iter().map(|&r| v[r].clone()).collect();
         let values: Vec<Vec<Option<f64>>> = pick(&c.values);
@@ -233,13 +243,7 @@ fn fold_values(
     agreement: bool,
 ) -> Result<FusedValues> {
     let (held, train): (Vec<usize>, Vec<usize>) = (0..fold.len()).partition(|&r| fold[r] == f);
-    let mut out = FusedValues {
-        confidences: vec![vec![None; width]; fold.len()],
-        jumped: Vec::new(),
-    };
-    if agreement {
-        out.jumped = out.confidences.clone();
-    }
+    let mut out = FusedValues::unknown(fold.len(), width, agreement);
     if held.is_empty() || train.is_empty() {
         return Ok(out);
     }

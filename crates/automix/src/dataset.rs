@@ -452,6 +452,16 @@ pub struct ModelRun {
     pub verification: Option<VerificationRecord>,
 }
 
+impl ModelRun {
+    /// What verifying this answer on `signals` cost ([`VerificationRecord::cost_of`]; 0
+    /// for an answer that was not verified).
+    pub fn verification_cost(&self, signals: &[VerifierSignal]) -> f64 {
+        self.verification
+            .as_ref()
+            .map_or(0.0, |v| v.cost_of(signals))
+    }
+}
+
 /// One training row: every model's answer, score, usage and verification for a query.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainingRow {

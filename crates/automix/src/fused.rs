@@ -16,7 +16,7 @@ use automix_core::{RoutingRecord, VERDICT_CUT, VerifierScore};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, VerifierSignal};
-use crate::dataset::{TrainingRow, VerificationRecord};
+use crate::dataset::{ModelRun, TrainingRow, VerificationRecord};
 use crate::error::{AutomixError, Result};
 use crate::training::{cost_model, method_and_options, routing_records};
 
@@ -65,19 +65,19 @@ fn signal_values(
 const CROSS_FIT_FOLDS: usize = 5;
 const CROSS_FIT_SEED: u64 = 7;
 
-/// Every signal's value per row (`[row][signal]`), and the small model's verification per
-/// row, which prices a set of them.
+/// Every signal's value per row (`[row][signal]`), and the small model's run per row,
+/// whose verification prices a set of them.
 struct SignalTable<'a> {
     signals: &'a [VerifierSignal],
     values: Vec<Vec<Option<f64>>>,
-    verifications: Vec<Option<&'a VerificationRecord>>,
+    small_runs: Vec<Option<&'a ModelRun>>,
 }
 
 impl SignalTable<'_> {
     /// What verifying row `i` on the signals at `columns` cost.
     fn cost(&self, i: usize, columns: &[usize]) -> f64 {
         let picked: Vec<VerifierSignal> = columns.iter().map(|&j| self.signals[j]).collect();
-        self.verifications[i].map_or(0.0, |v| v.cost_of(&picked))
+        self.small_runs[i].map_or(0.0, |r| r.verification_cost(&picked))
     }
 }
 
@@ -172,9 +172,7 @@ pub fn train_fused(
         values: (0..rows.len())
             .map(|i| per_signal.iter().map(|r| r[i].verifier.known()).collect())
             .collect(),
-        verifications: (rows.iter())
-            .map(|row| row.run(small).and_then(|r| r.verification.as_ref()))
-            .collect(),
+        small_runs: rows.iter().map(|row| row.run(small)).collect(),
     };
     let values = &table.values;
     let base = per_signal.swap_remove(0);

@@ -260,10 +260,7 @@ pub fn routing_records(
                 costs: Some(QueryCosts {
                     small: s.cost,
                     large: l.cost,
-                    verifier: s
-                        .verification
-                        .as_ref()
-                        .map_or(0.0, |v| v.cost_of(&[signal])),
+                    verifier: s.verification_cost(&[signal]),
                 }),
             })
         })
@@ -277,11 +274,12 @@ pub fn policy_records(rows: &[TrainingRow], policy: &RouterPolicy) -> Result<Vec
     let mut records = routing_records(rows, small, large, policy.verifier_signal)?;
     if let Some(f) = policy.fusion.as_ref().filter(|f| f.model.is_some()) {
         for (r, row) in records.iter_mut().zip(rows) {
-            let v = row.run(small).and_then(|run| run.verification.as_ref());
+            let run = row.run(small);
+            let v = run.and_then(|run| run.verification.as_ref());
             r.verifier = v.map_or(VerifierScore::Unknown, |v| f.score(v));
             // Live, a fused policy measures every signal it fuses.
-            if let (Some(costs), Some(v)) = (r.costs.as_mut(), v) {
-                costs.verifier = v.cost_of(&f.signals);
+            if let (Some(costs), Some(run)) = (r.costs.as_mut(), run) {
+                costs.verifier = run.verification_cost(&f.signals);
             }
         }
     }
