@@ -430,6 +430,38 @@ impl VerificationRecord {
     }
 }
 
+/// How a training priced its verified runs: each signal at its own calls, or, for runs
+/// collected before the per-signal breakdown, at their whole verification cost
+/// ([`VerificationRecord::cost_of`]). Reported so a file mixing the two says so.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationPricing {
+    /// Verified runs whose record breaks its cost down by signal.
+    pub per_signal: usize,
+    /// Verified runs charged their whole cost, whatever the policy reads.
+    pub whole: usize,
+}
+
+impl VerificationPricing {
+    /// The pricing of the verified ones among `runs`.
+    pub fn of<'a>(runs: impl IntoIterator<Item = &'a ModelRun>) -> Self {
+        let mut out = Self::default();
+        for v in runs.into_iter().filter_map(|r| r.verification.as_ref()) {
+            if v.signal_costs.is_empty() {
+                out.whole += 1;
+            } else {
+                out.per_signal += 1;
+            }
+        }
+        out
+    }
+
+    /// Whether some runs were priced each way: the same signal then costs different
+    /// amounts on different rows.
+    pub fn is_mixed(&self) -> bool {
+        self.per_signal > 0 && self.whole > 0
+    }
+}
+
 /// One model's answer to a query in a training row.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelRun {

@@ -38,6 +38,10 @@ pub struct RouterPolicy {
     /// the fused confidence of those signals instead of `verifier_signal` alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fusion: Option<crate::fused::SignalFusion>,
+    /// How the small model's verified runs were priced, under `cost_mode: tokens` (where a
+    /// row's verification cost enters the objective).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_pricing: Option<crate::dataset::VerificationPricing>,
 }
 
 /// A solved N-model cascade ready for the router.
@@ -76,6 +80,9 @@ pub struct CascadePlan {
     /// it was recorded read the two-model policy's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verifier_signal: Option<VerifierSignal>,
+    /// How every model's verified runs were priced, under `cost_mode: tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_pricing: Option<crate::dataset::VerificationPricing>,
 }
 
 impl CascadePlan {
@@ -366,7 +373,18 @@ pub fn train_policy(
         policy,
         cascade: None,
         fusion,
+        verification_pricing: token_pricing(config, rows.iter().filter_map(|r| r.run(small))),
     })
+}
+
+/// [`VerificationPricing`](crate::dataset::VerificationPricing) of `runs` where it enters
+/// the objective: under `cost_mode: tokens` (relative costs charge a fixed verifier cost).
+fn token_pricing<'a>(
+    config: &Config,
+    runs: impl IntoIterator<Item = &'a crate::dataset::ModelRun>,
+) -> Option<crate::dataset::VerificationPricing> {
+    (config.hparam.cost_mode == CostMode::Tokens)
+        .then(|| crate::dataset::VerificationPricing::of(runs))
 }
 
 /// The configured method trained on `signal` alone.
@@ -397,6 +415,15 @@ fn train_on_signal(
         &spec,
         &options,
     )?)
+}
+
+/// The runs of every model of the cascade: each one's verification is priced.
+fn cascade_runs<'a>(
+    rows: &'a [TrainingRow],
+    models: &'a [String],
+) -> impl Iterator<Item = &'a crate::dataset::ModelRun> {
+    rows.iter()
+        .flat_map(move |row| models.iter().filter_map(move |m| row.run(m)))
 }
 
 /// Rows per task needed before a task gets its own pre-selection.
@@ -451,5 +478,6 @@ pub fn train_cascade_plan(
         fusion: trained.fusion,
         verifier_signal: Some(config.hparam.verifier_signal),
         cross_validation: Some(trained.cv),
+        verification_pricing: token_pricing(config, cascade_runs(rows, models)),
     })
 }

@@ -71,6 +71,9 @@ pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
     if let Some(f) = &policy.fusion {
         print_fusion(f);
     }
+    if let Some(p) = &policy.verification_pricing {
+        print_pricing("", p);
+    }
     if config.hparam.verbose {
         print_training_detail(&policy.policy);
     }
@@ -92,9 +95,27 @@ pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
         if let Some(cv) = &c.cross_validation {
             print_cascade_cv(cv);
         }
+        if let Some(p) = &c.verification_pricing {
+            print_pricing("cascade ", p);
+        }
     }
     println!("policy → {}", out.display());
     Ok(())
+}
+
+/// How token costs priced the verified runs, with a note when the rows mix both ways.
+fn print_pricing(what: &str, p: &automix::dataset::VerificationPricing) {
+    println!(
+        "  {what}verification cost: {} verified runs charged per signal, {} their whole cost \
+         (collected before the per-signal breakdown)",
+        p.per_signal, p.whole
+    );
+    if p.is_mixed() {
+        println!(
+            "  note: the rows mix both, so a signal costs less on the re-collected ones; \
+             re-collect the older rows (`automix collect`) to price them alike"
+        );
+    }
 }
 
 /// What fusing the signals found: used or not, each signal alone, what each adds.

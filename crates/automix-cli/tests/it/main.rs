@@ -257,6 +257,38 @@ fn a_continuous_confidence_trains_on_quantile_groups_and_says_so() {
 }
 
 #[test]
+fn train_says_when_token_costs_price_old_and_new_rows_differently() {
+    let dir = temp("pricing");
+    let rows = dir.join("rows.jsonl");
+    write_rows(&rows);
+    // Every other row re-collected with the per-signal breakdown.
+    let text = std::fs::read_to_string(&rows).unwrap();
+    let mixed: Vec<String> = (text.lines().enumerate())
+        .map(|(i, line)| {
+            let mut row: Value = serde_json::from_str(line).unwrap();
+            if i % 2 == 0 {
+                row["models"][0]["verification"]["signal_costs"] =
+                    json!({"samples": 2e-7, "logprob": 1e-7});
+            }
+            row.to_string()
+        })
+        .collect();
+    std::fs::write(&rows, mixed.join("\n") + "\n").unwrap();
+    write_config(&dir, "  cost_mode: tokens\n");
+    let out = automix(&["--config", "automix.yaml", "train"], &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Training rows are those with i % 4 != 0: 60 even ones re-collected, 120 odd ones old.
+    let line = "verification cost: 60 verified runs charged per signal, 120 their whole cost";
+    assert!(text.contains(line), "{text}");
+    assert!(text.contains("note: the rows mix both"), "{text}");
+}
+
+#[test]
 fn bad_config_and_bad_rows_fail_with_file_and_line() {
     let dir = temp("bad");
     let cfg = write_config(&dir, "  num_binz: 3\n");

@@ -655,6 +655,43 @@ fn a_policy_is_charged_the_calls_of_the_signals_it_reads() {
     }
 }
 
+#[test]
+fn training_says_how_many_runs_were_priced_by_their_whole_cost() {
+    let tokens = Config::parse(
+        "hparam:\n  routing_method: auto\n  cost_mode: tokens\n",
+        std::path::Path::new("tokens.yaml"),
+    )
+    .unwrap();
+    // Old rows (no breakdown) followed by re-collected ones: a mixed file.
+    let (old, new) = (signal_cost_rows(false), signal_cost_rows(true));
+    let mixed: Vec<TrainingRow> = old[..old.len() / 2]
+        .iter()
+        .chain(&new[new.len() / 2..])
+        .cloned()
+        .collect();
+    let verified = |rows: &[TrainingRow]| {
+        (rows.iter())
+            .filter(|r| r.run("small").is_some_and(|s| s.verification.is_some()))
+            .count()
+    };
+    let pricing = train_policy(&tokens, &mixed, "small", "large")
+        .unwrap()
+        .verification_pricing
+        .unwrap();
+    assert_eq!(pricing.whole, verified(&old[..old.len() / 2]));
+    assert_eq!(pricing.per_signal, verified(&new[new.len() / 2..]));
+    assert!(pricing.is_mixed() && pricing.whole > 0);
+    let all_new = train_policy(&tokens, &new, "small", "large").unwrap();
+    assert!(!all_new.verification_pricing.unwrap().is_mixed());
+    // Relative costs charge a fixed verifier cost: nothing to report.
+    let relative = Config::parse(
+        "hparam:\n  routing_method: auto\n",
+        std::path::Path::new("r.yaml"),
+    );
+    let policy = train_policy(&relative.unwrap(), &mixed, "small", "large").unwrap();
+    assert_eq!(policy.verification_pricing, None);
+}
+
 /// A two-model cascade's configs on votes alone and on votes fused with the answer's
 /// logprob (`single`, `fused`).
 fn cascade_signal_configs() -> (Config, Config) {
