@@ -16,7 +16,6 @@
 //! could only differ where two candidates tie to within that rounding.
 
 use std::borrow::Cow;
-use std::sync::OnceLock;
 
 use rustc_hash::FxHashMap;
 
@@ -267,60 +266,9 @@ pub(crate) struct Cells {
     pub(crate) keys: Vec<CellKey>,
     pub(crate) sums: Vec<CellSums>,
     pub(crate) row_cell: Vec<u32>,
-    /// `row_cell` inverted, for [`Cells::fold_sums`]; built on first use, since only the
-    /// cross-validated methods read it.
-    rows_by_cell: OnceLock<CellRows>,
-}
-
-/// Each cell's rows, ascending (a counting sort of the rows by cell), with the columns a
-/// fold pass reads laid out in the same order, so the pass reads them in sequence.
-#[derive(Debug, Clone, Default)]
-struct CellRows {
-    /// Cell `c`'s rows are `rows[start[c]..start[c + 1]]`.
-    start: Vec<u32>,
-    rows: Vec<u32>,
-    /// `(small, large)` of `rows[k]`.
-    scores: Vec<(f64, f64)>,
-    /// Costs of `rows[k]`; empty under a uniform cost model.
-    costs: Vec<QueryCosts>,
-}
-
-impl CellRows {
-    fn new(row_cell: &[u32], cols: &Columns<'_>, cells: usize) -> Self {
-        let mut start = vec![0u32; cells + 1];
-        for &c in row_cell {
-            start[c as usize + 1] += 1;
-        }
-        for c in 0..cells {
-            start[c + 1] += start[c];
-        }
-        let mut next = start.clone();
-        let mut rows = vec![0u32; row_cell.len()];
-        for (row, &c) in row_cell.iter().enumerate() {
-            let at = &mut next[c as usize];
-            rows[*at as usize] = row as u32;
-            *at += 1;
-        }
-        let scores = (rows.iter())
-            .map(|&r| (cols.small[r as usize], cols.large[r as usize]))
-            .collect();
-        let costs = if cols.costs.is_empty() {
-            Vec::new()
-        } else {
-            rows.iter().map(|&r| cols.costs[r as usize]).collect()
-        };
-        Self {
-            start,
-            rows,
-            scores,
-            costs,
-        }
-    }
-
-    /// The positions of cell `cell`'s rows.
-    fn span(&self, cell: usize) -> std::ops::Range<usize> {
-        self.start[cell] as usize..self.start[cell + 1] as usize
-    }
+    /// Whether each row is its cell's only row (a continuous confidence's usual case), read
+    /// in row order by [`Cells::fold_sums`]; empty for cells not grouped from rows.
+    pub(crate) row_alone: Vec<bool>,
 }
 
 impl Cells {
@@ -365,64 +313,45 @@ impl Cells {
                 cols.costs.get(row),
             );
         }
+        cells.row_alone = (cells.row_cell.iter())
+            .map(|&c| cells.sums[c as usize].rows == 1)
+            .collect();
         cells
     }
 
-    /// The rows of every fold summed per cell: `assignment[row]` is the fold of `row`.
-    /// Sparse: a fold lists only the cells it has rows in, in order of their first row, and
-    /// a cell's rows are added in row order, so the sums are those of one pass in row order
-    /// bit for bit. The sums are taken cell by cell, where a pass in row order would touch
-    /// every (fold, cell) at random; a second pass in row order lists them.
+    /// The rows of every fold summed per cell, in one pass: `assignment[row]` is the fold
+    /// of `row`. Sparse: a fold lists only the cells it has rows in.
     pub(crate) fn fold_sums(
         &self,
         cols: &Columns<'_>,
         assignment: &[usize],
         folds: usize,
     ) -> Vec<Vec<(u32, CellSums)>> {
-        let by_cell = self.rows_by_cell(cols);
-        // Every (fold, cell)'s sums, and at the first row of each its place in `arena`.
-        let mut arena: Vec<CellSums> =
-            Vec::with_capacity((self.sums.len() * folds).min(assignment.len()));
-        let mut first_at: Vec<u32> = vec![u32::MAX; assignment.len()];
-        let mut live: Vec<u32> = vec![u32::MAX; folds];
-        let mut touched: Vec<usize> = Vec::with_capacity(folds);
-        for (cell, whole) in self.sums.iter().enumerate() {
-            let span = by_cell.span(cell);
-            if span.len() == 1 {
-                // The cell's one row: its sums are the row's (the same additions from zero).
-                first_at[by_cell.rows[span.start] as usize] = arena.len() as u32;
-                arena.push(*whole);
+        let cells = self.keys.len();
+        // A cell's place in its fold's list, plus one (0: not yet there). Zeroed memory
+        // is mapped lazily, so a continuous confidence's one-row cells never touch it.
+        let mut slot = vec![0u32; cells * folds];
+        let mut out: Vec<Vec<(u32, CellSums)>> = vec![Vec::new(); folds];
+        for (row, &fold) in assignment.iter().enumerate() {
+            let cell = self.row_cell[row];
+            if self.row_alone.get(row).copied().unwrap_or(false) {
+                // The cell's one row: its sums are the row's, bit for bit (the same
+                // additions from zero), and no other row of any fold shares the cell.
+                out[fold].push((cell, self.sums[cell as usize]));
                 continue;
             }
-            for k in span {
-                let row = by_cell.rows[k] as usize;
-                let fold = assignment[row];
-                if live[fold] == u32::MAX {
-                    live[fold] = arena.len() as u32;
-                    first_at[row] = live[fold];
-                    arena.push(CellSums::default());
-                    touched.push(fold);
-                }
-                let (small, large) = by_cell.scores[k];
-                arena[live[fold] as usize].add_row(small, large, by_cell.costs.get(k));
+            let s = &mut slot[fold * cells + cell as usize];
+            if *s == 0 {
+                out[fold].push((cell, CellSums::default()));
+                *s = out[fold].len() as u32;
             }
-            for fold in touched.drain(..) {
-                live[fold] = u32::MAX;
-            }
-        }
-        let mut out: Vec<Vec<(u32, CellSums)>> = vec![Vec::new(); folds];
-        for (row, &at) in first_at.iter().enumerate() {
-            if at != u32::MAX {
-                out[assignment[row]].push((self.row_cell[row], arena[at as usize]));
-            }
+            out[fold][*s as usize - 1].1.add_row(
+                cols.small[row],
+                cols.large[row],
+                cols.costs.get(row),
+            );
         }
         out
-    }
-
-    /// Each cell's rows and their columns, built on first use.
-    fn rows_by_cell(&self, cols: &Columns<'_>) -> &CellRows {
-        self.rows_by_cell
-            .get_or_init(|| CellRows::new(&self.row_cell, cols, self.keys.len()))
     }
 
     /// The total ([`Stats::total`]) of the sums [`Cells::without`] would return for a fold
@@ -729,7 +658,7 @@ mod tests {
             .collect();
         let data = Dataset::new(&rows, &crate::cost::CostModel::default()).unwrap();
         let cells = data.cells_for(&[]);
-        assert!(cells.sums.iter().any(|s| s.rows == 1) && cells.sums.iter().any(|s| s.rows > 1));
+        assert!(cells.row_alone.iter().any(|&a| a) && cells.row_alone.iter().any(|&a| !a));
         let assignment: Vec<usize> = (0..rows.len()).map(|i| (i * 7) % 5).collect();
         let folds = data.fold_sums(&cells, &assignment, 5);
         for (f, fold) in folds.iter().enumerate() {

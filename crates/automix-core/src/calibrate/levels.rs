@@ -122,6 +122,9 @@ impl LevelGroups {
         self.cells.row_cell = (cells.row_cell.iter())
             .map(|&c| group_of[c as usize])
             .collect();
+        self.cells.row_alone = (self.cells.row_cell.iter())
+            .map(|&g| self.cells.sums[g as usize].rows == 1)
+            .collect();
     }
 }
 
