@@ -157,6 +157,8 @@ pub struct Dataset {
     /// Distinct task names, sorted.
     task_names: Vec<String>,
     baseline: Baseline,
+    /// Every score is 0 or 1 (see [`Columns::binary`]).
+    binary_scores: bool,
     /// The rows grouped into cells (see [`crate::stats`]): what training reads.
     cells: Cells,
 }
@@ -231,6 +233,8 @@ impl Dataset {
         task_names: Vec<String>,
     ) -> Self {
         let baseline = baseline_of(&small, &large, &costs, uniform_costs);
+        let is_binary = |v: &f64| *v == 0.0 || *v == 1.0;
+        let binary_scores = small.iter().all(is_binary) && large.iter().all(is_binary);
         let mut data = Self {
             small,
             large,
@@ -241,19 +245,21 @@ impl Dataset {
             task_ids,
             task_names,
             baseline,
+            binary_scores,
             cells: Cells::default(),
         };
         data.cells = Cells::group(&data.columns(), |_| false);
         data
     }
 
-    fn columns(&self) -> Columns<'_> {
+    pub(crate) fn columns(&self) -> Columns<'_> {
         Columns {
             small: &self.small,
             large: &self.large,
             verifier: &self.verifier,
             task: &self.task_ids,
             costs: &self.costs,
+            binary: self.binary_scores,
         }
     }
 

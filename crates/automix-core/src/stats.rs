@@ -169,6 +169,29 @@ impl CellSums {
         self.oracle_cost_large.merge(o.oracle_cost_large);
     }
 
+    /// The sums of rows whose scores are all 0 or 1, from their count per category
+    /// (`states`, in [`Category::ALL`] order), bit for bit those of adding the rows one by
+    /// one: every partial sum is a small integer, so each compensated sum holds the count
+    /// exactly with a zero (+0.0) remainder, and a sum no row touched stays +0.0.
+    pub(crate) fn of_binary(states: [u64; 4]) -> Self {
+        let count = |c: Category| states[c.index()];
+        let sum = |k: u64, sign: f64| Sum {
+            hi: if k == 0 { 0.0 } else { sign * k as f64 },
+            lo: 0.0,
+        };
+        let (needy, good) = (count(Category::Needy), count(Category::Good));
+        let small_better = count(Category::SmallBetter);
+        Self {
+            rows: states.iter().sum(),
+            small: sum(good + small_better, 1.0),
+            large: sum(good + needy, 1.0),
+            states,
+            needy_gain: sum(needy, 1.0),
+            small_better_gain: sum(small_better, -1.0),
+            ..Self::default()
+        }
+    }
+
     /// Takes out rows merged in before (`o` must be a part of `self`).
     fn remove(&mut self, o: &CellSums) {
         self.rows -= o.rows;
@@ -258,6 +281,8 @@ pub(crate) struct Columns<'a> {
     pub(crate) task: &'a [u32],
     /// Per-query costs; empty under a uniform cost model.
     pub(crate) costs: &'a [QueryCosts],
+    /// Every small and large score is 0 or 1 (correctness labels, the usual case).
+    pub(crate) binary: bool,
 }
 
 /// Rows grouped into cells: the keys, the sums over every row, and each row's cell.
@@ -327,29 +352,52 @@ impl Cells {
         assignment: &[usize],
         folds: usize,
     ) -> Vec<Vec<(u32, CellSums)>> {
+        if !(cols.binary && cols.costs.is_empty()) {
+            return self.fold_sums_by(assignment, folds, |sums: &mut CellSums, row| {
+                sums.add_row(cols.small[row], cols.large[row], cols.costs.get(row));
+            });
+        }
+        // Binary scores under uniform costs: a cell's sums follow from its rows per
+        // category, so the pass only counts them (the hot loop of `auto`'s cross-validation).
+        let counts = self.fold_sums_by(assignment, folds, |states: &mut [u64; 4], row| {
+            states[Category::of(cols.small[row], cols.large[row]).index()] += 1;
+        });
+        (counts.into_iter())
+            .map(|fold| {
+                (fold.into_iter())
+                    .map(|(cell, states)| (cell, CellSums::of_binary(states)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// [`Cells::fold_sums`] with `add(acc, row)` summing a row into its cell's accumulator.
+    fn fold_sums_by<A: Copy + Default>(
+        &self,
+        assignment: &[usize],
+        folds: usize,
+        add: impl Fn(&mut A, usize),
+    ) -> Vec<Vec<(u32, A)>> {
         let cells = self.keys.len();
         // A cell's place in its fold's list, plus one (0: not yet there). Zeroed memory
         // is mapped lazily, so a continuous confidence's one-row cells never touch it.
         let mut slot = vec![0u32; cells * folds];
-        let mut out: Vec<Vec<(u32, CellSums)>> = vec![Vec::new(); folds];
+        let mut out: Vec<Vec<(u32, A)>> = vec![Vec::new(); folds];
         for (row, &fold) in assignment.iter().enumerate() {
             let cell = self.row_cell[row];
             if self.row_alone.get(row).copied().unwrap_or(false) {
-                // The cell's one row: its sums are the row's, bit for bit (the same
-                // additions from zero), and no other row of any fold shares the cell.
-                out[fold].push((cell, self.sums[cell as usize]));
+                // The cell's one row: no other row of any fold shares the cell.
+                let mut acc = A::default();
+                add(&mut acc, row);
+                out[fold].push((cell, acc));
                 continue;
             }
             let s = &mut slot[fold * cells + cell as usize];
             if *s == 0 {
-                out[fold].push((cell, CellSums::default()));
+                out[fold].push((cell, A::default()));
                 *s = out[fold].len() as u32;
             }
-            out[fold][*s as usize - 1].1.add_row(
-                cols.small[row],
-                cols.large[row],
-                cols.costs.get(row),
-            );
+            add(&mut out[fold][*s as usize - 1].1, row);
         }
         out
     }
@@ -685,6 +733,53 @@ mod tests {
             };
             assert_eq!(cells.total_without(&by_cell), without.total(), "fold {f}");
         }
+    }
+
+    #[test]
+    fn binary_fold_sums_are_the_row_by_row_sums_bit_for_bit() {
+        use crate::confidence::Confidence;
+        use crate::metrics::Dataset;
+        use crate::record::RoutingRecord;
+        // Scores 0, -0 and 1 in every combination, shared and one-row cells.
+        let rows: Vec<RoutingRecord> = (0..500u32)
+            .map(|i| {
+                let score = |k: u32| [0.0, 1.0, -0.0, 1.0][((i * k) % 7 % 4) as usize];
+                let p = if i % 4 == 0 {
+                    f64::from(i) / 501.0
+                } else {
+                    f64::from(i % 3) / 2.0
+                };
+                let verifier = VerifierScore::Known(Confidence::new(p).unwrap());
+                RoutingRecord::new(score(31), score(17), verifier)
+            })
+            .collect();
+        let data = Dataset::new(&rows, &crate::cost::CostModel::default()).unwrap();
+        let cells = data.cells_for(&[]);
+        assert!(data.columns().binary);
+        let assignment: Vec<usize> = (0..rows.len()).map(|i| (i * 13) % 7).collect();
+        let binary = data.fold_sums(&cells, &assignment, 7);
+        let cols = Columns {
+            binary: false,
+            ..data.columns()
+        };
+        let row_by_row = cells.fold_sums(&cols, &assignment, 7);
+        let bits = |s: Sum| (s.hi.to_bits(), s.lo.to_bits());
+        for (fast, slow) in binary.iter().flatten().zip(row_by_row.iter().flatten()) {
+            assert_eq!(fast, slow);
+            let (a, b) = (fast.1, slow.1);
+            for (x, y) in [
+                (a.small, b.small),
+                (a.large, b.large),
+                (a.needy_gain, b.needy_gain),
+                (a.small_better_gain, b.small_better_gain),
+            ] {
+                assert_eq!(bits(x), bits(y));
+            }
+        }
+        assert_eq!(
+            binary.iter().map(Vec::len).sum::<usize>(),
+            row_by_row.iter().map(Vec::len).sum::<usize>()
+        );
     }
 
     #[test]
