@@ -18,6 +18,16 @@ fn automix(args: &[&str], cwd: &Path) -> Output {
         .unwrap()
 }
 
+/// Fails the test with the command's stderr unless it exited successfully.
+#[track_caller]
+fn assert_succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// llm_data naming two scripted upstreams: `small` (cheaper) and `large`.
 fn write_llm_data(
     dir: &Path,
@@ -137,11 +147,7 @@ fn train_then_eval_with_table_json_and_plots() {
     write_rows(&dir.join("rows.jsonl"));
     write_config(&dir, "");
     let out = automix(&["--config", "automix.yaml", "train"], &dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("trained ExactPOMDP"), "{text}");
     let policy: Value =
@@ -154,11 +160,7 @@ fn train_then_eval_with_table_json_and_plots() {
         &["--config", "automix.yaml", "eval", "--plot", "out/frontier"],
         &dir,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     for want in [
         "method",
@@ -230,11 +232,7 @@ fn a_continuous_confidence_trains_on_quantile_groups_and_says_so() {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace("ExactPOMDP", "Calibrated")).unwrap();
     let out = automix(&["--config", "automix.yaml", "train"], &dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let mut train: Vec<u64> = (0..3000)
         .filter(|i| i % 4 != 0)
         .map(|i| p(i).to_bits())
@@ -276,11 +274,7 @@ fn train_says_when_token_costs_price_old_and_new_rows_differently() {
     std::fs::write(&rows, mixed.join("\n") + "\n").unwrap();
     write_config(&dir, "  cost_mode: tokens\n");
     let out = automix(&["--config", "automix.yaml", "train"], &dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     // Training rows are those with i % 4 != 0: 60 even ones re-collected, 120 odd ones old.
     let line = "verification cost: 60 verified runs charged per signal, 120 their whole cost";
@@ -344,11 +338,7 @@ async fn route_a_batch_against_fake_openai_servers() {
     })
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     for line in stdout.lines() {
         // Each key once in a routed query's object (serde_json keeps the last of a repeat).
@@ -561,11 +551,7 @@ fn calibrate_finds_the_lambda_of_an_escalation_share() {
         ],
         &root,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     // `hparam.verbose` prints what training weighed, the λ family included.
     let verbose_config = dir.join("verbose.yaml");
     let local = std::fs::read_to_string(root.join("configs/local.yaml")).unwrap();
@@ -605,11 +591,7 @@ fn calibrate_finds_the_lambda_of_an_escalation_share() {
         ],
         &root,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let table = v["table"].as_array().unwrap();
     assert!(table.len() > 2);
@@ -892,11 +874,7 @@ async fn three_serve_processes_share_one_belief_through_redis() {
     )
     .unwrap();
     let out = automix(&["--config", "automix.yaml", "train", "--cascade"], &dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let mut children = Vec::new();
     let mut bases = Vec::new();
     for _ in 0..3 {
@@ -1019,11 +997,7 @@ async fn traffic_export_drains_the_shadow_stream_into_rows_that_train() {
     ];
     let out = automix(&args, &dir);
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(said.contains("moved 3 rows"), "{said}");
     let again = automix(&args, &dir);
     assert!(String::from_utf8_lossy(&again.stdout).contains("moved 0 rows"));
@@ -1041,11 +1015,7 @@ async fn traffic_export_drains_the_shadow_stream_into_rows_that_train() {
         ],
         &dir,
     );
-    assert!(
-        train.status.success(),
-        "{}",
-        String::from_utf8_lossy(&train.stderr)
-    );
+    assert_succeeded(&train);
     // `--label-source` keeps rows by where their labels came from.
     let only = |sources: &str| {
         let args = [
