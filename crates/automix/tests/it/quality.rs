@@ -487,3 +487,64 @@ fn cascade_chain_table() {
         }
     }
 }
+
+/// `cargo test --release -p automix --test it -- --ignored mass_at_one_table --nocapture`.
+/// A confidence that piles up at exactly 1.0, as logprob confidences of strong models do
+/// (56% of gpt-4o-mini's are 1.0): the semi-synthetic signal with its top `share` of rows
+/// set to 1.0; train on 25%, test on the rest, 10 seeds; mean and worst held-out ΔIBC.
+#[test]
+#[ignore = "an experiment's table; minutes in a debug build"]
+fn mass_at_one_table() {
+    let base = anlp_records();
+    println!("| verifier AUC | share at 1.0 | auto (default) | Calibrated | Threshold (paper) |");
+    println!("|---|---|---|---|---|");
+    for auc in [0.6, 0.7, 0.8] {
+        for share in [0.3, 0.56] {
+            let mut lifts = [Vec::new(), Vec::new(), Vec::new()];
+            for seed in 0..10u64 {
+                let mut rows = with_synthetic_signal(
+                    &base,
+                    SyntheticSignal {
+                        auc,
+                        votes: None,
+                        seed,
+                    },
+                )
+                .unwrap();
+                let mut p: Vec<f64> = rows.iter().filter_map(|r| r.verifier.known()).collect();
+                p.sort_by(f64::total_cmp);
+                let cut = p[((1.0 - share) * p.len() as f64) as usize];
+                for r in &mut rows {
+                    if r.verifier.known().is_some_and(|x| x >= cut) {
+                        r.verifier = automix_core::VerifierScore::Known(
+                            automix_core::Confidence::new(1.0).unwrap(),
+                        );
+                    }
+                }
+                let (train_part, test_part): (Vec<_>, Vec<_>) = rows
+                    .into_iter()
+                    .enumerate()
+                    .partition(|(i, _)| (i * 7919 + seed as usize * 104_729) % 100 < 25);
+                let train_rows: Vec<RoutingRecord> = train_part.into_iter().map(|x| x.1).collect();
+                let test: Vec<RoutingRecord> = test_part.into_iter().map(|x| x.1).collect();
+                for (k, lift) in three_methods_held_out(&train_rows, &test)
+                    .into_iter()
+                    .enumerate()
+                {
+                    lifts[k].push(lift.unwrap());
+                }
+            }
+            let cell = |v: &[f64]| {
+                let mean = v.iter().sum::<f64>() / v.len() as f64;
+                let worst = v.iter().copied().fold(f64::INFINITY, f64::min);
+                format!("{mean:.2} (worst {worst:.2})")
+            };
+            println!(
+                "| {auc} | {share} | {} | {} | {} |",
+                cell(&lifts[0]),
+                cell(&lifts[1]),
+                cell(&lifts[2])
+            );
+        }
+    }
+}
