@@ -44,12 +44,12 @@ pub fn train(config: &Config, json: bool, args: &TrainArgs) -> Result<()> {
     }
     let s = &policy.policy.summary;
     println!(
-        "trained {} ({} chose {}) on {} rows: {small} → {large}, signal {:?}",
+        "trained {} ({} chose {}) on {} rows: {small} → {large}, signal {}",
         policy.policy.method.kind.name(),
         policy.policy.method.kind.name(),
         policy.policy.chosen_component.name(),
         s.rows,
-        policy.verifier_signal
+        policy.verifier_signal.name()
     );
     println!(
         "  train: quality {:.3}  cost {:.3}  escalation {:.1}%  ΔIBC {}",

@@ -150,6 +150,8 @@ fn train_then_eval_with_table_json_and_plots() {
     assert_succeeded(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("trained ExactPOMDP"), "{text}");
+    // The signal by the name the config spells it.
+    assert!(text.contains("→ large, signal samples\n"), "{text}");
     let policy: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("out/policy.json")).unwrap())
             .unwrap();
