@@ -297,7 +297,10 @@ fn print_collect_summary(summary: &automix::collect::CollectSummary, output: &Pa
             .collect();
         println!("  {model:<22} {}", cells.join(" | "));
     }
-    println!("\ntokens: {:?}", summary.tokens);
+    let tokens: Vec<String> = (summary.tokens.iter())
+        .map(|(model, n)| format!("{model} {n}"))
+        .collect();
+    println!("\ntokens: {}", tokens.join(", "));
 }
 
 /// `automix merge`: shard row files into one, every selected query once.

@@ -38,6 +38,19 @@ pub enum Objective {
     MaxQuality,
 }
 
+/// The config's name of the objective, with its parameter: what reports print.
+impl std::fmt::Display for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::DeltaIbc => write!(f, "delta_ibc"),
+            Self::NetUtility { lambda } => write!(f, "net_utility, λ {lambda}"),
+            Self::CostBudget { max_mean_cost } => write!(f, "cost_budget ≤ {max_mean_cost}"),
+            Self::EscalationBudget { max_rate } => write!(f, "escalation_budget ≤ {max_rate}"),
+            Self::MaxQuality => write!(f, "max_quality"),
+        }
+    }
+}
+
 impl Objective {
     pub(crate) fn validate(self) -> Result<()> {
         let bad = |name, v: f64| {
@@ -379,5 +392,19 @@ fn no_feasible(spec: &MethodSpec, scored: &[ScoredCandidate], options: &TrainOpt
         max_cost,
         min_rate,
         max_rate,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objectives_print_as_the_config_spells_them() {
+        assert_eq!(Objective::DeltaIbc.to_string(), "delta_ibc");
+        let net = Objective::NetUtility { lambda: 0.5 };
+        assert_eq!(net.to_string(), "net_utility, λ 0.5");
+        let rate = Objective::EscalationBudget { max_rate: 0.07 };
+        assert_eq!(rate.to_string(), "escalation_budget ≤ 0.07");
     }
 }

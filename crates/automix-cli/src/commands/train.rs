@@ -262,7 +262,7 @@ pub(crate) fn print_training_detail(policy: &automix::core::Policy) {
 
 pub(crate) fn print_cross_validation(cv: &automix::core::CvSummary) {
     println!(
-        "  cross-validation ({} folds × {} seeded assignments, {:?}): chose {}",
+        "  cross-validation ({} folds × {} seeded assignments, {}): chose {}",
         cv.folds, cv.repeats, cv.objective, cv.chosen
     );
     println!(

@@ -736,6 +736,12 @@ async fn sharded_collection_merges_into_the_unsharded_rows() {
                 costs.contains("samples") && costs.contains("answer_logprob 0"),
                 "{log}"
             );
+            // Tokens per model, in words.
+            let tokens = log
+                .lines()
+                .find(|l| l.starts_with("tokens: "))
+                .unwrap_or_default();
+            assert!(tokens.contains("small ") && !tokens.contains('{'), "{log}");
         }
     }
     let full = rows_by_id(&dir.join("full.jsonl"));
