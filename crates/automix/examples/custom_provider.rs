@@ -86,12 +86,18 @@ async fn main() -> automix::Result<()> {
         .collect();
     for item in router.route_batch(&queries).await {
         let o = item.outcome.expect("the toy backend does not fail");
+        let decision = match o.steps.first().map(|s| s.decision) {
+            Some(automix::core::Decision::Keep) => "keep",
+            Some(automix::core::Decision::Escalate) => "escalate",
+            None => "no step",
+        };
+        let score = o
+            .verification_score
+            .map_or("none".to_owned(), |p| format!("{p:.2}"));
         println!(
-            "{:?} → {} via {} (score {:?})",
-            o.steps.first().map(|s| s.decision),
+            "{decision}: {} via {} (verification score {score})",
             o.response,
             o.escalation_path.join(" → "),
-            o.verification_score
         );
     }
     Ok(())
