@@ -7,9 +7,10 @@ use crate::confidence::{Confidence, VerifierScore};
 use crate::cost::CostModel;
 use crate::error::{CoreError, Result};
 use crate::methods::{MethodKind, MethodSpec};
-use crate::metrics::Decision;
+use crate::metrics::{Dataset, Decision};
+use crate::record::RoutingRecord;
 use crate::rule::DecisionRule;
-use crate::train::{Objective, TrainingSummary};
+use crate::train::{Objective, TrainOptions, TrainingSummary, objective_key};
 
 /// Version of the policy JSON this build writes and reads.
 pub const POLICY_FORMAT_VERSION: u32 = 1;
@@ -125,6 +126,32 @@ impl Policy {
             )),
             VerifierScore::Unknown => self.unknown_confidence,
         })
+    }
+
+    /// The objective this policy was trained for ([`TrainingSummary::objective_used`]),
+    /// scored on `records` it was not trained on: `None` where it is undefined there (ΔIBC
+    /// on rows whose large model is no better) or the decisions break a budget. What a
+    /// nested comparison of two training procedures reads per held-out fold.
+    pub fn held_out_objective(&self, records: &[RoutingRecord]) -> Result<Option<f64>> {
+        let data = Dataset::new(records, &self.costs)?;
+        let escalate: Vec<bool> = (records.iter())
+            .map(|r| {
+                self.decide_for(&QueryEvidence {
+                    verifier: r.verifier,
+                    task_name: r.task_name.as_deref(),
+                    small_answer: r.small_answer.as_deref(),
+                })
+                .escalates()
+            })
+            .collect();
+        let outcome = data.evaluate(&escalate)?;
+        let options = TrainOptions {
+            objective: self.objective,
+            cost_constraint: self.cost_constraint,
+            ..TrainOptions::default()
+        };
+        let used = self.summary.objective_used;
+        Ok(objective_key(used, &outcome, data.lift(&outcome), &options).map(|k| k.0))
     }
 
     /// Pretty JSON.

@@ -34,6 +34,46 @@ pub struct SignalFusion {
     pub single_cv: Vec<(VerifierSignal, f64)>,
     /// The fusion without each signal: what a signal adds is `fused_cv` minus this.
     pub without_cv: Vec<(VerifierSignal, f64)>,
+    /// The nested check that decided, run where the fusion led out of fold; `None` where
+    /// it did not lead (or in a policy written before the check existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nested: Option<NestedFusionCheck>,
+}
+
+/// The fusion against the best single signal on held-out outer folds, each procedure run
+/// whole on the other folds (the fusion cross-fitted among them, the method trained on
+/// those values, the fusion refitted on all of them to score the held-out fold). Why:
+/// `fused_cv` scores the method on cross-fitted values whose fits saw the method's
+/// held-out labels, a small optimism the single signals do not have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NestedFusionCheck {
+    /// Outer folds where both objectives are defined.
+    pub folds: usize,
+    /// The fusion's mean held-out objective over those folds.
+    pub fused: f64,
+    /// The best single signal's.
+    pub single: f64,
+    /// The fusion's mean lead exceeds one standard error of the per-fold differences:
+    /// the simpler policy, one signal, stays unless the fusion's gain is clear.
+    pub clearly_better: bool,
+}
+
+impl NestedFusionCheck {
+    /// The check from paired per-fold objectives (fused, single).
+    fn of(pairs: &[(f64, f64)]) -> Self {
+        let diffs: Vec<f64> = pairs.iter().map(|(f, s)| f - s).collect();
+        let clearly_better = diffs.len() >= 2 && {
+            let (lead, sd) = automix_core::calibrate::mean_sd(&diffs);
+            lead > 0.0 && lead > sd / (diffs.len() as f64).sqrt()
+        };
+        let n = pairs.len().max(1) as f64;
+        Self {
+            folds: pairs.len(),
+            fused: pairs.iter().map(|p| p.0).sum::<f64>() / n,
+            single: pairs.iter().map(|p| p.1).sum::<f64>() / n,
+            clearly_better,
+        }
+    }
 }
 
 impl SignalFusion {
@@ -64,6 +104,9 @@ fn signal_values(
 /// Seed and folds of the cross-fit (the method's own cross-validation runs on top).
 const CROSS_FIT_FOLDS: usize = 5;
 const CROSS_FIT_SEED: u64 = 7;
+/// Seed and folds of the nested check's outer assignment.
+const NESTED_FOLDS: usize = 5;
+const NESTED_SEED: u64 = 11;
 
 /// Every signal's value per row (`[row][signal]`), and the small model's run per row,
 /// whose verification prices a set of them.
@@ -73,7 +116,16 @@ struct SignalTable<'a> {
     small_runs: Vec<Option<&'a ModelRun>>,
 }
 
-impl SignalTable<'_> {
+impl<'a> SignalTable<'a> {
+    /// The rows at `rows`, in that order.
+    fn subset(&self, rows: &[usize]) -> SignalTable<'a> {
+        SignalTable {
+            signals: self.signals,
+            values: rows.iter().map(|&i| self.values[i].clone()).collect(),
+            small_runs: rows.iter().map(|&i| self.small_runs[i]).collect(),
+        }
+    }
+
     /// What verifying row `i` on the signals at `columns` cost.
     fn cost(&self, i: usize, columns: &[usize]) -> f64 {
         let picked: Vec<VerifierSignal> = columns.iter().map(|&j| self.signals[j]).collect();
@@ -102,17 +154,71 @@ fn fused_records(
             .unwrap_or_default();
     let oof = cross_fit(&picked, right, &assignment, folds)?;
     Ok((base.iter().zip(oof).enumerate())
-        .map(|(i, (r, p))| RoutingRecord {
-            verifier: p
-                .and_then(|p| automix_core::Confidence::new(p).ok())
-                .map_or(VerifierScore::Unknown, VerifierScore::Known),
-            costs: r.costs.map(|c| automix_core::QueryCosts {
-                verifier: table.cost(i, columns),
-                ..c
-            }),
-            ..r.clone()
-        })
+        .map(|(i, (r, p))| fused_record(r, p, table.cost(i, columns)))
         .collect())
+}
+
+/// `r` with the fused confidence `p` (unknown where `None` or not a probability) and the
+/// verification cost of the signals fused.
+fn fused_record(r: &RoutingRecord, p: Option<f64>, verifier_cost: f64) -> RoutingRecord {
+    RoutingRecord {
+        verifier: p
+            .and_then(|p| automix_core::Confidence::new(p).ok())
+            .map_or(VerifierScore::Unknown, VerifierScore::Known),
+        costs: r.costs.map(|c| automix_core::QueryCosts {
+            verifier: verifier_cost,
+            ..c
+        }),
+        ..r.clone()
+    }
+}
+
+/// The rows at `rows` of `records`, in that order.
+fn pick<T: Clone>(records: &[T], rows: &[usize]) -> Vec<T> {
+    rows.iter().map(|&i| records[i].clone()).collect()
+}
+
+/// The nested check of every signal fused against `single` (the best signal's records):
+/// see [`NestedFusionCheck`]. A fold where either objective is undefined is left out.
+fn nested_check(
+    config: &Config,
+    (base, single): (&[RoutingRecord], &[RoutingRecord]),
+    table: &SignalTable<'_>,
+    right: &[bool],
+) -> Result<NestedFusionCheck> {
+    let n = base.len();
+    let folds = NESTED_FOLDS.min(n / 2).max(2);
+    let assignment = automix_core::calibrate::fold_assignments(n, folds, 1, NESTED_SEED)
+        .pop()
+        .unwrap_or_default();
+    let all: Vec<usize> = (0..table.signals.len()).collect();
+    let mut pairs = Vec::new();
+    for f in 0..folds {
+        let (held, train): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| assignment[i] == f);
+        if held.is_empty() || train.len() < 2 {
+            continue;
+        }
+        let (_, single_policy) = train_cv(config, &pick(single, &train))?;
+        let single_score = single_policy.held_out_objective(&pick(single, &held))?;
+        let (sub, sub_right) = (table.subset(&train), pick(right, &train));
+        let records = fused_records(&pick(base, &train), &sub, &sub_right, &all)?;
+        let (_, fused_policy) = train_cv(config, &records)?;
+        let model = FusedConfidence::fit(&sub.values, &sub_right)?;
+        let held_records: Vec<RoutingRecord> = (held.iter())
+            .map(|&i| {
+                fused_record(
+                    &base[i],
+                    model.predict(&table.values[i]),
+                    table.cost(i, &all),
+                )
+            })
+            .collect();
+        let fused_score = fused_policy.held_out_objective(&held_records)?;
+        if let (Some(fused), Some(single)) = (fused_score, single_score) {
+            pairs.push((fused, single));
+        }
+    }
+    Ok(NestedFusionCheck::of(&pairs))
 }
 
 /// The method's out-of-fold objective on `records`, and the policy.
@@ -175,7 +281,7 @@ pub fn train_fused(
         small_runs: rows.iter().map(|row| row.run(small)).collect(),
     };
     let values = &table.values;
-    let base = per_signal.swap_remove(0);
+    let base = per_signal[0].clone();
     let right: Vec<bool> = base.iter().map(|r| r.small_score >= VERDICT_CUT).collect();
     let all: Vec<usize> = (0..signals.len()).collect();
     let (fused_cv, fused_policy) = train_cv(config, &fused_records(&base, &table, &right, &all)?)?;
@@ -188,7 +294,14 @@ pub fn train_fused(
         };
         without_cv.push((s, cv));
     }
-    let wins = fused_cv > best_cv + 1e-9;
+    // Led out of fold: the nested check decides (see `NestedFusionCheck` for why).
+    let nested = (fused_cv > best_cv + 1e-9)
+        .then(|| {
+            let at = signals.iter().position(|s| *s == best_signal).unwrap_or(0);
+            nested_check(config, (&base, &per_signal[at]), &table, &right)
+        })
+        .transpose()?;
+    let wins = nested.as_ref().is_some_and(|c| c.clearly_better);
     let model = wins
         .then(|| FusedConfidence::fit(values, &right))
         .transpose()?;
@@ -198,10 +311,32 @@ pub fn train_fused(
         fused_cv,
         single_cv: singles,
         without_cv,
+        nested,
     };
     Ok(if wins {
         (signals[0], fused_policy, report)
     } else {
         (best_signal, best_policy, report)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fusion_must_lead_by_more_than_the_fold_noise() {
+        let steady = NestedFusionCheck::of(&[(1.0, 0.8), (1.1, 0.9), (0.9, 0.8), (1.0, 0.7)]);
+        assert!(steady.clearly_better && steady.folds == 4, "{steady:?}");
+        assert!((steady.fused - 1.0).abs() < 1e-12 && (steady.single - 0.8).abs() < 1e-12);
+        // Ahead on the mean, but by less than the spread of the per-fold differences.
+        let noisy = NestedFusionCheck::of(&[(1.5, 0.8), (0.5, 0.9), (1.4, 0.8), (0.4, 0.9)]);
+        assert!(
+            noisy.fused > noisy.single && !noisy.clearly_better,
+            "{noisy:?}"
+        );
+        // One fold is no evidence; none is none.
+        assert!(!NestedFusionCheck::of(&[(2.0, 0.0)]).clearly_better);
+        assert!(!NestedFusionCheck::of(&[]).clearly_better);
+    }
 }

@@ -121,16 +121,22 @@ fn print_pricing(what: &str, p: &automix::dataset::VerificationPricing) {
 /// What fusing the signals found: used or not, each signal alone, what each adds.
 fn print_fusion(f: &automix::fused::SignalFusion) {
     let names: Vec<&str> = f.signals.iter().map(|s| s.name()).collect();
-    let verdict = if f.model.is_some() {
-        "used: it beats every signal alone out of fold"
-    } else {
-        "not used: a signal alone does as well out of fold"
+    let verdict = match (&f.model, &f.nested) {
+        (Some(_), _) => "used: it beats every signal alone out of fold and held out",
+        (None, Some(_)) => "not used: its lead over the best signal alone is not clear held out",
+        (None, None) => "not used: a signal alone does as well out of fold",
     };
     println!(
         "  fused confidence of {} (out of fold {:.4}): {verdict}",
         names.join(" + "),
         f.fused_cv
     );
+    if let Some(n) = &f.nested {
+        println!(
+            "    nested check, {} held-out folds: fused {:.4} against the best signal alone {:.4}",
+            n.folds, n.fused, n.single
+        );
+    }
     for ((s, alone), (_, without)) in f.single_cv.iter().zip(&f.without_cv) {
         println!(
             "    {:<20} alone {alone:>8.4}   adds {:>+8.4} to the fusion",

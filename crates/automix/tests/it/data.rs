@@ -549,6 +549,10 @@ fn fused_signals_beat_each_signal_alone_and_replay_in_eval() {
         fusion.single_cv.iter().all(|(_, cv)| fusion.fused_cv > *cv),
         "{fusion:?}"
     );
+    // The lead out of fold was checked on held-out outer folds, each procedure run whole.
+    let nested = fusion.nested.as_ref().unwrap();
+    assert!(nested.clearly_better && nested.folds == 5, "{nested:?}");
+    assert!(nested.fused > nested.single, "{nested:?}");
     // Each signal adds: the fusion without it is the other alone.
     assert!(fusion.without_cv.iter().all(|(_, w)| fusion.fused_cv > *w));
     let path = temp("fused").join("policy.json");
