@@ -284,6 +284,40 @@ fn train_says_when_token_costs_price_old_and_new_rows_differently() {
     assert!(text.contains("note: the rows mix both"), "{text}");
 }
 
+/// `train` with `fuse_signals` says whether the fusion routes and what the nested check
+/// found: on rows where each signal sees half the story, it routes, and held out it leads.
+#[test]
+fn train_reports_the_fusion_and_its_nested_check() {
+    let dir = temp("fused");
+    let rows: Vec<String> = support::two_signal_rows(400, "small", "large")
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect();
+    std::fs::write(dir.join("rows.jsonl"), rows.join("\n") + "\n").unwrap();
+    std::fs::write(
+        dir.join("automix.yaml"),
+        "data_path:\n  routing_data_train: rows.jsonl\nmodel_path:\n  save_model_path: out/policy.json\n  engine_small: small\n  engine_large: large\nhparam:\n  routing_method: auto\n  fuse_signals: [samples, answer_logprob]\n",
+    )
+    .unwrap();
+    let out = automix(&["--config", "automix.yaml", "train", "--all-rows"], &dir);
+    assert_succeeded(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("(out of fold ")
+            && text.contains("used: it beats every signal alone out of fold and held out"),
+        "{text}"
+    );
+    let nested = text
+        .lines()
+        .find(|l| l.contains("nested check, 5 held-out folds: fused "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let means: Vec<f64> = nested
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(means.len() == 3 && means[1] > means[2], "{nested}");
+}
+
 #[test]
 fn bad_config_and_bad_rows_fail_with_file_and_line() {
     let dir = temp("bad");
