@@ -260,6 +260,30 @@ fn fusion(c: &mut Criterion) {
             b.iter(|| train(black_box(&rows), &costs, &spec, &TrainOptions::default()))
         });
     }
+    // The same rows as a token-cost, token-F1 user has them: per-query costs and scores
+    // that are not 0 or 1, so every fold pass sums each row (no counting shortcut).
+    let graded: Vec<RoutingRecord> = (rows.iter().enumerate())
+        .map(|(i, r)| RoutingRecord {
+            small_score: r.small_score * (0.5 + (i % 7) as f64 / 12.0),
+            costs: Some(QueryCosts {
+                small: 1e-6 * (1 + i % 13) as f64,
+                large: 5e-5 * (1 + i % 11) as f64,
+                verifier: 2e-6 * (1 + i % 5) as f64,
+            }),
+            ..r.clone()
+        })
+        .collect();
+    group.bench_function("continuous/auto/100000/graded_token_costs", |b| {
+        b.iter(|| {
+            let spec = MethodSpec::paper(MethodKind::Auto, 8);
+            train(
+                black_box(&graded),
+                &CostModel::PerQuery,
+                &spec,
+                &TrainOptions::default(),
+            )
+        })
+    });
     let (signals, right) = fusion_rows(10_000);
     let fused = FusedConfidence::fit(&signals, &right).expect("bench rows fit");
     let mut i = 0usize;
