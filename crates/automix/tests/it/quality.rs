@@ -387,7 +387,8 @@ fn small_set_table() {
         let cell = |v: &mut Vec<f64>| {
             v.sort_by(f64::total_cmp);
             let at = |q: f64| v[((v.len() - 1) as f64 * q) as usize];
-            format!("{:.2} / {:.2} / {:.2}", at(0.5), at(0.1), v[0])
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            format!("{:.2} / {:.2} / {:.2} / {mean:.2}", at(0.5), at(0.1), v[0])
         };
         let [a, c, t] = &mut lifts;
         println!("| {auc} | {} | {} | {} |", cell(a), cell(c), cell(t));
