@@ -56,6 +56,12 @@ pub struct NestedFusionCheck {
     /// The fusion's mean lead exceeds one standard error of the per-fold differences:
     /// the simpler policy, one signal, stays unless the fusion's gain is clear.
     pub clearly_better: bool,
+    /// Outer folds left out because a procedure could not be trained on the other folds.
+    #[serde(default)]
+    pub untrained: usize,
+    /// Why the first of them could not be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untrained_reason: Option<String>,
 }
 
 impl NestedFusionCheck {
@@ -72,6 +78,8 @@ impl NestedFusionCheck {
             fused: pairs.iter().map(|p| p.0).sum::<f64>() / n,
             single: pairs.iter().map(|p| p.1).sum::<f64>() / n,
             clearly_better,
+            untrained: 0,
+            untrained_reason: None,
         }
     }
 }
@@ -179,46 +187,67 @@ fn pick<T: Clone>(records: &[T], rows: &[usize]) -> Vec<T> {
 }
 
 /// The nested check of every signal fused against `single` (the best signal's records):
-/// see [`NestedFusionCheck`]. A fold where either objective is undefined is left out.
+/// see [`NestedFusionCheck`]. A fold where either objective is undefined, or where either
+/// procedure cannot be trained on the other folds (a budget no policy meets on fewer rows,
+/// say), is no evidence: it is left out and counted.
 fn nested_check(
     config: &Config,
     (base, single): (&[RoutingRecord], &[RoutingRecord]),
     table: &SignalTable<'_>,
     right: &[bool],
-) -> Result<NestedFusionCheck> {
+) -> NestedFusionCheck {
     let n = base.len();
     let folds = NESTED_FOLDS.min(n / 2).max(2);
     let assignment = automix_core::calibrate::fold_assignments(n, folds, 1, NESTED_SEED)
         .pop()
         .unwrap_or_default();
-    let all: Vec<usize> = (0..table.signals.len()).collect();
     let mut pairs = Vec::new();
+    let mut untrained = Vec::new();
     for f in 0..folds {
         let (held, train): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| assignment[i] == f);
         if held.is_empty() || train.len() < 2 {
             continue;
         }
-        let (_, single_policy) = train_cv(config, &pick(single, &train))?;
-        let single_score = single_policy.held_out_objective(&pick(single, &held))?;
-        let (sub, sub_right) = (table.subset(&train), pick(right, &train));
-        let records = fused_records(&pick(base, &train), &sub, &sub_right, &all)?;
-        let (_, fused_policy) = train_cv(config, &records)?;
-        let model = FusedConfidence::fit(&sub.values, &sub_right)?;
-        let held_records: Vec<RoutingRecord> = (held.iter())
-            .map(|&i| {
-                fused_record(
-                    &base[i],
-                    model.predict(&table.values[i]),
-                    table.cost(i, &all),
-                )
-            })
-            .collect();
-        let fused_score = fused_policy.held_out_objective(&held_records)?;
-        if let (Some(fused), Some(single)) = (fused_score, single_score) {
-            pairs.push((fused, single));
+        match held_out_pair(config, (base, single), table, right, (&train, &held)) {
+            Ok(Some(pair)) => pairs.push(pair),
+            Ok(None) => {}
+            Err(e) => untrained.push(e.to_string()),
         }
     }
-    Ok(NestedFusionCheck::of(&pairs))
+    NestedFusionCheck {
+        untrained: untrained.len(),
+        untrained_reason: untrained.into_iter().next(),
+        ..NestedFusionCheck::of(&pairs)
+    }
+}
+
+/// Both procedures trained on the rows `train` and scored on `held`: (fused, single), or
+/// `None` where either objective is undefined there.
+fn held_out_pair(
+    config: &Config,
+    (base, single): (&[RoutingRecord], &[RoutingRecord]),
+    table: &SignalTable<'_>,
+    right: &[bool],
+    (train, held): (&[usize], &[usize]),
+) -> Result<Option<(f64, f64)>> {
+    let all: Vec<usize> = (0..table.signals.len()).collect();
+    let (_, single_policy) = train_cv(config, &pick(single, train))?;
+    let single_score = single_policy.held_out_objective(&pick(single, held))?;
+    let (sub, sub_right) = (table.subset(train), pick(right, train));
+    let records = fused_records(&pick(base, train), &sub, &sub_right, &all)?;
+    let (_, fused_policy) = train_cv(config, &records)?;
+    let model = FusedConfidence::fit(&sub.values, &sub_right)?;
+    let held_records: Vec<RoutingRecord> = (held.iter())
+        .map(|&i| {
+            fused_record(
+                &base[i],
+                model.predict(&table.values[i]),
+                table.cost(i, &all),
+            )
+        })
+        .collect();
+    let fused_score = fused_policy.held_out_objective(&held_records)?;
+    Ok(fused_score.zip(single_score))
 }
 
 /// The method's out-of-fold objective on `records`, and the policy.
@@ -295,12 +324,10 @@ pub fn train_fused(
         without_cv.push((s, cv));
     }
     // Led out of fold: the nested check decides (see `NestedFusionCheck` for why).
-    let nested = (fused_cv > best_cv + 1e-9)
-        .then(|| {
-            let at = signals.iter().position(|s| *s == best_signal).unwrap_or(0);
-            nested_check(config, (&base, &per_signal[at]), &table, &right)
-        })
-        .transpose()?;
+    let nested = (fused_cv > best_cv + 1e-9).then(|| {
+        let at = signals.iter().position(|s| *s == best_signal).unwrap_or(0);
+        nested_check(config, (&base, &per_signal[at]), &table, &right)
+    });
     let wins = nested.as_ref().is_some_and(|c| c.clearly_better);
     let model = wins
         .then(|| FusedConfidence::fit(values, &right))
@@ -338,5 +365,36 @@ mod tests {
         // One fold is no evidence; none is none.
         assert!(!NestedFusionCheck::of(&[(2.0, 0.0)]).clearly_better);
         assert!(!NestedFusionCheck::of(&[]).clearly_better);
+    }
+
+    #[test]
+    fn a_fold_that_cannot_be_trained_is_left_out_and_counted() {
+        // A method without cross-validation cannot be trained by `train_cv` on any fold.
+        let config = Config::parse(
+            "hparam:\n  routing_method: Threshold\n",
+            std::path::Path::new("t.yaml"),
+        )
+        .unwrap();
+        let n = 40;
+        let base: Vec<RoutingRecord> = (0..n)
+            .map(|i| {
+                let p = automix_core::Confidence::new(f64::from(i % 5) / 4.0).unwrap();
+                RoutingRecord::new(f64::from(i % 2), 1.0, VerifierScore::Known(p))
+            })
+            .collect();
+        let signals = [VerifierSignal::Samples, VerifierSignal::AnswerLogprob];
+        let table = SignalTable {
+            signals: &signals,
+            values: (0..n)
+                .map(|i| vec![Some(f64::from(i % 5) / 4.0), Some(0.5)])
+                .collect(),
+            small_runs: vec![None; n as usize],
+        };
+        let right: Vec<bool> = (0..n).map(|i| i % 2 == 1).collect();
+        let check = nested_check(&config, (&base, &base), &table, &right);
+        assert_eq!((check.folds, check.untrained), (0, 5), "{check:?}");
+        assert!(!check.clearly_better);
+        let why = check.untrained_reason.unwrap_or_default();
+        assert!(why.contains("cross-validated"), "{why}");
     }
 }

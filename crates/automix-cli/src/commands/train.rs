@@ -136,6 +136,15 @@ fn print_fusion(f: &automix::fused::SignalFusion) {
             "    nested check, {} held-out folds: fused {:.4} against the best signal alone {:.4}",
             n.folds, n.fused, n.single
         );
+        if n.untrained > 0 {
+            println!(
+                "    ({} outer folds left out, a procedure could not be trained without them: {})",
+                n.untrained,
+                n.untrained_reason
+                    .as_deref()
+                    .unwrap_or("no reason recorded")
+            );
+        }
     }
     for ((s, alone), (_, without)) in f.single_cv.iter().zip(&f.without_cv) {
         println!(
