@@ -43,6 +43,24 @@ fn records() -> impl Strategy<Value = Vec<RoutingRecord>> {
 }
 
 proptest! {
+    /// Scored on its own training rows, a policy's held-out objective is its training
+    /// outcome under the objective it used: ΔIBC where defined, else quality.
+    #[test]
+    fn the_held_out_objective_of_the_training_rows_is_the_training_score(rows in records()) {
+        let spec = MethodSpec::new(MethodKind::Threshold, 8);
+        let policy = train(&rows, &CostModel::default(), &spec, &TrainOptions::default()).unwrap();
+        let got = policy.held_out_objective(&rows).unwrap();
+        let s = &policy.summary;
+        let want = match s.objective_used {
+            Objective::DeltaIbc => s.train_lift.value(),
+            _ => Some(s.train.quality),
+        };
+        match (got, want) {
+            (Some(a), Some(b)) => prop_assert!((a - b).abs() < 1e-9, "{a} against {b}"),
+            (a, b) => prop_assert_eq!(a, b),
+        }
+    }
+
     #[test]
     fn bins_partition_the_unit_interval(p in 0.0f64..=1.0, n in 1usize..64) {
         let bins = Bins::new(n).unwrap();
