@@ -320,6 +320,34 @@ fn semi_synthetic_table() {
     }
 }
 
+/// Splits `rows` by `is_train(index, row)`, trains the three methods of
+/// [`three_methods_held_out`] on one part and adds their held-out ΔIBC to `lifts`.
+fn push_three_held_out(
+    lifts: &mut [Vec<f64>; 3],
+    rows: Vec<RoutingRecord>,
+    is_train: impl Fn(usize, &RoutingRecord) -> bool,
+) {
+    let (train_part, test_part): (Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .enumerate()
+        .partition(|(i, r)| is_train(*i, r));
+    let train_rows: Vec<RoutingRecord> = train_part.into_iter().map(|x| x.1).collect();
+    let test: Vec<RoutingRecord> = test_part.into_iter().map(|x| x.1).collect();
+    for (k, lift) in three_methods_held_out(&train_rows, &test)
+        .into_iter()
+        .enumerate()
+    {
+        lifts[k].push(lift.unwrap());
+    }
+}
+
+/// "mean (worst worst)" of held-out values, for a table cell.
+fn mean_and_worst(v: &[f64]) -> String {
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let worst = v.iter().copied().fold(f64::INFINITY, f64::min);
+    format!("{mean:.2} (worst {worst:.2})")
+}
+
 /// Held-out ΔIBC (`None` where undefined on `test`) of `auto`, `Calibrated` alone and
 /// Threshold, each trained on `train_rows` with per-task curves, default costs.
 fn three_methods_held_out(
@@ -415,33 +443,15 @@ fn shifted_task_mix_table() {
             for seed in 0..10u64 {
                 let rows =
                     with_synthetic_signal(&base, SyntheticSignal { auc, votes, seed }).unwrap();
-                let (train_part, test_part): (Vec<_>, Vec<_>) =
-                    rows.into_iter().enumerate().partition(|(i, r)| {
-                        let t = tasks.iter().position(|t| Some(t) == r.task_name.as_ref());
-                        let share = if t.unwrap_or(0) < 2 { 40 } else { 10 };
-                        (i * 7919 + seed as usize * 104_729) % 100 < share
-                    });
-                let train_rows: Vec<RoutingRecord> = train_part.into_iter().map(|x| x.1).collect();
-                let test: Vec<RoutingRecord> = test_part.into_iter().map(|x| x.1).collect();
-                for (k, lift) in three_methods_held_out(&train_rows, &test)
-                    .into_iter()
-                    .enumerate()
-                {
-                    lifts[k].push(lift.unwrap());
-                }
+                push_three_held_out(&mut lifts, rows, |i, r| {
+                    let t = tasks.iter().position(|t| Some(t) == r.task_name.as_ref());
+                    let share = if t.unwrap_or(0) < 2 { 40 } else { 10 };
+                    (i * 7919 + seed as usize * 104_729) % 100 < share
+                });
             }
-            let cell = |v: &[f64]| {
-                let mean = v.iter().sum::<f64>() / v.len() as f64;
-                let worst = v.iter().copied().fold(f64::INFINITY, f64::min);
-                format!("{mean:.2} (worst {worst:.2})")
-            };
             let signal = votes.map_or("continuous".to_owned(), |k| format!("{k} votes"));
-            println!(
-                "| {auc} | {signal} | {} | {} | {} |",
-                cell(&lifts[0]),
-                cell(&lifts[1]),
-                cell(&lifts[2])
-            );
+            let [a, c, t] = lifts.each_ref().map(|v| mean_and_worst(v));
+            println!("| {auc} | {signal} | {a} | {c} | {t} |");
         }
     }
 }
@@ -522,30 +532,12 @@ fn mass_at_one_table() {
                         );
                     }
                 }
-                let (train_part, test_part): (Vec<_>, Vec<_>) = rows
-                    .into_iter()
-                    .enumerate()
-                    .partition(|(i, _)| (i * 7919 + seed as usize * 104_729) % 100 < 25);
-                let train_rows: Vec<RoutingRecord> = train_part.into_iter().map(|x| x.1).collect();
-                let test: Vec<RoutingRecord> = test_part.into_iter().map(|x| x.1).collect();
-                for (k, lift) in three_methods_held_out(&train_rows, &test)
-                    .into_iter()
-                    .enumerate()
-                {
-                    lifts[k].push(lift.unwrap());
-                }
+                push_three_held_out(&mut lifts, rows, |i, _| {
+                    (i * 7919 + seed as usize * 104_729) % 100 < 25
+                });
             }
-            let cell = |v: &[f64]| {
-                let mean = v.iter().sum::<f64>() / v.len() as f64;
-                let worst = v.iter().copied().fold(f64::INFINITY, f64::min);
-                format!("{mean:.2} (worst {worst:.2})")
-            };
-            println!(
-                "| {auc} | {share} | {} | {} | {} |",
-                cell(&lifts[0]),
-                cell(&lifts[1]),
-                cell(&lifts[2])
-            );
+            let [a, c, t] = lifts.each_ref().map(|v| mean_and_worst(v));
+            println!("| {auc} | {share} | {a} | {c} | {t} |");
         }
     }
 }
