@@ -320,6 +320,16 @@ fn semi_synthetic_table() {
     }
 }
 
+/// `base` with a continuous semi-synthetic verifier of `auc`.
+fn continuous_signal(base: &[RoutingRecord], auc: f64, seed: u64) -> Vec<RoutingRecord> {
+    let signal = SyntheticSignal {
+        auc,
+        votes: None,
+        seed,
+    };
+    with_synthetic_signal(base, signal).unwrap()
+}
+
 /// Splits `rows` by `is_train(index, row)`, trains the three methods of
 /// [`three_methods_held_out`] on one part and adds their held-out ΔIBC to `lifts`.
 fn push_three_held_out(
@@ -384,15 +394,7 @@ fn small_set_table() {
     for auc in [0.6, 0.7, 0.8] {
         let mut lifts = [Vec::new(), Vec::new(), Vec::new()];
         for seed in 0..20u64 {
-            let rows = with_synthetic_signal(
-                &base,
-                SyntheticSignal {
-                    auc,
-                    votes: None,
-                    seed,
-                },
-            )
-            .unwrap();
+            let rows = continuous_signal(&base, auc, seed);
             // 60 rows of each 1,000-row dataset.
             let subset: Vec<RoutingRecord> = (rows.into_iter().enumerate())
                 .filter(|(i, _)| hash(*i, seed) % 1000 < 60)
@@ -513,15 +515,7 @@ fn mass_at_one_table() {
         for share in [0.3, 0.56] {
             let mut lifts = [Vec::new(), Vec::new(), Vec::new()];
             for seed in 0..10u64 {
-                let mut rows = with_synthetic_signal(
-                    &base,
-                    SyntheticSignal {
-                        auc,
-                        votes: None,
-                        seed,
-                    },
-                )
-                .unwrap();
+                let mut rows = continuous_signal(&base, auc, seed);
                 let mut p: Vec<f64> = rows.iter().filter_map(|r| r.verifier.known()).collect();
                 p.sort_by(f64::total_cmp);
                 let cut = p[((1.0 - share) * p.len() as f64) as usize];
