@@ -6,11 +6,11 @@ use crate::calibrate::Calibration;
 use crate::confidence::{Confidence, VerifierScore};
 use crate::cost::CostModel;
 use crate::error::{CoreError, Result};
-use crate::methods::{MethodKind, MethodSpec};
+use crate::methods::{Candidate, MethodKind, MethodSpec};
 use crate::metrics::{Dataset, Decision};
 use crate::record::RoutingRecord;
 use crate::rule::DecisionRule;
-use crate::train::{Objective, TrainOptions, TrainingSummary, objective_key};
+use crate::train::{Objective, TrainOptions, TrainingSummary, decisions, objective_key};
 
 /// Version of the policy JSON this build writes and reads.
 pub const POLICY_FORMAT_VERSION: u32 = 1;
@@ -134,16 +134,17 @@ impl Policy {
     /// nested comparison of two training procedures reads per held-out fold.
     pub fn held_out_objective(&self, records: &[RoutingRecord]) -> Result<Option<f64>> {
         let data = Dataset::new(records, &self.costs)?;
-        let escalate: Vec<bool> = (records.iter())
-            .map(|r| {
-                self.decide_for(&QueryEvidence {
-                    verifier: r.verifier,
-                    task_name: r.task_name.as_deref(),
-                    small_answer: r.small_answer.as_deref(),
-                })
-                .escalates()
-            })
-            .collect();
+        let candidate = Candidate {
+            method: self.chosen_component,
+            rule: self.rule.clone(),
+            lambda: None,
+        };
+        let escalate = decisions(
+            &data,
+            &candidate,
+            self.unknown_confidence,
+            &self.fixed_answers,
+        );
         let outcome = data.evaluate(&escalate)?;
         let options = TrainOptions {
             objective: self.objective,
