@@ -26,7 +26,7 @@ use automix_core::cascade::{
 use automix_core::cascade_bins::CascadeBins;
 use serde::{Deserialize, Serialize};
 
-use crate::cascade::{CASCADE_SMOOTHING, CvRows, TrainedCascade, cascade_settings};
+use crate::cascade::{CASCADE_SMOOTHING, CvRows, OutOfFoldNets, TrainedCascade, cascade_settings};
 use crate::cascade_tasks::{TASK_KAPPAS, TASK_TABLE_MIN_ROWS};
 use crate::config::Config;
 use crate::error::{AutomixError, Result};
@@ -253,15 +253,16 @@ fn chain_kappas(per_task: bool, tasks: &[&str]) -> Vec<Option<f64>> {
     out
 }
 
-/// Out-of-fold nets per assignment of the chain fitted on each fold's training rows, one
-/// list per entry of `kappas` (`None`: the pooled chain; `Some(κ)`: per-task thresholds).
+/// Out-of-fold nets of the chain fitted on each fold's training rows, one per entry of
+/// `kappas` (`None`: the pooled chain; `Some(κ)`: per-task thresholds).
 fn chain_out_of_fold_nets(
     split: &ChainSplit<'_>,
     lambda: f64,
     kappas: &[Option<f64>],
-) -> Vec<Vec<f64>> {
+) -> Vec<OutOfFoldNets> {
     let (rows, tasks) = (split.rows, split.tasks);
-    let mut nets = vec![vec![0.0; split.assignments.len()]; kappas.len()];
+    let empty = OutOfFoldNets::zeros(split.assignments.len(), rows.len());
+    let mut nets = vec![empty; kappas.len()];
     let models = rows.first().map_or(0, |r| r.scores.len());
     for (a, fold) in split.assignments.iter().enumerate() {
         for f in 0..split.folds {
@@ -269,7 +270,7 @@ fn chain_out_of_fold_nets(
             let fold_rows = crate::cascade::fold_rows(rows, split.per_fold, (a, f));
             for (i, (r, t)) in fold_rows.iter().zip(tasks).enumerate() {
                 if fold[i] == f {
-                    held.push((r, *t));
+                    held.push((i, r, *t));
                 } else {
                     train.push(r);
                     train_tasks.push(*t);
@@ -286,19 +287,14 @@ fn chain_out_of_fold_nets(
                     Some(k) => task_chains(&pooled, &train, &train_tasks, (lambda, *k)),
                     None => BTreeMap::new(),
                 };
-                for (r, task) in &held {
+                for (i, r, task) in &held {
                     let (q, c) = by_task.get(*task).unwrap_or(&pooled).run(r);
-                    net[a] += q - lambda * c;
+                    net.add((a, *i), q - lambda * c);
                 }
             }
         }
     }
-    for per_assignment in &mut nets {
-        per_assignment
-            .iter_mut()
-            .for_each(|n| *n /= rows.len().max(1) as f64);
-    }
-    nets
+    nets.into_iter().map(OutOfFoldNets::finish).collect()
 }
 
 /// The rows the chain's cross-validation splits: cascade rows, each row's task, the fold
@@ -324,6 +320,8 @@ pub struct ChainChoice {
     pub cv: ChainCv,
     /// Out-of-fold net (mean, sd over the assignments).
     pub net: (f64, f64),
+    /// Each training row's out-of-fold net, averaged over the assignments.
+    pub row_nets: Vec<f64>,
     /// The pooled chain.
     pub pooled: ThresholdChain,
     /// Per-task chains (empty unless a κ won).
@@ -341,19 +339,20 @@ pub fn choose_chain(
 ) -> Option<ChainChoice> {
     let models = names.len();
     let kappas = chain_kappas(per_task, split.tasks);
-    let nets = chain_out_of_fold_nets(split, lambda, &kappas);
+    let mut nets = chain_out_of_fold_nets(split, lambda, &kappas);
     let scored: Vec<(Option<f64>, (f64, f64))> = kappas
         .iter()
         .zip(&nets)
-        .map(|(k, n)| (*k, automix_core::calibrate::mean_sd(n)))
+        .map(|(k, n)| (*k, n.mean_sd()))
         .collect();
-    let (task_kappa, net) = scored.iter().copied().reduce(|best, next| {
-        if next.1.0 > best.1.0 + 1e-12 {
+    let best = (0..scored.len()).reduce(|best, next| {
+        if scored[next].1.0 > scored[best].1.0 + 1e-12 {
             next
         } else {
             best
         }
     })?;
+    let (task_kappa, net) = scored[best];
     let all: Vec<&CascadeRow> = split.rows.iter().collect();
     let pooled = fit_chain(&all, models, lambda)?;
     let by_task = match task_kappa {
@@ -374,6 +373,7 @@ pub fn choose_chain(
     Some(ChainChoice {
         cv,
         net,
+        row_nets: nets.swap_remove(best).per_row,
         pooled,
         by_task,
     })

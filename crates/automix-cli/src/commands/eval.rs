@@ -193,6 +193,12 @@ pub(crate) fn print_cascade(c: &CascadeReport) {
         cv.best_fixed.0,
         cv.best_fixed.1
     );
+    if let Some((mean, se)) = cv.lead_over_fixed {
+        println!(
+            "the cascade's out-of-fold lead over {}: {mean:.4} (standard error {se:.4})",
+            cv.best_fixed.0
+        );
+    }
     if let Some(f) = &cv.fallback {
         println!("fallback: {f}");
     }

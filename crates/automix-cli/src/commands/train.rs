@@ -221,6 +221,24 @@ fn print_cascade_cv(cv: &automix::cascade::CascadeCv) {
     if let Some(chain) = &cv.chain {
         print_chain_cv(chain);
     }
+    print_fixed_model_check(cv);
+}
+
+/// The cascade against the best fixed model: its out-of-fold lead and what routes.
+fn print_fixed_model_check(cv: &automix::cascade::CascadeCv) {
+    let (name, net) = &cv.best_fixed;
+    let (mean, se) = cv.lead_over_fixed.unwrap_or((cv.net.0 - net, f64::NAN));
+    let verdict = match &cv.fallback {
+        Some(_) => format!("every query goes to {name} alone"),
+        None if mean > se => "the cascade routes".to_owned(),
+        None => {
+            "the cascade routes, on a lead within one standard error: it may not hold on new rows"
+                .to_owned()
+        }
+    };
+    println!(
+        "  cascade against the best fixed model, {name} ({net:.4}): out of fold the cascade leads it by {mean:.4} (standard error {se:.4}); {verdict}"
+    );
 }
 
 /// The learned threshold chain: its members and cuts, its out-of-fold nets, whether it routes.

@@ -199,6 +199,11 @@ fn train_then_eval_with_table_json_and_plots() {
     );
     let both: Value = serde_json::from_slice(&out.stdout).unwrap();
     let cascade = &both["cascade"];
+    let lead = &cascade["cross_validation"]["lead_over_fixed"];
+    assert!(
+        lead[0].is_f64() && lead[1].as_f64().unwrap() >= 0.0,
+        "{lead}"
+    );
     let names: Vec<&str> = cascade["lines"]
         .as_array()
         .unwrap()
@@ -217,6 +222,17 @@ fn train_then_eval_with_table_json_and_plots() {
     );
     let report = &both["two_model"];
     assert_eq!(report["test_rows"], 60);
+    let out = automix(&["--config", "automix.yaml", "train", "--cascade"], &dir);
+    assert_succeeded(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let check = text
+        .lines()
+        .find(|l| l.contains("cascade against the best fixed model, small ("))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        check.contains("out of fold the cascade leads it by") && check.contains("standard error"),
+        "{check}"
+    );
     let lines = report["lines"].as_array().unwrap();
     let oracle = lines.iter().find(|l| l["name"] == "oracle").unwrap();
     let small = lines.iter().find(|l| l["name"] == "always-small").unwrap();

@@ -207,6 +207,29 @@ pub fn mean_sd(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// How far one procedure leads another on the same rows: the mean of the per-row
+/// differences and its standard error.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairedLead {
+    /// Mean of `a[i] − b[i]`.
+    pub mean: f64,
+    /// Standard error of that mean (sd of the differences / √n; 0 with fewer than 2 rows).
+    pub standard_error: f64,
+}
+
+impl PairedLead {
+    /// The lead of `a` over `b`, row by row (rows beyond the shorter slice are ignored).
+    pub fn of(a: &[f64], b: &[f64]) -> Self {
+        let diffs: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+        let (mean, sd) = mean_sd(&diffs);
+        let n = diffs.len() as f64;
+        Self {
+            mean: if diffs.is_empty() { 0.0 } else { mean },
+            standard_error: if diffs.len() > 1 { sd / n.sqrt() } else { 0.0 },
+        }
+    }
+}
+
 /// The Student-t interval of the mean of `values` at `level` (e.g. 0.95); `None` with
 /// fewer than two values.
 pub fn t_interval(values: &[f64], level: f64) -> Option<(f64, f64)> {
@@ -703,5 +726,27 @@ pub(crate) fn kappa_name(kappa: Option<f64>) -> String {
     match kappa {
         None => "pooled".into(),
         Some(k) => format!("per task, κ={k}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_paired_lead_is_the_mean_difference_and_its_standard_error() {
+        let lead = PairedLead::of(&[1.0, 0.0, 1.0, 1.0], &[0.0, 0.0, 0.0, 1.0]);
+        assert!((lead.mean - 0.5).abs() < 1e-12);
+        // sd of [1, 0, 1, 0] is √(1/3), over √4.
+        assert!((lead.standard_error - (1.0_f64 / 3.0).sqrt() / 2.0).abs() < 1e-12);
+        let one = PairedLead::of(&[0.7], &[0.2]);
+        assert!((one.mean - 0.5).abs() < 1e-12 && one.standard_error == 0.0);
+        assert_eq!(
+            PairedLead::of(&[], &[]),
+            PairedLead {
+                mean: 0.0,
+                standard_error: 0.0
+            }
+        );
     }
 }
