@@ -80,13 +80,16 @@ pub(crate) fn nested_paired(
     let outers = fold_assignments(n, folds, OUTER_REPEATS, outer_seed);
     // Every outer assignment's buckets, then every (assignment, held-out fold) on its own:
     // the units are independent and each re-runs the inner cross-validation.
-    let buckets: Vec<Vec<Buckets>> = outers
-        .iter()
-        .map(|outer| {
-            (inners.iter())
-                .map(|inner| joint_buckets(input, outer, inner, folds))
-                .collect()
-        })
+    // Each (outer, inner) pair's pass is independent of the others'.
+    let pairs: Vec<(usize, usize)> = (0..outers.len())
+        .flat_map(|o| (0..inners.len()).map(move |i| (o, i)))
+        .collect();
+    let mut passes = crate::parallel::map_in_parallel(&pairs, |&(o, i)| {
+        joint_buckets(input, &outers[o], &inners[i], folds)
+    })
+    .into_iter();
+    let buckets: Vec<Vec<Buckets>> = (0..outers.len())
+        .map(|_| passes.by_ref().take(inners.len()).collect())
         .collect();
     let units: Vec<(usize, usize)> = (0..outers.len())
         .flat_map(|o| (0..folds).map(move |f| (o, f)))
