@@ -27,6 +27,7 @@ pub mod router;
 mod router_settings;
 pub mod shard;
 pub mod signal;
+pub mod signal_comparison;
 pub mod strategy;
 pub mod sync;
 pub mod task_metric;

@@ -21,6 +21,12 @@ pub struct EvalArgs {
     /// and the worst split).
     #[arg(long)]
     pub resplits: Option<u64>,
+    /// Instead of the held-out table: every verification signal the rows carry, and their
+    /// fusion, over the same re-splits (`--resplits`, default 10; with `--cascade`, the
+    /// cascade's net too): the small model's AUC, ECE and unknown share, ΔIBC of
+    /// `routing_method` and of the paper's Threshold.
+    #[arg(long)]
+    pub compare_signals: bool,
 }
 
 /// Every row, and the train and test rows: `--test-rows` (or `routing_data_test`) tests
@@ -49,6 +55,9 @@ fn eval_rows(
 
 /// `automix eval`.
 pub fn eval(config: &Config, json: bool, args: &EvalArgs) -> Result<()> {
+    if args.compare_signals {
+        return super::compare_signals::compare(config, json, args);
+    }
     let (all, train_rows, test_rows) = eval_rows(config, args)?;
     let (small, large) = pair(config, &all)?;
     let report = evaluate(config, &train_rows, &test_rows, &small, &large)?;

@@ -17,6 +17,7 @@ use automix::{Router, UpstreamLimits};
 use crate::fmt_opt;
 
 mod calibrate;
+mod compare_signals;
 mod eval;
 mod route;
 mod serve;

@@ -239,6 +239,62 @@ fn train_then_eval_with_table_json_and_plots() {
     assert!(oracle["quality"].as_f64().unwrap() >= small["quality"].as_f64().unwrap());
 }
 
+/// `eval --compare-signals`: one line per signal the rows carry, then their fusion, under
+/// columns named for the config's method; the same lines in JSON. A method that is not
+/// cross-validated has no fusion to compare, and the table says so.
+#[test]
+fn eval_compares_every_signal_the_rows_carry() {
+    let dir = temp("compare");
+    write_rows(&dir.join("rows.jsonl"));
+    let config = write_config(&dir, "");
+    let exact = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, exact.replace("ExactPOMDP", "auto")).unwrap();
+    let args = [
+        "--config",
+        "automix.yaml",
+        "eval",
+        "--compare-signals",
+        "--resplits",
+        "2",
+    ];
+    let out = automix(&args, &dir);
+    assert_succeeded(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("every signal over 2 random re-splits of all 240 rows"),
+        "{text}"
+    );
+    let mut lines = text.lines().skip(1);
+    let header = lines.next().unwrap_or_default();
+    for column in ["signal", "AUC", "ECE", "unknown", "auto", "Threshold"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let signals: Vec<&str> = lines.filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(signals, ["samples", "logprob", "fused"], "{text}");
+    let mut json_args = vec!["--config", "automix.yaml", "--json"];
+    json_args.extend(&args[2..]);
+    let out = automix(&json_args, &dir);
+    assert_succeeded(&out);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let signals = v["signals"].as_array().unwrap();
+    assert_eq!(signals.len(), 3);
+    assert!(signals[0]["calibration"]["auc"].as_f64().is_some(), "{v}");
+    assert_eq!(signals[0]["method"]["name"], "auto");
+    assert_eq!(signals[1]["threshold"]["name"], "Threshold");
+    let splits = signals[0]["method"]["per_split"].as_array().unwrap();
+    assert_eq!(splits.len(), 2);
+    assert_eq!(signals[2]["signal"], "fused");
+    assert!(signals[2]["threshold"].is_null());
+    std::fs::write(&config, exact).unwrap();
+    let out = automix(&args, &dir);
+    assert_succeeded(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("no fused line: hparam.fuse_signals needs routing_method auto or Calibrated"),
+        "{text}"
+    );
+}
+
 /// A logprob with more distinct values than the fit's levels trains on quantile groups, and
 /// `train` says so, in its report and in the policy's summary.
 #[test]

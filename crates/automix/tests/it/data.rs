@@ -530,6 +530,57 @@ fn the_cascade_fits_a_verifier_per_task_where_its_confidence_means_different_thi
     assert!(report.lines[0].net > 0.76, "{:?}", report.lines[0]);
 }
 
+/// `eval --compare-signals`' library half: exactly the signals the small model's rows
+/// carry, each evaluated as a config naming it in `verifier_signal` is (same re-splits,
+/// same lines), its calibration on every row, then the fusion of them all.
+#[test]
+fn every_signal_the_rows_carry_is_compared_on_the_same_resplits() {
+    use automix::evaluate::evaluate_resplits;
+    use automix::signal_comparison::{FUSED, Resplits, compare_signals};
+    let rows = crate::support::two_signal_rows(200, "small", "large");
+    let config = Config::parse(
+        "hparam:\n  routing_method: auto\n",
+        std::path::Path::new("compare.yaml"),
+    )
+    .unwrap();
+    let resplits = Resplits {
+        seeds: 2,
+        test_share: 0.3,
+        cascade: None,
+    };
+    let lines = compare_signals(&config, &rows, ("small", "large"), resplits).unwrap();
+    let names: Vec<&str> = lines.iter().map(|l| l.signal.as_str()).collect();
+    assert_eq!(names, ["samples", "answer_logprob", FUSED]);
+    for (line, signal) in lines
+        .iter()
+        .zip([VerifierSignal::Samples, VerifierSignal::AnswerLogprob])
+    {
+        let mut c = config.clone();
+        c.hparam.verifier_signal = signal;
+        let want = evaluate_resplits(&c, &rows, "small", "large", 2, 0.3).unwrap();
+        let by_name = |n: &str| want.iter().find(|l| l.name == n).cloned();
+        assert_eq!(Some(line.method.clone()), by_name("auto"));
+        assert_eq!(line.threshold, by_name("Threshold"));
+        let calibration = line.calibration.as_ref().unwrap();
+        assert_eq!((calibration.rows, calibration.unknown), (200, 0));
+    }
+    // The small model is right only with high votes: they rank its answers.
+    assert!(lines[0].calibration.as_ref().unwrap().auc.unwrap() > 0.7);
+    let fused = &lines[2];
+    assert_eq!(fused.method.name, FUSED);
+    assert!(fused.calibration.is_none() && fused.threshold.is_none());
+    assert_eq!(fused.method.per_split.len(), 2);
+    // Rows without any signal of the small model: an error that says so, not an empty table.
+    let mut bare = rows.clone();
+    bare.iter_mut()
+        .for_each(|r| r.models[0].verification = None);
+    let err = compare_signals(&config, &bare, ("small", "large"), resplits).unwrap_err();
+    assert!(
+        err.to_string().contains("no verification signal of small"),
+        "{err}"
+    );
+}
+
 /// `hparam.fuse_signals`: where two signals each see half of what makes the small answer
 /// right, their fused confidence beats either alone out of fold, training keeps it and
 /// says what each adds, the policy file carries it, and `eval` replays it on held-out rows
