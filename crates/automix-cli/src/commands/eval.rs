@@ -25,7 +25,7 @@ pub struct EvalArgs {
     /// fusion, over the same re-splits (`--resplits`, default 10; with `--cascade`, the
     /// cascade's net too): the small model's AUC, ECE and unknown share, ΔIBC of
     /// `routing_method` and of the paper's Threshold.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["test_rows", "plot"])]
     pub compare_signals: bool,
 }
 

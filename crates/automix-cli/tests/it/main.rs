@@ -293,6 +293,13 @@ fn eval_compares_every_signal_the_rows_carry() {
         text.contains("no fused line: hparam.fuse_signals needs routing_method auto or Calibrated"),
         "{text}"
     );
+    // It re-splits all rows and plots nothing: held-out rows or a plot are refused, not ignored.
+    let out = automix(&[&args[..], &["--plot", "p"]].concat(), &dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cannot be used with"),
+        "{err}"
+    );
 }
 
 /// A logprob with more distinct values than the fit's levels trains on quantile groups, and
