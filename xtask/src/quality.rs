@@ -1,6 +1,7 @@
 //! `cargo xtask quality`: the README's routing-quality tables, regenerated in one run from
 //! the bundled data (no models needed): ΔIBC over 10 re-splits on each development dataset
-//! and on our own rows, and the cascade's net over the same re-splits.
+//! and on our own rows, the cascade's net over the same re-splits, and the signal tables
+//! (every signal the bundled rows and the 240 signal rows carry, `eval --compare-signals`).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -107,10 +108,68 @@ pub fn main(root: &Path) -> Result<()> {
             spread(&l["net"])
         )?;
     }
+    for (config, cascade) in [
+        ("configs/local.yaml", true),
+        ("configs/signals.yaml", false),
+    ] {
+        writeln!(md)?;
+        signal_table(&mut md, root, config, cascade)?;
+    }
     print!("{md}");
     let out = root.join("target/quality-report.md");
     std::fs::create_dir_all(root.join("target"))?;
     std::fs::write(&out, &md).with_context(|| format!("writing {}", out.display()))?;
     println!("→ {}", out.display());
+    Ok(())
+}
+
+/// The signal table of `config`'s rows (`eval --compare-signals`, with the cascade's net
+/// when `cascade`): the small model's AUC, ECE and unknown share, ΔIBC of `auto` and of
+/// Threshold per signal, then the fusion.
+fn signal_table(md: &mut String, root: &Path, config: &str, cascade: bool) -> Result<()> {
+    let mut args = vec![
+        "-c",
+        config,
+        "eval",
+        "--compare-signals",
+        "--resplits",
+        SPLITS,
+    ];
+    if cascade {
+        args.push("--cascade");
+    }
+    let report = automix_json(root, &args)?;
+    let small = report["small_model"].as_str().unwrap_or("?");
+    let extra = if cascade { " cascade net |" } else { "" };
+    writeln!(
+        md,
+        "| signal ({config}, {small} judging itself) | AUC | ECE | unknown | auto ΔIBC | Threshold |{extra}"
+    )?;
+    writeln!(
+        md,
+        "|---|---:|---:|---:|---|---|{}",
+        if cascade { "---|" } else { "" }
+    )?;
+    for line in report["signals"].as_array().cloned().unwrap_or_default() {
+        let cal = &line["calibration"];
+        let number = |v: &Value| v.as_f64().map_or_else(|| "—".into(), |x| format!("{x:.3}"));
+        let unknown = cal["unknown_share"]
+            .as_f64()
+            .map_or_else(|| "—".into(), |u| format!("{:.1}%", 100.0 * u));
+        let cascade_cell = if cascade {
+            format!(" {} |", spread(&line["cascade"]))
+        } else {
+            String::new()
+        };
+        writeln!(
+            md,
+            "| `{}` | {} | {} | {unknown} | {} | {} |{cascade_cell}",
+            line["signal"].as_str().unwrap_or("?"),
+            number(&cal["auc"]),
+            number(&cal["ece"]),
+            spread(&line["method"]["delta_ibc"]),
+            spread(&line["threshold"]["delta_ibc"]),
+        )?;
+    }
     Ok(())
 }
