@@ -26,7 +26,8 @@ use automix_core::cascade::{
 use automix_core::cascade_bins::CascadeBins;
 use serde::{Deserialize, Serialize};
 
-use crate::cascade::{CASCADE_SMOOTHING, CvRows, OutOfFoldNets, TrainedCascade, cascade_settings};
+use crate::cascade::{CASCADE_SMOOTHING, TrainedCascade, cascade_settings};
+use crate::cascade_cv::{CvRows, OutOfFoldNets};
 use crate::cascade_tasks::{TASK_KAPPAS, TASK_TABLE_MIN_ROWS};
 use crate::config::Config;
 use crate::error::{AutomixError, Result};
@@ -267,7 +268,7 @@ fn chain_out_of_fold_nets(
     for (a, fold) in split.assignments.iter().enumerate() {
         for f in 0..split.folds {
             let (mut train, mut train_tasks, mut held) = (Vec::new(), Vec::new(), Vec::new());
-            let fold_rows = crate::cascade::fold_rows(rows, split.per_fold, (a, f));
+            let fold_rows = crate::cascade_cv::fold_rows(rows, split.per_fold, (a, f));
             for (i, (r, t)) in fold_rows.iter().zip(tasks).enumerate() {
                 if fold[i] == f {
                     held.push((i, r, *t));

@@ -13,7 +13,8 @@ use automix_core::cascade::CascadeRow;
 use automix_core::fusion::{FusedConfidence, cross_fit_at};
 use serde::{Deserialize, Serialize};
 
-use crate::cascade::{BinsChoice, CvRows, FusionCv, cascade_rows, choose_bins};
+use crate::cascade::{FusionCv, cascade_rows};
+use crate::cascade_cv::{BinsChoice, CvRows, choose_bins};
 use crate::config::{Config, VerifierSignal};
 use crate::dataset::{TrainingRow, VerificationRecord};
 use crate::error::{AutomixError, Result};

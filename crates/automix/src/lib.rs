@@ -6,6 +6,7 @@
 pub mod belief_store;
 pub mod cascade;
 pub mod cascade_chain;
+mod cascade_cv;
 pub mod cascade_fusion;
 pub mod cascade_tasks;
 pub mod checks;
