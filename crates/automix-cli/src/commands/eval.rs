@@ -19,7 +19,7 @@ pub struct EvalArgs {
     pub cascade: bool,
     /// Also evaluate every method over this many random re-splits of all rows (mean ± sd
     /// and the worst split).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub resplits: Option<u64>,
     /// Instead of the held-out table: every verification signal the rows carry, and their
     /// fusion, over the same re-splits (`--resplits`, default 10; with `--cascade`, the

@@ -293,6 +293,10 @@ fn eval_compares_every_signal_the_rows_carry() {
         text.contains("no fused line: hparam.fuse_signals needs routing_method auto or Calibrated"),
         "{text}"
     );
+    // No re-split is no comparison: refused by the flag, not an empty table.
+    let out = automix(&[&args[..4], &["--resplits", "0"]].concat(), &dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--resplits"), "{err}");
     // It re-splits all rows and plots nothing: held-out rows or a plot are refused, not ignored.
     let out = automix(&[&args[..], &["--plot", "p"]].concat(), &dir);
     let err = String::from_utf8_lossy(&out.stderr);
