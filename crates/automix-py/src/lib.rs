@@ -37,6 +37,7 @@ fn _automix_rs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<policy::Policy>()?;
     m.add_function(wrap_pyfunction!(policy::train_policy, m)?)?;
     m.add_function(wrap_pyfunction!(policy::evaluate_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(policy::compare_signals, m)?)?;
     errors::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

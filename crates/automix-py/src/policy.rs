@@ -194,3 +194,34 @@ pub(crate) fn evaluate_rows<'py>(
         .map_err(to_py)?;
     convert::to_py(py, &report)
 }
+
+/// Every verification signal the rows carry, each as `verifier_signal`, then their fusion,
+/// over the same `resplits` random re-splits of all rows, as `automix eval
+/// --compare-signals` does: a list of dicts (signal, calibration, method, threshold).
+#[pyfunction]
+#[pyo3(signature = (rows, resplits=10, yaml_path=None))]
+pub(crate) fn compare_signals<'py>(
+    py: Python<'py>,
+    rows: &Bound<'py, PyAny>,
+    resplits: u64,
+    yaml_path: Option<PathBuf>,
+) -> PyResult<Bound<'py, PyAny>> {
+    use automix::signal_comparison::{Resplits, compare_signals};
+    if resplits == 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "resplits: at least 1 re-split to compare on",
+        ));
+    }
+    let all = convert::training_rows(py, rows)?;
+    let config = config_of(yaml_path.as_deref())?;
+    let pair = project::model_pair(&config, &all).map_err(to_py)?;
+    let split = Resplits {
+        seeds: resplits,
+        test_share: config.collect.test_share,
+        cascade: None,
+    };
+    let lines = py
+        .detach(|| compare_signals(&config, &all, (&pair.small, &pair.large), split))
+        .map_err(to_py)?;
+    convert::to_py(py, &lines)
+}

@@ -100,6 +100,12 @@ def test_the_notebook_core_trains_decides_and_evaluates(project):
     assert "auto" in names and "always-large" in names
     report = automix_rs.evaluate_rows(rows, yaml_path=yaml)
     assert report["test_rows"] > 0 and report["frontier"]
+    # The rows carry one signal (verdict votes): one line, its calibration, both methods.
+    (votes,) = automix_rs.compare_signals(rows, resplits=2, yaml_path=yaml)
+    assert votes["signal"] == "samples" and votes["calibration"]["auc"] > 0.5
+    assert votes["threshold"]["name"] == "Threshold" and len(votes["method"]["per_split"]) == 2
+    with pytest.raises(ValueError, match="resplits"):
+        automix_rs.compare_signals(rows, resplits=0)
 
 
 def test_errors_are_python_exceptions_naming_file_line_and_field(tmp_path):

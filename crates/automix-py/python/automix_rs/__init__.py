@@ -25,6 +25,7 @@ from ._automix_rs import (
     PolicyError,
     UpstreamError,
     __version__,
+    compare_signals,
     evaluate_rows,
     train_policy,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "PolicyError",
     "UpstreamError",
     "__version__",
+    "compare_signals",
     "evaluate",
     "evaluate_rows",
     "train_policy",

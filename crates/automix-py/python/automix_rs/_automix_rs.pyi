@@ -79,6 +79,13 @@ def train_policy(
 ) -> Policy:
     """Trains a policy on row dicts (the project's row format)."""
 
+def compare_signals(
+    rows: Iterable[_Row],
+    resplits: int = 10,
+    yaml_path: Optional[_Path] = None,
+) -> list[dict[str, Any]]:
+    """Every verification signal the rows carry, then their fusion, over the same re-splits."""
+
 def evaluate_rows(
     rows: Iterable[_Row],
     test_rows: Optional[Iterable[_Row]] = None,
