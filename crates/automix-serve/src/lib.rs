@@ -36,7 +36,7 @@ pub use limits::{FeedbackLimitSettings, FeedbackLimits, Refusal};
 pub use metrics::ProxyMetrics;
 pub use reply::completion_json;
 pub use request::{FieldError, excerpt, parse_chat_request};
-pub use server::serve;
+pub use server::{serve, serve_with_metrics};
 pub use settings::ProxySettings;
 pub use state::{ProxyState, RouterLoader};
 
@@ -71,6 +71,18 @@ pub fn app(state: Arc<ProxyState>) -> axum::Router {
             metrics.clone(),
             count_errors,
         ))
+        .layer(axum::middleware::from_fn_with_state(metrics, catch_panic))
+        .with_state(state)
+}
+
+/// The separate metrics address's app: `/metrics` (no key asked) and `/health`, nothing
+/// else, with the same error form and panic catcher as [`app`].
+pub fn metrics_app(state: Arc<ProxyState>) -> axum::Router {
+    let metrics = state.metrics.clone();
+    axum::Router::new()
+        .route("/metrics", get(routes::open_metrics))
+        .route("/health", get(routes::health))
+        .layer(axum::middleware::map_response(openai_error_form))
         .layer(axum::middleware::from_fn_with_state(metrics, catch_panic))
         .with_state(state)
 }

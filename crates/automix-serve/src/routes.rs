@@ -74,10 +74,21 @@ pub(crate) async fn metrics(
     if !state.settings.client_keys.is_empty() {
         crate::auth::admin_or_client(&state, &headers)?;
     }
+    Ok(render_metrics(&state))
+}
+
+/// `/metrics` on the separate metrics address ([`crate::metrics_app`]): no key asked, as
+/// scrapers expect; that address is the operator's to keep off the public network.
+pub(crate) async fn open_metrics(State(state): State<Arc<ProxyState>>) -> Response {
+    render_metrics(&state)
+}
+
+/// The Prometheus text of every counter.
+fn render_metrics(state: &ProxyState) -> Response {
     let text = state
         .metrics
         .render(state.router().belief_healthy(), state.shadow_counts());
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 pub(crate) async fn models(

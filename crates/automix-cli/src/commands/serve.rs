@@ -8,6 +8,11 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub bind: String,
+    /// Also serve `/metrics` and `/health` on this address, with no key asked (for a
+    /// Prometheus scraper: bind it where only the scraper reaches, e.g. an internal
+    /// interface); `/metrics` on `--bind` stays as it is.
+    #[arg(long)]
+    pub metrics_bind: Option<String>,
     /// Route with the threshold rule instead of a saved policy.
     #[arg(long)]
     pub no_policy: bool,
@@ -70,10 +75,25 @@ pub(crate) fn keys_from_env(name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The `--metrics-bind` listener, if asked for, announced on stderr.
+async fn bind_metrics(addr: Option<&str>) -> Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding --metrics-bind {addr}"))?;
+    eprintln!(
+        "metrics on http://{}/metrics (no key asked on this address)",
+        listener.local_addr()?
+    );
+    Ok(Some(listener))
+}
+
 /// `automix serve`: the proxy until Ctrl-C or SIGTERM (drains requests in flight); SIGHUP or
 /// `POST /admin/reload` reloads the policy.
 pub async fn serve(config: Config, args: &ServeArgs) -> Result<()> {
-    use automix_serve::{ProxySettings, ProxyState, serve};
+    use automix_serve::{ProxySettings, ProxyState, serve_with_metrics};
     let limits = args.upstream_limits();
     let router = build_router(&config, args.no_policy, limits)?;
     let no_policy = args.no_policy;
@@ -132,6 +152,7 @@ pub async fn serve(config: Config, args: &ServeArgs) -> Result<()> {
         listener.local_addr()?,
         if auth { "on" } else { "off" }
     );
+    let metrics = bind_metrics(args.metrics_bind.as_deref()).await?;
     let reloader = state.clone();
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -160,6 +181,6 @@ pub async fn serve(config: Config, args: &ServeArgs) -> Result<()> {
         }
         eprintln!("shutting down: draining requests in flight");
     };
-    serve(listener, state, shutdown).await?;
+    serve_with_metrics(listener, metrics, state, shutdown).await?;
     Ok(())
 }

@@ -972,6 +972,68 @@ async fn sharded_collection_merges_into_the_unsharded_rows() {
     assert!(!ok && log.contains("no queries selected"), "{log}");
 }
 
+/// `serve --metrics-bind`: `/metrics` and `/health` on a second address with no key asked,
+/// counting the proxy's traffic; the proxy's own `/metrics` still behind the client keys;
+/// nothing else on the metrics address.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_exposes_metrics_on_a_separate_address() {
+    use automix_llm::fake_server::FakeOpenAi;
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let dir = temp("metrics-bind");
+    write_llm_data(&dir, &small, &large);
+    std::fs::write(
+        dir.join("automix.yaml"),
+        "data_path:\n  llm_data: llm.json\nautomix:\n  verification_samples: 2\n",
+    )
+    .unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let scrape_at = format!("http://{}", free.local_addr().unwrap());
+    let metrics_bind = free.local_addr().unwrap().to_string();
+    drop(free);
+    let (_serve, base) = spawn_serve(
+        &dir,
+        &["--no-policy", "--metrics-bind", &metrics_bind],
+        ("AUTOMIX_PROXY_KEYS", "k1"),
+        std::process::Stdio::null(),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let chat = json!({"model": "automix", "messages": [{"role": "user", "content": "q"}]});
+    let resp = (client.post(format!("{base}/v1/chat/completions")))
+        .bearer_auth("k1")
+        .json(&chat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let keyless = client.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(keyless.status(), 401);
+    let scrape = client
+        .get(format!("{scrape_at}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scrape.status(), 200);
+    let text = scrape.text().await.unwrap();
+    assert!(text.contains("\nautomix_requests_total 1\n"), "{text}");
+    let health = client
+        .get(format!("{scrape_at}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let elsewhere = (client.post(format!("{scrape_at}/v1/chat/completions")))
+        .bearer_auth("k1")
+        .json(&chat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 404);
+    let v: Value = elsewhere.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "not_found", "{v}");
+}
+
 /// Three `automix serve` processes on loopback share one online belief through a real
 /// redis-server: traffic and feedback go through the first only, and all three report the
 /// same update count and decision table. (Skipped without redis-server unless
