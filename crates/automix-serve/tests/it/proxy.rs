@@ -860,6 +860,19 @@ async fn slow_headers_and_excess_connections_are_cut_off() {
         .unwrap();
     let closed = read_until_closed(&mut slow, Duration::from_secs(20)).await;
     assert!(closed.is_some(), "a half-sent request was held open");
+    // A kept-alive connection that goes idle after its reply is closed on the same clock:
+    // hyper runs the header-read timer from the moment it waits for the next request.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let served = read_until_closed(&mut idle, Duration::from_secs(20)).await;
+    assert!(
+        served
+            .as_deref()
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+        "an idle kept-alive connection was held open: {served:?}"
+    );
     // Two open connections fill the limit; a third is closed at accept.
     let mut held = Vec::new();
     for _ in 0..2 {
