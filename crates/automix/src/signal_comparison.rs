@@ -44,29 +44,23 @@ pub struct Resplits<'a> {
 }
 
 /// The signals the small model's rows carry a value of (some row known), in
-/// [`crate::signal::ALL`] order; a cascade-only signal (agreement with a previous answer) is
-/// not one the small model can have.
-pub fn signals_present(rows: &[TrainingRow], small: &str) -> Vec<VerifierSignal> {
+/// [`crate::signal::ALL`] order, each with its calibration on every row the model was
+/// verified on (the collect summary's); a cascade-only signal (agreement with a previous
+/// answer) is not one the small model can have.
+pub fn signals_present(
+    rows: &[TrainingRow],
+    small: &str,
+) -> Vec<(VerifierSignal, CalibrationReport)> {
+    let mut summary = crate::collect::summarise(rows);
+    let calibration = summary.calibration.remove(small).unwrap_or_default();
     crate::signal::ALL
         .into_iter()
         .filter(|s| !s.reads_previous_answer())
-        .filter(|&s| {
-            let signal = crate::signal::of(s);
-            (rows
-                .iter()
-                .filter_map(|r| r.run(small)?.verification.as_ref()))
-            .any(|v| signal.read(v).is_some())
+        .filter_map(|s| {
+            let report = calibration.get(s.name())?;
+            (report.unknown < report.rows).then(|| (s, report.clone()))
         })
         .collect()
-}
-
-/// The small model's calibration on `signal` over every row it was verified on.
-fn calibration_of(rows: &[TrainingRow], small: &str, signal: VerifierSignal) -> CalibrationReport {
-    let read = crate::signal::of(signal);
-    let pairs: Vec<(Option<f64>, f64)> = (rows.iter().filter_map(|r| r.run(small)))
-        .filter_map(|run| Some((read.read(run.verification.as_ref()?), run.score)))
-        .collect();
-    CalibrationReport::compute(&pairs)
 }
 
 /// Every signal present ([`signals_present`]) with `config`'s settings and only
@@ -86,14 +80,15 @@ pub fn compare_signals(
         )));
     }
     let mut out = Vec::new();
-    for &signal in &present {
+    for (signal, calibration) in &present {
+        let signal = *signal;
         let mut c = config.clone();
         c.hparam.verifier_signal = signal;
         c.hparam.fuse_signals.clear();
         let lines = evaluate_resplits(&c, rows, small, large, resplits.seeds, resplits.test_share)?;
         out.push(SignalLine {
             signal: signal.name().to_owned(),
-            calibration: Some(calibration_of(rows, small, signal)),
+            calibration: Some(calibration.clone()),
             method: line_named(&lines, config.hparam.routing_method.name())?,
             threshold: Some(line_named(&lines, "Threshold")?),
             cascade: cascade_net(&c, rows, resplits)?,
@@ -101,7 +96,7 @@ pub fn compare_signals(
     }
     if present.len() >= 2 && config.hparam.routing_method.cross_validated() {
         let mut c = config.clone();
-        c.hparam.fuse_signals = present;
+        c.hparam.fuse_signals = present.iter().map(|(s, _)| *s).collect();
         let lines = evaluate_resplits(&c, rows, small, large, resplits.seeds, resplits.test_share)?;
         out.push(SignalLine {
             signal: FUSED.to_owned(),
