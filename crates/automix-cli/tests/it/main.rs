@@ -45,6 +45,29 @@ fn write_llm_data(
     std::fs::write(dir.join("llm.json"), data.to_string()).unwrap();
 }
 
+/// Two scripted upstreams answering anything, and a project in `temp(name)` routing to
+/// them (`llm.json`, and `automix.yaml` with 2 verification samples); the upstreams live
+/// as long as the values returned.
+async fn fake_pair_project(
+    name: &str,
+) -> (
+    automix_llm::fake_server::FakeOpenAi,
+    automix_llm::fake_server::FakeOpenAi,
+    PathBuf,
+) {
+    use automix_llm::fake_server::FakeOpenAi;
+    let small = FakeOpenAi::start(vec![]).await.unwrap();
+    let large = FakeOpenAi::start(vec![]).await.unwrap();
+    let dir = temp(name);
+    write_llm_data(&dir, &small, &large);
+    std::fs::write(
+        dir.join("automix.yaml"),
+        "data_path:\n  llm_data: llm.json\nautomix:\n  verification_samples: 2\n",
+    )
+    .unwrap();
+    (small, large, dir)
+}
+
 /// `automix serve --config automix.yaml` in `dir` on a free loopback port, with `extra`
 /// arguments and one environment variable; its base URL once `/health` answers.
 async fn spawn_serve(
@@ -425,19 +448,10 @@ fn bad_config_and_bad_rows_fail_with_file_and_line() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn route_a_batch_against_fake_openai_servers() {
-    use automix_llm::fake_server::FakeOpenAi;
-    let small = FakeOpenAi::start(vec![]).await.unwrap();
-    let large = FakeOpenAi::start(vec![]).await.unwrap();
-    let dir = temp("route");
-    write_llm_data(&dir, &small, &large);
+    let (small, _large, dir) = fake_pair_project("route").await;
     std::fs::write(
         dir.join("q.jsonl"),
         "{\"task_name\":\"mmlu\",\"query\":\"Pick one\",\"ground_truth\":\"A\",\"metric\":\"em_mc\",\"choices\":\"['x','y']\"}\n{\"task_name\":\"trivia_qa\",\"query\":\"Capital of France?\",\"ground_truth\":\"Paris\",\"metric\":\"f1_score\"}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("automix.yaml"),
-        "data_path:\n  llm_data: llm.json\nautomix:\n  verification_samples: 2\n",
     )
     .unwrap();
     let dir2 = dir.clone();
@@ -556,16 +570,7 @@ async fn route_a_batch_against_fake_openai_servers() {
 /// SIGTERM drains and exits cleanly.
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_as_a_second_process_under_load_then_reload_and_drain() {
-    use automix_llm::fake_server::FakeOpenAi;
-    let small = FakeOpenAi::start(vec![]).await.unwrap();
-    let large = FakeOpenAi::start(vec![]).await.unwrap();
-    let dir = temp("serve");
-    write_llm_data(&dir, &small, &large);
-    std::fs::write(
-        dir.join("automix.yaml"),
-        "data_path:\n  llm_data: llm.json\nautomix:\n  verification_samples: 2\n",
-    )
-    .unwrap();
+    let (_small, _large, dir) = fake_pair_project("serve").await;
     let (child, base) = spawn_serve(
         &dir,
         &["--no-policy"],
@@ -977,16 +982,7 @@ async fn sharded_collection_merges_into_the_unsharded_rows() {
 /// nothing else on the metrics address.
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_exposes_metrics_on_a_separate_address() {
-    use automix_llm::fake_server::FakeOpenAi;
-    let small = FakeOpenAi::start(vec![]).await.unwrap();
-    let large = FakeOpenAi::start(vec![]).await.unwrap();
-    let dir = temp("metrics-bind");
-    write_llm_data(&dir, &small, &large);
-    std::fs::write(
-        dir.join("automix.yaml"),
-        "data_path:\n  llm_data: llm.json\nautomix:\n  verification_samples: 2\n",
-    )
-    .unwrap();
+    let (_small, _large, dir) = fake_pair_project("metrics-bind").await;
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let scrape_at = format!("http://{}", free.local_addr().unwrap());
     let metrics_bind = free.local_addr().unwrap().to_string();
