@@ -67,11 +67,9 @@ pub struct NestedFusionCheck {
 impl NestedFusionCheck {
     /// The check from paired per-fold objectives (fused, single).
     fn of(pairs: &[(f64, f64)]) -> Self {
-        let diffs: Vec<f64> = pairs.iter().map(|(f, s)| f - s).collect();
-        let clearly_better = diffs.len() >= 2 && {
-            let (lead, sd) = automix_core::calibrate::mean_sd(&diffs);
-            lead > 0.0 && lead > sd / (diffs.len() as f64).sqrt()
-        };
+        let (fused, single): (Vec<f64>, Vec<f64>) = pairs.iter().copied().unzip();
+        let lead = automix_core::calibrate::PairedLead::of(&fused, &single);
+        let clearly_better = pairs.len() >= 2 && lead.mean > 0.0 && lead.mean > lead.standard_error;
         let n = pairs.len().max(1) as f64;
         Self {
             folds: pairs.len(),
