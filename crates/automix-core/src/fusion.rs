@@ -19,8 +19,11 @@
 
 use serde::{Deserialize, Serialize};
 
+mod logistic;
+
 use crate::calibrate::pav;
 use crate::error::{CoreError, Result};
+use logistic::{Logistic, PARALLEL_ROWS, RowPasses, newton_logistic, sigmoid};
 
 /// One signal's calibration: `P(right)` as a non-decreasing step function of the value,
 /// read at the nearest stored level.
@@ -43,18 +46,24 @@ impl SignalCurve {
 
     /// [`SignalCurve::fit`] on finite points already in ascending order of value.
     fn fit_sorted(sorted: impl Iterator<Item = (f64, bool)>) -> Option<Self> {
-        let mut levels: Vec<f64> = Vec::new();
-        let mut counts: Vec<(f64, f64)> = Vec::new();
+        let mut counted: Vec<(f64, f64, f64)> = Vec::new();
         for (x, right) in sorted {
-            if levels.last() != Some(&x) {
-                levels.push(x);
-                counts.push((0.0, 0.0));
+            if counted.last().map(|c| c.0) != Some(x) {
+                counted.push((x, 0.0, 0.0));
             }
-            if let Some(c) = counts.last_mut() {
-                c.0 += 1.0;
-                c.1 += f64::from(u8::from(!right));
+            if let Some(c) = counted.last_mut() {
+                c.1 += 1.0;
+                c.2 += f64::from(u8::from(!right));
             }
         }
+        Self::fit_counted(counted.into_iter())
+    }
+
+    /// [`SignalCurve::fit`] on distinct ascending values, each with its rows and the wrong
+    /// answers among them.
+    fn fit_counted(counted: impl Iterator<Item = (f64, f64, f64)>) -> Option<Self> {
+        let (levels, counts): (Vec<f64>, Vec<(f64, f64)>) =
+            counted.map(|(x, rows, wrong)| (x, (rows, wrong))).unzip();
         if levels.is_empty() {
             return None;
         }
@@ -109,17 +118,13 @@ fn logit(p: f64) -> f64 {
     (p / (1.0 - p)).ln()
 }
 
-fn sigmoid(z: f64) -> f64 {
-    1.0 / (1.0 + (-z).exp())
-}
-
 impl FusedConfidence {
     /// Fits on `signals[row][j]` (signal j's value for row, `None` if unknown) and
     /// `right[row]`.
     pub fn fit(signals: &[Vec<Option<f64>>], right: &[bool]) -> Result<Self> {
         check_shape(signals, right)?;
-        Ok(SortedSignals::new(signals, right)
-            .fit_where(signals, right, |_| true)
+        Ok(SortedSignals::new(signals, right, &[], 1)
+            .fit_where(right, None, Start::NaiveBayes)
             .0)
     }
 
@@ -169,6 +174,14 @@ impl FusedConfidence {
         Some(self.combine(features))
     }
 
+    /// The logistic coefficients, intercept first: a [`Start::From`] for a fit on
+    /// overlapping rows.
+    fn coefficients(&self) -> Vec<f64> {
+        std::iter::once(self.intercept)
+            .chain(self.weights.iter().copied())
+            .collect()
+    }
+
     /// The fused `P(right)` from a row's logistic inputs (one per signal).
     fn combine(&self, features: impl Iterator<Item = f64>) -> f64 {
         let z: f64 = features.zip(&self.weights).map(|(f, w)| w * f).sum();
@@ -181,89 +194,112 @@ fn all_unknown(row: &[Option<f64>]) -> bool {
     row.iter().all(|x| x.is_none_or(|v| !v.is_finite()))
 }
 
-/// Each signal's known, finite values with their rows' labels, in ascending order of value:
-/// sorted once, so every fold of a cross-fit reads its curves off the same order in one
-/// sequential pass (an entry holds the value and label itself, since reading them through
-/// the row index in value order is a cache miss per row).
-struct SortedSignals {
-    entries: Vec<Vec<SortedEntry>>,
+/// Where the logistic stage's Newton iterations start, and whether its passes over the rows
+/// use the machine's cores.
+#[derive(Clone, Copy)]
+enum Start<'a> {
+    /// From naive Bayes (every signal's log-odds counted once), the rows summed on every
+    /// core: the first fit of a cross-fit, or a fit alone.
+    NaiveBayes,
+    /// From another fit's coefficients (intercept first), on one core: a cross-fit's other
+    /// folds, fitted side by side.
+    From(&'a [f64]),
 }
 
-#[derive(Clone, Copy)]
-struct SortedEntry {
-    value: f64,
-    row: u32,
-    right: bool,
+/// Each signal's distinct known, finite values, counted per cross-fit fold, and each row's
+/// place among them: sorted once, so every fold of a cross-fit fits its curves from the
+/// levels' counts without the fold's rows (no pass over the rows), and reads every row's
+/// logistic inputs off one table per signal, row after row.
+struct SortedSignals {
+    signals: Vec<SignalLevels>,
+    /// Row i's level in signal j at `i·m + j`; [`NO_LEVEL`] where the value is unknown.
+    level_of: Vec<u32>,
 }
+
+/// One signal's distinct values, ascending, and per value and fold the rows and the wrong
+/// answers among them.
+struct SignalLevels {
+    values: Vec<f64>,
+    /// `[rows, wrong]` of level l in fold f at `l·folds + f`.
+    counts: Vec<[u32; 2]>,
+    folds: usize,
+}
+
+/// [`SortedSignals::level_of`] for an unknown value.
+const NO_LEVEL: u32 = u32::MAX;
 
 impl SortedSignals {
-    fn new(signals: &[Vec<Option<f64>>], right: &[bool]) -> Self {
+    /// Sorts each signal's values; `fold[i]` is row i's cross-fit fold (below `folds`), or
+    /// `fold` is empty outside a cross-fit (`folds` is then 1).
+    fn new(signals: &[Vec<Option<f64>>], right: &[bool], fold: &[usize], folds: usize) -> Self {
         let m = signals.first().map_or(0, Vec::len);
-        let entries = (0..m)
-            .map(|j| {
-                let mut rows: Vec<SortedEntry> = (signals.iter().enumerate())
-                    .filter_map(|(i, row)| {
-                        let value = row[j].filter(|v| v.is_finite())?;
-                        Some(SortedEntry {
-                            value,
-                            // `check_shape` bounds the rows by `u32::MAX`.
-                            row: i as u32,
-                            right: right[i],
-                        })
-                    })
-                    .collect();
-                // Rows of equal value are read as one level, so their order is free.
-                rows.sort_unstable_by(|a, b| a.value.total_cmp(&b.value));
-                rows
-            })
+        let columns: Vec<usize> = (0..m).collect();
+        let column = |&j: &usize| {
+            let values = signals.iter().map(|row| row[j]);
+            SignalLevels::of(values, right, fold, folds)
+        };
+        // One signal per core where sorting takes longer than starting a thread.
+        let by_signal = if signals.len() >= PARALLEL_ROWS {
+            crate::parallel::map_in_parallel(&columns, column)
+        } else {
+            columns.iter().map(column).collect()
+        };
+        let (signals_levels, columns): (Vec<SignalLevels>, Vec<Vec<u32>>) =
+            by_signal.into_iter().unzip();
+        let level_of = (0..signals.len())
+            .flat_map(|i| columns.iter().map(move |c| c[i]))
             .collect();
-        Self { entries }
+        Self {
+            signals: signals_levels,
+            level_of,
+        }
     }
 
     /// The logistic stage's inputs for every row, row after row: each signal's calibrated
     /// log-odds relative to the base rate (0 when unknown), as [`FusedConfidence::feature`]
-    /// computes them, read off the sorted values in one walk along each curve instead of a
-    /// search per row.
-    fn features(&self, fused: &FusedConfidence, rows: usize) -> Vec<f64> {
-        let m = self.entries.len();
+    /// computes them, read off a table of every level's, made in one walk along each curve
+    /// instead of a search per row.
+    fn features(&self, fused: &FusedConfidence) -> Vec<f64> {
+        let m = self.signals.len();
         let base = logit(fused.base_rate);
-        let mut features = vec![0.0; rows * m];
-        for (j, entries) in self.entries.iter().enumerate() {
-            let Some(curve) = &fused.curves[j] else {
-                continue;
-            };
-            let log_odds: Vec<f64> = curve.p_right.iter().map(|&p| logit(p) - base).collect();
-            let mut above = 0;
-            for e in entries {
-                while above < curve.levels.len() && curve.levels[above] < e.value {
-                    above += 1;
+        let tables: Vec<Vec<f64>> = (self.signals.iter().zip(&fused.curves))
+            .map(|(levels, curve)| match curve {
+                Some(curve) => levels.log_odds_under(curve, base),
+                None => vec![0.0; levels.values.len()],
+            })
+            .collect();
+        let mut features = vec![0.0; self.level_of.len()];
+        for (row, levels) in features
+            .chunks_exact_mut(m.max(1))
+            .zip(self.level_of.chunks_exact(m.max(1)))
+        {
+            for ((x, &level), table) in row.iter_mut().zip(levels).zip(&tables) {
+                if level != NO_LEVEL {
+                    *x = table[level as usize];
                 }
-                let level = crate::calibrate::nearest_level_above(&curve.levels, above, e.value);
-                features[e.row as usize * m + j] = log_odds[level];
             }
         }
         features
     }
 
-    /// The fusion fitted on the rows `keep` accepts, and every row's logistic inputs under
-    /// it ([`SortedSignals::features`]), so a cross-fit scores its held-out rows without a
-    /// search either.
+    /// The fusion fitted on every row but fold `held_out`'s (every row for `None`), and every
+    /// row's logistic inputs under it ([`SortedSignals::features`]), so a cross-fit scores
+    /// its held-out rows without a search either.
     fn fit_where(
         &self,
-        signals: &[Vec<Option<f64>>],
         right: &[bool],
-        keep: impl Fn(usize) -> bool,
+        held_out: Option<(usize, &[usize])>,
+        start: Start<'_>,
     ) -> (FusedConfidence, Vec<f64>) {
-        let curves: Vec<Option<SignalCurve>> = (self.entries.iter())
-            .map(|entries| {
-                let points = entries.iter().filter(|e| keep(e.row as usize));
-                SignalCurve::fit_sorted(points.map(|e| (e.value, e.right)))
-            })
+        let curves: Vec<Option<SignalCurve>> = (self.signals.iter())
+            .map(|levels| SignalCurve::fit_counted(levels.counts_without(held_out.map(|h| h.0))))
             .collect();
-        let kept: Vec<usize> = (0..signals.len()).filter(|&i| keep(i)).collect();
+        let kept: Vec<usize> = (0..right.len())
+            .filter(|&i| held_out.is_none_or(|(f, fold)| fold[i] != f))
+            .collect();
         let rights = kept.iter().filter(|&&i| right[i]).count() as f64;
         let base_rate = (rights + 1.0) / (kept.len() as f64 + 2.0);
-        let m = self.entries.len();
+        let m = self.signals.len();
         let mut fused = FusedConfidence {
             curves,
             base_rate,
@@ -271,23 +307,104 @@ impl SortedSignals {
             weights: vec![0.0; m],
         };
         let base = logit(base_rate);
-        let all = self.features(&fused, signals.len());
+        let all = self.features(&fused);
         let features: Vec<f64> = (kept.iter())
             .flat_map(|&i| &all[i * m..(i + 1) * m])
             .copied()
             .collect();
         let labels: Vec<bool> = kept.iter().map(|&i| right[i]).collect();
-        // From naive Bayes: every signal's log-odds counted once. (Starting a fold from the
-        // previous fold's optimum was tried: its steps land so near the optimum that
-        // `newton_logistic`'s slope test rejects them and the log-likelihood must be
-        // computed, which cost as many passes as starting afresh.)
-        let start: Vec<f64> = std::iter::once(base)
-            .chain(std::iter::repeat_n(1.0, m))
-            .collect();
-        let (intercept, weights) = newton_logistic(&features, m, &labels, RIDGE, &start);
+        let (from, rows) = match start {
+            Start::NaiveBayes => {
+                let naive: Vec<f64> = std::iter::once(base)
+                    .chain(std::iter::repeat_n(1.0, m))
+                    .collect();
+                (naive, RowPasses::OnEveryCore)
+            }
+            Start::From(coefficients) => (coefficients.to_vec(), RowPasses::OnOneCore),
+        };
+        let problem = Logistic {
+            x: &features,
+            m,
+            y: &labels,
+            ridge: RIDGE,
+            rows,
+        };
+        let (intercept, weights) = newton_logistic(&problem, &from);
         fused.intercept = intercept;
         fused.weights = weights;
         (fused, all)
+    }
+}
+
+impl SignalLevels {
+    /// One signal's levels from every row's value, and each row's level ([`NO_LEVEL`] where
+    /// the value is unknown or not finite).
+    fn of(
+        values: impl Iterator<Item = Option<f64>>,
+        right: &[bool],
+        fold: &[usize],
+        folds: usize,
+    ) -> (Self, Vec<u32>) {
+        let mut rows: Vec<(f64, u32)> = values
+            .enumerate()
+            // `check_shape` bounds the rows by `u32::MAX`.
+            .filter_map(|(i, v)| Some((v.filter(|v| v.is_finite())?, i as u32)))
+            .collect();
+        let mut level_of = vec![NO_LEVEL; right.len()];
+        // Rows of equal value are read as one level, so their order is free.
+        rows.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        let mut levels = Self {
+            values: Vec::new(),
+            counts: Vec::new(),
+            folds,
+        };
+        for (value, row) in rows {
+            if levels.values.last() != Some(&value) {
+                levels.values.push(value);
+                levels.counts.extend(std::iter::repeat_n([0, 0], folds));
+            }
+            let level = levels.values.len() - 1;
+            let row = row as usize;
+            let at = level * folds + fold.get(row).copied().unwrap_or(0);
+            levels.counts[at][0] += 1;
+            levels.counts[at][1] += u32::from(!right[row]);
+            // At most `u32::MAX` rows, so fewer levels.
+            level_of[row] = level as u32;
+        }
+        (levels, level_of)
+    }
+
+    /// Every level's value with its rows and wrong answers outside fold `held_out`, levels
+    /// without such rows left out.
+    fn counts_without(
+        &self,
+        held_out: Option<usize>,
+    ) -> impl Iterator<Item = (f64, f64, f64)> + '_ {
+        (self
+            .values
+            .iter()
+            .zip(self.counts.chunks_exact(self.folds.max(1))))
+        .filter_map(move |(&value, by_fold)| {
+            let [rows, wrong] = (by_fold.iter().enumerate())
+                .filter(|(f, _)| Some(*f) != held_out)
+                .fold([0, 0], |acc, (_, c)| [acc[0] + c[0], acc[1] + c[1]]);
+            (rows > 0).then(|| (value, f64::from(rows), f64::from(wrong)))
+        })
+    }
+
+    /// Each level's calibrated log-odds under `curve`, relative to `base`: the nearest curve
+    /// level's, found in one walk (both are ascending).
+    fn log_odds_under(&self, curve: &SignalCurve, base: f64) -> Vec<f64> {
+        let log_odds: Vec<f64> = curve.p_right.iter().map(|&p| logit(p) - base).collect();
+        let mut above = 0;
+        (self.values.iter())
+            .map(|&value| {
+                while above < curve.levels.len() && curve.levels[above] < value {
+                    above += 1;
+                }
+                log_odds[crate::calibrate::nearest_level_above(&curve.levels, above, value)]
+            })
+            .collect()
     }
 }
 
@@ -324,173 +441,29 @@ fn check_shape(signals: &[Vec<Option<f64>>], right: &[bool]) -> Result<usize> {
     Ok(m)
 }
 
-/// Ridge-penalised logistic regression by damped Newton (intercept unpenalised) on `m`
-/// features per row, stored row after row in `x`, from `start` (intercept, then weights):
-/// deterministic, a few features, a handful of steps (6 on 100,000 benchmark rows).
-///
-/// Why damped: plain Newton from the naive-Bayes start (every weight 1) can overshoot and
-/// cycle on these log-odds features, and from all-zero weights it takes many short steps;
-/// halving a step until the penalised log-likelihood improves converges from either. A
-/// step is judged by the slope at its end first (one pass, no logarithm per row), by the
-/// two values only when that slope is negative.
-fn newton_logistic(x: &[f64], m: usize, y: &[bool], ridge: f64, start: &[f64]) -> (f64, Vec<f64>) {
-    let mut beta = start.to_vec();
-    let mut at = slope(x, m, y, ridge, &beta);
-    // The penalised log-likelihood at `beta`, computed only when a step must be judged by it.
-    let mut value_at: Option<f64> = None;
-    for _ in 0..50 {
-        let Some(mut step) = solve(at.hess.clone(), at.grad.clone()) else {
-            break;
-        };
-        // The Newton decrement: half of it is how much a full step would still gain.
-        let decrement: f64 = at.grad.iter().zip(&step).map(|(g, s)| g * s).sum();
-        if decrement < 1e-9 {
-            break;
-        }
-        let mut accepted = false;
-        for _ in 0..30 {
-            let trial: Vec<f64> = beta.iter().zip(&step).map(|(b, s)| b + s).collect();
-            let next = slope(x, m, y, ridge, &trial);
-            // The objective is concave, so its slope along the step only falls: still
-            // rising at the trial point means it rose all the way there. Only otherwise
-            // are the two values computed (a pass with a logarithm per row).
-            let rising = next.grad.iter().zip(&step).map(|(g, s)| g * s).sum::<f64>() >= 0.0;
-            let improves = rising || {
-                let here = *value_at.get_or_insert_with(|| value(x, m, y, ridge, &beta));
-                let there = value(x, m, y, ridge, &trial);
-                there >= here
-            };
-            if improves {
-                (beta, at, accepted, value_at) = (trial, next, true, None);
-                break;
-            }
-            step.iter_mut().for_each(|s| *s *= 0.5);
-        }
-        if !accepted {
-            break;
-        }
-    }
-    (beta[0], beta[1..].to_vec())
+/// A cross-fit's fold assignment: one fold per row, each below `folds`, at most
+/// `MAX_FOLDS`.
+fn check_folds(assignment: &[usize], rows: usize, folds: usize) -> Result<()> {
+    let reason = if assignment.len() != rows {
+        format!("{} folds assigned for {rows} rows", assignment.len())
+    } else if folds > MAX_FOLDS {
+        format!("{folds} folds: at most {MAX_FOLDS} are cross-fitted")
+    } else if let Some(f) = assignment.iter().find(|&&f| f >= folds) {
+        format!("a row assigned to fold {f} of {folds}")
+    } else {
+        return Ok(());
+    };
+    Err(CoreError::InvalidParameter {
+        name: "fold assignment",
+        reason,
+    })
 }
 
-/// `(1, features…)` of each row with its label.
-fn design_rows<'a>(
-    x: &'a [f64],
-    m: usize,
-    y: &'a [bool],
-) -> impl Iterator<Item = (&'a [f64], bool)> + 'a {
-    x.chunks_exact(m.max(1)).zip(y.iter().copied())
-}
-
-fn linear(beta: &[f64], row: &[f64]) -> f64 {
-    beta[0] + row.iter().zip(&beta[1..]).map(|(a, b)| a * b).sum::<f64>()
-}
-
-/// `Σ y·z − log(1 + e^z) − ridge/2 · |w|²` at `beta`, stable for large |z|.
-fn value(x: &[f64], m: usize, y: &[bool], ridge: f64, beta: &[f64]) -> f64 {
-    let fit: f64 = design_rows(x, m, y)
-        .map(|(row, yi)| {
-            let z = linear(beta, row);
-            let log1p_exp = z.max(0.0) + (-z.abs()).exp().ln_1p();
-            if yi { z - log1p_exp } else { -log1p_exp }
-        })
-        .sum();
-    fit - ridge / 2.0 * beta[1..].iter().map(|w| w * w).sum::<f64>()
-}
-
-/// The penalised log-likelihood's gradient and negated Hessian at a point.
-struct Slope {
-    grad: Vec<f64>,
-    hess: Vec<Vec<f64>>,
-}
-
-/// The gradient and negated Hessian of [`value`] at `beta` (intercept unpenalised), in one
-/// pass over the rows.
-fn slope(x: &[f64], m: usize, y: &[bool], ridge: f64, beta: &[f64]) -> Slope {
-    // The per-row sums are most of a fit's time: with the width a constant, the loops over
-    // the 1 + m columns unroll and the sums stay in registers. Every width has its own
-    // copy; `check_shape` bounds the signals by `MAX_SIGNALS`.
-    match m {
-        1 => slope_of_width::<2>(x, y, ridge, beta),
-        2 => slope_of_width::<3>(x, y, ridge, beta),
-        3 => slope_of_width::<4>(x, y, ridge, beta),
-        4 => slope_of_width::<5>(x, y, ridge, beta),
-        5 => slope_of_width::<6>(x, y, ridge, beta),
-        6 => slope_of_width::<7>(x, y, ridge, beta),
-        7 => slope_of_width::<8>(x, y, ridge, beta),
-        8 => slope_of_width::<{ MAX_SIGNALS + 1 }>(x, y, ridge, beta),
-        _ => unreachable!("check_shape bounds the signals by 1..={MAX_SIGNALS}, not {m}"),
-    }
-}
-
-/// [`slope`] for rows of `D − 1` features (`D` coefficients with the intercept).
-fn slope_of_width<const D: usize>(x: &[f64], y: &[bool], ridge: f64, beta: &[f64]) -> Slope {
-    let (mut grad, upper) = row_sums::<D>(x, y, beta);
-    let mut hess: Vec<Vec<f64>> = (0..D)
-        .map(|a| (0..D).map(|b| upper[a.min(b)][a.max(b)]).collect())
-        .collect();
-    for k in 1..D {
-        grad[k] -= ridge * beta[k];
-        hess[k][k] += ridge;
-    }
-    Slope {
-        grad: grad.to_vec(),
-        hess,
-    }
-}
+/// The most folds a cross-fit takes (each signal's levels are counted per fold).
+pub const MAX_FOLDS: usize = 64;
 
 /// The most signals one fusion combines (every signal the router knows fits).
 pub const MAX_SIGNALS: usize = 8;
-
-/// `Σ (y − p)·x` and the upper triangle of `Σ p(1 − p)·x·xᵀ` over the rows of `x` (`D − 1`
-/// features each, `x = (1, features…)`), unpenalised; `beta` has `D` entries.
-fn row_sums<const D: usize>(x: &[f64], y: &[bool], beta: &[f64]) -> ([f64; D], [[f64; D]; D]) {
-    let mut grad = [0.0; D];
-    let mut upper = [[0.0; D]; D];
-    let mut row_x = [1.0; D];
-    for (row, yi) in design_rows(x, D - 1, y) {
-        row_x[1..].copy_from_slice(row);
-        let p = sigmoid(linear(beta, row));
-        let w = (p * (1.0 - p)).max(1e-12);
-        let r = f64::from(u8::from(yi)) - p;
-        for a in 0..D {
-            grad[a] += r * row_x[a];
-            let wa = w * row_x[a];
-            for b in a..D {
-                upper[a][b] += wa * row_x[b];
-            }
-        }
-    }
-    (grad, upper)
-}
-
-/// Solves `a · x = b` by Gaussian elimination with partial pivoting; `None` if singular.
-fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
-    let n = b.len();
-    for col in 0..n {
-        let pivot = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
-        if a[pivot][col].abs() < 1e-12 {
-            return None;
-        }
-        a.swap(col, pivot);
-        b.swap(col, pivot);
-        let (top, below) = a.split_at_mut(col + 1);
-        let pivot_row = &top[col];
-        for (offset, r) in below.iter_mut().enumerate() {
-            let f = r[col] / pivot_row[col];
-            for (x, p) in r[col..].iter_mut().zip(&pivot_row[col..]) {
-                *x -= f * p;
-            }
-            b[col + 1 + offset] -= f * b[col];
-        }
-    }
-    let mut x = vec![0.0; n];
-    for row in (0..n).rev() {
-        let s: f64 = (row + 1..n).map(|k| a[row][k] * x[k]).sum();
-        x[row] = (b[row] - s) / a[row][row];
-    }
-    Some(x)
-}
 
 /// Out-of-fold fused confidences: row i's from a fit on the other folds of `assignment`
 /// (`assignment[i]` is row i's fold, as [`crate::calibrate::fold_assignments`] makes them).
@@ -518,9 +491,10 @@ pub fn cross_fit_at(
     for inputs in also {
         check_shape(inputs, right)?;
     }
-    let sorted = SortedSignals::new(signals, right);
-    let fold_scores = |f: usize| {
-        let (model, features) = sorted.fit_where(signals, right, |i| assignment[i] != f);
+    check_folds(assignment, signals.len(), folds)?;
+    let sorted = SortedSignals::new(signals, right, assignment, folds);
+    let fold_scores = |f: usize, start: Start<'_>| {
+        let (model, features) = sorted.fit_where(right, Some((f, assignment)), start);
         let held_out = (0..signals.len()).filter(|&i| assignment[i] == f);
         let scores: Vec<(usize, Option<f64>, Vec<Option<f64>>)> = held_out
             .map(|i| {
@@ -530,16 +504,21 @@ pub fn cross_fit_at(
                 (i, own, also.iter().map(|a| model.predict(&a[i])).collect())
             })
             .collect();
-        scores
+        (scores, model.coefficients())
     };
     let trained: Vec<usize> = (0..folds)
         .filter(|&f| !assignment.iter().all(|a| *a == f))
         .collect();
     let mut out = vec![vec![None; signals.len()]; 1 + also.len()];
-    for (i, own, others) in crate::parallel::map_in_parallel(&trained, |&f| fold_scores(f))
-        .into_iter()
-        .flatten()
-    {
+    let Some((&first, rest)) = trained.split_first() else {
+        return Ok(out);
+    };
+    // The first fold alone on every core, then the others side by side from its optimum:
+    // any two folds share most of their training rows, so their optima are 2–4 Newton
+    // steps apart where naive Bayes is 6–7 away.
+    let (first_scores, pilot) = fold_scores(first, Start::NaiveBayes);
+    let others = crate::parallel::map_in_parallel(rest, |&f| fold_scores(f, Start::From(&pilot)).0);
+    for (i, own, others) in std::iter::once(first_scores).chain(others).flatten() {
         out[0][i] = own;
         for (out, p) in out[1..].iter_mut().zip(others) {
             out[i] = p;
@@ -550,6 +529,7 @@ pub fn cross_fit_at(
 
 #[cfg(test)]
 mod tests {
+    use super::logistic::slope;
     use super::*;
 
     #[test]
@@ -609,9 +589,17 @@ mod tests {
             })
             .collect();
         let right: Vec<bool> = (0..300).map(|i| (i * 37 % 101) > 40 + i % 30).collect();
-        let sorted = SortedSignals::new(&signals, &right);
-        let keep = |i: usize| i % 5 != 2;
-        let (fused, walked) = sorted.fit_where(&signals, &right, keep);
+        let fold: Vec<usize> = (0..300).map(|i| i % 5).collect();
+        let sorted = SortedSignals::new(&signals, &right, &fold, 5);
+        let (fused, walked) = sorted.fit_where(&right, Some((2, &fold)), Start::NaiveBayes);
+        // The curves counted per fold are the ones fitted on the fold's training points.
+        for (j, curve) in fused.curves.iter().enumerate() {
+            let points: Vec<(f64, bool)> = (0..300)
+                .filter(|&i| fold[i] != 2)
+                .filter_map(|i| Some((signals[i][j]?, right[i])))
+                .collect();
+            assert_eq!(curve, &SignalCurve::fit(&points), "signal {j}");
+        }
         let base = logit(fused.base_rate);
         let searched: Vec<f64> = (0..300)
             .flat_map(|i| (0..2).map(move |j| (i, j)))
@@ -673,7 +661,14 @@ mod tests {
             })
             .collect();
         let beta = [fused.intercept, fused.weights[0], fused.weights[1]];
-        let grad = slope(&x, 2, &right, RIDGE, &beta).grad;
+        let problem = Logistic {
+            x: &x,
+            m: 2,
+            y: &right,
+            ridge: RIDGE,
+            rows: RowPasses::OnOneCore,
+        };
+        let grad = slope(&problem, &beta).grad;
         // A summed gradient over 600 rows: within 1e-9 of the optimal log-likelihood.
         assert!(grad.iter().all(|g| g.abs() < 1e-3), "{grad:?}");
         let sum = fused.weights[0] + fused.weights[1];

@@ -207,11 +207,6 @@ pub(crate) fn compare_signals<'py>(
     yaml_path: Option<PathBuf>,
 ) -> PyResult<Bound<'py, PyAny>> {
     use automix::signal_comparison::{Resplits, compare_signals};
-    if resplits == 0 {
-        return Err(pyo3::exceptions::PyValueError::new_err(
-            "resplits: at least 1 re-split to compare on",
-        ));
-    }
     let all = convert::training_rows(py, rows)?;
     let config = config_of(yaml_path.as_deref())?;
     let pair = project::model_pair(&config, &all).map_err(to_py)?;

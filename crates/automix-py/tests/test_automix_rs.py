@@ -104,7 +104,7 @@ def test_the_notebook_core_trains_decides_and_evaluates(project):
     (votes,) = automix_rs.compare_signals(rows, resplits=2, yaml_path=yaml)
     assert votes["signal"] == "samples" and votes["calibration"]["auc"] > 0.5
     assert votes["threshold"]["name"] == "Threshold" and len(votes["method"]["per_split"]) == 2
-    with pytest.raises(ValueError, match="resplits"):
+    with pytest.raises(automix_rs.ConfigError, match="resplits: at least 1 re-split"):
         automix_rs.compare_signals(rows, resplits=0)
 
 

@@ -73,6 +73,12 @@ pub fn compare_signals(
     (small, large): (&str, &str),
     resplits: Resplits<'_>,
 ) -> Result<Vec<SignalLine>> {
+    if resplits.seeds == 0 {
+        return Err(AutomixError::Setting {
+            key: "resplits",
+            message: "at least 1 re-split to compare on, 0 given".into(),
+        });
+    }
     let present = signals_present(rows, small);
     if present.is_empty() {
         return Err(AutomixError::InsufficientRows(format!(

@@ -579,6 +579,16 @@ fn every_signal_the_rows_carry_is_compared_on_the_same_resplits() {
         err.to_string().contains("no verification signal of small"),
         "{err}"
     );
+    // No re-split: an error naming the parameter, not a missing line.
+    let none = Resplits {
+        seeds: 0,
+        ..resplits
+    };
+    let err = compare_signals(&config, &rows, ("small", "large"), none).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "resplits: at least 1 re-split to compare on, 0 given"
+    );
 }
 
 /// `hparam.fuse_signals`: where two signals each see half of what makes the small answer
