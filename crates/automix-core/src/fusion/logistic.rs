@@ -130,10 +130,19 @@ impl FeatureRange {
 /// `curvature·e^(reach·t)`, and the slope at `t` is at least `start − curvature·(e^(reach·t)
 /// − 1)/reach`; it is also at least `end`, since a concave objective's slope only falls.
 fn gain_lower_bound(start: f64, end: f64, curvature: f64, reach: f64) -> f64 {
-    let (q, r) = (curvature.max(0.0), reach.max(1e-9));
+    let (q, r) = (curvature.max(0.0), reach.max(1e-12));
     // Where the first bound on the slope falls to `end`.
-    let t = ((1.0 + r * (start - end) / q.max(f64::MIN_POSITIVE)).ln() / r).clamp(0.0, 1.0);
-    (start + q / r) * t - q / (r * r) * (r * t).exp_m1() + end * (1.0 - t)
+    let t = ((r * (start - end) / q.max(f64::MIN_POSITIVE)).ln_1p() / r).clamp(0.0, 1.0);
+    // Up to `t` the slope falls at most `q·(e^(r·u) − 1)/r` below `start`; that costs
+    // `q·t²·(e^x − 1 − x)/x²` with `x = r·t`, by its series where `x` is small (the closed
+    // form cancels there).
+    let x = r * t;
+    let fall = if x < 1e-3 {
+        0.5 + x / 6.0 + x * x / 24.0
+    } else {
+        (x.exp_m1() - x) / (x * x)
+    };
+    start * t - q * t * t * fall + end * (1.0 - t)
 }
 
 /// `(1, features…)` of each row with its label.
@@ -336,6 +345,18 @@ mod tests {
         }
         // It is a useful bound, not only a safe one: it clears many of these steps.
         assert!(bounded >= 40, "{bounded} of 200 steps cleared");
+    }
+
+    #[test]
+    fn the_gain_bound_is_the_quadratic_one_without_reach_and_continuous_in_it() {
+        // No reach: the slope falls linearly from 1 to 0 over the step, gaining 1/2.
+        assert!((gain_lower_bound(1.0, 0.0, 1.0, 0.0) - 0.5).abs() < 1e-12);
+        // Either side of the series' threshold (x = r·t = 1e-3) the two forms agree.
+        let below = gain_lower_bound(1.0, -0.5, 1.0, 0.999e-3);
+        let above = gain_lower_bound(1.0, -0.5, 1.0, 1.001e-3);
+        assert!((below - above).abs() < 1e-6, "{below} {above}");
+        // More reach, less certainty.
+        assert!(gain_lower_bound(1.0, -0.1, 1.0, 2.0) < gain_lower_bound(1.0, -0.1, 1.0, 0.5));
     }
 
     #[test]
