@@ -332,16 +332,11 @@ fn summary(strong: &Strong, live: &Live) {
         _ => "— (the models tie)".into(),
     };
     println!("\n== What would AutoMix save you? ==");
-    println!(
-        "{:<34} {:<30} {}",
-        "",
-        format!("live local run ({} queries)", live.queries),
-        format!("strong set ({} held-out rows)", strong.rows)
-    );
-    println!(
-        "{:<34} {:<30} {}",
-        "models", "qwen2.5-coder 0.5B → 1.5B", "Llama-3.1-8B → GPT-5"
-    );
+    let live_head = format!("live local run ({} queries)", live.queries);
+    let strong_head = format!("strong set ({} held-out rows)", strong.rows);
+    println!("{:<34} {live_head:<30} {strong_head}", " ");
+    let (live_models, strong_models) = ("qwen2.5-coder 0.5B → 1.5B", "Llama-3.1-8B → GPT-5");
+    println!("{:<34} {live_models:<30} {strong_models}", "models");
     println!(
         "{:<34} {:<30} {:.0}%",
         "cost, share of always-large",
@@ -360,11 +355,11 @@ fn summary(strong: &Strong, live: &Live) {
         format!("{:.0}%", 100.0 * live.escalation),
         100.0 * strong.escalation
     );
+    let live_verification = format!("{:.0}%", 100.0 * live.verification_share);
     println!(
-        "{:<34} {:<30} {}",
+        "{:<34} {live_verification:<30} {:.0}%",
         "verification, share of the cost",
-        format!("{:.0}%", 100.0 * live.verification_share),
-        format!("{:.0}%", 100.0 * strong.verification_share)
+        100.0 * strong.verification_share
     );
     println!(
         "{:<34} {:<30} λ {:.3} to {:.3} (escalating {:.0}% to {:.0}%)",

@@ -618,6 +618,41 @@ mod tests {
     }
 
     #[test]
+    fn a_warm_started_fold_reaches_the_fit_made_from_scratch() {
+        // Three signals, one vote-like, one sometimes unknown; the cross-fit starts folds
+        // after the first from the first fold's optimum.
+        let h = |i: usize, k: usize| ((i * 2_654_435_761 + k * 97_531) % 1_009) as f64 / 1_009.0;
+        let right: Vec<bool> = (0..2_000).map(|i| h(i, 1) < 0.45).collect();
+        let signals: Vec<Vec<Option<f64>>> = (0..2_000)
+            .map(|i| {
+                let lean = if right[i] { 0.3 } else { 0.0 };
+                vec![
+                    Some((h(i, 2) + lean).min(1.0)),
+                    Some(((h(i, 3) * 3.0).floor() + f64::from(u8::from(right[i]))) / 4.0),
+                    (h(i, 4) > 0.1).then(|| (h(i, 5) + lean / 2.0).min(1.0)),
+                ]
+            })
+            .collect();
+        let assignment: Vec<usize> = (0..2_000).map(|i| (i * 7) % 5).collect();
+        let oof = cross_fit(&signals, &right, &assignment, 5).unwrap();
+        for f in 0..5 {
+            let train: Vec<usize> = (0..2_000).filter(|&i| assignment[i] != f).collect();
+            let rows: Vec<Vec<Option<f64>>> = train.iter().map(|&i| signals[i].clone()).collect();
+            let labels: Vec<bool> = train.iter().map(|&i| right[i]).collect();
+            let fresh = FusedConfidence::fit(&rows, &labels).unwrap();
+            for i in (0..2_000).filter(|&i| assignment[i] == f) {
+                let (warm, scratch) = (oof[i].unwrap(), fresh.predict(&signals[i]).unwrap());
+                // Newton stops within 1e-12 log-likelihood per row of the optimum, from
+                // either side: far inside the weights' sampling error.
+                assert!(
+                    (warm - scratch).abs() < 1e-6,
+                    "fold {f} row {i}: {warm} {scratch}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_curve_keeps_only_its_steps_and_reads_every_value_as_before() {
         // 0.1..0.4 (right, right, wrong, wrong) violate the order and pool into one block;
         // 0.9 is its own.
