@@ -38,25 +38,10 @@ pub struct SignalCurve {
 impl SignalCurve {
     /// Fits the curve on `(value, right)` pairs; `None` without any.
     pub fn fit(points: &[(f64, bool)]) -> Option<Self> {
-        let mut sorted: Vec<(f64, bool)> =
-            points.iter().copied().filter(|p| p.0.is_finite()).collect();
-        sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
-        Self::fit_sorted(sorted.into_iter())
-    }
-
-    /// [`SignalCurve::fit`] on finite points already in ascending order of value.
-    fn fit_sorted(sorted: impl Iterator<Item = (f64, bool)>) -> Option<Self> {
-        let mut counted: Vec<(f64, f64, f64)> = Vec::new();
-        for (x, right) in sorted {
-            if counted.last().map(|c| c.0) != Some(x) {
-                counted.push((x, 0.0, 0.0));
-            }
-            if let Some(c) = counted.last_mut() {
-                c.1 += 1.0;
-                c.2 += f64::from(u8::from(!right));
-            }
-        }
-        Self::fit_counted(counted.into_iter())
+        let right: Vec<bool> = points.iter().map(|p| p.1).collect();
+        let values = points.iter().map(|p| Some(p.0));
+        let (levels, _) = SignalLevels::of(values, &right, &[], 1);
+        Self::fit_counted(levels.counts_without(None))
     }
 
     /// [`SignalCurve::fit`] on distinct ascending values, each with its rows and the wrong
